@@ -1,0 +1,100 @@
+/**
+ * Small named getter/setter objects for every carrier Branchline reads or writes. They follow
+ * OpenTelemetry's TextMapGetter/TextMapSetter shape, so they also work with `propagation.extract`.
+ */
+
+export interface CarrierGetter<C> {
+  keys(carrier: C): string[];
+  get(carrier: C, key: string): string | string[] | undefined;
+}
+
+export interface CarrierSetter<C> {
+  set(carrier: C, key: string, value: string): void;
+}
+
+type HeaderValue = string | string[] | number | undefined;
+
+/** Node `IncomingHttpHeaders` / `OutgoingHttpHeaders`: keys are already lower case. */
+export const nodeHeadersGetter: CarrierGetter<Record<string, HeaderValue>> = {
+  keys: (c) => Object.keys(c),
+  get(c, key) {
+    const v = c[key];
+    return typeof v === 'number' ? String(v) : v;
+  },
+};
+
+/** Converts a header value that may be a Buffer (Kafka, AMQP) or a number to a string. */
+export function headerValueToString(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'string') return v;
+  if (Buffer.isBuffer(v)) return v.toString('utf8');
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8');
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return String(v);
+  return undefined;
+}
+
+function lookupCaseInsensitive(c: Record<string, unknown>, key: string): unknown {
+  const exact = c[key];
+  if (exact !== undefined) return exact;
+  for (const k of Object.keys(c)) if (k.length === key.length && k.toLowerCase() === key) return c[k];
+  return undefined;
+}
+
+/**
+ * Kafka message headers and AMQP `headers` tables: case-insensitive, and values may be
+ * `Buffer`, string, or an array of either (kafkajs gives arrays for repeated headers).
+ */
+export const bufferTextMapGetter: CarrierGetter<Record<string, unknown> | undefined> = {
+  keys: (c) => (c ? Object.keys(c) : []),
+  get(c, key) {
+    if (!c) return undefined;
+    const v = lookupCaseInsensitive(c, key);
+    if (Array.isArray(v)) {
+      const out: string[] = [];
+      for (const x of v) {
+        const s = headerValueToString(x);
+        if (s !== undefined) out.push(s);
+      }
+      return out.length ? out : undefined;
+    }
+    return headerValueToString(v);
+  },
+};
+
+/** A plain object of headers whose key case is unknown (user-built fetch headers, message headers). */
+export const recordSetter: CarrierSetter<Record<string, unknown>> = {
+  set(c, key, value) {
+    for (const k of Object.keys(c)) if (k !== key && k.toLowerCase() === key) delete c[k];
+    c[key] = value;
+  },
+};
+
+/** The subset of @grpc/grpc-js `Metadata` Branchline touches (kept structural to avoid a dependency). */
+export interface MetadataLike {
+  get(key: string): (string | Buffer)[];
+  set(key: string, value: string): void;
+  getMap(): Record<string, unknown>;
+}
+
+export const grpcMetadataGetter: CarrierGetter<MetadataLike> = {
+  keys: (m) => Object.keys(m.getMap()),
+  get(m, key) {
+    const values = m.get(key);
+    if (values.length === 0) return undefined;
+    if (values.length === 1) return headerValueToString(values[0]);
+    return values.map((v) => headerValueToString(v) ?? '');
+  },
+};
+
+export const grpcMetadataSetter: CarrierSetter<MetadataLike> = {
+  set: (m, key, value) => m.set(key, value),
+};
+
+/** Joins repeated header lines the way HTTP does (list headers are comma-separated). */
+export function joinHeaderValue(v: string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === 'string') return v;
+  if (v.length === 0) return undefined;
+  if (v.length === 1) return v[0];
+  return v.join(',');
+}

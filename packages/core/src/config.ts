@@ -1,0 +1,123 @@
+import { readFileSync } from 'node:fs';
+import { DEFAULT_BAGGAGE_KEY } from './extract.js';
+import { isValidRoutingKey } from './key.js';
+
+/** Runtime identity and wiring. Every field can come from the environment; code wins. */
+export interface BranchlineConfig {
+  /** `BRANCHLINE_SERVICE`: this process's service name. */
+  service?: string;
+  /** `BRANCHLINE_SANDBOX`: the sandbox this process belongs to; unset = baseline. */
+  sandbox?: string;
+  /** `BRANCHLINE_REGISTRY`: registry base URL. */
+  registry?: string;
+  /** `BRANCHLINE_TOKEN`: bearer token for the registry. */
+  token?: string;
+  /** `BRANCHLINE_ROUTES`: a route table as a JSON file path or inline JSON. */
+  routes?: string;
+  /** `BRANCHLINE_BAGGAGE_KEY`: baggage member name, default `branchline`. */
+  baggageKey: string;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const ENV = {
+  service: 'BRANCHLINE_SERVICE',
+  sandbox: 'BRANCHLINE_SANDBOX',
+  registry: 'BRANCHLINE_REGISTRY',
+  token: 'BRANCHLINE_TOKEN',
+  routes: 'BRANCHLINE_ROUTES',
+  baggageKey: 'BRANCHLINE_BAGGAGE_KEY',
+} as const;
+
+const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
+const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+function pick(code: string | undefined, env: NodeJS.ProcessEnv, name: string): string | undefined {
+  if (code !== undefined) return code;
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+/**
+ * Reads the configuration from `env` with `options` taking precedence, and validates it.
+ * Throws a ConfigError that names the variable (or option) and the bad value.
+ */
+export function loadConfig(
+  options: Partial<BranchlineConfig> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): BranchlineConfig {
+  const where = (field: keyof typeof ENV) => (options[field] !== undefined ? `option ${field}` : ENV[field]);
+  const cfg: BranchlineConfig = {
+    service: pick(options.service, env, ENV.service),
+    sandbox: pick(options.sandbox, env, ENV.sandbox),
+    registry: pick(options.registry, env, ENV.registry),
+    token: pick(options.token, env, ENV.token),
+    routes: pick(options.routes, env, ENV.routes),
+    baggageKey: pick(options.baggageKey, env, ENV.baggageKey) ?? DEFAULT_BAGGAGE_KEY,
+  };
+  if (cfg.service !== undefined && !SERVICE_RE.test(cfg.service)) {
+    throw new ConfigError(
+      ENV.service,
+      `branchline: ${where('service')}=${JSON.stringify(cfg.service)} is not a service name (letters, digits, . _ -)`,
+    );
+  }
+  if (cfg.sandbox !== undefined && !isValidRoutingKey(cfg.sandbox)) {
+    throw new ConfigError(
+      ENV.sandbox,
+      `branchline: ${where('sandbox')}=${JSON.stringify(cfg.sandbox)} is not a sandbox name (lowercase letters, digits, inner hyphens)`,
+    );
+  }
+  if (cfg.registry !== undefined) {
+    let u: URL | undefined;
+    try {
+      u = new URL(cfg.registry);
+    } catch {
+      u = undefined;
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+      throw new ConfigError(
+        ENV.registry,
+        `branchline: ${where('registry')}=${JSON.stringify(cfg.registry)} must be an http(s) URL such as http://branchline-registry:7070`,
+      );
+    }
+  }
+  if (!TOKEN_RE.test(cfg.baggageKey)) {
+    throw new ConfigError(
+      ENV.baggageKey,
+      `branchline: ${where('baggageKey')}=${JSON.stringify(cfg.baggageKey)} is not a valid baggage member name`,
+    );
+  }
+  return cfg;
+}
+
+/** Reads `BRANCHLINE_ROUTES`: inline JSON when it starts with `{`, else a file path. */
+export function readRoutesDocument(routes: string): unknown {
+  const text = routes.trimStart().startsWith('{') ? routes : readRoutesFile(routes);
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(
+      ENV.routes,
+      `branchline: BRANCHLINE_ROUTES is not valid JSON: ${(err as Error).message}`,
+    );
+  }
+}
+
+function readRoutesFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(
+      ENV.routes,
+      `branchline: BRANCHLINE_ROUTES=${JSON.stringify(path)} could not be read (${(err as NodeJS.ErrnoException).code ?? err}); give a JSON file path or inline JSON`,
+    );
+  }
+}

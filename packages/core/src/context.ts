@@ -1,0 +1,142 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import {
+  type Context,
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  type TextMapGetter,
+  type TextMapPropagator,
+  type TextMapSetter,
+} from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { parseBaggage, serializeBaggage } from './baggage.js';
+import { DEFAULT_BAGGAGE_KEY } from './extract.js';
+import { isValidRoutingKey } from './key.js';
+import { logger } from './log.js';
+
+/**
+ * The OpenTelemetry API keeps its registered globals on this symbol. Reading it tells us, in a
+ * property load, whether the application registered a context manager or a propagator.
+ */
+const OTEL_GLOBAL = Symbol.for('opentelemetry.js.api.1');
+
+function otelGlobal(): Record<string, unknown> | undefined {
+  return (globalThis as Record<symbol, Record<string, unknown> | undefined>)[OTEL_GLOBAL];
+}
+
+/** Whether an OpenTelemetry context manager is registered (by the app, or by ensureOpenTelemetry). */
+export function hasOtelContextManager(): boolean {
+  return otelGlobal()?.context !== undefined;
+}
+
+/** Whether an OpenTelemetry propagator is registered. */
+export function hasOtelPropagator(): boolean {
+  return otelGlobal()?.propagation !== undefined;
+}
+
+/**
+ * Without an OpenTelemetry context manager, Branchline keeps the context in its own
+ * AsyncLocalStorage, so routing works in an app with no OpenTelemetry at all and we never
+ * register a global the app might want to register later.
+ */
+const fallback = new AsyncLocalStorage<Context>();
+
+let baggageKey = DEFAULT_BAGGAGE_KEY;
+
+/** Sets the baggage member name used by getRoutingKey/withRoutingKey (env `BRANCHLINE_BAGGAGE_KEY`). */
+export function setBaggageKey(name: string): void {
+  baggageKey = name;
+}
+
+export function getBaggageKey(): string {
+  return baggageKey;
+}
+
+/** The active context: OpenTelemetry's when it manages context, Branchline's otherwise. */
+export function activeContext(): Context {
+  if (hasOtelContextManager()) return context.active();
+  return fallback.getStore() ?? ROOT_CONTEXT;
+}
+
+/** Runs `fn` with `ctx` active, through OpenTelemetry when it manages context. */
+export function runInContext<R>(ctx: Context, fn: () => R): R {
+  if (hasOtelContextManager()) return context.with(ctx, fn);
+  return fallback.run(ctx, fn);
+}
+
+/** The routing key carried by `ctx` (default: the active context), or undefined. */
+export function getRoutingKey(ctx: Context = activeContext()): string | undefined {
+  const entry = propagation.getBaggage(ctx)?.getEntry(baggageKey);
+  if (entry === undefined) return undefined;
+  return isValidRoutingKey(entry.value) ? entry.value : undefined;
+}
+
+/** A copy of `ctx` whose baggage carries `key` (other entries kept). `undefined` removes it. */
+export function contextWithRoutingKey(ctx: Context, key: string | undefined): Context {
+  const current = propagation.getBaggage(ctx);
+  if (key === undefined) {
+    return current?.getEntry(baggageKey) ? propagation.setBaggage(ctx, current.removeEntry(baggageKey)) : ctx;
+  }
+  if (current?.getEntry(baggageKey)?.value === key) return ctx;
+  const bag = (current ?? propagation.createBaggage()).setEntry(baggageKey, { value: key });
+  return propagation.setBaggage(ctx, bag);
+}
+
+/** Runs `fn` with `key` as the active routing key (also visible to OpenTelemetry baggage readers). */
+export function withRoutingKey<R>(key: string | undefined, fn: () => R): R {
+  return runInContext(contextWithRoutingKey(activeContext(), key), fn);
+}
+
+/**
+ * A baggage propagator built on Branchline's bounded codec, for apps that register none.
+ * It carries every baggage entry, not only the routing key.
+ */
+export class BranchlineBaggagePropagator implements TextMapPropagator {
+  inject(ctx: Context, carrier: unknown, setter: TextMapSetter): void {
+    const bag = propagation.getBaggage(ctx);
+    if (!bag) return;
+    const members = bag.getAllEntries().map(([key, e]) => ({ key, value: e.value }));
+    if (members.length) setter.set(carrier, 'baggage', serializeBaggage(members));
+  }
+
+  extract(ctx: Context, carrier: unknown, getter: TextMapGetter): Context {
+    const raw = getter.get(carrier, 'baggage');
+    const header = Array.isArray(raw) ? raw.join(',') : raw;
+    if (!header) return ctx;
+    const parsed = parseBaggage(header);
+    if (!parsed.ok || parsed.members.length === 0) return ctx;
+    const entries: Record<string, { value: string }> = {};
+    for (const m of parsed.members) entries[m.key] = { value: m.value };
+    return propagation.setBaggage(ctx, propagation.createBaggage(entries));
+  }
+
+  fields(): string[] {
+    return ['baggage'];
+  }
+}
+
+export interface EnsureResult {
+  /** Branchline registered an AsyncLocalStorage context manager (none was registered). */
+  contextManager: boolean;
+  /** Branchline registered its baggage propagator (none was registered). */
+  propagator: boolean;
+}
+
+/**
+ * Registers an AsyncLocalStorage context manager and a baggage propagator, each only if the
+ * application has none. Never called at import time and never replaces what the app set.
+ * Call it after your own OpenTelemetry setup (if any); Branchline works without calling it.
+ */
+export function ensureOpenTelemetry(): EnsureResult {
+  const result: EnsureResult = { contextManager: false, propagator: false };
+  if (!hasOtelContextManager()) {
+    result.contextManager = context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  }
+  if (!hasOtelPropagator()) {
+    result.propagator = propagation.setGlobalPropagator(new BranchlineBaggagePropagator());
+  }
+  if (result.contextManager || result.propagator) {
+    logger().debug('branchline: registered OpenTelemetry defaults', { ...result });
+  }
+  return result;
+}

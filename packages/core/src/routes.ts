@@ -1,0 +1,426 @@
+import { explainInvalidKey, isValidRoutingKey } from './key.js';
+
+/** Where a sandbox's version of a service listens. Several addresses are balanced round-robin. */
+export interface EndpointSpec {
+  /** Base URL such as `http://10.0.3.7:8080`. */
+  http?: string | string[];
+  /** gRPC target such as `10.0.3.7:50051`. */
+  grpc?: string | string[];
+}
+
+/** A span of registry time (ms since epoch), `to` exclusive; open-ended while `to` is absent. */
+export interface Interval {
+  from: number;
+  to?: number | null;
+}
+
+export interface SandboxSpec {
+  name: string;
+  /** The routing key that selects this sandbox. */
+  key: string;
+  /** service → endpoints of this sandbox's version of that service. */
+  overrides?: Record<string, EndpointSpec>;
+  labels?: Record<string, string>;
+  createdAt?: number;
+  expiresAt?: number | null;
+  /** Set on a tombstone: the sandbox was deleted at this registry time. */
+  deletedAt?: number | null;
+  /**
+   * Per service, the registry-time intervals during which the override routed. Queue consumers
+   * decide by a message's time against these; without them an override counts from `createdAt`.
+   */
+  history?: Record<string, Interval[]>;
+  /** Opaque resource declarations and state (databases, queues), owned by their packages. */
+  resources?: Record<string, unknown>;
+}
+
+export interface RouteGroupSpec {
+  name: string;
+  key: string;
+  match: { labels: Record<string, string>; mode?: 'all' | 'any' };
+  createdAt?: number;
+  expiresAt?: number | null;
+  deletedAt?: number | null;
+}
+
+export interface RouteTableSpec {
+  /** Registry revision this table reflects (0 for static tables). */
+  revision?: number;
+  /**
+   * Registry time up to which this view is complete: no change with an earlier time can still
+   * arrive. Queue consumers hold a message whose time is later. Static tables: complete forever.
+   */
+  completeUntil?: number;
+  sandboxes?: SandboxSpec[];
+  groups?: RouteGroupSpec[];
+}
+
+/** The answer to "where does (service, key) go": a sandbox and its endpoints. */
+export interface Rule {
+  readonly service: string;
+  readonly key: string;
+  readonly sandbox: string;
+  /** Set when the key is a route group's. */
+  readonly group?: string;
+  readonly http: readonly string[];
+  readonly grpc: readonly string[];
+}
+
+/** Two sandboxes matched by one route group override the same service. The older one wins. */
+export interface RouteConflict {
+  group: string;
+  service: string;
+  winner: string;
+  losers: string[];
+}
+
+export class RouteTableError extends Error {
+  constructor(
+    readonly path: string,
+    readonly value: unknown,
+    reason: string,
+  ) {
+    super(`branchline route table: ${path} ${reason} (got ${preview(value)})`);
+    this.name = 'RouteTableError';
+  }
+}
+
+function preview(v: unknown): string {
+  let s: string;
+  try {
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = String(v);
+  }
+  return s.length > 120 ? `${s.slice(0, 120)}…` : s;
+}
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function optTime(v: unknown, path: string): void {
+  if (v === undefined || v === null) return;
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new RouteTableError(path, v, 'must be a time in ms since the epoch');
+}
+
+function checkUrl(v: unknown, path: string, kind: 'http' | 'grpc'): string {
+  if (typeof v !== 'string' || v.length === 0)
+    throw new RouteTableError(path, v, 'must be a non-empty string');
+  if (kind === 'http') {
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      throw new RouteTableError(path, v, 'must be an absolute http(s) URL such as "http://10.0.0.7:8080"');
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:')
+      throw new RouteTableError(path, v, 'must use http: or https:');
+    return v.endsWith('/') ? v.slice(0, -1) : v;
+  }
+  return v;
+}
+
+function endpoints(v: unknown, path: string, kind: 'http' | 'grpc'): string[] {
+  if (v === undefined) return [];
+  const list = Array.isArray(v) ? v : [v];
+  return list.map((x, i) => checkUrl(x, Array.isArray(v) ? `${path}[${i}]` : path, kind));
+}
+
+function validateSandbox(s: unknown, path: string): SandboxSpec {
+  if (!isObject(s)) throw new RouteTableError(path, s, 'must be an object');
+  if (typeof s.name !== 'string' || !NAME_RE.test(s.name)) {
+    throw new RouteTableError(
+      `${path}.name`,
+      s.name,
+      'must be a DNS-label-like name (lowercase letters, digits, hyphens)',
+    );
+  }
+  if (!isValidRoutingKey(s.key))
+    throw new RouteTableError(`${path}.key`, s.key, `is not a routing key: ${explainInvalidKey(s.key)}`);
+  if (s.overrides !== undefined) {
+    if (!isObject(s.overrides))
+      throw new RouteTableError(`${path}.overrides`, s.overrides, 'must map service names to endpoints');
+    for (const [svc, ep] of Object.entries(s.overrides)) {
+      const p = `${path}.overrides.${svc}`;
+      if (!SERVICE_RE.test(svc)) throw new RouteTableError(p, svc, 'is not a valid service name');
+      if (!isObject(ep))
+        throw new RouteTableError(p, ep, 'must be an object like {"http": "http://host:port"}');
+      endpoints(ep.http, `${p}.http`, 'http');
+      endpoints(ep.grpc, `${p}.grpc`, 'grpc');
+    }
+  }
+  if (s.labels !== undefined) {
+    if (!isObject(s.labels))
+      throw new RouteTableError(`${path}.labels`, s.labels, 'must be an object of strings');
+    for (const [k, v] of Object.entries(s.labels)) {
+      if (typeof v !== 'string') throw new RouteTableError(`${path}.labels.${k}`, v, 'must be a string');
+    }
+  }
+  optTime(s.createdAt, `${path}.createdAt`);
+  optTime(s.expiresAt, `${path}.expiresAt`);
+  optTime(s.deletedAt, `${path}.deletedAt`);
+  if (s.history !== undefined) {
+    if (!isObject(s.history))
+      throw new RouteTableError(`${path}.history`, s.history, 'must map services to intervals');
+    for (const [svc, list] of Object.entries(s.history)) {
+      if (!Array.isArray(list))
+        throw new RouteTableError(`${path}.history.${svc}`, list, 'must be an array of {from, to}');
+      list.forEach((iv, i) => {
+        const p = `${path}.history.${svc}[${i}]`;
+        if (!isObject(iv)) throw new RouteTableError(p, iv, 'must be {from, to}');
+        optTime(iv.from, `${p}.from`);
+        if (typeof iv.from !== 'number') throw new RouteTableError(`${p}.from`, iv.from, 'is required');
+        optTime(iv.to, `${p}.to`);
+      });
+    }
+  }
+  return s as unknown as SandboxSpec;
+}
+
+function validateGroup(g: unknown, path: string): RouteGroupSpec {
+  if (!isObject(g)) throw new RouteTableError(path, g, 'must be an object');
+  if (typeof g.name !== 'string' || !NAME_RE.test(g.name))
+    throw new RouteTableError(`${path}.name`, g.name, 'must be a DNS-label-like name');
+  if (!isValidRoutingKey(g.key))
+    throw new RouteTableError(`${path}.key`, g.key, `is not a routing key: ${explainInvalidKey(g.key)}`);
+  if (!isObject(g.match) || !isObject(g.match.labels)) {
+    throw new RouteTableError(`${path}.match`, g.match, 'must be {"labels": {...}, "mode": "all" | "any"}');
+  }
+  if (g.match.mode !== undefined && g.match.mode !== 'all' && g.match.mode !== 'any') {
+    throw new RouteTableError(`${path}.match.mode`, g.match.mode, 'must be "all" or "any"');
+  }
+  optTime(g.createdAt, `${path}.createdAt`);
+  optTime(g.deletedAt, `${path}.deletedAt`);
+  optTime(g.expiresAt, `${path}.expiresAt`);
+  return g as unknown as RouteGroupSpec;
+}
+
+/** Checks a route table document; throws a RouteTableError naming the field and the bad value. */
+export function validateRouteTableSpec(input: unknown): RouteTableSpec {
+  if (!isObject(input))
+    throw new RouteTableError('(root)', input, 'must be an object with "sandboxes" and optional "groups"');
+  const sandboxes = input.sandboxes ?? [];
+  const groups = input.groups ?? [];
+  if (!Array.isArray(sandboxes)) throw new RouteTableError('sandboxes', sandboxes, 'must be an array');
+  if (!Array.isArray(groups)) throw new RouteTableError('groups', groups, 'must be an array');
+  optTime(input.completeUntil, 'completeUntil');
+  if (input.revision !== undefined && (typeof input.revision !== 'number' || input.revision < 0)) {
+    throw new RouteTableError('revision', input.revision, 'must be a non-negative number');
+  }
+  const liveKeys = new Map<string, string>();
+  const names = new Set<string>();
+  sandboxes.forEach((s, i) => {
+    const sb = validateSandbox(s, `sandboxes[${i}]`);
+    if (sb.deletedAt != null) return;
+    if (names.has(sb.name))
+      throw new RouteTableError(`sandboxes[${i}].name`, sb.name, 'is used by another live sandbox');
+    names.add(sb.name);
+    const other = liveKeys.get(sb.key);
+    if (other) throw new RouteTableError(`sandboxes[${i}].key`, sb.key, `is already the key of ${other}`);
+    liveKeys.set(sb.key, `sandbox ${sb.name}`);
+  });
+  groups.forEach((g, i) => {
+    const gr = validateGroup(g, `groups[${i}]`);
+    if (gr.deletedAt != null) return;
+    const other = liveKeys.get(gr.key);
+    if (other) throw new RouteTableError(`groups[${i}].key`, gr.key, `is already the key of ${other}`);
+    liveKeys.set(gr.key, `group ${gr.name}`);
+  });
+  return input as RouteTableSpec;
+}
+
+function matches(group: RouteGroupSpec, s: SandboxSpec): boolean {
+  const want = Object.entries(group.match.labels);
+  if (want.length === 0) return false;
+  const labels = s.labels ?? {};
+  if (group.match.mode === 'any') return want.some(([k, v]) => labels[k] === v);
+  return want.every(([k, v]) => labels[k] === v);
+}
+
+/** Older sandbox first, then by name: the documented winner of a route-group conflict. */
+function byAge(a: SandboxSpec, b: SandboxSpec): number {
+  const d = (a.createdAt ?? 0) - (b.createdAt ?? 0);
+  return d !== 0 ? d : a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+function contains(iv: Interval, at: number): boolean {
+  return iv.from <= at && (iv.to == null || at < iv.to);
+}
+
+/** Whether sandbox `s` routed `service` at registry time `at`. */
+function overrideActiveAt(s: SandboxSpec, service: string, at: number): boolean {
+  if (s.deletedAt != null && at >= s.deletedAt) return false;
+  const hist = s.history?.[service];
+  if (hist) return hist.some((iv) => contains(iv, at));
+  if (!s.overrides?.[service]) return false;
+  return (s.createdAt ?? Number.NEGATIVE_INFINITY) <= at;
+}
+
+function groupActiveAt(g: RouteGroupSpec, at: number): boolean {
+  if (g.deletedAt != null && at >= g.deletedAt) return false;
+  return (g.createdAt ?? Number.NEGATIVE_INFINITY) <= at;
+}
+
+const EMPTY: readonly string[] = Object.freeze([]);
+
+function freezeList(list: string[]): readonly string[] {
+  return list.length ? Object.freeze(list) : EMPTY;
+}
+
+interface KeyHistory {
+  sandboxes: SandboxSpec[];
+  groups: RouteGroupSpec[];
+}
+
+/**
+ * An immutable, compiled route table. Sources build a new one per change and swap the
+ * reference, so a reader never sees half an update. `resolve` is two Map lookups.
+ */
+export class RouteTable {
+  readonly revision: number;
+  readonly completeUntil: number;
+  readonly sandboxes: readonly SandboxSpec[];
+  readonly groups: readonly RouteGroupSpec[];
+  readonly conflicts: readonly RouteConflict[];
+  private readonly byKey = new Map<string, Map<string, Rule>>();
+  private readonly historyByKey = new Map<string, KeyHistory>();
+  private readonly byName = new Map<string, SandboxSpec>();
+  private readonly services = new Set<string>();
+  private readonly groupMembers = new WeakMap<RouteGroupSpec, SandboxSpec[]>();
+
+  static readonly empty = new RouteTable({});
+
+  /** Validates and compiles a route table document. */
+  static from(spec: unknown): RouteTable {
+    return new RouteTable(validateRouteTableSpec(spec));
+  }
+
+  /** Compiles an already-validated spec (use `RouteTable.from` for untrusted input). */
+  constructor(spec: RouteTableSpec) {
+    this.revision = spec.revision ?? 0;
+    this.completeUntil = spec.completeUntil ?? Number.POSITIVE_INFINITY;
+    const all = spec.sandboxes ?? [];
+    const groups = spec.groups ?? [];
+    this.sandboxes = all.filter((s) => s.deletedAt == null);
+    this.groups = groups.filter((g) => g.deletedAt == null);
+    const conflicts: RouteConflict[] = [];
+
+    for (const s of all) {
+      this.history(s.key).sandboxes.push(s);
+      if (s.deletedAt != null) continue;
+      this.byName.set(s.name, s);
+      for (const [service, ep] of Object.entries(s.overrides ?? {})) {
+        this.services.add(service);
+        this.put({ service, key: s.key, sandbox: s.name, ...compileEndpoints(ep) });
+      }
+    }
+    for (const g of groups) {
+      this.history(g.key).groups.push(g);
+      if (g.deletedAt != null) continue;
+      const members = this.sandboxes.filter((s) => matches(g, s)).sort(byAge);
+      const seen = new Map<string, RouteConflict | null>();
+      for (const s of members) {
+        for (const [service, ep] of Object.entries(s.overrides ?? {})) {
+          const prior = seen.get(service);
+          if (prior === undefined) {
+            seen.set(service, null);
+            this.put({ service, key: g.key, sandbox: s.name, group: g.name, ...compileEndpoints(ep) });
+          } else if (prior === null) {
+            const winner = this.byKey.get(g.key)?.get(service)?.sandbox ?? '';
+            const c: RouteConflict = { group: g.name, service, winner, losers: [s.name] };
+            conflicts.push(c);
+            seen.set(service, c);
+          } else {
+            prior.losers.push(s.name);
+          }
+        }
+      }
+    }
+    this.conflicts = Object.freeze(conflicts);
+  }
+
+  /** Every sandbox (tombstones included) a group's labels match, oldest first; computed once. */
+  private membersOf(g: RouteGroupSpec): SandboxSpec[] {
+    let list = this.groupMembers.get(g);
+    if (!list) {
+      list = [];
+      for (const h of this.historyByKey.values())
+        for (const s of h.sandboxes) if (matches(g, s)) list.push(s);
+      list.sort(byAge);
+      this.groupMembers.set(g, list);
+    }
+    return list;
+  }
+
+  private history(key: string): KeyHistory {
+    let h = this.historyByKey.get(key);
+    if (!h) {
+      h = { sandboxes: [], groups: [] };
+      this.historyByKey.set(key, h);
+    }
+    return h;
+  }
+
+  private put(rule: Rule): void {
+    let m = this.byKey.get(rule.key);
+    if (!m) {
+      m = new Map();
+      this.byKey.set(rule.key, m);
+    }
+    m.set(rule.service, Object.freeze(rule));
+  }
+
+  /** The rule that sends (service, key) to a sandbox now, or undefined for baseline. */
+  resolve(service: string, key: string | undefined): Rule | undefined {
+    if (key === undefined) return undefined;
+    return this.byKey.get(key)?.get(service);
+  }
+
+  /** The live sandbox called `name`. */
+  sandbox(name: string): SandboxSpec | undefined {
+    return this.byName.get(name);
+  }
+
+  /** Whether any live sandbox overrides `service`. */
+  isOverridden(service: string): boolean {
+    return this.services.has(service);
+  }
+
+  /** Every live rule, for listings. */
+  rules(): Rule[] {
+    const out: Rule[] = [];
+    for (const m of this.byKey.values()) for (const r of m.values()) out.push(r);
+    return out;
+  }
+
+  /**
+   * The sandbox that owns messages of (service, key): at registry time `at` when given (using
+   * override history and tombstones, so every consumer that sees the same message agrees), or
+   * now. Undefined means the baseline owns it.
+   */
+  owner(service: string, key: string | undefined, at?: number): string | undefined {
+    if (key === undefined) return undefined;
+    if (at === undefined) return this.resolve(service, key)?.sandbox;
+    const h = this.historyByKey.get(key);
+    if (!h) return undefined;
+    for (const s of h.sandboxes) if (overrideActiveAt(s, service, at)) return s.name;
+    for (const g of h.groups) {
+      if (!groupActiveAt(g, at)) continue;
+      // Members are sorted oldest first, so the first active one is the conflict winner.
+      for (const s of this.membersOf(g)) if (overrideActiveAt(s, service, at)) return s.name;
+    }
+    return undefined;
+  }
+}
+
+function compileEndpoints(ep: EndpointSpec): { http: readonly string[]; grpc: readonly string[] } {
+  return {
+    http: freezeList(endpoints(ep.http, 'http', 'http')),
+    grpc: freezeList(endpoints(ep.grpc, 'grpc', 'grpc')),
+  };
+}

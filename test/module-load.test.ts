@@ -1,0 +1,51 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = resolve(import.meta.dirname, '..');
+const packages = readdirSync(join(root, 'packages')).filter((p) =>
+  existsSync(join(root, 'packages', p, 'package.json')),
+);
+const cache =
+  process.env.BRANCHLINE_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'branchline');
+
+function nodeBinary(major: number): string {
+  const bin = join(cache, `node${major}`, 'node_modules', 'node', 'bin', 'node');
+  if (!existsSync(bin))
+    throw new Error(
+      `Node ${major} is not installed at ${bin}; run "source scripts/node-env.sh ${major}" once`,
+    );
+  return bin;
+}
+
+// An application outside the repository that depends on the built packages, as a user's would.
+const app = mkdtempSync(join(tmpdir(), 'branchline-app-'));
+symlinkSync(join(root, 'node_modules'), join(app, 'node_modules'));
+afterAll(() => rmSync(app, { recursive: true, force: true }));
+
+const list = JSON.stringify(packages.map((p) => `@branchline/${p}`));
+writeFileSync(
+  join(app, 'load.cjs'),
+  `const out = {}; for (const n of ${list}) out[n] = Object.keys(require(n)).length; console.log(JSON.stringify(out));\n`,
+);
+writeFileSync(
+  join(app, 'load.mjs'),
+  `const out = {}; for (const n of ${list}) out[n] = Object.keys(await import(n)).length; console.log(JSON.stringify(out));\n`,
+);
+
+describe.each([22, 24])('packages load on Node %i', (major) => {
+  for (const kind of ['cjs', 'mjs'] as const) {
+    it(`from a ${kind === 'cjs' ? 'CommonJS (require)' : 'ESM (import)'} application`, () => {
+      const out = execFileSync(nodeBinary(major), ['--no-warnings', join(app, `load.${kind}`)], {
+        cwd: app,
+        encoding: 'utf8',
+      });
+      const loaded = JSON.parse(out) as Record<string, number>;
+      expect(Object.keys(loaded).sort()).toEqual(packages.map((p) => `@branchline/${p}`).sort());
+      // core has real exports on every runtime and module system
+      expect(loaded['@branchline/core']).toBeGreaterThan(20);
+    });
+  }
+});
