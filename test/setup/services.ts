@@ -1,6 +1,7 @@
 import { execSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 
 /**
  * The real servers tests talk to. Each entry says how to check it (a TCP connect) and how an
@@ -34,6 +35,15 @@ export const services: Record<string, ServiceEntry> = {
     port: 5672,
     start: () => 'rabbitmq-server -detached',
     startTimeoutMs: 90_000,
+  },
+  kafka: {
+    name: 'Apache Kafka',
+    host: '127.0.0.1',
+    port: 9092,
+    // Fetches the broker with Maven on first use, formats a KRaft store, waits until ready.
+    // An absolute path: package test runs start in packages/<name>, not the repository root.
+    start: () => `bash ${JSON.stringify(join(import.meta.dirname, '..', '..', 'scripts', 'kafka.sh'))} start`,
+    startTimeoutMs: 300_000,
   },
 };
 
