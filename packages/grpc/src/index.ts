@@ -1,1 +1,19 @@
-export {};
+export { ChannelPool } from './channel-pool.js';
+export { createClientInterceptor } from './client-interceptor.js';
+export { HOP_METADATA, isForwarded } from './metadata.js';
+export { RawMessage } from './raw.js';
+export {
+  type ClientConstructor,
+  createRoutedClient,
+  RoutedChannel,
+  type RoutedClientOptions,
+} from './routed-channel.js';
+export { createRoutedServer } from './server.js';
+export { createServerInterceptor } from './server-interceptor.js';
+export type {
+  ClientInterceptorOptions,
+  ForwardInfo,
+  RoutedChannelOptions,
+  RoutingOptions,
+  ServerRoutingOptions,
+} from './types.js';

@@ -1,0 +1,93 @@
+import { counters } from '@branchline/core';
+import {
+  type Channel,
+  type experimental,
+  type InterceptingListener,
+  type Metadata,
+  type ServerInterceptingCallInterface,
+  type StatusObject,
+  status,
+} from '@grpc/grpc-js';
+import type { ChannelPool } from './channel-pool.js';
+import { forwardedRequestMetadata, relayableMetadata } from './metadata.js';
+import { RawMessage } from './raw.js';
+
+export interface ForwardTarget {
+  service: string;
+  sandbox: string;
+  endpoint: string;
+}
+
+/**
+ * Relays one call, whatever its type, to a sandbox as raw bytes: request metadata (plus the hop
+ * marker), messages in both directions with flow control (one message in flight each way),
+ * response headers, trailers and status. The caller's deadline goes with the call; a cancel on
+ * either side cancels the other.
+ */
+export class ForwardedCall implements InterceptingListener {
+  private readonly out: experimental.CallStream;
+  private readonly channel: Channel;
+  private receivedHeaders = false;
+  private finished = false;
+  private readonly readFromCaller = () => this.server.startRead();
+  private readonly readFromSandbox = () => {
+    if (!this.finished) this.out.startRead();
+  };
+
+  constructor(
+    private readonly server: ServerInterceptingCallInterface,
+    private readonly pool: ChannelPool,
+    private readonly target: ForwardTarget,
+    path: string,
+    metadata: Metadata,
+  ) {
+    counters.forwarded++;
+    this.channel = pool.acquire(target.endpoint);
+    this.out = this.channel.createCall(path, server.getDeadline(), undefined, null, undefined);
+    this.out.start(forwardedRequestMetadata(metadata, target.service), this);
+    this.out.startRead();
+    server.startRead();
+  }
+
+  // Caller → sandbox.
+
+  callerMessage(bytes: Buffer): void {
+    if (this.finished) return;
+    this.out.sendMessageWithContext({ callback: this.readFromCaller }, bytes);
+  }
+
+  callerHalfClose(): void {
+    if (!this.finished) this.out.halfClose();
+  }
+
+  callerCancelled(): void {
+    if (this.finished) return;
+    this.out.cancelWithStatus(status.CANCELLED, 'branchline: the caller cancelled the forwarded call');
+  }
+
+  // Sandbox → caller.
+
+  onReceiveMetadata(metadata: Metadata): void {
+    this.receivedHeaders = true;
+    this.server.sendMetadata(relayableMetadata(metadata));
+  }
+
+  onReceiveMessage(bytes: Buffer): void {
+    this.server.sendMessage(new RawMessage(bytes), this.readFromSandbox);
+  }
+
+  onReceiveStatus(s: StatusObject): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.pool.release(this.target.endpoint, this.channel);
+    let details = s.details;
+    if (s.code === status.UNAVAILABLE && !this.receivedHeaders) {
+      counters.forwardFailed++;
+      const { sandbox, service, endpoint } = this.target;
+      details =
+        `branchline: could not reach sandbox "${sandbox}" for service "${service}" at ${endpoint}: ${s.details}. ` +
+        'Check that the sandbox is running and that its registered gRPC endpoint is right.';
+    }
+    this.server.sendStatus({ code: s.code, details, metadata: relayableMetadata(s.metadata) });
+  }
+}

@@ -1,0 +1,41 @@
+import type { Metadata } from '@grpc/grpc-js';
+
+/**
+ * The hop marker a forwarded call carries. A baseline that receives a call with it never
+ * forwards that call again (the loop guard); the value names the forwarding service.
+ */
+export const HOP_METADATA = 'x-branchline-hop';
+
+/**
+ * Transport headers the receiving side of a relay sets itself. Relaying them would, for
+ * example, announce a compression the relay does not apply.
+ */
+const TRANSPORT_KEYS = [
+  'content-type',
+  'grpc-encoding',
+  'grpc-accept-encoding',
+  'accept-encoding',
+  'te',
+  'date',
+];
+
+/** A copy of `md` without the transport headers; what a relay passes on. */
+export function relayableMetadata(md: Metadata): Metadata {
+  const copy = md.clone();
+  for (const k of TRANSPORT_KEYS) copy.remove(k);
+  return copy;
+}
+
+/** Metadata for the forwarded request: the caller's, minus transport headers, plus the hop marker. */
+export function forwardedRequestMetadata(md: Metadata, service: string): Metadata {
+  const copy = relayableMetadata(md);
+  // grpc-js writes its own user-agent on the outgoing stream.
+  copy.remove('user-agent');
+  copy.set(HOP_METADATA, service);
+  return copy;
+}
+
+/** Whether a call already went through one Branchline forwarding hop. */
+export function isForwarded(md: Metadata): boolean {
+  return md.get(HOP_METADATA).length > 0;
+}
