@@ -1,0 +1,115 @@
+import { isValidRoutingKey } from '@branchline/core';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { RegistryError } from './state.js';
+
+export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
+const LABEL_KEY_RE = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
+
+const httpUrl = z
+  .string()
+  .max(2048)
+  .refine((v) => {
+    try {
+      const u = new URL(v);
+      return u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  }, 'must be an absolute http(s) URL such as "http://10.0.0.7:8080"');
+const grpcTarget = z
+  .string()
+  .min(1)
+  .max(2048)
+  .regex(/^\S+$/, 'must be a gRPC target such as "10.0.0.7:50051" (no spaces)');
+
+const list = <T extends z.ZodType>(item: T) => z.union([item, z.array(item).min(1).max(32)]);
+
+export const endpointSchema = z
+  .strictObject({ http: list(httpUrl).optional(), grpc: list(grpcTarget).optional() })
+  .refine((e) => e.http !== undefined || e.grpc !== undefined, 'needs "http" and/or "grpc"');
+
+const routingKey = z
+  .string()
+  .refine(isValidRoutingKey, 'must be a routing key: lowercase letters, digits, inner hyphens, ≤ 63 chars');
+
+const ttl = z
+  .union([z.number().positive(), z.string()])
+  .refine((v) => parseDuration(v) !== undefined, 'must be a duration such as "2h", "30m", "90s" or seconds');
+
+const labels = z.record(
+  z.string().regex(LABEL_KEY_RE, 'label names are letters, digits, . _ / -'),
+  z.string().max(253),
+);
+
+export const sandboxBody = z.strictObject({
+  name: z.string().optional(),
+  key: routingKey.optional(),
+  overrides: z
+    .record(z.string().regex(SERVICE_RE, 'service names are letters, digits, . _ -'), endpointSchema)
+    .default({}),
+  labels: labels.default({}),
+  ttl: ttl.optional(),
+  expiresAt: z.number().int().positive().nullable().optional(),
+  resources: z
+    .record(
+      z.string().regex(NAME_RE, 'resource names are lowercase letters, digits, hyphens'),
+      z.strictObject({
+        type: z.string().min(1).max(100),
+        spec: z.record(z.string(), z.unknown()).default({}),
+      }),
+    )
+    .default({}),
+});
+export type SandboxBody = z.infer<typeof sandboxBody>;
+
+export const groupBody = z.strictObject({
+  name: z.string().optional(),
+  key: routingKey.optional(),
+  match: z.strictObject({
+    labels: labels.refine((l) => Object.keys(l).length > 0, 'needs at least one label'),
+    mode: z.enum(['all', 'any']).default('all'),
+  }),
+  ttl: ttl.optional(),
+  expiresAt: z.number().int().positive().nullable().optional(),
+  expireWhenUnmatched: z.boolean().default(false),
+});
+export type GroupBody = z.infer<typeof groupBody>;
+
+export const heartbeatBody = z
+  .strictObject({
+    service: z.string().regex(SERVICE_RE, 'service names are letters, digits, . _ -'),
+    http: list(httpUrl).optional(),
+    grpc: list(grpcTarget).optional(),
+    endpoint: endpointSchema.optional(),
+    ready: z.boolean().default(true),
+    /** How long the announcement lasts without another heartbeat. */
+    ttl: ttl.optional(),
+  })
+  .refine(
+    (b) => b.http !== undefined || b.grpc !== undefined || b.endpoint !== undefined,
+    'needs "http", "grpc" or "endpoint"',
+  );
+export type HeartbeatBody = z.infer<typeof heartbeatBody>;
+
+/** Parses `input` with `schema`, or throws a 400 naming each bad field and why. */
+export function parseBody<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
+  const r = schema.safeParse(input);
+  if (r.success) return r.data;
+  const issues = r.error.issues.map((i) => ({
+    path: i.path.map(String).join('.') || '(body)',
+    message: i.message,
+  }));
+  const first = issues[0]!;
+  throw new RegistryError(400, 'invalid_request', `${first.path}: ${first.message}`, { issues });
+}
+
+export function checkName(name: string, what: string): void {
+  if (!NAME_RE.test(name))
+    throw new RegistryError(
+      400,
+      'invalid_name',
+      `${what} name ${JSON.stringify(name)} is not valid: use lowercase letters, digits and inner hyphens (≤ 63 chars)`,
+    );
+}

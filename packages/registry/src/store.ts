@@ -1,0 +1,86 @@
+import type { Change, GroupDoc, PendingChange, SandboxDoc } from './types.js';
+
+/** What the store hands a write: the registry time of the write and changes this replica missed. */
+export interface WriteContext {
+  /** Registry time of this write: never earlier than any earlier write or announced completeUntil. */
+  time: number;
+  /** Changes committed (by another replica) after `knownRevision`; apply them before deciding. */
+  missed: Change[];
+}
+
+export interface Secret {
+  /** sha256 of the sandbox-scoped token returned once at creation. */
+  tokenHash?: string;
+  /** Resource outputs (connection details), per resource name. */
+  outputs?: Record<string, Record<string, unknown>>;
+}
+
+export interface Lease {
+  sandboxId: string;
+  service: string;
+  transport: 'http' | 'grpc';
+  endpoint: string;
+  expiresAt: number;
+}
+
+export interface LoadedState {
+  revision: number;
+  sandboxes: SandboxDoc[];
+  groups: GroupDoc[];
+  /** Recent changes, oldest first, so watchers can resume across a restart. */
+  recent: Change[];
+}
+
+/**
+ * Durable state of the registry. Writes are serialised (one at a time across every replica) so
+ * revision order is commit order and write times never go backwards.
+ */
+export interface Store {
+  readonly description: string;
+  open(recentLimit: number): Promise<LoadedState>;
+  /**
+   * Runs one write transaction: locks, calls `decide` with the write time and missed changes,
+   * persists the changes it returns with consecutive revisions, commits. A throw rolls back.
+   */
+  write<T>(
+    knownRevision: number,
+    decide: (ctx: WriteContext) => { changes: PendingChange[]; result: T },
+  ): Promise<{ committed: Change[]; missed: Change[]; result: T }>;
+  /** Changes after `revision`, oldest first. */
+  changesSince(revision: number): Promise<Change[]>;
+  /**
+   * The committed revision and the registry time up to which every write has committed: no
+   * write with an earlier time can commit after this call returns.
+   */
+  horizon(): Promise<{ revision: number; completeUntil: number }>;
+  /** Called with a revision whenever another replica commits (PostgreSQL LISTEN/NOTIFY). */
+  onRemoteCommit(listener: (revision: number) => void): void;
+  pruneChanges(keep: number): Promise<void>;
+  getSecret(id: string): Promise<Secret | undefined>;
+  putSecret(id: string, secret: Secret): Promise<void>;
+  touchLease(lease: Lease): Promise<void>;
+  dropLease(lease: Omit<Lease, 'expiresAt'>): Promise<void>;
+  expiredLeases(now: number): Promise<Lease[]>;
+  close(): Promise<void>;
+}
+
+export function rowToChange(r: {
+  revision: number | bigint | string;
+  time: number | bigint | string;
+  type: string;
+  kind: string;
+  id: string;
+  name: string;
+  doc: string | null;
+}): Change {
+  const c: Change = {
+    revision: Number(r.revision),
+    time: Number(r.time),
+    type: r.type as Change['type'],
+    kind: r.kind as Change['kind'],
+    id: r.id,
+    name: r.name,
+  };
+  if (r.doc) c.object = JSON.parse(r.doc);
+  return c;
+}
