@@ -1,0 +1,163 @@
+import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createClientInterceptor, createRoutedServer } from '@branchline/grpc';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type EchoClient,
+  type EchoReply,
+  echoImplementation,
+  fanout,
+  listen,
+  loadEcho,
+  newObserved,
+  shutdown,
+  unary,
+} from './fixtures/grpc/echo.js';
+
+// What a forwarded call keeps: headers, trailers, status, deadline, cancellation.
+const { service, Client } = loadEcho();
+const sandboxSeen = newObserved();
+const routes = new StaticRouteSource();
+let baseline: grpc.Server;
+let sandbox: grpc.Server;
+let client: EchoClient;
+
+beforeAll(async () => {
+  sandbox = createRoutedServer(
+    {},
+    { runtime: createRuntime({ service: 'echo', sandbox: 'pr-7', routeSource: routes }) },
+  );
+  sandbox.addService(service, echoImplementation('sandbox-pr-7', sandboxSeen));
+  const sandboxAddr = await listen(sandbox);
+  baseline = createRoutedServer({}, { runtime: createRuntime({ service: 'echo', routeSource: routes }) });
+  // The baseline runs an older schema: it does not know EchoRequest.text.
+  baseline.addService(loadEcho(true).service, echoImplementation('baseline', newObserved()));
+  const baselineAddr = await listen(baseline);
+  routes.update({ sandboxes: [{ name: 'pr-7', key: 'pr-7', overrides: { echo: { grpc: sandboxAddr } } }] });
+  client = new Client(baselineAddr, grpc.credentials.createInsecure(), {
+    interceptors: [createClientInterceptor()],
+  });
+});
+
+afterAll(async () => {
+  client?.close();
+  await Promise.all([baseline && shutdown(baseline), sandbox && shutdown(sandbox)]);
+});
+
+/** Resolves once `list` contains `item` (the server side notices a cancel asynchronously). */
+async function eventually(list: string[], item: string, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!list.includes(item)) {
+    if (Date.now() > until) throw new Error(`never saw ${item}; saw ${JSON.stringify(list)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('a call forwarded from baseline to a sandbox', () => {
+  it('passes the request bytes through untouched, so fields the baseline schema lacks arrive', async () => {
+    const reply = await withRoutingKey('pr-7', () => unary(client, { text: 'only-v1-knows-me' }));
+    expect(reply).toEqual({ instance: 'sandbox-pr-7', key: 'pr-7', text: 'only-v1-knows-me' });
+    const local = await unary(client, { text: 'dropped-by-v0' });
+    expect(local).toEqual({ instance: 'baseline', key: '', text: '' });
+  });
+
+  it('relays response headers, the message and trailers', async () => {
+    const got = await withRoutingKey('pr-7', () => {
+      return new Promise<{ head: grpc.Metadata; reply: EchoReply; trailers: grpc.Metadata }>(
+        (resolve, reject) => {
+          let head: grpc.Metadata | undefined;
+          let reply: EchoReply | undefined;
+          const call = client.unary({ text: 'h' }, (err: grpc.ServiceError | null, r: EchoReply) => {
+            if (err) reject(err);
+            reply = r;
+          });
+          call.on('metadata', (m: grpc.Metadata) => {
+            head = m;
+          });
+          call.on('status', (s: grpc.StatusObject) =>
+            resolve({ head: head!, reply: reply!, trailers: s.metadata }),
+          );
+        },
+      );
+    });
+    expect(got.reply.instance).toBe('sandbox-pr-7');
+    expect(got.head.get('x-served-by')).toEqual(['sandbox-pr-7']);
+    expect(got.trailers.get('x-trailer')).toEqual(['sandbox-pr-7-done']);
+  });
+
+  it('relays an error status with its details and trailers, after the messages sent before it', async () => {
+    const unaryErr = await withRoutingKey(
+      'pr-7',
+      () =>
+        new Promise<grpc.ServiceError>((resolve) =>
+          client.unary({ failCode: grpc.status.FAILED_PRECONDITION }, (err: grpc.ServiceError) =>
+            resolve(err),
+          ),
+        ),
+    );
+    expect(unaryErr.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(unaryErr.details).toBe('failed on purpose by sandbox-pr-7');
+    expect(unaryErr.metadata.get('x-failed-by')).toEqual(['sandbox-pr-7']);
+
+    const replies: EchoReply[] = [];
+    const streamErr = await withRoutingKey(
+      'pr-7',
+      () =>
+        new Promise<grpc.ServiceError>((resolve) => {
+          const call = client.fanout({ failCode: grpc.status.RESOURCE_EXHAUSTED });
+          call.on('data', (r: EchoReply) => replies.push(r));
+          call.on('error', resolve);
+        }),
+    );
+    expect(replies.map((r) => `${r.instance}:${r.text}`)).toEqual(['sandbox-pr-7:before-failure']);
+    expect(streamErr.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(streamErr.metadata.get('x-failed-by')).toEqual(['sandbox-pr-7']);
+  });
+
+  it('carries the caller deadline: when it expires the caller gets DEADLINE_EXCEEDED and the sandbox sees the cancel', async () => {
+    sandboxSeen.cancelled.length = 0;
+    const started = Date.now();
+    const err = await withRoutingKey('pr-7', () =>
+      fanout(client, { text: 'slow', count: 0, delayMs: 50 }, new grpc.Metadata(), {
+        deadline: Date.now() + 400,
+      }),
+    ).catch((e) => e);
+    expect(err.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    await eventually(sandboxSeen.cancelled, 'sandbox-pr-7:fanout');
+  });
+
+  it('propagates a cancel by the caller midway through a bidi stream to the sandbox', async () => {
+    sandboxSeen.cancelled.length = 0;
+    const first = await withRoutingKey('pr-7', () => {
+      const call = client.chat();
+      return new Promise<EchoReply>((resolve) => {
+        call.on('error', () => {});
+        call.once('data', (r: EchoReply) => {
+          call.cancel();
+          resolve(r);
+        });
+        call.write({ text: 'one' });
+      });
+    });
+    expect(first.instance).toBe('sandbox-pr-7');
+    await eventually(sandboxSeen.cancelled, 'sandbox-pr-7:chat');
+  });
+
+  it('propagates a cancel by the caller midway through a server stream to the sandbox', async () => {
+    sandboxSeen.cancelled.length = 0;
+    const texts = await withRoutingKey('pr-7', () => {
+      const call = client.fanout({ text: 'n', count: 0, delayMs: 10 });
+      const seen: string[] = [];
+      return new Promise<string[]>((resolve) => {
+        call.on('error', () => resolve(seen));
+        call.on('data', (r: EchoReply) => {
+          seen.push(`${r.instance}:${r.text}`);
+          if (seen.length === 3) call.cancel();
+        });
+      });
+    });
+    expect(texts).toEqual(['sandbox-pr-7:n-0', 'sandbox-pr-7:n-1', 'sandbox-pr-7:n-2']);
+    await eventually(sandboxSeen.cancelled, 'sandbox-pr-7:fanout');
+  });
+});
