@@ -1,0 +1,601 @@
+import { EventEmitter } from 'node:events';
+import {
+  type BranchlineRuntime,
+  bufferTextMapGetter,
+  type CarrierGetter,
+  contextWithRoutingKey,
+  counters,
+  decideMessage,
+  defaultRuntime,
+  hasOtelPropagator,
+  headerValueToString,
+  type KeyReader,
+  logger,
+  type RouteSource,
+  type RouteTable,
+  runInContext,
+} from '@branchline/core';
+import { type Context, propagation, ROOT_CONTEXT } from '@opentelemetry/api';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { RETURNED_HEADER, TIME_HEADER } from './headers.js';
+import {
+  ConfirmedMover,
+  errorCode,
+  movedHeaders,
+  quiet,
+  removeSandboxQueue,
+  restoreOriginal,
+  sandboxQueueName,
+  sandboxQueueOptions,
+  sleep,
+} from './queues.js';
+import type {
+  SandboxQueueCleanupResult,
+  SelectiveConsumerOptions,
+  SelectiveConsumerStats,
+  SelectiveMessageHandler,
+} from './types.js';
+
+type Headers = Record<string, unknown> | undefined;
+const headersGetter = bufferTextMapGetter as CarrierGetter<Headers>;
+const noop = () => {};
+
+/** One connection's worth of state; replaced on every reconnect. */
+interface Session {
+  model: ChannelModel;
+  channel: Channel;
+  mover?: ConfirmedMover;
+  /** Sandbox queues declared on this connection (declaring costs a round trip). */
+  declared: Map<string, Promise<unknown>>;
+  open: boolean;
+  consumerTag?: string;
+  closed: Promise<void>;
+  /** Marks the session dead and closes its connection (idempotent). */
+  end: () => void;
+}
+
+interface Held {
+  session: Session;
+  msg: ConsumeMessage;
+  key: string;
+  at: number | undefined;
+  since: number;
+}
+
+/** A consumer that processes only the messages its process owns; see docs/rabbitmq.md. */
+export interface SelectiveConsumer extends EventEmitter {
+  /** The queue this consumer reads: the baseline queue, or the sandbox's own queue. */
+  readonly queue: string;
+  readonly service: string;
+  /** Undefined for a baseline consumer. */
+  readonly sandbox: string | undefined;
+  readonly stats: SelectiveConsumerStats;
+  /** Why a sandbox consumer ended by itself: `sandbox-deleted` or `sandbox-queue-deleted`. */
+  readonly endReason: string | undefined;
+  /** Resolves once the consumer is consuming (the first time); rejects if it ended first. */
+  ready(): Promise<void>;
+  /** Resolves when no sandbox-queue cleanup started by this consumer is still running. */
+  cleanupsSettled(): Promise<void>;
+  /** Stops consuming, lets running handlers finish (bounded), and closes the connection. */
+  close(): Promise<void>;
+}
+
+function messageTime(msg: ConsumeMessage): number | undefined {
+  const v = msg.properties.headers?.[TIME_HEADER];
+  if (typeof v === 'number') return v;
+  if (v !== undefined && v !== null) {
+    const n = Number(headerValueToString(v));
+    if (Number.isFinite(n)) return n;
+  }
+  const ts = msg.properties.timestamp as unknown;
+  // AMQP's timestamp is seconds by the spec; many publishers put milliseconds there.
+  if (typeof ts === 'number' && ts > 0) return ts < 1e11 ? ts * 1000 : ts;
+  return undefined;
+}
+
+function positiveInt(name: string, v: unknown, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+    throw new TypeError(`branchline: option ${name} must be a positive integer (got ${String(v)})`);
+  return v;
+}
+
+class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
+  readonly queue: string;
+  readonly service: string;
+  readonly sandbox: string | undefined;
+  readonly stats: SelectiveConsumerStats = {
+    processed: 0,
+    moved: 0,
+    unroutableMoves: 0,
+    ownerGone: 0,
+    held: 0,
+    holdTimeouts: 0,
+    returned: 0,
+    connects: 0,
+  };
+
+  private readonly baselineQueue: string;
+  private readonly onMessage: SelectiveMessageHandler;
+  private readonly routes: RouteSource;
+  private readonly keys: KeyReader;
+  private readonly prefetch: number;
+  private readonly holdTimeoutMs: number;
+  private readonly options: SelectiveConsumerOptions;
+  private session: Session | undefined;
+  private closing = false;
+  endReason: string | undefined;
+  private everConsumed = false;
+  private readyResolve!: () => void;
+  private readyReject!: (err: Error) => void;
+  private readonly readyPromise: Promise<void>;
+  private held: Held[] = [];
+  private holdTimer: NodeJS.Timeout | undefined;
+  private handlersInFlight = 0;
+  private readonly moves = new Map<string, Set<Promise<void>>>();
+  private readonly cleanups = new Map<string, Promise<void>>();
+  private routing = new Set<string>();
+  private readonly unsubscribe: () => void;
+  private wake: (() => void) | undefined;
+  private readonly loop: Promise<void>;
+
+  constructor(options: SelectiveConsumerOptions) {
+    super();
+    if (typeof options !== 'object' || options === null)
+      throw new TypeError('branchline: createSelectiveConsumer needs an options object');
+    if (typeof options.queue !== 'string' || options.queue.length === 0)
+      throw new TypeError(
+        `branchline: option queue must be the baseline queue's name (got ${String(options.queue)})`,
+      );
+    if (typeof options.onMessage !== 'function')
+      throw new TypeError('branchline: option onMessage must be a function (message, channel) => …');
+    if (options.connection === undefined || options.connection === null)
+      throw new TypeError(
+        'branchline: option connection is required: an AMQP URL such as "amqp://guest:guest@127.0.0.1:5672", amqplib connect options, or a function that connects',
+      );
+    const runtime: BranchlineRuntime = options.runtime ?? defaultRuntime();
+    const service = options.service ?? runtime.config.service;
+    if (!service)
+      throw new TypeError(
+        'branchline: createSelectiveConsumer needs a service name: pass { service } or set BRANCHLINE_SERVICE',
+      );
+    this.options = options;
+    this.service = service;
+    this.sandbox = options.sandbox === null ? undefined : (options.sandbox ?? runtime.config.sandbox);
+    this.baselineQueue = options.queue;
+    this.queue = this.sandbox === undefined ? options.queue : sandboxQueueName(options.queue, this.sandbox);
+    this.onMessage = options.onMessage;
+    this.routes = options.routes ?? runtime.routes;
+    this.keys = runtime.keys;
+    this.prefetch = positiveInt('prefetch', options.prefetch, 20);
+    this.holdTimeoutMs = positiveInt('holdTimeoutMs', options.holdTimeoutMs, 30_000);
+    this.readyPromise = new Promise((resolve, reject) => {
+      this.readyResolve = resolve;
+      this.readyReject = reject;
+    });
+    this.readyPromise.catch(noop);
+    if (this.routes.table) this.onTable(this.routes.table);
+    this.unsubscribe = this.routes.subscribe((t) => this.onTable(t));
+    this.loop = this.run();
+  }
+
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  async cleanupsSettled(): Promise<void> {
+    while (this.cleanups.size > 0) await Promise.allSettled([...this.cleanups.values()]);
+  }
+
+  async close(): Promise<void> {
+    await this.stop(undefined);
+  }
+
+  // ---- connection lifecycle -------------------------------------------------------------
+
+  private async connect(): Promise<ChannelModel> {
+    const target = this.options.connection;
+    if (typeof target === 'function') return target();
+    const amqp = (await import('amqplib')) as unknown as {
+      connect?: (u: unknown, o?: unknown) => Promise<ChannelModel>;
+      default?: { connect: (u: unknown, o?: unknown) => Promise<ChannelModel> };
+    };
+    const connect = amqp.connect ?? amqp.default?.connect;
+    if (!connect)
+      throw new Error('branchline: could not load amqplib; install it next to @branchline/amqplib');
+    return connect(target, this.options.socketOptions);
+  }
+
+  private backoff(attempt: number): number {
+    const r = this.options.reconnect ?? {};
+    const initial = r.initialDelayMs ?? 100;
+    const max = r.maxDelayMs ?? 5000;
+    const base = Math.min(max, initial * (r.factor ?? 2) ** attempt);
+    return Math.round(base * (0.8 + Math.random() * 0.4));
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (!this.closing) {
+      let model: ChannelModel | undefined;
+      try {
+        model = await this.connect();
+        const session = await this.startSession(model);
+        attempt = 0;
+        await session.closed;
+        if (this.closing) break;
+        this.emit('disconnect');
+        logger().warn('branchline: lost the RabbitMQ connection; reconnecting', { queue: this.queue });
+      } catch (err) {
+        if (model) await model.close().catch(noop);
+        if (this.closing) break;
+        logger().warn('branchline: could not consume from RabbitMQ; retrying', {
+          queue: this.queue,
+          err: String(err),
+        });
+      }
+      if (this.closing) break;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.backoff(attempt++));
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  private async startSession(model: ChannelModel): Promise<Session> {
+    let markClosed!: () => void;
+    const closed = new Promise<void>((r) => {
+      markClosed = r;
+    });
+    model.on('error', (err: Error) =>
+      logger().debug('branchline: RabbitMQ connection error', { err: String(err) }),
+    );
+    const channel = quiet(await model.createChannel());
+    const session: Session = { model, channel, declared: new Map(), open: true, closed, end: noop };
+    const end = () => {
+      if (!session.open) return;
+      session.open = false;
+      if (this.session === session) this.session = undefined;
+      // Held messages of a dead channel will be redelivered; forget them.
+      this.held = this.held.filter((h) => h.session !== session);
+      markClosed();
+      model.close().catch(noop);
+    };
+    session.end = end;
+    model.on('close', end);
+    channel.on('close', end);
+    try {
+      if (this.options.setup) {
+        const setupChannel = quiet(await model.createChannel());
+        await this.options.setup(setupChannel);
+        await setupChannel.close().catch(noop);
+      }
+      if (this.sandbox === undefined) {
+        const pub = quiet(await model.createConfirmChannel());
+        pub.on('close', end);
+        session.mover = new ConfirmedMover(pub as ConfirmChannel);
+      } else if (!this.everConsumed) {
+        // The sandbox's workload starts while its sandbox lives: create its queue.
+        await channel.assertQueue(this.queue, sandboxQueueOptions(this.options.sandboxQueueArguments));
+      } else {
+        // After a drop, only resume: a missing queue means the sandbox was deleted meanwhile,
+        // and re-creating it would leave a queue nobody cleans up.
+        try {
+          await channel.checkQueue(this.queue);
+        } catch (err) {
+          if (errorCode(err) === 404) {
+            void this.stop('sandbox-queue-deleted');
+            return session;
+          }
+          throw err;
+        }
+      }
+      await channel.prefetch(this.prefetch);
+      const ok = await channel.consume(this.queue, (m) => this.onDelivery(session, m), {
+        ...this.options.consumeOptions,
+        noAck: false,
+      });
+      session.consumerTag = ok.consumerTag;
+    } catch (err) {
+      end();
+      throw err;
+    }
+    if (this.closing) {
+      end();
+      return session;
+    }
+    this.session = session;
+    this.everConsumed = true;
+    this.stats.connects++;
+    this.emit('connect');
+    this.readyResolve();
+    // Cleanups interrupted by the drop resume on the new connection.
+    return session;
+  }
+
+  private async stop(reason: string | undefined): Promise<void> {
+    if (this.closing) {
+      await this.loop;
+      return;
+    }
+    this.closing = true;
+    this.endReason = reason;
+    this.unsubscribe();
+    if (this.holdTimer) clearInterval(this.holdTimer);
+    this.wake?.();
+    const s = this.session;
+    if (s?.open && s.consumerTag) await s.channel.cancel(s.consumerTag).catch(noop);
+    // Let running handlers and moves finish so their acks reach the broker.
+    for (let i = 0; i < 400 && (this.handlersInFlight > 0 || this.movesInFlight() > 0); i++) await sleep(10);
+    await Promise.race([this.cleanupsSettled(), sleep(15_000)]);
+    for (const h of this.held) if (h.session.open) h.session.channel.nack(h.msg, false, true);
+    this.held = [];
+    if (s?.open) {
+      s.end();
+      await s.model.close().catch(noop);
+    }
+    this.session = undefined;
+    this.readyReject(
+      new Error(`branchline: consumer of ${this.queue} ended before consuming (${reason ?? 'closed'})`),
+    );
+    await this.loop;
+    if (reason) {
+      logger().info('branchline: sandbox consumer ended', { queue: this.queue, reason });
+      this.emit('end', reason);
+    }
+  }
+
+  private movesInFlight(): number {
+    let n = 0;
+    for (const s of this.moves.values()) n += s.size;
+    return n;
+  }
+
+  // ---- deliveries -----------------------------------------------------------------------
+
+  private onDelivery(session: Session, msg: ConsumeMessage | null): void {
+    if (msg === null) {
+      // The broker cancelled us: the queue was deleted.
+      if (this.sandbox !== undefined) void this.stop('sandbox-queue-deleted');
+      else session.model.close().catch(noop);
+      return;
+    }
+    const headers = msg.properties.headers;
+    if (this.sandbox !== undefined) {
+      restoreOriginal(msg);
+      this.process(session, msg, this.keys.read(headers, headersGetter));
+      return;
+    }
+    if (headers !== undefined && headers[RETURNED_HEADER] !== undefined) {
+      // Returned from a deleted sandbox's queue: the baseline processes it, no second decision.
+      restoreOriginal(msg);
+      this.process(session, msg, this.keys.read(headers, headersGetter));
+      return;
+    }
+    const key = this.keys.read(headers, headersGetter);
+    if (key === undefined) {
+      this.process(session, msg, undefined);
+      return;
+    }
+    this.decide(session, msg, key, messageTime(msg), undefined);
+  }
+
+  private decide(
+    session: Session,
+    msg: ConsumeMessage,
+    key: string,
+    at: number | undefined,
+    since?: number,
+  ): void {
+    const table = this.routes.table;
+    const d = decideMessage({ table, service: this.service, sandbox: undefined, key, at });
+    if (d.action === 'process') {
+      this.process(session, msg, key);
+      return;
+    }
+    if (d.action === 'wait') {
+      if (since === undefined) {
+        this.stats.held++;
+        counters.messagesHeld++;
+      }
+      this.held.push({ session, msg, key, at, since: since ?? Date.now() });
+      this.holdTimer ??= setInterval(() => this.expireHeld(), 250);
+      this.holdTimer.unref?.();
+      return;
+    }
+    const owner = d.owner;
+    if (owner === undefined || !table || !this.routesNow(table, owner)) {
+      // The owner at the message's time no longer routes this service here: its messages
+      // belong to the baseline now (as those waiting in its queue are returned).
+      this.stats.ownerGone++;
+      this.process(session, msg, key);
+      return;
+    }
+    this.move(session, msg, key, owner);
+  }
+
+  private routesNow(table: RouteTable, sandbox: string): boolean {
+    return table.sandbox(sandbox)?.overrides?.[this.service] !== undefined;
+  }
+
+  private move(session: Session, msg: ConsumeMessage, key: string, owner: string): void {
+    const queue = sandboxQueueName(this.baselineQueue, owner);
+    let set = this.moves.get(owner);
+    if (!set) {
+      set = new Set();
+      this.moves.set(owner, set);
+    }
+    const p = this.moveTo(session, msg, key, queue).finally(() => {
+      set.delete(p);
+    });
+    set.add(p);
+  }
+
+  private async moveTo(session: Session, msg: ConsumeMessage, key: string, queue: string): Promise<void> {
+    const mover = session.mover!;
+    try {
+      let declared = session.declared.get(queue);
+      if (!declared) {
+        declared = mover.channel.assertQueue(queue, sandboxQueueOptions(this.options.sandboxQueueArguments));
+        session.declared.set(queue, declared);
+      }
+      await declared;
+      const result = await mover.send(queue, msg, movedHeaders(msg, this.baselineQueue));
+      if (!session.open) return; // the original is redelivered; the copy carries no mark, see docs
+      if (result === 'routed') {
+        session.channel.ack(msg);
+        this.stats.moved++;
+        counters.messagesSkipped++;
+      } else {
+        // The owner's queue is gone: the sandbox was deleted after our view was taken.
+        this.stats.unroutableMoves++;
+        this.process(session, msg, key);
+      }
+    } catch (err) {
+      session.declared.delete(queue);
+      if (session.open) {
+        logger().warn('branchline: could not move a message to its sandbox queue; requeueing it', {
+          queue,
+          err: String(err),
+        });
+        session.channel.nack(msg, false, true);
+      }
+    }
+  }
+
+  private expireHeld(): void {
+    const now = Date.now();
+    const keep: Held[] = [];
+    for (const h of this.held) {
+      if (!h.session.open) continue;
+      if (now - h.since < this.holdTimeoutMs) {
+        keep.push(h);
+        continue;
+      }
+      this.stats.holdTimeouts++;
+      logger().warn(
+        'branchline: held a message longer than holdTimeoutMs because the route view does not cover its time; requeueing it (is the registry reachable?)',
+        { queue: this.queue, key: h.key, at: h.at, holdTimeoutMs: this.holdTimeoutMs },
+      );
+      h.session.channel.nack(h.msg, false, true);
+    }
+    this.held = keep;
+  }
+
+  private contextFor(msg: ConsumeMessage, key: string | undefined): Context {
+    const base = hasOtelPropagator()
+      ? propagation.extract(ROOT_CONTEXT, msg.properties.headers, headersGetter as never)
+      : ROOT_CONTEXT;
+    return contextWithRoutingKey(base, key);
+  }
+
+  private process(session: Session, msg: ConsumeMessage, key: string | undefined): void {
+    this.stats.processed++;
+    counters.messagesProcessed++;
+    this.handlersInFlight++;
+    let result: unknown;
+    try {
+      result = runInContext(this.contextFor(msg, key), () => this.onMessage(msg, session.channel));
+    } catch (err) {
+      this.settle(session, msg, err, true);
+      return;
+    }
+    if (result && typeof (result as Promise<void>).then === 'function') {
+      (result as Promise<void>).then(
+        () => this.settle(session, msg, undefined, false),
+        (err) => this.settle(session, msg, err, true),
+      );
+    } else {
+      this.settle(session, msg, undefined, false);
+    }
+  }
+
+  private settle(session: Session, msg: ConsumeMessage, err: unknown, failed: boolean): void {
+    this.handlersInFlight--;
+    if (failed) {
+      logger().error('branchline: the message handler threw', { queue: this.queue, err: String(err) });
+    }
+    if (!this.options.autoAck || !session.open) return;
+    try {
+      if (failed) session.channel.nack(msg, false, this.options.requeueOnError === true);
+      else session.channel.ack(msg);
+    } catch {
+      // The channel closed meanwhile; the broker redelivers the message.
+    }
+  }
+
+  // ---- route changes --------------------------------------------------------------------
+
+  private onTable(table: RouteTable): void {
+    const now = new Set<string>();
+    for (const s of table.sandboxes) if (s.overrides?.[this.service] !== undefined) now.add(s.name);
+    const before = this.routing;
+    this.routing = now;
+    if (this.sandbox !== undefined) {
+      if (before.has(this.sandbox) && !now.has(this.sandbox)) void this.stop('sandbox-deleted');
+      return;
+    }
+    for (const name of before) if (!now.has(name)) this.scheduleCleanup(name);
+    for (const name of now) {
+      if (!before.has(name)) this.session?.declared.delete(sandboxQueueName(this.baselineQueue, name));
+    }
+    if (this.held.length > 0) {
+      const list = this.held;
+      this.held = [];
+      for (const h of list) if (h.session.open) this.decide(h.session, h.msg, h.key, h.at, h.since);
+    }
+  }
+
+  /**
+   * A sandbox stopped routing this service in our view: once our own moves to it have settled,
+   * return what waits in its queue to the baseline and remove the queue. Every baseline replica
+   * does this when it sees the change, so a replica that re-created the queue with an older view
+   * also removes it once its view catches up.
+   */
+  private scheduleCleanup(sandbox: string): void {
+    if (this.cleanups.has(sandbox)) return;
+    const run = async () => {
+      const pending = this.moves.get(sandbox);
+      if (pending?.size) await Promise.allSettled([...pending]);
+      for (let attempt = 0; ; attempt++) {
+        const model = await this.liveModel();
+        if (!model) return;
+        try {
+          const r: SandboxQueueCleanupResult = await removeSandboxQueue(model, this.baselineQueue, sandbox);
+          this.stats.returned += r.returned;
+          this.emit('sandbox-queue-removed', r);
+          return;
+        } catch (err) {
+          logger().warn('branchline: could not return a deleted sandbox queue yet; retrying', {
+            sandbox,
+            err: String(err),
+          });
+          await sleep(this.backoff(Math.min(attempt, 6)));
+        }
+      }
+    };
+    const p = run().finally(() => this.cleanups.delete(sandbox));
+    this.cleanups.set(sandbox, p);
+  }
+
+  private async liveModel(): Promise<ChannelModel | undefined> {
+    for (let i = 0; !this.session?.open; i++) {
+      if (this.closing && i > 0) return undefined;
+      if (i > 600) return undefined;
+      await sleep(100);
+    }
+    return this.session.model;
+  }
+}
+
+/**
+ * Consumes a baseline queue (or, in a sandbox, the sandbox's own queue) so that every message is
+ * processed by exactly one of {baseline, the sandbox that owns its key}. See docs/rabbitmq.md.
+ */
+export function createSelectiveConsumer(options: SelectiveConsumerOptions): SelectiveConsumer {
+  return new SelectiveConsumerImpl(options);
+}

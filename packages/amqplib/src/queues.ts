@@ -1,0 +1,292 @@
+import { randomBytes } from 'node:crypto';
+import { headerValueToString, logger } from '@branchline/core';
+import type { Channel, ChannelModel, ConfirmChannel, Message, Options } from 'amqplib';
+import {
+  EXCHANGE_HEADER,
+  MOVE_ID_HEADER,
+  MOVED_FROM_HEADER,
+  REDELIVERED_HEADER,
+  RETURNED_HEADER,
+  ROUTING_KEY_HEADER,
+} from './headers.js';
+import type { SandboxQueueCleanupOptions, SandboxQueueCleanupResult } from './types.js';
+
+/** AMQP limits queue names to 255 bytes. */
+const MAX_QUEUE_NAME = 255;
+
+/** The queue that holds the messages sandbox `sandbox` owns from baseline queue `queue`. */
+export function sandboxQueueName(queue: string, sandbox: string): string {
+  const name = `${queue}.sandbox.${sandbox}`;
+  if (Buffer.byteLength(name) > MAX_QUEUE_NAME) {
+    throw new RangeError(
+      `branchline: the sandbox queue name "${name.slice(0, 80)}…" is longer than AMQP's 255 bytes; use a shorter baseline queue or sandbox name`,
+    );
+  }
+  return name;
+}
+
+/** Sandbox queues are durable classic queues unless `args` say otherwise; every declarer uses the same. */
+export function sandboxQueueOptions(args?: Record<string, unknown>): Options.AssertQueue {
+  return args ? { durable: true, arguments: args } : { durable: true };
+}
+
+export function errorCode(err: unknown): number | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
+
+const noop = () => {};
+
+/** A channel whose server-side errors are logged instead of crashing the process (amqplib throws on an unheard 'error'). */
+export function quiet<C extends Channel>(ch: C): C {
+  ch.on('error', noop);
+  return ch;
+}
+
+/** Publish options that copy a delivered message (amqplib's properties) with new headers. */
+export function copyProperties(msg: Message, headers: Record<string, unknown>): Options.Publish {
+  const p = msg.properties;
+  const out: Options.Publish = { headers, mandatory: true };
+  if (p.contentType !== undefined) out.contentType = p.contentType;
+  if (p.contentEncoding !== undefined) out.contentEncoding = p.contentEncoding;
+  if (p.deliveryMode !== undefined) out.deliveryMode = p.deliveryMode;
+  if (p.priority !== undefined) out.priority = p.priority;
+  if (p.correlationId !== undefined) out.correlationId = p.correlationId;
+  if (p.replyTo !== undefined) out.replyTo = p.replyTo;
+  if (p.expiration !== undefined) out.expiration = p.expiration;
+  if (p.messageId !== undefined) out.messageId = p.messageId;
+  if (p.timestamp !== undefined) out.timestamp = p.timestamp;
+  if (p.type !== undefined) out.type = p.type;
+  if (p.appId !== undefined) out.appId = p.appId;
+  // `userId` is left out on purpose: RabbitMQ rejects it unless it names the publishing user.
+  return out;
+}
+
+/**
+ * Republishes delivered messages to a queue through the default exchange on a confirm channel,
+ * `mandatory`, and tells per message whether the broker routed it or returned it (no such
+ * queue). RabbitMQ sends `basic.return` before the confirm, so the answer is exact.
+ */
+export class ConfirmedMover {
+  private seq = 0;
+  private readonly prefix = `${randomBytes(6).toString('hex')}-`;
+  private readonly returned = new Set<string>();
+
+  constructor(readonly channel: ConfirmChannel) {
+    channel.on('return', (m: Message) => {
+      const id = headerValueToString(m.properties.headers?.[MOVE_ID_HEADER]);
+      if (id !== undefined) this.returned.add(id);
+    });
+  }
+
+  send(queue: string, msg: Message, headers: Record<string, unknown>): Promise<'routed' | 'returned'> {
+    const id = this.prefix + ++this.seq;
+    headers[MOVE_ID_HEADER] = id;
+    return new Promise((resolve, reject) => {
+      try {
+        this.channel.publish('', queue, msg.content, copyProperties(msg, headers), (err) => {
+          const wasReturned = this.returned.delete(id);
+          if (err)
+            reject(err instanceof Error ? err : new Error(`broker refused the message (${String(err)})`));
+          else resolve(wasReturned ? 'returned' : 'routed');
+        });
+      } catch (err) {
+        reject(err);
+      }
+    });
+  }
+}
+
+/** Headers for the copy of `msg` that goes to a sandbox queue. */
+export function movedHeaders(msg: Message, from: string): Record<string, unknown> {
+  const h: Record<string, unknown> = { ...msg.properties.headers };
+  h[MOVED_FROM_HEADER] = from;
+  if (h[EXCHANGE_HEADER] === undefined) {
+    h[EXCHANGE_HEADER] = msg.fields.exchange;
+    h[ROUTING_KEY_HEADER] = msg.fields.routingKey;
+  }
+  if (msg.fields.redelivered) h[REDELIVERED_HEADER] = true;
+  return h;
+}
+
+/** Headers for the copy of `msg` that goes back from sandbox `sandbox`'s queue to the baseline. */
+export function returnedHeaders(msg: Message, sandbox: string): Record<string, unknown> {
+  const h: Record<string, unknown> = { ...msg.properties.headers };
+  delete h[MOVED_FROM_HEADER];
+  h[RETURNED_HEADER] = sandbox;
+  if (msg.fields.redelivered) h[REDELIVERED_HEADER] = true;
+  return h;
+}
+
+/**
+ * Restores on a moved or returned delivery what the application would have seen on the
+ * original: `fields.exchange`, `fields.routingKey`, and `fields.redelivered` when the original
+ * had been delivered before. Branchline's bookkeeping headers are removed.
+ */
+export function restoreOriginal(msg: Message): void {
+  const h = msg.properties.headers;
+  if (!h) return;
+  const exchange = h[EXCHANGE_HEADER];
+  if (exchange !== undefined) {
+    msg.fields.exchange = headerValueToString(exchange) ?? msg.fields.exchange;
+    msg.fields.routingKey = headerValueToString(h[ROUTING_KEY_HEADER]) ?? msg.fields.routingKey;
+  }
+  if (h[REDELIVERED_HEADER] !== undefined) (msg.fields as { redelivered: boolean }).redelivered = true;
+  delete h[EXCHANGE_HEADER];
+  delete h[ROUTING_KEY_HEADER];
+  delete h[REDELIVERED_HEADER];
+  delete h[MOVE_ID_HEADER];
+}
+
+async function closeQuietly(ch: Channel | undefined): Promise<void> {
+  if (!ch) return;
+  try {
+    await ch.close();
+  } catch {
+    // already closed
+  }
+}
+
+/** Whether `queue` exists, asked on a throwaway channel (a 404 closes the channel it happens on). */
+export async function queueExists(
+  model: ChannelModel,
+  queue: string,
+): Promise<{ messageCount: number } | undefined> {
+  const ch = quiet(await model.createChannel());
+  try {
+    const ok = await ch.checkQueue(queue);
+    return { messageCount: ok.messageCount };
+  } catch (err) {
+    if (errorCode(err) === 404) return undefined;
+    throw err;
+  } finally {
+    await closeQuietly(ch);
+  }
+}
+
+/**
+ * Moves every message waiting in `sandboxQueue` back to `baseline` (confirmed before each ack)
+ * until the queue has nothing ready and nothing in flight. Returns how many were moved, or
+ * undefined when the queue does not exist.
+ */
+async function drainOnce(
+  model: ChannelModel,
+  baseline: string,
+  sandboxQueue: string,
+  sandbox: string,
+): Promise<number | undefined> {
+  if (!(await queueExists(model, sandboxQueue))) return undefined;
+  const ch = quiet(await model.createConfirmChannel());
+  const probe = quiet(await model.createChannel());
+  let inflight = 0;
+  let moved = 0;
+  let failure: unknown;
+  let tag: string | undefined;
+  try {
+    await ch.prefetch(200);
+    const mover = new ConfirmedMover(ch);
+    const ok = await ch.consume(sandboxQueue, (m) => {
+      if (!m) return;
+      inflight++;
+      mover
+        .send(baseline, m, returnedHeaders(m, sandbox))
+        .then(
+          (r) => {
+            if (r === 'routed') {
+              ch.ack(m);
+              moved++;
+            } else {
+              ch.nack(m, false, true);
+              failure ??= new Error(
+                `branchline: cannot return messages of sandbox ${sandbox}: the baseline queue "${baseline}" does not exist; declare it, then run the cleanup again`,
+              );
+            }
+          },
+          (err) => {
+            failure ??= err;
+          },
+        )
+        .finally(() => {
+          inflight--;
+        });
+    });
+    tag = ok.consumerTag;
+    for (;;) {
+      if (failure) break;
+      const state = await probe.checkQueue(sandboxQueue);
+      if (state.messageCount === 0 && inflight === 0) break;
+      await sleep(inflight > 0 ? 5 : 25);
+    }
+    await ch.cancel(tag).catch(noop);
+    tag = undefined;
+    for (let i = 0; inflight > 0 && i < 2000; i++) await sleep(5);
+    if (failure) throw failure;
+    return moved;
+  } finally {
+    if (tag) await ch.cancel(tag).catch(noop);
+    await closeQuietly(probe);
+    await closeQuietly(ch);
+  }
+}
+
+/** Deletes the queue only if nothing is waiting and nobody consumes it. */
+async function deleteIfIdle(model: ChannelModel, queue: string): Promise<'deleted' | 'busy'> {
+  const ch = quiet(await model.createChannel());
+  try {
+    await ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true });
+    return 'deleted';
+  } catch (err) {
+    if (errorCode(err) === 406) return 'busy';
+    throw err;
+  } finally {
+    await closeQuietly(ch);
+  }
+}
+
+/**
+ * Returns the messages still waiting in a deleted sandbox's queue to the baseline queue (they
+ * are then processed by the baseline consumer, marked so they are not moved again), and removes
+ * the sandbox queue. Idempotent and safe to run from several processes at once: a message is
+ * acked in the sandbox queue only after the broker confirmed its copy in the baseline queue, and
+ * the queue is deleted only when it is empty and has no consumer.
+ */
+export async function removeSandboxQueues(
+  model: ChannelModel,
+  options: SandboxQueueCleanupOptions,
+): Promise<SandboxQueueCleanupResult[]> {
+  const queues = Array.isArray(options.queue) ? options.queue : [options.queue];
+  const out: SandboxQueueCleanupResult[] = [];
+  for (const queue of queues)
+    out.push(await removeSandboxQueue(model, queue, options.sandbox, options.timeoutMs));
+  return out;
+}
+
+export async function removeSandboxQueue(
+  model: ChannelModel,
+  queue: string,
+  sandbox: string,
+  timeoutMs = 60_000,
+): Promise<SandboxQueueCleanupResult> {
+  const sandboxQueue = sandboxQueueName(queue, sandbox);
+  const deadline = Date.now() + timeoutMs;
+  let returned = 0;
+  let delay = 50;
+  for (;;) {
+    const moved = await drainOnce(model, queue, sandboxQueue, sandbox);
+    if (moved === undefined) return { queue, sandboxQueue, returned, deleted: false };
+    returned += moved;
+    if ((await deleteIfIdle(model, sandboxQueue)) === 'deleted') {
+      logger().debug('branchline: returned a deleted sandbox queue to baseline', { sandboxQueue, returned });
+      return { queue, sandboxQueue, returned, deleted: true };
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `branchline: the queue "${sandboxQueue}" of deleted sandbox ${sandbox} still has a consumer after ${timeoutMs} ms; stop that sandbox's consumers, then run the cleanup again (waiting messages were returned to "${queue}")`,
+      );
+    }
+    await sleep(delay);
+    delay = Math.min(delay * 2, 1000);
+  }
+}
