@@ -62,13 +62,17 @@ export { explainInvalidKey, isValidRoutingKey, MAX_KEY_LENGTH } from './key.js';
 export { type BranchlineLogger, logger, safeHook, setLogger, warnRateLimited } from './log.js';
 export { type BranchlineCounters, counters, metricsText, resetCounters } from './metrics.js';
 export {
+  createRegistrySource,
+  RegistryRouteSource,
+  type RegistrySourceOptions,
+  type RegistrySourceStatus,
+} from './registry-source.js';
+export {
   createRouteSource,
-  type RegistrySourceFactory,
   type RouteListener,
   type RouteSource,
   type RouteSourceStatus,
   StaticRouteSource,
-  setRegistrySourceFactory,
 } from './route-source.js';
 export {
   type EndpointSpec,

@@ -1,5 +1,6 @@
 import { type BranchlineConfig, readRoutesDocument } from './config.js';
 import { logger } from './log.js';
+import { RegistryRouteSource } from './registry-source.js';
 import { RouteTable, type RouteTableSpec } from './routes.js';
 
 export interface RouteSourceStatus {
@@ -89,21 +90,14 @@ export class StaticRouteSource implements RouteSource {
   }
 }
 
-/** Factory for the registry-backed source; set by the registry client module when it loads. */
-export type RegistrySourceFactory = (config: BranchlineConfig) => RouteSource;
-let registryFactory: RegistrySourceFactory | undefined;
-
-export function setRegistrySourceFactory(factory: RegistrySourceFactory): void {
-  registryFactory = factory;
-}
-
 /**
  * The route source the configuration asks for: the registry when `BRANCHLINE_REGISTRY` is set,
  * the static table from `BRANCHLINE_ROUTES` when that is set, otherwise an empty table (every
  * request is served by baseline).
  */
 export function createRouteSource(config: BranchlineConfig): RouteSource {
-  if (config.registry !== undefined && registryFactory) return registryFactory(config);
+  if (config.registry !== undefined)
+    return new RegistryRouteSource({ url: config.registry, token: config.token });
   if (config.routes !== undefined)
     return new StaticRouteSource(RouteTable.from(readRoutesDocument(config.routes)));
   return new StaticRouteSource(RouteTable.empty);

@@ -1,0 +1,314 @@
+import { type ClientRequest, request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { logger, warnRateLimited } from './log.js';
+import type { RouteListener, RouteSource, RouteSourceStatus } from './route-source.js';
+import { type RouteGroupSpec, RouteTable, type SandboxSpec } from './routes.js';
+
+export interface RegistrySourceOptions {
+  /** Registry base URL, e.g. `http://branchline-registry:7070` (`BRANCHLINE_REGISTRY`). */
+  url: string;
+  /** Bearer token with the read scope (`BRANCHLINE_TOKEN`). */
+  token?: string;
+  /** Default bound of `ready()`: how long to wait for the first sync. Default 5000 ms. */
+  syncTimeoutMs?: number;
+  /** First reconnect delay; doubles per failed attempt (with jitter) up to `maxBackoffMs`. Default 100 ms. */
+  initialBackoffMs?: number;
+  /** Longest reconnect delay. Default 5000 ms. */
+  maxBackoffMs?: number;
+  /**
+   * Reconnect when nothing (not even a heartbeat) arrived for this long. Default: three
+   * heartbeat intervals as announced by the registry, at least 3000 ms.
+   */
+  idleTimeoutMs?: number;
+}
+
+/** What a registry-backed source knows about its connection, for health checks and logs. */
+export interface RegistrySourceStatus extends RouteSourceStatus {
+  /** The stream is open and has delivered its synced marker. */
+  connected: boolean;
+  /** Last applied registry revision. */
+  revision: number;
+  /** Registry time up to which the view is complete (from heartbeats); 0 before the first. */
+  completeUntil: number;
+  /** Connections opened after the first one. */
+  reconnects: number;
+}
+
+interface Frame {
+  event: string;
+  data: string;
+  id?: string;
+}
+
+type Doc = (SandboxSpec | RouteGroupSpec) & { id?: string };
+
+/**
+ * The live route table: a `RouteSource` fed by the registry's `GET /v1/watch` stream. It
+ * waits (bounded) for the first sync, reconnects with exponential backoff and jitter, resumes
+ * from its last revision, keeps the last known table while the registry is away, and builds a
+ * new immutable `RouteTable` per change and per heartbeat (which advances `completeUntil`).
+ */
+export class RegistryRouteSource implements RouteSource {
+  private current: RouteTable | undefined;
+  private readonly listeners = new Set<RouteListener>();
+  private waiters: ((t: RouteTable) => void)[] = [];
+  private readonly sandboxes = new Map<string, SandboxSpec>();
+  private readonly groups = new Map<string, RouteGroupSpec>();
+  private req: ClientRequest | undefined;
+  private res: IncomingMessage | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly idleTimer: NodeJS.Timeout;
+  private attempt = 0;
+  private everConnected = false;
+  private closed = false;
+  private lastMessageAt = 0;
+  private heartbeatInterval = 1000;
+  private readonly base: URL;
+  readonly status: RegistrySourceStatus = {
+    synced: false,
+    stale: true,
+    connected: false,
+    revision: 0,
+    completeUntil: 0,
+    reconnects: 0,
+  };
+
+  constructor(private readonly options: RegistrySourceOptions) {
+    const u = options.url.endsWith('/') ? options.url : `${options.url}/`;
+    this.base = new URL(u);
+    if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:')
+      throw new TypeError(`branchline: registry URL ${JSON.stringify(options.url)} must be http(s)`);
+    this.idleTimer = setInterval(() => this.checkIdle(), 500);
+    this.idleTimer.unref();
+    this.connect();
+  }
+
+  get table(): RouteTable | undefined {
+    return this.current;
+  }
+
+  /** Milliseconds since the registry last said anything (events or heartbeats). */
+  get stalenessMs(): number {
+    return this.lastMessageAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.lastMessageAt;
+  }
+
+  ready(timeoutMs = this.options.syncTimeoutMs ?? 5000): Promise<RouteTable | undefined> {
+    if (this.current) return Promise.resolve(this.current);
+    return new Promise((resolve) => {
+      // Referenced on purpose: a process awaiting its first table stays alive until the bound.
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve(undefined);
+      }, timeoutMs);
+      const done = (t: RouteTable) => {
+        clearTimeout(timer);
+        resolve(t);
+      };
+      this.waiters.push(done);
+    });
+  }
+
+  subscribe(listener: RouteListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.idleTimer);
+    clearTimeout(this.retryTimer);
+    this.req?.destroy();
+    this.listeners.clear();
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    const url = new URL('v1/watch', this.base);
+    if (this.everConnected) url.searchParams.set('since', String(this.status.revision));
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const req = request(url, { method: 'GET', headers, agent: false });
+    this.req = req;
+    req.on('socket', (s) => {
+      s.unref();
+      s.setNoDelay(true);
+    });
+    req.on('response', (res) => {
+      if (this.req !== req) return res.destroy();
+      if (res.statusCode !== 200) {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          if (body.length < 2000) body += c;
+        });
+        res.on('end', () => this.failed(req, `registry answered ${res.statusCode}: ${body.slice(0, 300)}`));
+        res.on('error', () => this.failed(req, `registry answered ${res.statusCode}`));
+        return;
+      }
+      this.res = res;
+      this.lastMessageAt = Date.now();
+      res.setEncoding('utf8');
+      let buf = '';
+      res.on('data', (chunk: string) => {
+        buf += chunk;
+        let end = buf.indexOf('\n\n');
+        if (end < 0) return;
+        const frames: Frame[] = [];
+        while (end >= 0) {
+          const f = parseFrame(buf.slice(0, end));
+          if (f) frames.push(f);
+          buf = buf.slice(end + 2);
+          end = buf.indexOf('\n\n');
+        }
+        this.lastMessageAt = Date.now();
+        this.onFrames(frames);
+      });
+      res.on('end', () => this.failed(req, 'the registry closed the watch stream'));
+      res.on('error', (err) => this.failed(req, `watch stream error: ${err.message}`));
+    });
+    req.on('error', (err) =>
+      this.failed(req, `cannot reach the registry at ${this.base.origin}: ${err.message}`),
+    );
+    req.end();
+  }
+
+  private failed(req: ClientRequest, reason: string): void {
+    if (this.req !== req || this.closed) return;
+    this.req = undefined;
+    this.res = undefined;
+    req.destroy();
+    this.status.connected = false;
+    this.status.stale = true;
+    this.status.error = reason;
+    warnRateLimited(
+      'registry-source',
+      `branchline: ${reason}; keeping the last known route table and retrying`,
+      {
+        revision: this.status.revision,
+      },
+    );
+    const initial = this.options.initialBackoffMs ?? 100;
+    const max = this.options.maxBackoffMs ?? 5000;
+    const ceiling = Math.min(max, initial * 2 ** Math.min(this.attempt, 20));
+    this.attempt++;
+    // Equal jitter: half fixed, half random, so a fleet reconnecting at once spreads out.
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.retryTimer = setTimeout(() => {
+      this.status.reconnects++;
+      this.connect();
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  private checkIdle(): void {
+    if (!this.req || !this.res) return;
+    const limit = this.options.idleTimeoutMs ?? Math.max(3000, 3 * this.heartbeatInterval);
+    if (Date.now() - this.lastMessageAt > limit)
+      this.failed(this.req, `no heartbeat from the registry for ${limit} ms`);
+  }
+
+  private onFrames(frames: Frame[]): void {
+    let changed = false;
+    for (const f of frames) {
+      let data: Record<string, unknown>;
+      try {
+        data = JSON.parse(f.data);
+      } catch {
+        continue;
+      }
+      switch (f.event) {
+        case 'snapshot':
+          this.sandboxes.clear();
+          this.groups.clear();
+          for (const s of (data.sandboxes as Doc[]) ?? [])
+            this.sandboxes.set(s.id ?? s.name, s as SandboxSpec);
+          for (const g of (data.groups as Doc[]) ?? []) this.groups.set(g.id ?? g.name, g as RouteGroupSpec);
+          this.status.revision = Number(data.revision);
+          changed = true;
+          break;
+        case 'add':
+        case 'replace':
+        case 'remove': {
+          const map = data.kind === 'group' ? this.groups : this.sandboxes;
+          map.set(String(data.id), data.object as never);
+          this.status.revision = Number(data.revision);
+          changed = true;
+          break;
+        }
+        case 'forget':
+          (data.kind === 'group' ? this.groups : this.sandboxes).delete(String(data.id));
+          this.status.revision = Number(data.revision);
+          changed = true;
+          break;
+        case 'synced':
+          this.status.synced = true;
+          this.status.connected = true;
+          this.status.stale = false;
+          this.status.error = undefined;
+          this.everConnected = true;
+          this.attempt = 0;
+          changed = true;
+          break;
+        case 'heartbeat':
+          if (typeof data.interval === 'number') this.heartbeatInterval = data.interval;
+          if (typeof data.completeUntil === 'number' && data.completeUntil > this.status.completeUntil) {
+            this.status.completeUntil = data.completeUntil;
+            changed = true;
+          }
+          break;
+      }
+    }
+    this.status.lastSyncAt = Date.now();
+    if (changed && this.status.synced) this.publish();
+  }
+
+  private publish(): void {
+    let table: RouteTable;
+    try {
+      table = new RouteTable({
+        revision: this.status.revision,
+        completeUntil: this.status.completeUntil,
+        sandboxes: [...this.sandboxes.values()],
+        groups: [...this.groups.values()],
+      });
+    } catch (err) {
+      logger().error(
+        'branchline: the registry sent a route table that does not compile; keeping the last one',
+        {
+          err: String(err),
+          revision: this.status.revision,
+        },
+      );
+      return;
+    }
+    this.current = table;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w(table);
+    for (const l of this.listeners) {
+      try {
+        l(table);
+      } catch (err) {
+        logger().error('branchline: a route listener threw; ignoring it', { err: String(err) });
+      }
+    }
+  }
+}
+
+function parseFrame(text: string): Frame | undefined {
+  let event = 'message';
+  let data = '';
+  let id: string | undefined;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('data:')) data += (data ? '\n' : '') + line.slice(line.charCodeAt(5) === 32 ? 6 : 5);
+    else if (line.startsWith('event:')) event = line.slice(6).trim();
+    else if (line.startsWith('id:')) id = line.slice(3).trim();
+  }
+  return data ? { event, data, id } : undefined;
+}
+
+/** A route source that follows the registry at `options.url`. */
+export function createRegistrySource(options: RegistrySourceOptions): RegistryRouteSource {
+  return new RegistryRouteSource(options);
+}
