@@ -1,0 +1,153 @@
+import { isValidRoutingKey, logger } from '@branchline/core';
+import type { Admin } from 'kafkajs';
+import type { KafkaAdminTarget } from './types.js';
+
+const SEPARATOR = '.sandbox.';
+
+/**
+ * The consumer group of sandbox `sandbox` for a consumer whose baseline group is `groupId`.
+ * Stable across restarts, so a sandbox consumer resumes where it stopped; sandbox names are DNS
+ * labels (no dots), so the suffix identifies the sandbox unambiguously.
+ */
+export function sandboxGroupId(groupId: string, sandbox: string): string {
+  if (!isValidRoutingKey(sandbox)) {
+    throw new TypeError(
+      `branchline: sandbox ${JSON.stringify(sandbox)} is not a sandbox name (lowercase letters, digits, inner hyphens)`,
+    );
+  }
+  return `${groupId}${SEPARATOR}${sandbox}`;
+}
+
+/** The sandbox a consumer group id belongs to, or undefined for a baseline group. */
+export function sandboxOfGroupId(groupId: string): string | undefined {
+  const i = groupId.lastIndexOf(SEPARATOR);
+  if (i <= 0) return undefined;
+  const name = groupId.slice(i + SEPARATOR.length);
+  return isValidRoutingKey(name) ? name : undefined;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Deletes consumer groups, retrying while a member is still leaving (the broker refuses to
+ * delete a non-empty group). Returns the ids it deleted; a group that does not exist counts.
+ */
+export async function deleteGroups(admin: Admin, groupIds: string[], attempts = 10): Promise<string[]> {
+  const done: string[] = [];
+  let pending = [...groupIds];
+  for (let i = 0; i < attempts && pending.length; i++) {
+    if (i > 0) await sleep(Math.min(2000, 200 * 2 ** (i - 1)));
+    const next: string[] = [];
+    for (const id of pending) {
+      try {
+        await admin.deleteGroups([id]);
+        done.push(id);
+      } catch (err) {
+        const e = err as { groups?: { groupId: string; error?: { type?: string } }[]; type?: string };
+        const type = e.groups?.find((g) => g.groupId === id)?.error?.type ?? e.type;
+        if (type === 'GROUP_ID_NOT_FOUND') done.push(id);
+        else next.push(id);
+      }
+    }
+    pending = next;
+  }
+  if (pending.length)
+    logger().warn('branchline: could not delete kafka consumer groups (members still active?)', {
+      groups: pending,
+    });
+  return done;
+}
+
+/** Every consumer group of sandbox `sandbox` on the cluster (any baseline group id). */
+export async function listSandboxGroups(admin: Admin, sandbox: string): Promise<string[]> {
+  const { groups } = await admin.listGroups();
+  return groups.map((g) => g.groupId).filter((id) => sandboxOfGroupId(id) === sandbox);
+}
+
+async function withAdmin<R>(target: KafkaAdminTarget, fn: (admin: Admin) => Promise<R>): Promise<R> {
+  let admin: Admin;
+  if ('kafka' in target) admin = target.kafka.admin();
+  else {
+    // kafkajs is a peer dependency; load it only when the hook builds its own client.
+    const mod = (await import('kafkajs')) as typeof import('kafkajs') & {
+      default?: typeof import('kafkajs');
+    };
+    const Kafka = mod.Kafka ?? mod.default?.Kafka;
+    admin = new Kafka(target).admin();
+  }
+  await admin.connect();
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
+/** The parts of the registry's ResourceHook contract this hook implements (structural). */
+export interface KafkaConsumerGroupsHook {
+  type: 'kafka-consumer-groups';
+  validate(spec: Record<string, unknown>): void;
+  provision(ctx: { sandbox: { name: string } }): Promise<Record<string, unknown>>;
+  deprovision(ctx: {
+    sandbox: { name: string };
+    resource?: { spec?: Record<string, unknown> };
+  }): Promise<void>;
+  sweep(liveSandboxes: string[]): Promise<void>;
+}
+
+/**
+ * A registry resource hook (type `kafka-consumer-groups`) that deletes a sandbox's consumer
+ * groups when the registry deletes the sandbox or it expires, and sweeps groups of sandboxes
+ * that no longer exist. Declare it on a sandbox as
+ * `"resources": {"kafka": {"type": "kafka-consumer-groups", "spec": {}}}` and register it with
+ * `createRegistryServer({ resourceHooks: [kafkaConsumerGroupsHook({ brokers: [...] })] })`.
+ * Optional spec: `{"groups": ["orders", ...]}` limits it to those baseline group ids.
+ */
+export function kafkaConsumerGroupsHook(target: KafkaAdminTarget): KafkaConsumerGroupsHook {
+  return {
+    type: 'kafka-consumer-groups',
+    validate(spec) {
+      const groups = spec.groups;
+      if (groups === undefined) return;
+      if (!Array.isArray(groups) || groups.some((g) => typeof g !== 'string' || g.length === 0)) {
+        throw new Error(
+          `kafka-consumer-groups: spec.groups must be a list of baseline consumer group ids such as ["orders"] (got ${JSON.stringify(groups)})`,
+        );
+      }
+    },
+    // Groups are created by the sandbox's consumers when they first run; nothing to make here.
+    async provision(ctx) {
+      return { prefix: `*${SEPARATOR}${ctx.sandbox.name}` };
+    },
+    async deprovision(ctx) {
+      const only = ctx.resource?.spec?.groups as string[] | undefined;
+      await withAdmin(target, async (admin) => {
+        const ids = only
+          ? only.map((g) => sandboxGroupId(g, ctx.sandbox.name))
+          : await listSandboxGroups(admin, ctx.sandbox.name);
+        if (ids.length === 0) return;
+        const deleted = new Set(await deleteGroups(admin, ids, 4));
+        const left = ids.filter((id) => !deleted.has(id));
+        // A group with members is a sandbox consumer still draining what it owns: deleting its
+        // offsets now would make it start over. Fail, so the registry retries after the drain.
+        if (left.length)
+          throw new Error(
+            `kafka-consumer-groups: consumer groups ${left.join(', ')} of sandbox ${ctx.sandbox.name} still have active members (a consumer is draining); retry after it leaves`,
+          );
+      });
+    },
+    async sweep(liveSandboxes) {
+      const live = new Set(liveSandboxes);
+      await withAdmin(target, async (admin) => {
+        const { groups } = await admin.listGroups();
+        const orphans = groups
+          .map((g) => g.groupId)
+          .filter((id) => {
+            const s = sandboxOfGroupId(id);
+            return s !== undefined && !live.has(s);
+          });
+        if (orphans.length) await deleteGroups(admin, orphans, 1);
+      });
+    },
+  };
+}
