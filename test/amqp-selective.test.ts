@@ -1,0 +1,277 @@
+import {
+  createSelectiveConsumer,
+  instrumentChannel,
+  removeSandboxQueues,
+  type SelectiveConsumer,
+  sandboxQueueName,
+} from '@branchline/amqplib';
+import {
+  createRuntime,
+  getRoutingKey,
+  type RouteTableSpec,
+  StaticRouteSource,
+  withRoutingKey,
+} from '@branchline/core';
+import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createTestVhost, eventually, type TestVhost } from '../packages/amqplib/test/broker.js';
+
+const SERVICE = 'orders';
+const ep = { http: 'http://127.0.0.1:1' };
+const sandboxes: RouteTableSpec['sandboxes'] = [
+  { name: 'sb-a', key: 'sb-a', overrides: { orders: ep }, createdAt: 1 },
+  { name: 'sb-b', key: 'sb-b', overrides: { orders: ep }, labels: { feature: 'checkout' }, createdAt: 2 },
+  // Producer-only: it changes another service, so the baseline consumer of orders keeps its messages.
+  {
+    name: 'prod-only',
+    key: 'prod-only',
+    overrides: { billing: ep },
+    labels: { feature: 'checkout' },
+    createdAt: 3,
+  },
+];
+const groups: RouteTableSpec['groups'] = [
+  { name: 'checkout', key: 'checkout', match: { labels: { feature: 'checkout' } }, createdAt: 1 },
+];
+
+let vhost: TestVhost;
+let conn: ChannelModel;
+let pub: ConfirmChannel;
+const runtime = createRuntime({ service: SERVICE, routeSource: { sandboxes: [] } });
+const consumers: SelectiveConsumer[] = [];
+let queueSeq = 0;
+
+interface Seen {
+  by: string;
+  key: string | undefined;
+  exchange: string;
+  routingKey: string;
+  redelivered: boolean;
+}
+
+beforeAll(async () => {
+  vhost = await createTestVhost('bl-amqp-select');
+  conn = await amqp.connect(vhost.url);
+  pub = instrumentChannel(await conn.createConfirmChannel());
+});
+
+afterEach(async () => {
+  await Promise.all(consumers.splice(0).map((c) => c.close()));
+});
+
+afterAll(async () => {
+  await conn?.close().catch(() => undefined);
+  await vhost?.destroy();
+});
+
+/** The application's own topology, declared by every baseline consumer on each (re)connect. */
+function topology(queue: string) {
+  return async (ch: Channel) => {
+    await ch.assertQueue(queue, { durable: true });
+    await ch.assertExchange(`${queue}.direct`, 'direct', { durable: false });
+    await ch.assertExchange(`${queue}.topic`, 'topic', { durable: false });
+    await ch.assertExchange(`${queue}.fanout`, 'fanout', { durable: false });
+    await ch.bindQueue(queue, `${queue}.direct`, 'order.created');
+    await ch.bindQueue(queue, `${queue}.topic`, 'order.#');
+    await ch.bindQueue(queue, `${queue}.fanout`, '');
+  };
+}
+
+function start(
+  queue: string,
+  sandbox: string | null,
+  routes: StaticRouteSource,
+  seen: Map<string, Seen[]>,
+  handler?: (m: ConsumeMessage, ch: Channel) => boolean,
+): SelectiveConsumer {
+  const name = sandbox ?? 'baseline';
+  const c = createSelectiveConsumer({
+    connection: vhost.url,
+    queue,
+    service: SERVICE,
+    sandbox,
+    routes,
+    runtime,
+    setup: sandbox === null ? topology(queue) : undefined,
+    onMessage(m, ch) {
+      const id = String(m.properties.messageId);
+      if (handler && !handler(m, ch)) return;
+      const list = seen.get(id) ?? [];
+      list.push({
+        by: name,
+        key: getRoutingKey(),
+        exchange: m.fields.exchange,
+        routingKey: m.fields.routingKey,
+        redelivered: m.fields.redelivered,
+      });
+      seen.set(id, list);
+      ch.ack(m);
+    },
+  });
+  consumers.push(c);
+  return c;
+}
+
+async function publishAll(list: { id: string; key?: string; send: (o: object) => void }[]): Promise<void> {
+  for (const m of list) {
+    const o = { messageId: m.id, persistent: true };
+    if (m.key) withRoutingKey(m.key, () => m.send(o));
+    else m.send(o);
+  }
+  await pub.waitForConfirms();
+}
+
+describe('selective consumption on RabbitMQ', () => {
+  it('routes each message to exactly one consumer by key, for default-exchange, direct, topic and fanout publishing', async () => {
+    const queue = `orders-${++queueSeq}`;
+    const routes = new StaticRouteSource({ sandboxes, groups });
+    const seen = new Map<string, Seen[]>();
+    const baseline = start(queue, null, routes, seen);
+    await baseline.ready();
+    const a = start(queue, 'sb-a', routes, seen);
+    const b = start(queue, 'sb-b', routes, seen);
+    await Promise.all([a.ready(), b.ready()]);
+
+    const how: Record<string, (o: object) => void> = {
+      queue: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o),
+      direct: (o) => pub.publish(`${queue}.direct`, 'order.created', Buffer.from('{}'), o),
+      topic: (o) => pub.publish(`${queue}.topic`, 'order.paid.eu', Buffer.from('{}'), o),
+      fanout: (o) => pub.publish(`${queue}.fanout`, '', Buffer.from('{}'), o),
+    };
+    const expected: Record<string, string> = {
+      none: 'baseline',
+      'sb-a': 'sb-a',
+      'sb-b': 'sb-b',
+      checkout: 'sb-b', // the route group's member that overrides orders
+      'prod-only': 'baseline',
+      'no-such-sandbox': 'baseline',
+    };
+    const list: { id: string; key?: string; send: (o: object) => void }[] = [];
+    for (const [via, send] of Object.entries(how))
+      for (const key of Object.keys(expected))
+        list.push({ id: `${via}/${key}`, key: key === 'none' ? undefined : key, send });
+    await publishAll(list);
+    await eventually(() => seen.size === list.length, `${list.length} messages processed`);
+    await new Promise((r) => setTimeout(r, 200)); // a duplicate would show up now
+
+    const wantExchange: Record<string, [string, string]> = {
+      queue: ['', queue],
+      direct: [`${queue}.direct`, 'order.created'],
+      topic: [`${queue}.topic`, 'order.paid.eu'],
+      fanout: [`${queue}.fanout`, ''],
+    };
+    for (const m of list) {
+      const [via, key] = m.id.split('/') as [string, string];
+      const got = seen.get(m.id)!;
+      expect(
+        got.map((s) => s.by),
+        m.id,
+      ).toEqual([expected[key]]);
+      // The handler runs in the message's context and sees the fields of the original delivery.
+      expect(got[0]!.key, m.id).toBe(m.key);
+      expect([got[0]!.exchange, got[0]!.routingKey], m.id).toEqual(wantExchange[via]);
+    }
+    expect(baseline.stats.moved).toBe(12);
+  });
+
+  it('a requeued message comes back to the consumer that owns it', async () => {
+    const queue = `orders-${++queueSeq}`;
+    const routes = new StaticRouteSource({ sandboxes, groups });
+    const seen = new Map<string, Seen[]>();
+    const attempts = new Map<string, number>();
+    const nackFirst = (m: ConsumeMessage, ch: Channel) => {
+      const id = String(m.properties.messageId);
+      const n = (attempts.get(id) ?? 0) + 1;
+      attempts.set(id, n);
+      if (n === 1) {
+        ch.nack(m, false, true);
+        return false;
+      }
+      return true;
+    };
+    const baseline = start(queue, null, routes, seen, nackFirst);
+    await baseline.ready();
+    await start(queue, 'sb-a', routes, seen, nackFirst).ready();
+    await publishAll([
+      { id: 'base', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
+      { id: 'sand', key: 'sb-a', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
+    ]);
+    await eventually(() => seen.size === 2, 'both messages processed after one requeue each');
+    expect(seen.get('base')).toMatchObject([{ by: 'baseline', redelivered: true }]);
+    expect(seen.get('sand')).toMatchObject([{ by: 'sb-a', redelivered: true, key: 'sb-a' }]);
+    expect(attempts.get('base')).toBe(2);
+    expect(attempts.get('sand')).toBe(2);
+  });
+
+  it('holds a keyed message until the route view covers its time, then routes it', async () => {
+    const queue = `orders-${++queueSeq}`;
+    const routes = new StaticRouteSource({ sandboxes, groups, completeUntil: Date.now() - 60_000 });
+    const seen = new Map<string, Seen[]>();
+    const baseline = start(queue, null, routes, seen);
+    await baseline.ready();
+    await start(queue, 'sb-a', routes, seen).ready();
+    await publishAll([
+      { id: 'late', key: 'sb-a', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
+      { id: 'plain', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
+    ]);
+    await eventually(
+      () => seen.has('plain') && baseline.stats.held === 1,
+      'the keyless message processed, the keyed one held',
+    );
+    expect(seen.has('late')).toBe(false);
+    routes.update({ sandboxes, groups, completeUntil: Date.now() + 60_000 });
+    await eventually(() => seen.has('late'), 'the held message processed');
+    expect(seen.get('late')!.map((s) => s.by)).toEqual(['sb-a']);
+  });
+
+  it('when a sandbox is deleted, messages waiting in its queue go back to baseline and its queue is removed', async () => {
+    const queue = `orders-${++queueSeq}`;
+    const routes = new StaticRouteSource({ sandboxes, groups });
+    const seen = new Map<string, Seen[]>();
+    const baseline = start(queue, null, routes, seen);
+    await baseline.ready();
+    // sb-a's workload is not consuming: its messages wait in its queue.
+    const list = Array.from({ length: 30 }, (_, i) => ({
+      id: `w${i}`,
+      key: 'sb-a',
+      send: (o: object) => pub.publish(`${queue}.topic`, 'order.waiting', Buffer.from('{}'), o),
+    }));
+    await publishAll(list);
+    await eventually(() => baseline.stats.moved === 30, '30 messages moved to sb-a');
+    const sq = sandboxQueueName(queue, 'sb-a');
+    expect((await pub.checkQueue(sq)).messageCount).toBe(30);
+    expect(seen.size).toBe(0);
+
+    routes.update({
+      sandboxes: [{ ...sandboxes![0]!, deletedAt: Date.now() }, ...sandboxes!.slice(1)],
+      groups,
+    });
+    await eventually(() => seen.size === 30, 'the 30 waiting messages processed by baseline');
+    for (const s of seen.values())
+      expect(s).toMatchObject([{ by: 'baseline', key: 'sb-a', routingKey: 'order.waiting' }]);
+    await baseline.cleanupsSettled();
+    expect(baseline.stats.returned).toBe(30);
+    expect((await vhost.listQueues()).map((q) => q.name)).not.toContain(sq);
+  });
+
+  it('removeSandboxQueues (the registry lifecycle hook) returns waiting messages and removes the queue, idempotently', async () => {
+    const queue = `orders-${++queueSeq}`;
+    const sq = sandboxQueueName(queue, 'gone');
+    const ch = await conn.createChannel();
+    await ch.assertQueue(queue, { durable: true });
+    await ch.assertQueue(sq, { durable: true });
+    for (let i = 0; i < 25; i++) ch.sendToQueue(sq, Buffer.from(String(i)), { messageId: `g${i}` });
+    await eventually(
+      async () => (await ch.checkQueue(sq)).messageCount === 25,
+      '25 messages in the sandbox queue',
+    );
+
+    const [first] = await removeSandboxQueues(conn, { queue, sandbox: 'gone' });
+    expect(first).toMatchObject({ sandboxQueue: sq, returned: 25, deleted: true });
+    expect((await ch.checkQueue(queue)).messageCount).toBe(25);
+    const [again] = await removeSandboxQueues(conn, { queue, sandbox: 'gone' });
+    expect(again).toMatchObject({ returned: 0, deleted: false });
+    expect((await vhost.listQueues()).map((q) => q.name)).not.toContain(sq);
+    await ch.close();
+  });
+});
