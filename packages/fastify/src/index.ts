@@ -1,1 +1,122 @@
-export {};
+import { runInContext } from '@branchline/core';
+import {
+  type BranchlineRequestInfo,
+  IncomingRouter,
+  type IncomingRoutingOptions,
+  resolveForwardOptions,
+} from '@branchline/http';
+import type { Context } from '@opentelemetry/api';
+import type { FastifyPluginCallback, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import fp from 'fastify-plugin';
+
+export type { BranchlineRequestInfo } from '@branchline/http';
+
+/** Options of the Fastify plugin: the runtime options plus how forwarding behaves. */
+export type BranchlineFastifyOptions = IncomingRoutingOptions;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** What Branchline decided for this request. */
+    branchline: BranchlineRequestInfo;
+  }
+  interface FastifyInstance {
+    /** The Branchline incoming router (runtime and forwarder) of this instance. */
+    branchlineRouter: IncomingRouter;
+  }
+}
+
+const kContext = Symbol('branchline.context');
+interface WithContext {
+  [kContext]?: Context | undefined;
+}
+
+const STRING_OPTIONS = ['service', 'sandbox', 'registry', 'token', 'routes', 'baggageKey'] as const;
+
+/** Checks the options at registration; a TypeError names the bad option. */
+function validate(opts: unknown): BranchlineFastifyOptions {
+  if (opts === undefined || opts === null) return {};
+  if (typeof opts !== 'object')
+    throw new TypeError(`@branchline/fastify: options must be an object, got ${typeof opts}`);
+  const o = opts as Record<string, unknown>;
+  for (const name of STRING_OPTIONS) {
+    if (o[name] !== undefined && typeof o[name] !== 'string')
+      throw new TypeError(
+        `@branchline/fastify: option ${name} must be a string, got ${JSON.stringify(o[name])}`,
+      );
+  }
+  try {
+    resolveForwardOptions(o);
+  } catch (err) {
+    throw new TypeError(`@branchline/fastify: ${(err as Error).message.replace(/^branchline: /, '')}`);
+  }
+  return o as BranchlineFastifyOptions;
+}
+
+const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fastify, opts, done) => {
+  const {
+    prefix: _p,
+    logLevel: _l,
+    logSerializers: _s,
+    ...options
+  } = opts as BranchlineFastifyOptions & Record<string, unknown>;
+  let router: IncomingRouter;
+  try {
+    router = new IncomingRouter(validate(options));
+  } catch (err) {
+    done(err instanceof TypeError ? err : new TypeError((err as Error).message));
+    return;
+  }
+  fastify.decorate('branchlineRouter', router);
+  fastify.decorateRequest('branchline', null as unknown as BranchlineRequestInfo);
+  fastify.decorateRequest(kContext as unknown as string, null);
+
+  // onRequest runs before the body is read, so a forwarded request streams its body untouched.
+  fastify.addHook(
+    'onRequest',
+    function branchlineOnRequest(request: FastifyRequest, reply: FastifyReply, next) {
+      const route = router.route(request.raw);
+      request.branchline = route.info;
+      if (route.target !== undefined) {
+        router.forwarder.forward(request.raw, reply.raw, route.target, () => {
+          (request as WithContext)[kContext] = route.context;
+          router.continueInContext(route, request.raw, reply.raw, next);
+        });
+        // `next` is not called: Fastify never handles this request; the sandbox's response is
+        // written to reply.raw. On fallback, `next` lets Fastify serve it as usual.
+        return;
+      }
+      if (route.context === undefined) {
+        next();
+        return;
+      }
+      (request as WithContext)[kContext] = route.context;
+      router.continueInContext(route, request.raw, reply.raw, next);
+    },
+  );
+
+  // The handler runs after body parsing, in a callback Node starts outside our context: put the
+  // request's context back around it.
+  fastify.addHook('onRoute', (routeOptions: RouteOptions) => {
+    const handler = routeOptions.handler;
+    routeOptions.handler = function branchlineHandler(this: unknown, request, reply) {
+      const ctx = (request as WithContext)[kContext];
+      if (ctx === undefined) return handler.call(this as never, request, reply);
+      return runInContext(ctx, () => handler.call(this as never, request, reply));
+    };
+  });
+
+  const undoUpgrades = router.forwardUpgrades(fastify.server);
+  fastify.addHook('onClose', (_instance, closed) => {
+    undoUpgrades();
+    router.close().then(() => closed(), closed);
+  });
+  done();
+};
+
+/**
+ * The Branchline plugin for Fastify 5. Register it before your routes:
+ * `await app.register(branchline, { service: 'orders' })`. Not encapsulated: it applies to the
+ * whole instance.
+ */
+export const branchline = fp(branchlinePlugin, { fastify: '5.x', name: '@branchline/fastify' });
+export default branchline;

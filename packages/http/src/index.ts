@@ -1,1 +1,21 @@
-export {};
+export {
+  type ForwardTarget,
+  forwardRequestHeaders,
+  forwardToSandbox,
+  resolveForwardOptions,
+  SandboxForwarder,
+  sandboxErrorBody,
+} from './forward.js';
+export { firstLabel, HostMap, type OriginInfo } from './hosts.js';
+export { bindEmitter, type IncomingRoute, IncomingRouter } from './incoming.js';
+export { createRoutingInterceptor, installFetchRouting } from './interceptor.js';
+export { installNodeHttpRouting, RoutingHttpAgent, RoutingHttpsAgent } from './node-agent.js';
+export { headersWithKey, OutgoingRouter, withoutBaggageMember } from './outgoing.js';
+export {
+  type BranchlineRequestInfo,
+  type ForwardOptions,
+  HOP_HEADER,
+  type HostMapOptions,
+  type IncomingRoutingOptions,
+  type OutgoingRoutingOptions,
+} from './types.js';

@@ -1,0 +1,217 @@
+import type { EventEmitter } from 'node:events';
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import {
+  activeContext,
+  type BranchlineRuntime,
+  contextWithRoutingKey,
+  counters,
+  createRuntime,
+  decideIncoming,
+  getRoutingKey,
+  hasOtelContextManager,
+  nodeHeadersGetter,
+  runInContext,
+  warnRateLimited,
+} from '@branchline/core';
+import { type Context, context as otelContext } from '@opentelemetry/api';
+import { type ForwardTarget, SandboxForwarder } from './forward.js';
+import { type BranchlineRequestInfo, HOP_HEADER, type IncomingRoutingOptions } from './types.js';
+
+/** The outcome of routing one incoming request. */
+export interface IncomingRoute {
+  readonly info: BranchlineRequestInfo;
+  /** Set when the request must be forwarded to a sandbox. */
+  readonly target: ForwardTarget | undefined;
+  /** The context that carries the key, set whenever there is a key. Frameworks restore it around handlers. */
+  readonly context: Context | undefined;
+  /** The key came from a header, not from the active context: the rest of the request must enter `context`. */
+  readonly enter: boolean;
+}
+
+const NO_KEY_INFO: BranchlineRequestInfo = Object.freeze({
+  key: undefined,
+  sandbox: undefined,
+  forwarded: false,
+});
+const NO_KEY: IncomingRoute = Object.freeze({
+  info: NO_KEY_INFO,
+  target: undefined,
+  context: undefined,
+  enter: false,
+});
+
+const FORWARD_KEYS = new Set([
+  'runtime',
+  'connectTimeout',
+  'responseTimeout',
+  'bodyTimeout',
+  'fallbackToBaseline',
+  'connections',
+  'pipelining',
+  'preserveHost',
+]);
+
+/**
+ * The incoming side shared by @branchline/express and @branchline/fastify: reads the key (the
+ * OpenTelemetry context's baggage first, the headers only when it has none), decides with core's
+ * `decideIncoming`, and forwards through a SandboxForwarder.
+ */
+export class IncomingRouter {
+  readonly runtime: BranchlineRuntime;
+  readonly forwarder: SandboxForwarder;
+  private readonly service: string | undefined;
+  private readonly sandbox: string | undefined;
+
+  constructor(options: IncomingRoutingOptions = {}) {
+    const runtimeOptions: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(options)) if (!FORWARD_KEYS.has(k)) runtimeOptions[k] = v;
+    this.runtime = options.runtime ?? createRuntime(runtimeOptions);
+    this.service = this.runtime.config.service;
+    this.sandbox = this.runtime.config.sandbox;
+    this.forwarder = new SandboxForwarder({
+      ...options,
+      routes: this.runtime.routes,
+      service: this.service,
+    });
+    if (this.service === undefined && this.sandbox === undefined)
+      warnRateLimited(
+        'no-service',
+        'branchline: BRANCHLINE_SERVICE is not set, so this process never forwards requests to sandboxes; set it (or the service option) to the name the route table uses',
+      );
+  }
+
+  /** Routes one request. Without a key this is a context lookup and one header lookup. */
+  route(req: IncomingMessage): IncomingRoute {
+    const ctx = activeContext();
+    let key = getRoutingKey(ctx);
+    let fromHeader = false;
+    if (key === undefined) {
+      key = this.runtime.keys.read(req.headers, nodeHeadersGetter);
+      if (key === undefined) return NO_KEY;
+      fromHeader = true;
+    }
+    const forwarded = req.headers[HOP_HEADER] !== undefined;
+    const table = this.runtime.routes.table;
+    const context = fromHeader ? contextWithRoutingKey(ctx, key) : ctx;
+    const enter = fromHeader;
+    if (table === undefined || this.service === undefined)
+      return { info: { key, sandbox: undefined, forwarded }, target: undefined, context, enter };
+    const d = decideIncoming({
+      table,
+      service: this.service,
+      sandbox: this.sandbox,
+      key,
+      forwarded,
+      transport: 'http',
+    });
+    if (d.action === 'forward') {
+      return {
+        info: { key, sandbox: d.rule.sandbox, forwarded },
+        target: { endpoint: d.endpoint, sandbox: d.rule.sandbox, service: this.service },
+        context,
+        enter,
+      };
+    }
+    if (d.reason === 'loop') {
+      counters.loopPrevented++;
+      warnRateLimited(
+        'loop',
+        'branchline: a request already forwarded once would have been forwarded again; serving it here',
+        { sandbox: d.rule.sandbox, service: this.service, key },
+      );
+    }
+    const sandbox = d.reason === 'sandbox-instance' ? this.sandbox : 'rule' in d ? d.rule.sandbox : undefined;
+    return { info: { key, sandbox, forwarded }, target: undefined, context, enter };
+  }
+
+  /**
+   * Runs `next` for the rest of the request in the route's context, binding the request and
+   * response emitters so that body-parser callbacks (which Node runs in the connection's
+   * context) see the key too.
+   */
+  continueInContext(route: IncomingRoute, req: EventEmitter, res: EventEmitter, next: () => void): void {
+    const ctx = route.context;
+    if (ctx === undefined || !route.enter) {
+      next();
+      return;
+    }
+    bindEmitter(req, ctx);
+    bindEmitter(res, ctx);
+    runInContext(ctx, next);
+  }
+
+  /** Patches `server.emit` so upgrade requests (WebSocket) whose key selects a sandbox are forwarded. */
+  forwardUpgrades(server: Server): () => void {
+    const original = server.emit;
+    const callOriginal = original as unknown as (
+      this: Server,
+      event: string | symbol,
+      ...args: unknown[]
+    ) => boolean;
+    const router = this;
+    server.emit = function emit(this: Server, event: string | symbol, ...args: unknown[]): boolean {
+      if (event === 'upgrade') {
+        const [req, socket, head] = args as [IncomingMessage, Duplex, Buffer];
+        const r = router.route(req);
+        if (r.target !== undefined) {
+          router.forwarder.forwardUpgrade(req, socket, head, r.target);
+          return true;
+        }
+        if (r.enter && r.context !== undefined)
+          return runInContext(r.context, () => callOriginal.call(this, event, ...args));
+      }
+      return callOriginal.call(this, event, ...args);
+    } as Server['emit'];
+    return () => {
+      server.emit = original;
+    };
+  }
+
+  close(): Promise<void> {
+    return this.forwarder.close();
+  }
+}
+
+const kBound = Symbol('branchline.bound');
+type Listener = (...args: unknown[]) => unknown;
+interface Bindable extends EventEmitter {
+  [kBound]?: WeakMap<Listener, Listener>;
+}
+
+/**
+ * Makes listeners added to `emitter` from now on run in `ctx`. OpenTelemetry's context manager
+ * does this itself (`context.bind`); without one, the same is done here for Branchline's store.
+ */
+export function bindEmitter(emitter: EventEmitter, ctx: Context): void {
+  if (hasOtelContextManager()) {
+    otelContext.bind(ctx, emitter);
+    return;
+  }
+  const e = emitter as Bindable;
+  if (e[kBound] !== undefined) return;
+  const map = new WeakMap<Listener, Listener>();
+  e[kBound] = map;
+  const wrap = (fn: Listener): Listener => {
+    let w = map.get(fn);
+    if (w === undefined) {
+      w = function (this: unknown, ...args: unknown[]) {
+        return runInContext(ctx, () => fn.apply(this, args));
+      };
+      map.set(fn, w);
+    }
+    return w;
+  };
+  for (const method of ['on', 'addListener', 'once', 'prependListener', 'prependOnceListener'] as const) {
+    const orig = e[method];
+    e[method] = function (this: EventEmitter, event: string | symbol, fn: Listener) {
+      return orig.call(this, event, typeof fn === 'function' ? wrap(fn) : fn);
+    } as EventEmitter['on'];
+  }
+  for (const method of ['off', 'removeListener'] as const) {
+    const orig = e[method];
+    e[method] = function (this: EventEmitter, event: string | symbol, fn: Listener) {
+      return orig.call(this, event, map.get(fn) ?? fn);
+    } as EventEmitter['off'];
+  }
+}

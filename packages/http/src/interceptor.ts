@@ -1,0 +1,71 @@
+import {
+  activeContext,
+  contextWithRoutingKey,
+  counters,
+  getRoutingKey,
+  runInContext,
+} from '@branchline/core';
+import { Agent, type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
+import { headersWithKey, OutgoingRouter } from './outgoing.js';
+import type { OutgoingRoutingOptions } from './types.js';
+
+/**
+ * An undici interceptor: `new Agent().compose(createRoutingInterceptor({ services }))`.
+ *
+ * A call made while a routing key is active goes to the sandbox endpoint of rule (service, key)
+ * when there is one, else where it was going; internal hosts get the key merged into `baggage`,
+ * other hosts get nothing (and are counted in `egressWithheld`). Without a key it costs one
+ * context lookup.
+ */
+export function createRoutingInterceptor(
+  options: OutgoingRoutingOptions = {},
+): Dispatcher.DispatcherComposeInterceptor {
+  const router = new OutgoingRouter(options);
+  return (dispatch) =>
+    function branchlineRoutingDispatch(opts, handler) {
+      const key = getRoutingKey();
+      if (key === undefined || opts.origin === undefined) return dispatch(opts, handler);
+      const info = router.hosts.lookup(opts.origin);
+      if (!info.internal) {
+        counters.egressWithheld++;
+        // OpenTelemetry's undici instrumentation injects baggage from the active context while
+        // the request is created; dispatch in a context without our key so it cannot leak.
+        return runInContext(contextWithRoutingKey(activeContext(), undefined), () => dispatch(opts, handler));
+      }
+      const target = router.target(info, key);
+      const next: Dispatcher.DispatchOptions = {
+        ...opts,
+        headers: headersWithKey(
+          opts.headers,
+          key,
+          router.baggageKey,
+        ) as Dispatcher.DispatchOptions['headers'],
+      };
+      if (target !== undefined) next.origin = target;
+      return dispatch(next, handler);
+    };
+}
+
+let installed: { previous: Dispatcher } | undefined;
+
+/**
+ * Routes global `fetch` (and undici's own `request`/`fetch` without an explicit dispatcher) by
+ * composing the routing interceptor onto the global dispatcher. Returns a function that puts
+ * the previous dispatcher back.
+ */
+export function installFetchRouting(
+  options: OutgoingRoutingOptions & { dispatcher?: Dispatcher } = {},
+): () => void {
+  const { dispatcher, ...routing } = options;
+  const previous = getGlobalDispatcher();
+  const base = dispatcher ?? (installed ? installed.previous : previous) ?? new Agent();
+  setGlobalDispatcher(base.compose(createRoutingInterceptor(routing)));
+  const mine = { previous: installed ? installed.previous : previous };
+  installed = mine;
+  return () => {
+    if (installed === mine) {
+      setGlobalDispatcher(mine.previous);
+      installed = undefined;
+    }
+  };
+}
