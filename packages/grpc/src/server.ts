@@ -1,5 +1,7 @@
-import { getRoutingKey, withRoutingKey } from '@branchline/core';
+import type { EventEmitter } from 'node:events';
+import { activeContext, contextWithRoutingKey, getRoutingKey, runInContext } from '@branchline/core';
 import { Server, type ServerOptions } from '@grpc/grpc-js';
+import type { Context } from '@opentelemetry/api';
 import { type Deserializer, rawAwareSerializer, rawDeserializer } from './raw.js';
 import { callKeys, routingInterceptor, ServerRouting } from './server-interceptor.js';
 import type { ServerRoutingOptions } from './types.js';
@@ -45,16 +47,55 @@ class RoutedServer extends Server {
 /**
  * Re-applies the caller's key right around the handler. The interceptor already made it the
  * active context, but OpenTelemetry's gRPC instrumentation starts handlers in a context it
- * extracts from the metadata itself; with propagators that carry no baggage that context has
- * no key. Costs a WeakMap lookup when the call has no key.
+ * extracts from the metadata itself, and binds the call's event listeners to it; with
+ * propagators that carry no baggage (B3 only, say) that context has no key. Costs a WeakMap
+ * lookup when the call has no key, and one baggage read when it has.
  */
 function keepRoutingKey(handler: AnyHandler): AnyHandler {
   return function routedHandler(this: unknown, call, callback) {
     const key = callKeys.get(call.metadata);
     if (key === undefined || getRoutingKey() === key) return handler.call(this, call, callback);
-    return withRoutingKey(key, () => handler.call(this, call, callback));
+    const ctx = contextWithRoutingKey(activeContext(), key);
+    bindListeners(call as unknown as EventEmitter, ctx);
+    return runInContext(ctx, () => handler.call(this, call, callback));
   };
 }
+
+const ADD = ['on', 'addListener', 'prependListener'] as const;
+const REMOVE = ['off', 'removeListener'] as const;
+
+/**
+ * Makes listeners the handler attaches to `call` run in `ctx`. Layered over whatever binding is
+ * already there (OpenTelemetry's), so they see its span and the key; removal still works.
+ */
+function bindListeners(call: EventEmitter, ctx: Context): void {
+  const bound = new WeakMap<Listener, Listener>();
+  const bind = (l: Listener): Listener => {
+    let b = bound.get(l);
+    if (!b) {
+      b = function boundListener(this: unknown, ...args: unknown[]) {
+        return runInContext(ctx, () => l.apply(this, args));
+      };
+      bound.set(l, b);
+    }
+    return b;
+  };
+  const target = call as unknown as Record<string, (event: string | symbol, l: Listener) => EventEmitter>;
+  for (const name of ADD) {
+    const add = target[name]!;
+    target[name] = function (this: EventEmitter, event, l) {
+      return typeof l === 'function' ? add.call(this, event, bind(l)) : add.call(this, event, l);
+    };
+  }
+  for (const name of REMOVE) {
+    const remove = target[name]!;
+    target[name] = function (this: EventEmitter, event, l) {
+      return remove.call(this, event, bound.get(l) ?? l);
+    };
+  }
+}
+
+type Listener = (...args: unknown[]) => unknown;
 
 /**
  * Creates a grpc-js `Server` with Branchline routing: handlers run with the caller's routing key
