@@ -1,1 +1,2 @@
-export {};
+export { CliError, EXIT, RegistryClient } from './client.js';
+export { createProgram, main } from './program.js';

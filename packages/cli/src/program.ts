@@ -1,0 +1,549 @@
+import { createRegistryServer, parseDuration, parseTokens, type TokenEntry } from '@branchline/registry';
+import { Command, CommanderError, Option } from 'commander';
+import { CliError, EXIT, RegistryClient } from './client.js';
+import { endpointsText, expiresIn, labelsText, table } from './format.js';
+
+interface Globals {
+  registry: string;
+  token?: string;
+  json?: boolean;
+}
+
+type Out = { log: (s: string) => void; err: (s: string) => void; isTTY: boolean };
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+function pair(text: string, what: string): [string, string] {
+  const i = text.indexOf('=');
+  if (i <= 0 || i === text.length - 1)
+    throw new CliError(`${what} ${JSON.stringify(text)} must look like name=value`, EXIT.usage);
+  return [text.slice(0, i), text.slice(i + 1)];
+}
+
+function ttlOption(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (parseDuration(v) === undefined)
+    throw new CliError(`--ttl ${JSON.stringify(v)} is not a duration; use e.g. 30m, 2h, 1d`, EXIT.usage);
+  return v;
+}
+
+interface SandboxJson {
+  name: string;
+  key: string;
+  status: string;
+  overrides: Record<string, { http?: string | string[]; grpc?: string | string[] }>;
+  labels: Record<string, string>;
+  expiresAt: number | null;
+  deletedAt?: number | null;
+  resources?: Record<
+    string,
+    { type: string; status: string; error?: string; progress?: Record<string, unknown> }
+  >;
+  header?: string;
+  sandboxToken?: string;
+}
+
+function sandboxRows(list: SandboxJson[]): Record<string, string>[] {
+  return list.map((s) => ({
+    name: s.name,
+    key: s.key,
+    services: Object.entries(s.overrides)
+      .map(([svc, ep]) => `${svc}→${endpointsText(ep)}`)
+      .join(' '),
+    status: s.status,
+    expires: s.deletedAt ? 'deleted' : expiresIn(s.expiresAt),
+    labels: labelsText(s.labels),
+  }));
+}
+
+function progressLine(s: SandboxJson): string {
+  const parts = Object.entries(s.resources ?? {}).map(([n, r]) => {
+    const p = r.progress as { done?: number; total?: number; unit?: string; phase?: string } | undefined;
+    const pr = p?.total
+      ? ` ${p.done ?? 0}/${p.total}${p.unit ? ` ${p.unit}` : ''}`
+      : p?.phase
+        ? ` ${p.phase}`
+        : '';
+    return `${n}: ${r.status}${pr}`;
+  });
+  return parts.length ? parts.join(', ') : s.status;
+}
+
+/** Builds the `branchline` command. `out` is injectable so tests and embedders can capture it. */
+export function createProgram(out: Out = defaultOut()): Command {
+  const program = new Command('branchline')
+    .description('Branchline: personal sandboxes in a shared staging environment')
+    .addOption(
+      new Option('--registry <url>', 'registry URL')
+        .env('BRANCHLINE_REGISTRY')
+        .default('http://127.0.0.1:7070'),
+    )
+    .addOption(new Option('--token <token>', 'bearer token for the registry').env('BRANCHLINE_TOKEN'))
+    .option('--json', 'print JSON instead of tables')
+    .showHelpAfterError();
+
+  const g = (cmd: Command): Globals => cmd.optsWithGlobals() as Globals;
+  const client = (cmd: Command) => {
+    const o = g(cmd);
+    return new RegistryClient(o.registry, o.token);
+  };
+  const print = (cmd: Command, value: unknown, text: () => string) =>
+    out.log(g(cmd).json ? JSON.stringify(value, null, 2) : text());
+
+  program
+    .command('registry')
+    .description('run the registry server')
+    .addOption(
+      new Option('-p, --port <port>', 'port to listen on').env('BRANCHLINE_REGISTRY_PORT').default('7070'),
+    )
+    .addOption(
+      new Option('--host <host>', 'address to bind').env('BRANCHLINE_REGISTRY_HOST').default('127.0.0.1'),
+    )
+    .addOption(
+      new Option('--store <path-or-url>', 'SQLite file path, or a postgres:// URL for several replicas')
+        .env('BRANCHLINE_REGISTRY_STORE')
+        .default('./branchline-registry.db'),
+    )
+    .addOption(
+      new Option('--token-file <file>', 'tokens file (see docs/registry.md#tokens)').env(
+        'BRANCHLINE_REGISTRY_TOKENS_FILE',
+      ),
+    )
+    .addOption(
+      new Option('--github-webhook-secret <secret>', 'secret of the GitHub webhook').env(
+        'BRANCHLINE_GITHUB_WEBHOOK_SECRET',
+      ),
+    )
+    .option('--public-reads', 'allow reads (GET, watch) without a token even when tokens are configured')
+    .option('--tombstone-retention <duration>', 'how long deleted sandboxes stay as tombstones', '6h')
+    .option('--default-ttl <duration>', 'TTL of sandboxes created without one ("none" = never expire)', '24h')
+    .option(
+      '--heartbeat-interval <duration>',
+      'watch heartbeat interval (completeUntil advances this often)',
+      '500ms',
+    )
+    .action(async (opts, cmd: Command) => {
+      const tokens: TokenEntry[] = process.env.BRANCHLINE_REGISTRY_TOKENS
+        ? parseTokens(process.env.BRANCHLINE_REGISTRY_TOKENS, 'BRANCHLINE_REGISTRY_TOKENS')
+        : [];
+      const dur = (v: string, flag: string) => {
+        const ms = parseDuration(v);
+        if (ms === undefined)
+          throw new CliError(`${flag} ${JSON.stringify(v)} is not a duration`, EXIT.usage);
+        return ms;
+      };
+      const server = createRegistryServer({
+        store: opts.store,
+        tokens,
+        tokensFile: opts.tokenFile,
+        readRequiresToken: opts.publicReads ? false : undefined,
+        githubWebhookSecret: opts.githubWebhookSecret,
+        tombstoneRetentionMs: dur(opts.tombstoneRetention, '--tombstone-retention'),
+        defaultTtlMs: opts.defaultTtl === 'none' ? null : dur(opts.defaultTtl, '--default-ttl'),
+        heartbeatIntervalMs: dur(opts.heartbeatInterval, '--heartbeat-interval'),
+      });
+      const port = Number(opts.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535)
+        throw new CliError(`--port ${JSON.stringify(opts.port)} is not a port number`, EXIT.usage);
+      const url = await server.listen(port, opts.host);
+      out.log(`branchline registry listening on ${url} (store: ${server.store.description})`);
+      void cmd;
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          out.log('branchline registry: shutting down');
+          server.close().finally(resolve);
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    });
+
+  const sandbox = program.command('sandbox').description('create, list, inspect and delete sandboxes');
+  sandbox
+    .command('create')
+    .description('create (or update) a sandbox')
+    .argument('<name>', 'sandbox name (lowercase letters, digits, hyphens)')
+    .option('-s, --service <svc=url>', 'route service svc to URL (repeatable)', collect, [])
+    .option('--grpc <svc=host:port>', 'route gRPC service svc to host:port (repeatable)', collect, [])
+    .option(
+      '-l, --label <k=v>',
+      'label (repeatable); pr=<number> and repo=<owner/name> tie it to a pull request',
+      collect,
+      [],
+    )
+    .option('--ttl <duration>', 'time to live, e.g. 2h')
+    .option('-k, --key <key>', 'routing key (default: the name, or the name with a suffix)')
+    .option(
+      '-r, --resource <name=type[:json]>',
+      'declare a resource, e.g. db=postgres:{"from":"orders"}',
+      collect,
+      [],
+    )
+    .option('-w, --wait', 'wait until its resources are ready')
+    .option('--wait-timeout <duration>', 'give up waiting after this long', '10m')
+    .action(async (name: string, opts, cmd: Command) => {
+      const overrides: Record<string, { http?: string[]; grpc?: string[] }> = {};
+      for (const s of opts.service) {
+        const [svc, url] = pair(s, '--service');
+        (overrides[svc] ??= {}).http = [...(overrides[svc].http ?? []), url];
+      }
+      for (const s of opts.grpc) {
+        const [svc, target] = pair(s, '--grpc');
+        (overrides[svc] ??= {}).grpc = [...(overrides[svc].grpc ?? []), target];
+      }
+      const labels = Object.fromEntries(opts.label.map((l: string) => pair(l, '--label')));
+      const resources: Record<string, { type: string; spec: Record<string, unknown> }> = {};
+      for (const r of opts.resource) {
+        const [rname, rest] = pair(r, '--resource');
+        const colon = rest.indexOf(':');
+        const type = colon < 0 ? rest : rest.slice(0, colon);
+        let spec: Record<string, unknown> = {};
+        if (colon >= 0) {
+          try {
+            spec = JSON.parse(rest.slice(colon + 1));
+          } catch {
+            throw new CliError(`--resource ${rname}: the spec after ":" must be JSON`, EXIT.usage);
+          }
+        }
+        resources[rname] = { type, spec };
+      }
+      const body: Record<string, unknown> = { overrides, labels, resources };
+      if (opts.ttl) body.ttl = ttlOption(opts.ttl);
+      if (opts.key) body.key = opts.key;
+      const c = client(cmd);
+      let { body: s } = await c.request<SandboxJson>(
+        'PUT',
+        `/v1/sandboxes/${encodeURIComponent(name)}`,
+        body,
+      );
+      if (opts.wait)
+        s = await waitReady(c, name, s, parseDuration(opts.waitTimeout) ?? 600_000, out, !!g(cmd).json);
+      print(cmd, s, () =>
+        [
+          `sandbox ${s.name} ${s.status === 'ready' ? 'is ready' : `is ${s.status}`} (key ${s.key}, expires ${expiresIn(s.expiresAt)})`,
+          'send this header to route requests to it:',
+          `  ${s.header ?? `baggage: branchline=${s.key}`}`,
+          ...(s.sandboxToken ? [`sandbox token (shown once, for heartbeats): ${s.sandboxToken}`] : []),
+        ].join('\n'),
+      );
+    });
+  sandbox
+    .command('list')
+    .description('list sandboxes')
+    .option('-l, --label <k=v>', 'only sandboxes with this label (repeatable)', collect, [])
+    .option('--deleted', 'include tombstones')
+    .action(async (opts, cmd: Command) => {
+      const q = new URLSearchParams();
+      for (const l of opts.label) q.append('label', l);
+      if (opts.deleted) q.set('deleted', 'true');
+      const { body } = await client(cmd).request<{ sandboxes: SandboxJson[] }>('GET', `/v1/sandboxes?${q}`);
+      print(cmd, body.sandboxes, () =>
+        table(sandboxRows(body.sandboxes), ['name', 'key', 'services', 'status', 'expires', 'labels']),
+      );
+    });
+  sandbox
+    .command('get')
+    .description('show one sandbox')
+    .argument('<name>')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const { body: s } = await client(cmd).request<SandboxJson>(
+        'GET',
+        `/v1/sandboxes/${encodeURIComponent(name)}`,
+      );
+      print(cmd, s, () =>
+        [
+          `name:     ${s.name}`,
+          `key:      ${s.key}   (header: baggage: branchline=${s.key})`,
+          `status:   ${s.status}`,
+          `expires:  ${expiresIn(s.expiresAt)}`,
+          `labels:   ${labelsText(s.labels) || '-'}`,
+          'services:',
+          ...Object.entries(s.overrides).map(([svc, ep]) => `  ${svc} → ${endpointsText(ep)}`),
+          ...(Object.keys(s.resources ?? {}).length
+            ? [
+                'resources:',
+                ...Object.entries(s.resources!).map(
+                  ([n, r]) => `  ${n} (${r.type}): ${r.status}${r.error ? ` — ${r.error}` : ''}`,
+                ),
+              ]
+            : []),
+        ].join('\n'),
+      );
+    });
+  sandbox
+    .command('delete')
+    .description('delete a sandbox (its rules stop routing at once; resources are removed)')
+    .argument('<name>')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const { status, body } = await client(cmd).request<{
+        deleted: SandboxJson;
+        failed: { resource: string; error: string }[];
+      }>('DELETE', `/v1/sandboxes/${encodeURIComponent(name)}`);
+      print(cmd, body, () =>
+        status === 200
+          ? `sandbox ${name} deleted`
+          : `sandbox ${name} deleted; its rules stopped routing, resources still being removed${body.failed.length ? `: ${body.failed.map((f) => `${f.resource}: ${f.error}`).join('; ')}` : ''}`,
+      );
+      if (status !== 200) process.exitCode = EXIT.notReady;
+    });
+
+  const group = program.command('group').description('route groups: one key selecting several sandboxes');
+  group
+    .command('create')
+    .description('create (or update) a route group')
+    .argument('<name>')
+    .requiredOption('-m, --match <k=v>', 'label the sandboxes must have (repeatable)', collect, [])
+    .option('--any', 'match sandboxes with any of the labels (default: all)')
+    .option('-k, --key <key>', 'routing key (default: the name)')
+    .option('--ttl <duration>', 'time to live, e.g. 2h')
+    .option('--expire-when-unmatched', 'delete the group once no sandbox matches it any more')
+    .action(async (name: string, opts, cmd: Command) => {
+      const body: Record<string, unknown> = {
+        match: {
+          labels: Object.fromEntries(opts.match.map((m: string) => pair(m, '--match'))),
+          mode: opts.any ? 'any' : 'all',
+        },
+        expireWhenUnmatched: !!opts.expireWhenUnmatched,
+      };
+      if (opts.key) body.key = opts.key;
+      if (opts.ttl) body.ttl = ttlOption(opts.ttl);
+      const { body: gr } = await client(cmd).request<{
+        name: string;
+        key: string;
+        members: string[];
+        conflicts: { service: string; winner: string; losers: string[] }[];
+        header: string;
+      }>('PUT', `/v1/routegroups/${encodeURIComponent(name)}`, body);
+      print(cmd, gr, () =>
+        [
+          `route group ${gr.name} (key ${gr.key}) matches: ${gr.members.join(', ') || '(no sandbox yet)'}`,
+          ...gr.conflicts.map(
+            (c) => `conflict on ${c.service}: ${c.winner} wins (older) over ${c.losers.join(', ')}`,
+          ),
+          'send this header to route requests to it:',
+          `  ${gr.header}`,
+        ].join('\n'),
+      );
+    });
+  group
+    .command('list')
+    .description('list route groups')
+    .action(async (_opts, cmd: Command) => {
+      const { body } = await client(cmd).request<{
+        groups: {
+          name: string;
+          key: string;
+          match: { labels: Record<string, string>; mode: string };
+          members: string[];
+          expiresAt: number | null;
+          conflicts: unknown[];
+        }[];
+      }>('GET', '/v1/routegroups');
+      print(cmd, body.groups, () =>
+        table(
+          body.groups.map((x) => ({
+            name: x.name,
+            key: x.key,
+            match: `${x.match.mode}:${labelsText(x.match.labels)}`,
+            members: x.members.join(','),
+            conflicts: String(x.conflicts.length),
+            expires: expiresIn(x.expiresAt),
+          })),
+          ['name', 'key', 'match', 'members', 'conflicts', 'expires'],
+        ),
+      );
+    });
+  group
+    .command('delete')
+    .description('delete a route group')
+    .argument('<name>')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const { body } = await client(cmd).request('DELETE', `/v1/routegroups/${encodeURIComponent(name)}`);
+      print(cmd, body, () => `route group ${name} deleted`);
+    });
+
+  program
+    .command('rules')
+    .description('list the rules: (service, key) → sandbox endpoints')
+    .option('--service <service>', 'only this service')
+    .option('--key <key>', 'only this routing key')
+    .option('--sandbox <name>', 'only this sandbox')
+    .action(async (opts, cmd: Command) => {
+      const q = new URLSearchParams();
+      if (opts.service) q.set('service', opts.service);
+      if (opts.key) q.set('key', opts.key);
+      if (opts.sandbox) q.set('sandbox', opts.sandbox);
+      const { body } = await client(cmd).request<{
+        rules: {
+          service: string;
+          key: string;
+          sandbox: string;
+          group?: string;
+          http: string[];
+          grpc: string[];
+        }[];
+        conflicts: { group: string; service: string; winner: string; losers: string[] }[];
+      }>('GET', `/v1/rules?${q}`);
+      print(cmd, body, () =>
+        [
+          table(
+            body.rules.map((r) => ({
+              service: r.service,
+              key: r.key,
+              sandbox: r.sandbox,
+              group: r.group ?? '',
+              endpoints: endpointsText({ http: r.http, grpc: r.grpc }),
+            })),
+            ['service', 'key', 'sandbox', 'group', 'endpoints'],
+          ),
+          ...body.conflicts.map(
+            (c) =>
+              `conflict in group ${c.group} on ${c.service}: ${c.winner} wins (older) over ${c.losers.join(', ')}`,
+          ),
+        ].join('\n'),
+      );
+    });
+
+  program
+    .command('watch')
+    .description('stream changes as they happen (Ctrl-C to stop)')
+    .option('--since <revision>', 'resume after this revision')
+    .option('--heartbeats', 'also print heartbeats')
+    .action(async (opts, cmd: Command) => {
+      const c = client(cmd);
+      const json = !!g(cmd).json;
+      const res = await fetch(
+        `${c.base}/v1/watch${opts.since ? `?since=${encodeURIComponent(opts.since)}` : ''}`,
+        {
+          headers: c.headers(),
+        },
+      ).catch((err) => {
+        throw new CliError(
+          `cannot reach the registry at ${c.base}: ${(err as Error).message}`,
+          EXIT.unreachable,
+        );
+      });
+      if (res.status !== 200) {
+        const text = await res.text();
+        throw new CliError(
+          `watch: ${res.status} ${text}`,
+          res.status === 401 || res.status === 403 ? EXIT.auth : EXIT.error,
+        );
+      }
+      const decoder = new TextDecoder();
+      let buf = '';
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += decoder.decode(chunk, { stream: true });
+        let end = buf.indexOf('\n\n');
+        while (end >= 0) {
+          const frame = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          end = buf.indexOf('\n\n');
+          const event = /^event: (.*)$/m.exec(frame)?.[1];
+          const dataText = /^data: (.*)$/m.exec(frame)?.[1];
+          if (!event || !dataText) continue;
+          if (event === 'heartbeat' && !opts.heartbeats) continue;
+          const data = JSON.parse(dataText);
+          if (json) {
+            out.log(JSON.stringify({ event, ...data }));
+            continue;
+          }
+          if (event === 'snapshot')
+            out.log(
+              `snapshot  rev ${data.revision}: ${data.sandboxes.filter((s: SandboxJson) => !s.deletedAt).length} sandboxes, ${data.groups.length} groups`,
+            );
+          else if (event === 'synced') out.log(`synced    rev ${data.revision}`);
+          else if (event === 'heartbeat')
+            out.log(
+              `heartbeat rev ${data.revision} completeUntil ${new Date(data.completeUntil).toISOString()}`,
+            );
+          else
+            out.log(
+              `${event.padEnd(9)} rev ${data.revision} ${data.kind} ${data.name}${data.object?.status ? ` (${data.object.status})` : ''}`,
+            );
+        }
+      }
+      throw new CliError('the registry closed the watch stream', EXIT.unreachable);
+    });
+
+  for (const cmd of [program, ...allCommands(program)]) {
+    cmd.exitOverride();
+    cmd.configureOutput({ writeOut: (s) => out.log(s.trimEnd()), writeErr: (s) => out.err(s.trimEnd()) });
+  }
+  return program;
+}
+
+function allCommands(c: Command): Command[] {
+  return c.commands.flatMap((x) => [x, ...allCommands(x)]);
+}
+
+async function waitReady(
+  c: RegistryClient,
+  name: string,
+  s: SandboxJson,
+  timeoutMs: number,
+  out: Out,
+  quiet: boolean,
+): Promise<SandboxJson> {
+  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+  const deadline = Date.now() + timeoutMs;
+  let i = 0;
+  let lastLine = '';
+  while (s.status !== 'ready') {
+    if (s.status === 'failed')
+      throw new CliError(`sandbox ${name} failed to become ready: ${progressLine(s)}`, EXIT.notReady);
+    if (Date.now() > deadline)
+      throw new CliError(
+        `sandbox ${name} not ready after ${timeoutMs} ms: ${progressLine(s)}`,
+        EXIT.notReady,
+      );
+    const line = `${frames[i++ % frames.length]} waiting for ${name}: ${progressLine(s)}`;
+    if (!quiet) {
+      if (out.isTTY) process.stderr.write(`\r\x1b[2K${line}`);
+      else if (line.slice(2) !== lastLine) out.err(line);
+      lastLine = line.slice(2);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+    const token = s.sandboxToken;
+    s = {
+      ...(await c.request<SandboxJson>('GET', `/v1/sandboxes/${encodeURIComponent(name)}`)).body,
+      sandboxToken: token,
+      header: s.header,
+    };
+  }
+  if (!quiet && out.isTTY) process.stderr.write('\r\x1b[2K');
+  return s;
+}
+
+function defaultOut(): Out {
+  return {
+    log: (s) => process.stdout.write(`${s}\n`),
+    err: (s) => process.stderr.write(`${s}\n`),
+    isTTY: !!process.stderr.isTTY,
+  };
+}
+
+/** Runs the command line; resolves with the exit code. */
+export async function main(argv: string[] = process.argv, out: Out = defaultOut()): Promise<number> {
+  const program = createProgram(out);
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (
+        err.code === 'commander.helpDisplayed' ||
+        err.code === 'commander.version' ||
+        err.code === 'commander.help'
+      )
+        return EXIT.ok;
+      return EXIT.usage;
+    }
+    if (err instanceof CliError) {
+      out.err(`branchline: ${err.message}`);
+      return err.exitCode;
+    }
+    out.err(`branchline: ${(err as Error)?.message ?? err}`);
+    return EXIT.error;
+  }
+}
