@@ -185,11 +185,15 @@ export function createProgram(out: Out = defaultOut()): Command {
       const overrides: Record<string, { http?: string[]; grpc?: string[] }> = {};
       for (const s of opts.service) {
         const [svc, url] = pair(s, '--service');
-        (overrides[svc] ??= {}).http = [...(overrides[svc].http ?? []), url];
+        const ep = overrides[svc] ?? {};
+        ep.http = [...(ep.http ?? []), url];
+        overrides[svc] = ep;
       }
       for (const s of opts.grpc) {
         const [svc, target] = pair(s, '--grpc');
-        (overrides[svc] ??= {}).grpc = [...(overrides[svc].grpc ?? []), target];
+        const ep = overrides[svc] ?? {};
+        ep.grpc = [...(ep.grpc ?? []), target];
+        overrides[svc] = ep;
       }
       const labels = Object.fromEntries(opts.label.map((l: string) => pair(l, '--label')));
       const resources: Record<string, { type: string; spec: Record<string, unknown> }> = {};
