@@ -1,0 +1,272 @@
+// bench/grpc: what Branchline costs a gRPC service.
+//  1. Unary calls per second: plain grpc-js vs a Branchline server (createRoutedServer) and client
+//     (createClientInterceptor), for calls without a key and with a key no rule routes here.
+//  2. The latency one forwarding hop adds: client → sandbox directly, vs client → Branchline
+//     baseline → sandbox, vs client → nginx `grpc_pass` → sandbox (p50/p99).
+// Servers run in child processes; the load comes from this process. Results: bench/results/grpc.json.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { withRoutingKey } from '@branchline/core';
+import { createClientInterceptor } from '@branchline/grpc';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const def = protoLoader.loadSync(join(here, 'bench.proto'), { longs: Number, defaults: true });
+const Bench = grpc.loadPackageDefinition(def).branchline.bench.Bench;
+const creds = grpc.credentials.createInsecure();
+const quick = process.env.BENCH_QUICK === '1';
+const children = [];
+
+function cleanup() {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+}
+process.on('exit', cleanup);
+
+function start(cmd, args, readyPattern) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const onData = (d) => {
+      out += d;
+      const m = out.match(readyPattern);
+      if (m) resolve({ child, match: m });
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${cmd} ${args.join(' ')} exited (${code}):\n${out}`)));
+  });
+}
+
+async function startServers(role, ...args) {
+  const { match } = await start(process.execPath, [join(here, 'servers.mjs'), role, ...args], /ready (.*)\n/);
+  return JSON.parse(match[1]);
+}
+
+function call(client, n) {
+  return new Promise((resolve, reject) =>
+    client.call({ text: 'x', n }, (err, reply) => (err ? reject(err) : resolve(reply))),
+  );
+}
+
+async function ready(client) {
+  await new Promise((resolve, reject) =>
+    client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())),
+  );
+}
+
+/** Calls per second with `concurrency` callers, each making sequential unary calls. */
+async function callsPerSecond(client, ms, concurrency, key) {
+  let done = 0;
+  const until = performance.now() + ms;
+  const worker = async () => {
+    while (performance.now() < until) {
+      await call(client, done);
+      done++;
+    }
+  };
+  const t0 = performance.now();
+  const run = () => Promise.all(Array.from({ length: concurrency }, worker));
+  await (key ? withRoutingKey(key, run) : run());
+  return done / ((performance.now() - t0) / 1000);
+}
+
+/** Latencies (µs) of `n` sequential unary calls. */
+async function latencies(client, n, key) {
+  const out = [];
+  const run = async () => {
+    for (let i = 0; i < n; i++) {
+      const t0 = process.hrtime.bigint();
+      await call(client, i);
+      out.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+  };
+  await (key ? withRoutingKey(key, run) : run());
+  return out;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function freePort() {
+  const srv = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+function findNginx() {
+  for (const bin of ['nginx', '/usr/sbin/nginx']) {
+    const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
+    if (r.status === 0) return { bin, version: (r.stderr || r.stdout).trim() };
+  }
+  return undefined;
+}
+
+async function startNginx(bin, sandboxAddr) {
+  const dir = mkdtempSync(join(tmpdir(), 'branchline-bench-grpc-nginx-'));
+  const port = await freePort();
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream sandbox {
+    server ${sandboxAddr};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port} http2;
+    location / { grpc_pass grpc://sandbox; }
+  }
+}
+`,
+  );
+  const child = spawn(bin, ['-p', dir, '-c', conf, '-e', `${dir}/error.log`], { stdio: 'ignore' });
+  children.push(child);
+  const stop = () => {
+    if (child.exitCode === null) child.kill('SIGQUIT');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { addr: `127.0.0.1:${port}`, stop };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const results = { loadNote: 'taken on a shared 2-core machine while other test suites ran' };
+
+// 1. Throughput.
+{
+  const addrs = await startServers('throughput');
+  const plain = new Bench(addrs.plain, creds);
+  const bl = new Bench(addrs.branchline, creds, { interceptors: [createClientInterceptor()] });
+  await Promise.all([ready(plain), ready(bl)]);
+  const ms = quick ? 500 : 2000;
+  const concurrency = 32;
+  const configs = [
+    ['plain grpc-js', () => callsPerSecond(plain, ms, concurrency)],
+    ['branchline, no key', () => callsPerSecond(bl, ms, concurrency)],
+    ['branchline, unrouted key', () => callsPerSecond(bl, ms, concurrency, 'pr-2')],
+  ];
+  for (const [, fn] of configs) await fn(); // warm-up
+  const samples = configs.map(() => []);
+  const rounds = quick ? 2 : 5;
+  for (let r = 0; r < rounds; r++) {
+    // Rotate the order each round so a slow moment does not always hit the same config.
+    for (let i = 0; i < configs.length; i++) {
+      const j = (i + r) % configs.length;
+      samples[j].push(await configs[j][1]());
+    }
+  }
+  const plainRate = median(samples[0]);
+  const rows = configs.map(([name], i) => ({
+    config: name,
+    'calls/s (median)': fmt(median(samples[i]), 0),
+    'vs plain': fmt(median(samples[i]) / plainRate, 3),
+  }));
+  printTable(`unary calls per second, ${concurrency} concurrent callers, ${rounds} rounds of ${ms} ms`, rows);
+  results.throughput = {
+    concurrency,
+    roundMs: ms,
+    rounds,
+    callsPerSecond: Object.fromEntries(configs.map(([name], i) => [name, samples[i]])),
+    ratioNoKey: median(samples[1]) / plainRate,
+    ratioUnroutedKey: median(samples[2]) / plainRate,
+    target: 0.95,
+  };
+  plain.close();
+  bl.close();
+}
+
+// 2. Forwarding hop latency.
+{
+  const { sandbox } = await startServers('sandbox');
+  const { baseline } = await startServers('baseline', sandbox);
+  const nginx = findNginx();
+  let proxy;
+  if (nginx) proxy = await startNginx(nginx.bin, sandbox);
+  else
+    console.log(
+      '\nnginx not found: skipping the nginx grpc_pass comparison. Install it with\n  apt-get update && apt-get install -y nginx',
+    );
+  const direct = new Bench(sandbox, creds);
+  const forwarded = new Bench(baseline, creds, { interceptors: [createClientInterceptor()] });
+  const viaNginx = proxy ? new Bench(proxy.addr, creds) : undefined;
+  await Promise.all([ready(direct), ready(forwarded), viaNginx && ready(viaNginx)]);
+  const check = await withRoutingKey('pr-1', () => call(forwarded, 0));
+  if (check.text !== 'sandbox') throw new Error(`the baseline did not forward (answered by ${check.text})`);
+  const targets = [
+    ['direct', direct, undefined],
+    ['branchline forward', forwarded, 'pr-1'],
+    ...(viaNginx ? [['nginx grpc_pass', viaNginx, undefined]] : []),
+  ];
+  const perRound = quick ? 200 : 1000;
+  const rounds = quick ? 2 : 4;
+  for (const [, client, key] of targets) await latencies(client, 300, key); // warm-up
+  const lat = targets.map(() => []);
+  for (let r = 0; r < rounds; r++)
+    for (let i = 0; i < targets.length; i++) {
+      const j = (i + r) % targets.length;
+      lat[j].push(...(await latencies(targets[j][1], perRound, targets[j][2])));
+    }
+  const stats = lat.map((xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return { p50: percentile(s, 50), p99: percentile(s, 99) };
+  });
+  const d = stats[0];
+  const rows = targets.map(([name], i) => ({
+    path: name,
+    'p50 µs': fmt(stats[i].p50),
+    'p99 µs': fmt(stats[i].p99),
+    'hop p50 µs': i === 0 ? '-' : fmt(stats[i].p50 - d.p50),
+    'hop p99 µs': i === 0 ? '-' : fmt(stats[i].p99 - d.p99),
+  }));
+  printTable(`sequential unary latency, ${rounds * perRound} calls per path`, rows);
+  results.forwarding = {
+    calls: rounds * perRound,
+    latencyMicros: Object.fromEntries(targets.map(([name], i) => [name, stats[i]])),
+    hopMicros: {
+      branchline: { p50: stats[1].p50 - d.p50, p99: stats[1].p99 - d.p99 },
+      ...(viaNginx ? { nginx: { p50: stats[2].p50 - d.p50, p99: stats[2].p99 - d.p99 } } : {}),
+    },
+    nginx: nginx ? nginx.version : 'not installed (apt-get install -y nginx)',
+    target: 1.5,
+  };
+  if (viaNginx) {
+    const h = results.forwarding.hopMicros;
+    results.forwarding.hopRatioP50 = h.branchline.p50 / h.nginx.p50;
+    results.forwarding.hopRatioP99 = h.branchline.p99 / h.nginx.p99;
+    console.log(
+      `\nforwarding hop vs nginx hop: p50 ${fmt(results.forwarding.hopRatioP50, 2)}×, p99 ${fmt(results.forwarding.hopRatioP99, 2)}× (target ≤ 1.5×)`,
+    );
+  }
+  direct.close();
+  forwarded.close();
+  viaNginx?.close();
+  proxy?.stop();
+}
+
+const t = results.throughput;
+console.log(
+  `\nthroughput vs plain: no key ${fmt(t.ratioNoKey * 100, 1)}%, unrouted key ${fmt(t.ratioUnroutedKey * 100, 1)}% (target ≥ 95%)`,
+);
+console.log(`(${results.loadNote})`);
+saveResults('grpc', results);
+cleanup();
+process.exit(0);
