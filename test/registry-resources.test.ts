@@ -1,0 +1,105 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRegistrySource } from '@branchline/core';
+import { createRegistryServer, type ResourceHook } from '@branchline/registry';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const dir = mkdtempSync(join(tmpdir(), 'branchline-registry-res-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('resource hooks', () => {
+  it('provision reports progress and stores private outputs; a failing deprovision is reported, retried, and the sandbox stops routing at deletion', async () => {
+    const calls: string[] = [];
+    let failDeprovision = true;
+    const hook: ResourceHook = {
+      type: 'test-db',
+      validate(spec) {
+        if (typeof spec.from !== 'string') throw new Error('spec.from must name the template database');
+      },
+      async provision(ctx) {
+        calls.push(`provision ${ctx.sandbox.name}/${ctx.resource.name}`);
+        ctx.report({ phase: 'copying', done: 1, total: 2, unit: 'tables' });
+        await new Promise((r) => setTimeout(r, 300));
+        return { url: `postgres://db/${ctx.sandbox.name}` };
+      },
+      async deprovision(ctx) {
+        calls.push(`deprovision ${ctx.sandbox.name}/${ctx.resource.name} ${ctx.outputs?.url}`);
+        if (failDeprovision) throw new Error('database is being accessed by other users');
+      },
+    };
+    const deleted: string[] = [];
+    const server = createRegistryServer({
+      store: join(dir, 'res.db'),
+      resourceHooks: [hook],
+      retryIntervalMs: 300,
+      deleteWaitMs: 2000,
+      log: () => undefined,
+    });
+    server.onSandboxDeleted((s, reason) => {
+      deleted.push(`${s.name}:${reason}`);
+    });
+    const url = await server.listen(0);
+    const src = createRegistrySource({ url });
+    try {
+      await src.ready(5000);
+      const put = (body: unknown) =>
+        fetch(`${url}/v1/sandboxes/with-db`, { method: 'PUT', body: JSON.stringify(body) });
+      const invalid = await put({ resources: { db: { type: 'test-db', spec: {} } } });
+      expect(invalid.status).toBe(400);
+      expect((await invalid.json()).message).toBe(
+        'resources.db.spec: spec.from must name the template database',
+      );
+      expect((await put({ resources: { db: { type: 'nope' } } })).status).toBe(400);
+      const res = await put({
+        overrides: { orders: { http: 'http://127.0.0.1:4090' } },
+        resources: { db: { type: 'test-db', spec: { from: 'orders' } } },
+      });
+      expect(res.status).toBe(201);
+      const { sandboxToken } = await res.json();
+      await until(() => src.table?.sandbox('with-db')?.resources, 'sandbox');
+      const ready = await until(async () => {
+        const s = await (await fetch(`${url}/v1/sandboxes/with-db`)).json();
+        return s.status === 'ready' ? s : undefined;
+      }, 'provisioned');
+      expect(ready.resources.db).toMatchObject({ status: 'ready', progress: { done: 1, total: 2 } });
+      expect(JSON.stringify(ready)).not.toContain('postgres://db/');
+      const outputs = await fetch(`${url}/v1/sandboxes/with-db/resources/db`, {
+        headers: { authorization: `Bearer ${sandboxToken}` },
+      });
+      expect((await outputs.json()).outputs).toEqual({ url: 'postgres://db/with-db' });
+
+      const del = await fetch(`${url}/v1/sandboxes/with-db`, { method: 'DELETE' });
+      expect(del.status).toBe(202);
+      const body = await del.json();
+      expect(body.failed).toEqual([{ resource: 'db', error: 'database is being accessed by other users' }]);
+      expect(body.deleted.deletedAt).toBeTypeOf('number');
+      expect(body.deleted.history.orders[0].to).toBe(body.deleted.deletedAt);
+      await until(() => !src.table?.resolve('orders', 'with-db'), 'rule gone');
+      expect(deleted).toEqual(['with-db:api']);
+
+      failDeprovision = false;
+      await until(async () => {
+        const s = await (await fetch(`${url}/v1/sandboxes/with-db?deleted=true`)).json();
+        return s.status === 'deleted';
+      }, 'retry to succeed');
+      expect(calls.filter((c) => c.startsWith('deprovision')).length).toBeGreaterThanOrEqual(2);
+      expect(calls.every((c) => !c.startsWith('deprovision') || c.endsWith('postgres://db/with-db'))).toBe(
+        true,
+      );
+    } finally {
+      await src.close();
+      await server.close();
+    }
+  });
+});
