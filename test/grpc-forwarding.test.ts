@@ -3,6 +3,7 @@ import { createClientInterceptor, createRoutedServer } from '@branchline/grpc';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  chat,
   type EchoClient,
   type EchoReply,
   echoImplementation,
@@ -59,6 +60,20 @@ describe('a call forwarded from baseline to a sandbox', () => {
     expect(reply).toEqual({ instance: 'sandbox-pr-7', key: 'pr-7', text: 'only-v1-knows-me' });
     const local = await unary(client, { text: 'dropped-by-v0' });
     expect(local).toEqual({ instance: 'baseline', key: '', text: '' });
+  });
+
+  it('relays long streams completely and in order in both directions', async () => {
+    const texts = Array.from({ length: 300 }, (_, i) => `m${i}`);
+    const replies = await withRoutingKey('pr-7', () =>
+      chat(
+        client,
+        texts.map((text) => ({ text })),
+      ),
+    );
+    expect(replies.map((r) => r.text)).toEqual(texts);
+    expect(new Set(replies.map((r) => r.instance))).toEqual(new Set(['sandbox-pr-7']));
+    const many = await withRoutingKey('pr-7', () => fanout(client, { text: 'f', count: 300 }));
+    expect(many.map((r) => r.text)).toEqual(Array.from({ length: 300 }, (_, i) => `f-${i}`));
   });
 
   it('relays response headers, the message and trailers', async () => {

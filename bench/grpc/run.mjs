@@ -28,8 +28,8 @@ function cleanup() {
 }
 process.on('exit', cleanup);
 
-function start(cmd, args, readyPattern) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(cmd, args, readyPattern, ipc = false) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc'] : [])] });
   children.push(child);
   let out = '';
   return new Promise((resolve, reject) => {
@@ -45,8 +45,20 @@ function start(cmd, args, readyPattern) {
 }
 
 async function startServers(role, ...args) {
-  const { match } = await start(process.execPath, [join(here, 'servers.mjs'), role, ...args], /ready (.*)\n/);
-  return JSON.parse(match[1]);
+  const { child, match } = await start(
+    process.execPath,
+    [join(here, 'servers.mjs'), role, ...args],
+    /ready (.*)\n/,
+    true,
+  );
+  const addrs = JSON.parse(match[1]);
+  /** The server process's CPU time so far, µs (user + system). */
+  addrs.cpu = () =>
+    new Promise((resolve) => {
+      child.once('message', (m) => resolve(m.cpu.user + m.cpu.system));
+      child.send('cpu');
+    });
+  return addrs;
 }
 
 function call(client, n) {
@@ -61,9 +73,15 @@ async function ready(client) {
   );
 }
 
-/** Calls per second with `concurrency` callers, each making sequential unary calls. */
-async function callsPerSecond(client, ms, concurrency, key) {
+/**
+ * Calls per second with `concurrency` callers, each making sequential unary calls, and the CPU
+ * time (client + server process) each call cost. On a machine other work is loading, wall-clock
+ * rates swing with the neighbours; CPU per call is the steadier measure of what a call costs.
+ */
+async function callsPerSecond(client, ms, concurrency, key, serverCpu) {
   let done = 0;
+  const cpu0 = process.cpuUsage();
+  const s0 = await serverCpu();
   const until = performance.now() + ms;
   const worker = async () => {
     while (performance.now() < until) {
@@ -74,7 +92,10 @@ async function callsPerSecond(client, ms, concurrency, key) {
   const t0 = performance.now();
   const run = () => Promise.all(Array.from({ length: concurrency }, worker));
   await (key ? withRoutingKey(key, run) : run());
-  return done / ((performance.now() - t0) / 1000);
+  const rate = done / ((performance.now() - t0) / 1000);
+  const c = process.cpuUsage(cpu0);
+  const s1 = await serverCpu();
+  return { rate, cpuMicrosPerCall: (c.user + c.system + s1 - s0) / done };
 }
 
 /** Latencies (µs) of `n` sequential unary calls. */
@@ -160,11 +181,13 @@ const results = { loadNote: 'taken on a shared 2-core machine while other test s
   const ms = quick ? 500 : 2000;
   const concurrency = 32;
   const configs = [
-    ['plain grpc-js', () => callsPerSecond(plain, ms, concurrency)],
-    ['branchline, no key', () => callsPerSecond(bl, ms, concurrency)],
-    ['branchline, unrouted key', () => callsPerSecond(bl, ms, concurrency, 'pr-2')],
+    ['plain grpc-js', () => callsPerSecond(plain, ms, concurrency, undefined, addrs.cpu)],
+    ['branchline, no key', () => callsPerSecond(bl, ms, concurrency, undefined, addrs.cpu)],
+    ['branchline, unrouted key', () => callsPerSecond(bl, ms, concurrency, 'pr-2', addrs.cpu)],
   ];
-  for (const [, fn] of configs) await fn(); // warm-up
+  // Warm-up: grpc-js needs a few thousand calls before its hot paths are optimized.
+  for (const [, fn] of configs) await fn();
+  for (const [, fn] of configs) await fn();
   const samples = configs.map(() => []);
   const rounds = quick ? 2 : 5;
   for (let r = 0; r < rounds; r++) {
@@ -174,20 +197,28 @@ const results = { loadNote: 'taken on a shared 2-core machine while other test s
       samples[j].push(await configs[j][1]());
     }
   }
-  const plainRate = median(samples[0]);
+  const rate = (i) => median(samples[i].map((x) => x.rate));
+  const cpu = (i) => median(samples[i].map((x) => x.cpuMicrosPerCall));
+  const plainRate = rate(0);
   const rows = configs.map(([name], i) => ({
     config: name,
-    'calls/s (median)': fmt(median(samples[i]), 0),
-    'vs plain': fmt(median(samples[i]) / plainRate, 3),
+    'calls/s (median)': fmt(rate(i), 0),
+    'vs plain': fmt(rate(i) / plainRate, 3),
+    'CPU µs/call': fmt(cpu(i)),
+    'capacity vs plain': fmt(cpu(0) / cpu(i), 3),
   }));
   printTable(`unary calls per second, ${concurrency} concurrent callers, ${rounds} rounds of ${ms} ms`, rows);
   results.throughput = {
     concurrency,
     roundMs: ms,
     rounds,
-    callsPerSecond: Object.fromEntries(configs.map(([name], i) => [name, samples[i]])),
-    ratioNoKey: median(samples[1]) / plainRate,
-    ratioUnroutedKey: median(samples[2]) / plainRate,
+    samples: Object.fromEntries(configs.map(([name], i) => [name, samples[i]])),
+    callsPerSecond: Object.fromEntries(configs.map(([name], i) => [name, rate(i)])),
+    cpuMicrosPerCall: Object.fromEntries(configs.map(([name], i) => [name, cpu(i)])),
+    ratioNoKey: rate(1) / plainRate,
+    ratioUnroutedKey: rate(2) / plainRate,
+    capacityRatioNoKey: cpu(0) / cpu(1),
+    capacityRatioUnroutedKey: cpu(0) / cpu(2),
     target: 0.95,
   };
   plain.close();
@@ -218,7 +249,7 @@ const results = { loadNote: 'taken on a shared 2-core machine while other test s
   ];
   const perRound = quick ? 200 : 1000;
   const rounds = quick ? 2 : 4;
-  for (const [, client, key] of targets) await latencies(client, 300, key); // warm-up
+  for (const [, client, key] of targets) await latencies(client, quick ? 300 : 2000, key); // warm-up
   const lat = targets.map(() => []);
   for (let r = 0; r < rounds; r++)
     for (let i = 0; i < targets.length; i++) {
@@ -265,6 +296,9 @@ const results = { loadNote: 'taken on a shared 2-core machine while other test s
 const t = results.throughput;
 console.log(
   `\nthroughput vs plain: no key ${fmt(t.ratioNoKey * 100, 1)}%, unrouted key ${fmt(t.ratioUnroutedKey * 100, 1)}% (target ≥ 95%)`,
+);
+console.log(
+  `capacity vs plain (CPU per call): no key ${fmt(t.capacityRatioNoKey * 100, 1)}%, unrouted key ${fmt(t.capacityRatioUnroutedKey * 100, 1)}%`,
 );
 console.log(`(${results.loadNote})`);
 saveResults('grpc', results);

@@ -57,4 +57,8 @@ if (role === 'throughput') {
   console.error(`unknown role ${role}`);
   process.exit(2);
 }
+// The parent asks for this process's CPU time to attribute server-side cost per call.
+process.on('message', (m) => {
+  if (m === 'cpu') process.send({ cpu: process.cpuUsage() });
+});
 console.log(`ready ${JSON.stringify(out)}`);

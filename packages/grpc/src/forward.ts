@@ -19,8 +19,16 @@ export interface ForwardTarget {
 }
 
 /**
+ * Messages a relay lets be in flight, per direction, before it stops reading from the sender
+ * (the object-mode high-water mark of a Node stream, as grpc-js's own streams use). Reading
+ * ahead matters for latency: waiting for each write to complete before reading the next event
+ * would delay a unary call's half-close, and its OK status, by a socket write each.
+ */
+const WINDOW = 16;
+
+/**
  * Relays one call, whatever its type, to a sandbox as raw bytes: request metadata (plus the hop
- * marker), messages in both directions with flow control (one message in flight each way),
+ * marker), messages in both directions with flow control (at most WINDOW in flight each way),
  * response headers, trailers and status. The caller's deadline goes with the call; a cancel on
  * either side cancels the other.
  */
@@ -29,9 +37,24 @@ export class ForwardedCall implements InterceptingListener {
   private readonly channel: Channel;
   private receivedHeaders = false;
   private finished = false;
-  private readonly readFromCaller = () => this.server.startRead();
-  private readonly readFromSandbox = () => {
-    if (!this.finished) this.out.startRead();
+  /** Messages written toward the sandbox / the caller whose write has not completed yet. */
+  private toSandbox = 0;
+  private toCaller = 0;
+  private callerPaused = false;
+  private sandboxPaused = false;
+  private readonly wroteToSandbox = () => {
+    this.toSandbox--;
+    if (this.callerPaused) {
+      this.callerPaused = false;
+      this.server.startRead();
+    }
+  };
+  private readonly wroteToCaller = () => {
+    this.toCaller--;
+    if (this.sandboxPaused && !this.finished) {
+      this.sandboxPaused = false;
+      this.out.startRead();
+    }
   };
 
   constructor(
@@ -53,7 +76,10 @@ export class ForwardedCall implements InterceptingListener {
 
   callerMessage(bytes: Buffer): void {
     if (this.finished) return;
-    this.out.sendMessageWithContext({ callback: this.readFromCaller }, bytes);
+    this.toSandbox++;
+    this.out.sendMessageWithContext({ callback: this.wroteToSandbox }, bytes);
+    if (this.toSandbox < WINDOW) this.server.startRead();
+    else this.callerPaused = true;
   }
 
   callerHalfClose(): void {
@@ -73,7 +99,10 @@ export class ForwardedCall implements InterceptingListener {
   }
 
   onReceiveMessage(bytes: Buffer): void {
-    this.server.sendMessage(new RawMessage(bytes), this.readFromSandbox);
+    this.toCaller++;
+    this.server.sendMessage(new RawMessage(bytes), this.wroteToCaller);
+    if (this.toCaller < WINDOW) this.out.startRead();
+    else this.sandboxPaused = true;
   }
 
   onReceiveStatus(s: StatusObject): void {
