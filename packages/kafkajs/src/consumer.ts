@@ -329,11 +329,14 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
     return [...new Set(names)];
   }
 
-  /** When this sandbox began owning messages of this service (registry time), or now. */
+  /**
+   * When this sandbox began owning messages of this service (registry time). A sandbox the view
+   * does not show yet cannot have been created before the view's `completeUntil`.
+   */
   function activationTime(table: RouteTable): number {
     const now = Date.now();
     const s = table.sandbox(sandbox!);
-    if (!s) return now;
+    if (!s) return Math.min(now, table.completeUntil);
     const hist = s.history?.[service!];
     if (hist?.length) return Math.min(now, ...hist.map((iv) => iv.from));
     if (s.overrides?.[service!]) return Math.min(now, s.createdAt ?? 0);

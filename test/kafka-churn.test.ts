@@ -1,0 +1,253 @@
+import { StaticRouteSource } from '@branchline/core';
+import { createSelectiveConsumer, type SelectiveConsumer } from '@branchline/kafkajs';
+import type { Admin, Message, Producer } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  consumerTuning,
+  createTopic,
+  groupLag,
+  header,
+  kafkaClient,
+  unique,
+  until,
+} from '../packages/kafkajs/test/helpers.js';
+import { endpoint, LaggingView, RegistrySim } from '../packages/kafkajs/test/registry-sim.js';
+
+/**
+ * The guarantee under churn: while sandboxes are created and deleted under continuous traffic,
+ * with every consumer's registry view lagging by a different amount, and with every consumer
+ * stopped and started again twice, each message is processed exactly once, by exactly one of
+ * {baseline, owning sandbox}.
+ */
+
+const TOTAL = 20_000;
+const SANDBOXES = 60; // every sixth is producer-only (overrides another service): 50 consumers
+const SPAWN_EVERY_MS = 1000;
+const PER_TICK = 20;
+const TICK_MS = 60;
+
+const kafka = kafkaClient('churn');
+let admin: Admin;
+let producer: Producer;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const rand = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo));
+
+beforeAll(async () => {
+  admin = kafka.admin();
+  await admin.connect();
+  producer = kafka.producer();
+  await producer.connect();
+});
+
+afterAll(async () => {
+  await producer.disconnect();
+  await admin.disconnect();
+});
+
+interface Holder {
+  name: string;
+  consumer: SelectiveConsumer;
+  view: LaggingView;
+  done: boolean;
+  starts: number;
+}
+
+describe('kafka churn (real broker)', () => {
+  it(`processes each of ${TOTAL} messages exactly once while ${SANDBOXES} sandboxes come and go and consumers restart twice`, async () => {
+    const topic = unique('churn');
+    await createTopic(admin, topic, 3);
+    const groupId = unique('orders');
+    const reg = new RegistrySim();
+    const processedBy = new Map<string, string[]>();
+    const stats = { processed: 0, skipped: 0, held: 0 };
+    const record = (id: string, who: string) => {
+      const list = processedBy.get(id);
+      if (list) list.push(who);
+      else processedBy.set(id, [who]);
+    };
+    const addStats = (c: SelectiveConsumer) => {
+      stats.processed += c.stats.processed;
+      stats.skipped += c.stats.skipped;
+      stats.held += c.stats.held;
+    };
+
+    async function startConsumer(source: StaticRouteSource, sandbox?: string): Promise<SelectiveConsumer> {
+      const c = createSelectiveConsumer(kafka, {
+        groupId,
+        service: 'orders',
+        sandbox,
+        routes: source,
+        startMarginMs: 1000,
+        drainGraceMs: 0,
+        holdTimeoutMs: 60_000,
+        ...consumerTuning,
+      });
+      await c.connect();
+      await c.subscribe({ topics: [topic] });
+      const who = sandbox ?? 'baseline';
+      await c.run({
+        eachMessage: async ({ message }) => {
+          record(header(message, 'id')!, who);
+        },
+      });
+      return c;
+    }
+
+    // The baseline: its view refreshes every 150 ms and now and then lags for up to 800 ms.
+    const baseSource = new StaticRouteSource();
+    const baseView = new LaggingView(baseSource, reg, 150);
+    let baseline = await startConsumer(baseSource);
+    let baselineStarts = 1;
+    let stopLagging = false;
+    const lagger = (async () => {
+      while (!stopLagging) {
+        await sleep(rand(300, 1500));
+        baseView.pause();
+        await sleep(rand(100, 800));
+        baseView.resume();
+      }
+    })();
+
+    // Traffic: keys of sandboxes around the current one (not yet created, live, deleted),
+    // unknown keys and no key.
+    let spawned = 0;
+    let sent = 0;
+    const producing = (async () => {
+      while (sent < TOTAL) {
+        const messages: Message[] = [];
+        for (let i = 0; i < PER_TICK && sent < TOTAL; i++, sent++) {
+          const r = Math.random();
+          const headers: Record<string, string> = { id: String(sent) };
+          if (r >= 0.3 && r < 0.4) headers.baggage = 'branchline=nobody';
+          else if (r >= 0.4) {
+            const n = Math.min(SANDBOXES - 1, Math.max(0, spawned + rand(-3, 2)));
+            headers.baggage = `team=x,branchline=sb-${n}`;
+          }
+          messages.push({ key: String(sent), value: String(sent), headers });
+        }
+        await producer.send({ topic, messages });
+        await sleep(TICK_MS);
+      }
+    })();
+
+    // Sandboxes: one every second, each alive 1.5-3.5 s; its consumer hears of the deletion
+    // 0-700 ms late, drains what it owns and leaves.
+    const holders = new Set<Holder>();
+    const lifecycles: Promise<void>[] = [];
+    async function lifecycle(i: number): Promise<void> {
+      const name = `sb-${i}`;
+      const producerOnly = i % 6 === 5;
+      reg.create(name, producerOnly ? { payments: endpoint } : { orders: endpoint });
+      let h: Holder | undefined;
+      if (!producerOnly) {
+        const source = new StaticRouteSource();
+        const view = new LaggingView(source, reg, rand(80, 250));
+        h = { name, consumer: await startConsumer(source, name), view, done: false, starts: 1 };
+        holders.add(h);
+      }
+      await sleep(rand(1500, 3500));
+      h?.view.pause();
+      reg.delete(name);
+      if (!h) return;
+      await sleep(rand(0, 700));
+      h.view.resume();
+      while (!h.done) {
+        const c = h.consumer;
+        const r = await Promise.race([c.drained, sleep(250).then(() => undefined)]);
+        if (r && c === h.consumer) {
+          h.done = true;
+          addStats(c);
+        }
+      }
+      h.view.stop();
+    }
+    const spawning = (async () => {
+      for (; spawned < SANDBOXES; spawned++) {
+        lifecycles.push(lifecycle(spawned));
+        await sleep(SPAWN_EVERY_MS);
+      }
+    })();
+
+    // Twice midway: stop every consumer gracefully and start it again.
+    async function restartAll(): Promise<void> {
+      const old = baseline;
+      await old.disconnect();
+      addStats(old);
+      baseline = await startConsumer(baseSource);
+      baselineStarts++;
+      await Promise.all(
+        [...holders]
+          .filter((h) => !h.done && !h.consumer.isDraining())
+          .map(async (h) => {
+            const c = h.consumer;
+            await c.disconnect();
+            if (h.done) return;
+            addStats(c);
+            h.consumer = await startConsumer(h.view.source as StaticRouteSource, h.name);
+            h.starts++;
+          }),
+      );
+    }
+    await until(
+      () => sent >= TOTAL / 3,
+      () => `a third sent (${sent})`,
+      120_000,
+    );
+    await restartAll();
+    await until(
+      () => sent >= (2 * TOTAL) / 3,
+      () => `two thirds sent (${sent})`,
+      120_000,
+    );
+    await restartAll();
+
+    await producing;
+    await spawning;
+    await Promise.all(lifecycles);
+    await until(
+      async () => processedBy.size >= TOTAL && (await groupLag(admin, groupId, topic)) === 0,
+      () => `all ${TOTAL} processed (have ${processedBy.size})`,
+      120_000,
+    );
+    stopLagging = true;
+    await lagger;
+    await baseline.disconnect();
+    addStats(baseline);
+    baseView.stop();
+
+    const twice = [...processedBy].filter(([, who]) => who.length > 1);
+    const missing: number[] = [];
+    for (let i = 0; i < TOTAL; i++) if (!processedBy.has(String(i))) missing.push(i);
+    const perConsumer: Record<string, number> = {};
+    for (const [, who] of processedBy) for (const w of who) perConsumer[w] = (perConsumer[w] ?? 0) + 1;
+    const sandboxProcessed = Object.entries(perConsumer)
+      .filter(([k]) => k !== 'baseline')
+      .reduce((n, [, v]) => n + v, 0);
+    const restarts = [...holders].filter((h) => h.starts > 1).length;
+    const report = {
+      messages: TOTAL,
+      distinctProcessed: processedBy.size,
+      processedTwice: twice.length,
+      missing: missing.length,
+      byBaseline: perConsumer.baseline ?? 0,
+      bySandboxes: sandboxProcessed,
+      sandboxesCreatedAndDeleted: SANDBOXES,
+      sandboxConsumers: holders.size,
+      sandboxesThatProcessed: Object.keys(perConsumer).length - 1,
+      sandboxConsumersRestarted: restarts,
+      baselineStarts,
+      skippedDecisions: stats.skipped,
+      heldMessages: stats.held,
+    };
+    console.log(`kafka churn: ${JSON.stringify(report)}`);
+    expect(twice.slice(0, 5)).toEqual([]);
+    expect(missing.slice(0, 5)).toEqual([]);
+    expect(processedBy.size).toBe(TOTAL);
+    expect(holders.size).toBeGreaterThanOrEqual(50);
+    expect(sandboxProcessed).toBeGreaterThan(0);
+    expect(baselineStarts).toBe(3);
+    // Every drained sandbox group was deleted by its consumer.
+    const { groups } = await admin.listGroups();
+    expect(groups.map((g) => g.groupId).filter((g) => g.startsWith(`${groupId}.sandbox.`))).toEqual([]);
+  }, 300_000);
+});
