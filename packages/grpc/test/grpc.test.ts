@@ -1,0 +1,170 @@
+import {
+  counters,
+  createRuntime,
+  getRoutingKey,
+  type RouteTableSpec,
+  StaticRouteSource,
+  withRoutingKey,
+} from '@branchline/core';
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  createClientInterceptor,
+  createRoutedServer,
+  createServerInterceptor,
+  type ForwardInfo,
+  HOP_METADATA,
+} from '../src/index.js';
+
+// A one-method service with JSON messages, so these tests need no .proto file.
+interface Msg {
+  who?: string;
+  key?: string;
+  hop?: string;
+}
+const json = {
+  serialize: (v: Msg) => Buffer.from(JSON.stringify(v)),
+  deserialize: (b: Buffer) => JSON.parse(b.toString()) as Msg,
+};
+const service: grpc.ServiceDefinition = {
+  who: {
+    path: '/test.Who/Who',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  },
+};
+const Client = grpc.makeGenericClientConstructor(service, 'Who');
+
+function impl(who: string): grpc.UntypedServiceImplementation {
+  return {
+    who(call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) {
+      setImmediate(() =>
+        cb(null, { who, key: getRoutingKey() ?? '', hop: String(call.metadata.get(HOP_METADATA)[0] ?? '') }),
+      );
+    },
+  };
+}
+
+const servers: grpc.Server[] = [];
+const clients: grpc.Client[] = [];
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.tryShutdown(r))));
+});
+
+async function serve(server: grpc.Server, who: string): Promise<string> {
+  server.addService(service, impl(who));
+  servers.push(server);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  return `127.0.0.1:${port}`;
+}
+
+function client(addr: string): grpc.Client & Record<string, (...a: unknown[]) => unknown> {
+  const c = new Client(addr, grpc.credentials.createInsecure(), {
+    interceptors: [createClientInterceptor()],
+  });
+  clients.push(c);
+  return c as never;
+}
+
+function ask(c: ReturnType<typeof client>, key?: string): Promise<Msg> {
+  const run = () =>
+    new Promise<Msg>((resolve, reject) =>
+      c.who({}, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r))),
+    );
+  return key === undefined ? run() : withRoutingKey(key, run);
+}
+
+const table = (sandboxAddr: string): RouteTableSpec => ({
+  sandboxes: [{ name: 'pr-5', key: 'pr-5', overrides: { who: { grpc: sandboxAddr } } }],
+});
+
+describe('@branchline/grpc', () => {
+  it('forwards a keyed call from a routed baseline to the sandbox with the hop marker, and tells onForward', async () => {
+    const routes = new StaticRouteSource();
+    const sandboxAddr = await serve(
+      createRoutedServer(
+        {},
+        { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routeSource: routes }) },
+      ),
+      'sandbox',
+    );
+    const seen: ForwardInfo[] = [];
+    const baselineAddr = await serve(
+      createRoutedServer(
+        {},
+        { runtime: createRuntime({ service: 'who', routeSource: routes }), onForward: (i) => seen.push(i) },
+      ),
+      'baseline',
+    );
+    routes.update(table(sandboxAddr));
+    const c = client(baselineAddr);
+    expect(await ask(c, 'pr-5')).toEqual({ who: 'sandbox', key: 'pr-5', hop: 'who' });
+    expect(await ask(c)).toEqual({ who: 'baseline', key: '', hop: '' });
+    expect(seen).toEqual([{ method: '/test.Who/Who', key: 'pr-5', sandbox: 'pr-5', endpoint: sandboxAddr }]);
+  });
+
+  it('serves keyed calls itself when forwarding is turned off, with the key active', async () => {
+    const routes = new StaticRouteSource();
+    const sandboxAddr = await serve(new grpc.Server(), 'sandbox');
+    routes.update(table(sandboxAddr));
+    const addr = await serve(
+      createRoutedServer(
+        {},
+        { runtime: createRuntime({ service: 'who', routeSource: routes }), forward: false },
+      ),
+      'baseline',
+    );
+    expect(await ask(client(addr), 'pr-5')).toEqual({ who: 'baseline', key: 'pr-5', hop: '' });
+  });
+
+  it('a plain server with the interceptor sets the key but cannot forward, so it serves the call', async () => {
+    const routes = new StaticRouteSource();
+    const sandboxAddr = await serve(new grpc.Server(), 'sandbox');
+    routes.update(table(sandboxAddr));
+    const before = counters.forwarded;
+    const plain = new grpc.Server({
+      interceptors: [
+        createServerInterceptor({ runtime: createRuntime({ service: 'who', routeSource: routes }) }),
+      ],
+    });
+    const addr = await serve(plain, 'plain');
+    expect(await ask(client(addr), 'pr-5')).toEqual({ who: 'plain', key: 'pr-5', hop: '' });
+    expect(counters.forwarded).toBe(before);
+  });
+
+  it('the client interceptor leaves calls without a key untouched', async () => {
+    const seen: string[][] = [];
+    const addr = await serve(new grpc.Server(), 'plain');
+    const c = new Client(addr, grpc.credentials.createInsecure(), {
+      interceptors: [
+        createClientInterceptor(),
+        (options, next) =>
+          new grpc.InterceptingCall(next(options), {
+            start(md, listener, n) {
+              seen.push(md.get('baggage').map(String));
+              n(md, listener);
+            },
+          }),
+      ],
+    });
+    clients.push(c);
+    await ask(c as never);
+    await ask(c as never, 'pr-9');
+    expect(seen).toEqual([[], ['branchline=pr-9']]);
+  });
+
+  it('rejects a non-boolean forward option when the server is created, naming the option', () => {
+    expect(() =>
+      createRoutedServer({}, { forward: 'yes' as never, runtime: createRuntime({ routeSource: {} }) }),
+    ).toThrow(/option forward must be a boolean/);
+  });
+});
