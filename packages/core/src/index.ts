@@ -1,4 +1,14 @@
 export {
+  type ActivityEntry,
+  type ActivityKind,
+  type ActivityReporterOptions,
+  type ActivityReporterStats,
+  activityReporterStats,
+  configureActivityReporter,
+  flushActivity,
+  recordActivity,
+} from './activity.js';
+export {
   type BaggageMember,
   type BaggageParse,
   encodeBaggageValue,
