@@ -2,6 +2,7 @@ import { createRegistryServer, parseDuration, parseTokens, type TokenEntry } fro
 import { Command, CommanderError, Option } from 'commander';
 import { CliError, EXIT, RegistryClient } from './client.js';
 import { endpointsText, expiresIn, labelsText, table } from './format.js';
+import { registerProxyCommand } from './proxy-command.js';
 
 interface Globals {
   registry: string;
@@ -469,6 +470,8 @@ export function createProgram(out: Out = defaultOut()): Command {
       }
       throw new CliError('the registry closed the watch stream', EXIT.unreachable);
     });
+
+  registerProxyCommand(program, out);
 
   for (const cmd of [program, ...allCommands(program)]) {
     cmd.exitOverride();
