@@ -49,14 +49,11 @@ async function produce(topic: string, id: string, key?: string, extra: Record<st
 }
 
 function start(
-  name: string,
-  topic: string,
   groupId: string,
   source: StaticRouteSource,
-  seen: Seen[],
-  opts: { sandbox?: string; onMessage?: (id: string) => Promise<void> } & Record<string, unknown> = {},
+  opts: { sandbox?: string } & Record<string, unknown> = {},
 ): SelectiveConsumer {
-  const { sandbox, onMessage, ...rest } = opts;
+  const { sandbox, ...rest } = opts;
   const c = createSelectiveConsumer(kafka, {
     groupId,
     service: 'orders',
@@ -104,9 +101,9 @@ describe('selective consumption (real broker)', () => {
     const seen: Seen[] = [];
     const groupId = unique('orders');
     const forwarded: Record<string, string | undefined> = {};
-    const base = start('baseline', topic, groupId, new StaticRouteSource(spec), seen);
-    const sb1 = start('pr-1', topic, groupId, new StaticRouteSource(spec), seen, { sandbox: 'pr-1' });
-    const sb3 = start('pr-3', topic, groupId, new StaticRouteSource(spec), seen, { sandbox: 'pr-3' });
+    const base = start(groupId, new StaticRouteSource(spec));
+    const sb1 = start(groupId, new StaticRouteSource(spec), { sandbox: 'pr-1' });
+    const sb3 = start(groupId, new StaticRouteSource(spec), { sandbox: 'pr-3' });
     expect(sb1.groupId).toBe(`${groupId}.sandbox.pr-1`);
     // The baseline handler calls on: what it sends carries the message's key.
     await runEachMessage(base, topic, 'baseline', seen, (id) =>
@@ -174,8 +171,8 @@ describe('selective consumption (real broker)', () => {
     const spec = { ...reg.snapshot(), completeUntil: undefined };
     const seen: Seen[] = [];
     const groupId = unique('orders');
-    const base = start('baseline', topic, groupId, new StaticRouteSource(spec), seen);
-    const sb = start('pr-1', topic, groupId, new StaticRouteSource(spec), seen, { sandbox: 'pr-1' });
+    const base = start(groupId, new StaticRouteSource(spec));
+    const sb = start(groupId, new StaticRouteSource(spec), { sandbox: 'pr-1' });
     await runEachMessage(base, topic, 'baseline', seen);
     await runEachMessage(sb, topic, 'pr-1', seen);
     const kcat = (id: string, extra: string[]) =>
@@ -207,12 +204,9 @@ describe('selective consumption (real broker)', () => {
     const spec = { ...reg.snapshot(), completeUntil: undefined };
     const seen: Seen[] = [];
     const groupId = unique('orders');
-    const base = start('baseline', topic, groupId, new StaticRouteSource(spec), seen);
-    const sb = start('pr-1', topic, groupId, new StaticRouteSource(spec), seen, { sandbox: 'pr-1' });
-    for (const [c, name] of [
-      [base, 'baseline'],
-      [sb, 'pr-1'],
-    ] as const) {
+    const base = start(groupId, new StaticRouteSource(spec));
+    const sb = start(groupId, new StaticRouteSource(spec), { sandbox: 'pr-1' });
+    for (const c of [base, sb]) {
       await c.connect();
       await c.subscribe({ topics: [topic], fromBeginning: true });
     }
@@ -272,7 +266,7 @@ describe('selective consumption (real broker)', () => {
     await createTopic(admin, topic, 1);
     const seen: Seen[] = [];
     const source = new StaticRouteSource();
-    const base = start('baseline', topic, unique('orders'), source, seen);
+    const base = start(unique('orders'), source);
     await runEachMessage(base, topic, 'baseline', seen);
     await produce(topic, 'plain');
     await produce(topic, 'keyed', 'pr-9');
@@ -303,7 +297,7 @@ describe('selective consumption (real broker)', () => {
     const topic = unique('hold-timeout');
     await createTopic(admin, topic, 1);
     const seen: Seen[] = [];
-    const base = start('baseline', topic, unique('orders'), new StaticRouteSource(), seen, {
+    const base = start(unique('orders'), new StaticRouteSource(), {
       holdTimeoutMs: 400,
       onHoldTimeout: 'decide-now',
     });
@@ -324,7 +318,7 @@ describe('selective consumption (real broker)', () => {
     const groupId = unique('orders');
     const baseSource = new StaticRouteSource();
     const baseView = new LaggingView(baseSource, reg);
-    const base = start('baseline', topic, groupId, baseSource, seen);
+    const base = start(groupId, baseSource);
     await runEachMessage(base, topic, 'baseline', seen);
     try {
       // Before the sandbox exists its key belongs to the baseline.
@@ -340,7 +334,7 @@ describe('selective consumption (real broker)', () => {
       const sbSource = new StaticRouteSource();
       const sbView = new LaggingView(sbSource, reg);
       try {
-        const sb = start('pr-4', topic, groupId, sbSource, seen, { sandbox: 'pr-4' });
+        const sb = start(groupId, sbSource, { sandbox: 'pr-4' });
         await runEachMessage(sb, topic, 'pr-4', seen);
         await until(
           () => seen.filter((s) => s.consumer === 'pr-4').length >= 5,
