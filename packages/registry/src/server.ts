@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { RouteTable } from '@branchline/core';
+import { ActivityLog } from './activity.js';
 import {
   hashToken,
   readTokensFile,
@@ -121,6 +122,8 @@ export function storeFromOption(store: string | Store | undefined): Store {
 export class RegistryServer {
   readonly store: Store;
   readonly metrics = new RegistryMetrics();
+  /** Routing activity reported by the SDKs (`POST /v1/activity`), shown by the dashboard. */
+  readonly activity = new ActivityLog();
   private readonly state = new RegistryState();
   private readonly mutex = new Mutex();
   private readonly auth: TokenAuth;
@@ -859,6 +862,17 @@ export class RegistryServer {
         route = 'watch';
         this.authorize(req, 'read');
         return this.watch(req, res, url);
+      }
+      if (resource === 'activity' && name === undefined && (method === 'GET' || method === 'POST')) {
+        route = 'activity';
+        this.authorize(req, method === 'POST' ? 'write' : 'read');
+        if (method === 'POST')
+          return send(res, 202, this.activity.report(await readJson(req, this.opts.maxBodyBytes)));
+        return send(
+          res,
+          200,
+          this.activity.snapshot(Date.now(), url.searchParams.get('sandbox') ?? undefined),
+        );
       }
       if (resource === 'rules' && method === 'GET') {
         route = 'rules';
