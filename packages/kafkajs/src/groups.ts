@@ -83,6 +83,14 @@ async function withAdmin<R>(target: KafkaAdminTarget, fn: (admin: Admin) => Prom
   }
 }
 
+export interface KafkaConsumerGroupsHookOptions {
+  /**
+   * Baseline consumer group ids whose sandbox groups this hook manages. Default: every group
+   * named `<group>.sandbox.<sandbox>` on the cluster. Set it when several apps share a cluster.
+   */
+  groups?: string[];
+}
+
 /** The parts of the registry's ResourceHook contract this hook implements (structural). */
 export interface KafkaConsumerGroupsHook {
   type: 'kafka-consumer-groups';
@@ -103,7 +111,17 @@ export interface KafkaConsumerGroupsHook {
  * `createRegistryServer({ resourceHooks: [kafkaConsumerGroupsHook({ brokers: [...] })] })`.
  * Optional spec: `{"groups": ["orders", ...]}` limits it to those baseline group ids.
  */
-export function kafkaConsumerGroupsHook(target: KafkaAdminTarget): KafkaConsumerGroupsHook {
+export function kafkaConsumerGroupsHook(
+  target: KafkaAdminTarget,
+  options: KafkaConsumerGroupsHookOptions = {},
+): KafkaConsumerGroupsHook {
+  const baseGroups = options.groups ? new Set(options.groups) : undefined;
+  /** Whether the hook may touch `groupId` (a sandbox group of one of the configured baseline groups). */
+  const inScope = (groupId: string): boolean => {
+    if (!baseGroups) return true;
+    const s = sandboxOfGroupId(groupId);
+    return s !== undefined && baseGroups.has(groupId.slice(0, groupId.length - SEPARATOR.length - s.length));
+  };
   return {
     type: 'kafka-consumer-groups',
     validate(spec) {
@@ -124,7 +142,7 @@ export function kafkaConsumerGroupsHook(target: KafkaAdminTarget): KafkaConsumer
       await withAdmin(target, async (admin) => {
         const ids = only
           ? only.map((g) => sandboxGroupId(g, ctx.sandbox.name))
-          : await listSandboxGroups(admin, ctx.sandbox.name);
+          : (await listSandboxGroups(admin, ctx.sandbox.name)).filter(inScope);
         if (ids.length === 0) return;
         const deleted = new Set(await deleteGroups(admin, ids, 4));
         const left = ids.filter((id) => !deleted.has(id));
@@ -144,7 +162,7 @@ export function kafkaConsumerGroupsHook(target: KafkaAdminTarget): KafkaConsumer
           .map((g) => g.groupId)
           .filter((id) => {
             const s = sandboxOfGroupId(id);
-            return s !== undefined && !live.has(s);
+            return s !== undefined && !live.has(s) && inScope(id);
           });
         if (orphans.length) await deleteGroups(admin, orphans, 1);
       });

@@ -2,6 +2,7 @@ export { createSelectiveConsumer, HoldTimeoutError } from './consumer.js';
 export {
   deleteGroups,
   type KafkaConsumerGroupsHook,
+  type KafkaConsumerGroupsHookOptions,
   kafkaConsumerGroupsHook,
   listSandboxGroups,
   sandboxGroupId,

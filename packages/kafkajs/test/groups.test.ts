@@ -1,0 +1,114 @@
+import type { Admin } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createSelectiveConsumer,
+  kafkaConsumerGroupsHook,
+  sandboxGroupId,
+  sandboxOfGroupId,
+} from '../src/index.js';
+import { brokers, consumerTuning, createTopic, kafkaClient, unique, until } from './helpers.js';
+
+const kafka = kafkaClient('groups-test');
+let admin: Admin;
+let topic: string;
+
+beforeAll(async () => {
+  admin = kafka.admin();
+  await admin.connect();
+  topic = unique('groups');
+  await createTopic(admin, topic, 1);
+});
+
+afterAll(async () => {
+  await admin.disconnect();
+});
+
+/**
+ * A consumer group that exists on the broker with a committed offset and no members. (kafkajs's
+ * setOffsets waits for one empty fetch, about 5 s, so tests make several at once.)
+ */
+async function committedGroup(groupId: string): Promise<void> {
+  await admin.setOffsets({ groupId, topic, partitions: [{ partition: 0, offset: '0' }] });
+}
+
+async function groupIds(): Promise<string[]> {
+  return (await admin.listGroups()).groups.map((g) => g.groupId);
+}
+
+describe('sandbox consumer group ids', () => {
+  it('derive from the baseline group id and the sandbox name, and back', () => {
+    expect(sandboxGroupId('orders.v2', 'pr-42')).toBe('orders.v2.sandbox.pr-42');
+    expect(sandboxOfGroupId('orders.v2.sandbox.pr-42')).toBe('pr-42');
+    expect(sandboxOfGroupId('orders.v2')).toBeUndefined();
+    expect(() => sandboxGroupId('orders', 'PR 42')).toThrow(/not a sandbox name/);
+  });
+});
+
+describe('kafkaConsumerGroupsHook (registry resource hook, real broker)', () => {
+  it('deletes every consumer group of the deleted sandbox and nothing else', async () => {
+    const a = unique('orders');
+    const b = unique('billing');
+    const hook = kafkaConsumerGroupsHook({ brokers }, { groups: [a, b] });
+    await Promise.all(
+      [a, sandboxGroupId(a, 'pr-1'), sandboxGroupId(b, 'pr-1'), sandboxGroupId(a, 'pr-2')].map(
+        committedGroup,
+      ),
+    );
+    await hook.deprovision({ sandbox: { name: 'pr-1' } });
+    const left = await groupIds();
+    expect(left).not.toContain(sandboxGroupId(a, 'pr-1'));
+    expect(left).not.toContain(sandboxGroupId(b, 'pr-1'));
+    expect(left).toContain(sandboxGroupId(a, 'pr-2'));
+    expect(left).toContain(a);
+    // Idempotent: running it again (the registry retries after a crash) succeeds.
+    await hook.deprovision({ sandbox: { name: 'pr-1' } });
+  });
+
+  it('refuses (so the registry retries) while a sandbox consumer is still in its group, e.g. draining', async () => {
+    const a = unique('orders');
+    const hook = kafkaConsumerGroupsHook({ kafka }, { groups: [a] });
+    const consumer = createSelectiveConsumer(kafka, {
+      groupId: a,
+      service: 'orders',
+      sandbox: 'pr-3',
+      routes: {
+        sandboxes: [{ name: 'pr-3', key: 'pr-3', overrides: { orders: { http: 'http://127.0.0.1:1' } } }],
+      },
+      ...consumerTuning,
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic] });
+    await consumer.run({ eachMessage: async () => {} });
+    try {
+      await expect(hook.deprovision({ sandbox: { name: 'pr-3' } })).rejects.toThrow(
+        /still have active members/,
+      );
+      expect(await groupIds()).toContain(sandboxGroupId(a, 'pr-3'));
+    } finally {
+      await consumer.disconnect();
+    }
+    await hook.deprovision({ sandbox: { name: 'pr-3' } });
+    expect(await groupIds()).not.toContain(sandboxGroupId(a, 'pr-3'));
+  });
+
+  it('sweeps the groups of sandboxes that no longer exist', async () => {
+    const a = unique('orders');
+    const hook = kafkaConsumerGroupsHook({ brokers }, { groups: [a] });
+    await Promise.all([a, sandboxGroupId(a, 'live-1'), sandboxGroupId(a, 'gone-1')].map(committedGroup));
+    await hook.sweep(['live-1']);
+    await until(
+      async () => !(await groupIds()).includes(sandboxGroupId(a, 'gone-1')),
+      () => 'the orphan group to be swept',
+    );
+    const left = await groupIds();
+    expect(left).toContain(sandboxGroupId(a, 'live-1'));
+    expect(left).toContain(a);
+  });
+
+  it('rejects a spec whose groups are not a list of names, with the value in the message', () => {
+    const hook = kafkaConsumerGroupsHook({ brokers });
+    expect(hook.type).toBe('kafka-consumer-groups');
+    expect(() => hook.validate({ groups: 'orders' })).toThrow(/spec.groups must be a list.*"orders"/);
+    expect(() => hook.validate({ groups: ['orders'] })).not.toThrow();
+  });
+});
