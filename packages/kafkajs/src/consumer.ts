@@ -362,24 +362,23 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
       if (names.length === 0) return { resumed };
       const startAt = Math.max(0, activationTime(table) - startMarginMs);
       const current = await admin.fetchOffsets({ groupId, topics: names });
-      // kafkajs's setOffsets runs a short-lived member and waits for one fetch (about 5 s), once
-      // per topic, only the first time a sandbox group runs: do the topics in parallel.
-      await Promise.all(
-        current.map(async (t) => {
-          const missing = t.partitions.filter((p) => Number(p.offset) < 0).map((p) => p.partition);
-          if (missing.length < t.partitions.length) resumed = true;
-          if (missing.length === 0) return;
-          const byTime = await admin.fetchTopicOffsetsByTimestamp(t.topic, startAt);
-          const partitions = byTime.filter((p) => missing.includes(p.partition));
-          await admin.setOffsets({ groupId, topic: t.topic, partitions });
-          logger().debug('branchline: sandbox consumer group starts at its activation time', {
-            groupId,
-            topic: t.topic,
-            startAt,
-            partitions,
-          });
-        }),
-      );
+      // kafkajs's setOffsets runs a short-lived member of the group and waits for one fetch
+      // (about 5 s). It happens once, the first time a sandbox group runs; one topic at a time,
+      // since two such members would find the group busy.
+      for (const t of current) {
+        const missing = t.partitions.filter((p) => Number(p.offset) < 0).map((p) => p.partition);
+        if (missing.length < t.partitions.length) resumed = true;
+        if (missing.length === 0) continue;
+        const byTime = await admin.fetchTopicOffsetsByTimestamp(t.topic, startAt);
+        const partitions = byTime.filter((p) => missing.includes(p.partition));
+        await admin.setOffsets({ groupId, topic: t.topic, partitions });
+        logger().debug('branchline: sandbox consumer group starts at its activation time', {
+          groupId,
+          topic: t.topic,
+          startAt,
+          partitions,
+        });
+      }
     } finally {
       await admin.disconnect().catch(() => {});
     }
