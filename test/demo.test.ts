@@ -1,0 +1,104 @@
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
+
+const demo = fileURLToPath(new URL('../examples/demo.mjs', import.meta.url));
+
+async function exitOf(p: RunningProcess, timeoutMs: number): Promise<number | string> {
+  const { child } = p;
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode ?? child.signalCode!;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`the demo did not end within ${timeoutMs} ms:\n${p.output()}`)),
+      timeoutMs,
+    );
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve(code ?? signal!);
+    });
+  });
+}
+
+/** The "which version served what" row of the summary for `key`, as cells. */
+function summaryRow(out: string, key: string): string[] {
+  const section = out.slice(out.indexOf('Which version served what'));
+  const line = section.split('\n').find((l) => l.trim().startsWith(`${key} `));
+  if (!line) throw new Error(`no summary row for ${key} in:\n${out}`);
+  return line.trim().split(/\s+/).slice(1);
+}
+
+/** Every service process the demo started (it prints their pids) is gone. */
+function expectNoProcessLeft(out: string): void {
+  const pids = [...out.matchAll(/\(pid (\d+)\)/g)].map((m) => Number(m[1]));
+  expect(pids.length).toBeGreaterThan(0);
+  const alive = pids.filter((pid) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  expect(alive, `processes left behind:\n${out}`).toEqual([]);
+}
+
+const env = { NO_COLOR: '1', BRANCHLINE_LOG_LEVEL: undefined };
+
+describe('npm run demo', () => {
+  it('routes each key to its sandbox only where the sandbox overrides a service, then cleans up', async () => {
+    const p = startNode(demo, [], env);
+    const code = await exitOf(p, 150_000);
+    const out = p.output();
+    expect(code, out).toBe(0);
+    expect(out).not.toMatch(/skipped/);
+    //                         gateway     orders      payments    shipping    notifications
+    expect(summaryRow(out, '(none)')).toEqual(['baseline', 'baseline', 'baseline', 'baseline', 'baseline']);
+    expect(summaryRow(out, 'pr-101')).toEqual(['baseline', 'baseline', 'pr-101', 'baseline', 'baseline']);
+    expect(summaryRow(out, 'pr-102')).toEqual(['baseline', 'baseline', 'baseline', 'pr-102', 'baseline']);
+    // The hop lines say what each version did: the sandbox's new fee rule and new carrier.
+    expect(out).toMatch(/payments\s+pr-101 \(sandbox\)\s+gRPC\s+charged 34900¢ \+ fee 200¢ \(new rule/);
+    expect(out).toMatch(/shipping\s+pr-102 \(sandbox\)\s+Kafka\s+label printed with DHL Express/);
+    expect(out).toMatch(/orders\s+baseline\s+HTTP\s+.*saved in PostgreSQL \(branchline_demo\)/);
+    // The key travels on with a message nobody overrides.
+    expect(out).toMatch(
+      /notifications\s+baseline\s+AMQP\s+confirmation e-mail sent \(key pr-102 travelled with it\)/,
+    );
+    expect(out).toContain('DELETE /v1/sandboxes/pr-101');
+    expect(out).toContain('DELETE /v1/sandboxes/pr-102');
+    expect(out).toContain('nothing left running');
+    expectNoProcessLeft(out);
+  }, 180_000);
+
+  it('skips the Kafka and RabbitMQ legs, saying how to enable them, when no broker is reachable', async () => {
+    const closed = await freePort();
+    const p = startNode(demo, [], {
+      ...env,
+      BRANCHLINE_KAFKA_BROKER: `127.0.0.1:${closed}`,
+      BRANCHLINE_AMQP_URL: `amqp://guest:guest@127.0.0.1:${closed}`,
+    });
+    const code = await exitOf(p, 120_000);
+    const out = p.output();
+    expect(code, out).toBe(0);
+    expect(out).toContain('Kafka leg skipped (shipping and its sandbox)');
+    expect(out).toContain('bash scripts/kafka.sh start');
+    expect(out).toContain('RabbitMQ leg skipped (notifications)');
+    expect(out).toContain('sandbox pr-102 (shipping with a new carrier) skipped');
+    expect(summaryRow(out, '(none)')).toEqual(['baseline', 'baseline', 'baseline', 'skipped', 'skipped']);
+    expect(summaryRow(out, 'pr-101')).toEqual(['baseline', 'baseline', 'pr-101', 'skipped', 'skipped']);
+    expect(out).not.toMatch(/^\s+pr-102 /m);
+    expectNoProcessLeft(out);
+  }, 150_000);
+
+  it('on Ctrl-C, deletes its sandboxes and stops every process it started', async () => {
+    const p = startNode(demo, ['--keep'], env);
+    await p.waitFor('The shop keeps running', 150_000);
+    p.child.kill('SIGINT');
+    const code = await exitOf(p, 60_000);
+    const out = p.output();
+    expect(code, out).toBe(0);
+    expect(out).toContain('Ctrl-C: stopping the demo');
+    expect(out).toContain('DELETE /v1/sandboxes/pr-101');
+    expect(out).toContain('nothing left running');
+    expectNoProcessLeft(out);
+  }, 240_000);
+});
