@@ -1,0 +1,211 @@
+// @branchline/pg plugged into the registry: a sandbox that declares a postgres resource gets
+// its own database through the sandbox lifecycle (create, progress, private outputs, delete,
+// TTL expiry, sweep), against a real registry and a real PostgreSQL.
+import { randomBytes } from 'node:crypto';
+import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createRoutedPool, postgresResourceHook, sandboxDatabaseName } from '@branchline/pg';
+import { createRegistryServer, type RegistryServer } from '@branchline/registry';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' };
+const id = randomBytes(3).toString('hex');
+const prefix = `blte${id}_`;
+const snapshotPrefix = `bltes${id}_`;
+const catalogue = `blt_catalogue_e${id}`;
+const baseline = `blt_base_e${id}`;
+const WRITE = 'write-token';
+const READ = 'read-token';
+
+async function admin<T>(fn: (c: pg.Client) => Promise<T>, database = 'postgres'): Promise<T> {
+  const c = new pg.Client({ ...PG, database });
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+async function exists(database: string): Promise<boolean> {
+  return admin(
+    async (c) => (await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [database])).rowCount === 1,
+  );
+}
+
+async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+let server: RegistryServer;
+let url: string;
+let baselineUser: pg.Client;
+
+async function api(method: string, path: string, body?: unknown, token = WRITE) {
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  // biome-ignore lint/suspicious/noExplicitAny: the registry's JSON documents, read loosely in a test
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+beforeAll(async () => {
+  await admin((c) => c.query(`CREATE DATABASE "${baseline}"`));
+  await admin(async (c) => {
+    await c.query('CREATE TABLE orders (id int PRIMARY KEY, item text, note text)');
+    await c.query("INSERT INTO orders SELECT g, 'item-' || g, 'note-' || g FROM generate_series(1, 20) g");
+  }, baseline);
+  // The baseline is in use the whole time.
+  baselineUser = new pg.Client({ ...PG, database: baseline });
+  baselineUser.on('error', () => {});
+  await baselineUser.connect();
+  server = createRegistryServer({
+    store: ':memory:',
+    tokens: [
+      { token: WRITE, scopes: ['read', 'write'] },
+      { token: READ, scopes: ['read'] },
+    ],
+    resourceHooks: [
+      // A short grace period: a sandbox created while a sweep runs must not be swept.
+      postgresResourceHook({ connection: PG, prefix, snapshotPrefix, catalogue, sweepGraceMs: 5000 }),
+    ],
+    reapIntervalMs: 100,
+    sweepIntervalMs: 500,
+    retryIntervalMs: 500,
+    log: () => {},
+  });
+  url = await server.listen(0);
+});
+
+afterAll(async () => {
+  await server?.close();
+  await baselineUser?.end().catch(() => {});
+  await admin(async (c) => {
+    const r = await c.query<{ datname: string }>(
+      'SELECT datname FROM pg_database WHERE starts_with(datname, $1) OR starts_with(datname, $2) OR datname = $3',
+      [prefix, snapshotPrefix, baseline],
+    );
+    for (const { datname } of r.rows) await c.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+    await c.query(`DROP TABLE IF EXISTS "${catalogue}"`);
+  });
+});
+
+describe('postgres resources through the registry', () => {
+  it('gives a sandbox its own seeded database with progress and private outputs, and drops it on delete', async () => {
+    const created = await api('PUT', '/v1/sandboxes/pr-db', {
+      overrides: { orders: { http: 'http://127.0.0.1:9' } },
+      resources: { 'orders-db': { type: 'postgres', spec: { from: baseline } } },
+    });
+    expect(created.status).toBe(201);
+    const sandboxToken = created.body.sandboxToken as string;
+
+    const phases = new Set<string>();
+    const doc = await eventually('the database to be ready', async () => {
+      const s = (await api('GET', '/v1/sandboxes/pr-db')).body;
+      const r = s.resources['orders-db'];
+      if (r.progress?.phase) phases.add(r.progress.phase);
+      if (r.status === 'failed') throw new Error(`provisioning failed: ${r.error}`);
+      return r.status === 'ready' ? s : undefined;
+    });
+    // Progress reached the registry (stored throttled, so the last report lands a moment later).
+    const final = await eventually('the ready progress report', async () => {
+      const p = (await api('GET', '/v1/sandboxes/pr-db')).body.resources['orders-db'].progress;
+      if (p?.phase) phases.add(p.phase);
+      return p?.phase === 'ready' ? p : undefined;
+    });
+    expect(final).toMatchObject({ unit: 'bytes' });
+    expect(final.total).toBeGreaterThan(0);
+    expect([...phases].some((p) => p === 'snapshot' || p === 'cloning')).toBe(true);
+    // The public document never carries the connection details.
+    expect(JSON.stringify(doc)).not.toContain('postgres://');
+    expect((await api('GET', '/v1/sandboxes/pr-db/resources/orders-db', undefined, READ)).status).toBe(403);
+
+    const res = await api('GET', '/v1/sandboxes/pr-db/resources/orders-db', undefined, sandboxToken);
+    expect(res.status).toBe(200);
+    const outputs = res.body.outputs as { url: string; database: string };
+    expect(outputs.database).toBe(sandboxDatabaseName('pr-db', baseline, prefix));
+    const copy = new pg.Client({ connectionString: outputs.url });
+    await copy.connect();
+    expect((await copy.query('SELECT count(*)::int AS n FROM orders')).rows[0]).toEqual({ n: 20 });
+    await copy.query('ALTER TABLE orders DROP COLUMN note');
+    await copy.end();
+    expect((await baselineUser.query('SELECT note FROM orders WHERE id = 3')).rows).toEqual([
+      { note: 'note-3' },
+    ]);
+
+    // A routed pool following the registry's sandbox documents sends pr-db's queries there.
+    const list = (await api('GET', '/v1/sandboxes')).body.sandboxes;
+    const source = new StaticRouteSource({ sandboxes: list });
+    const pool = createRoutedPool({
+      ...PG,
+      database: baseline,
+      prefix,
+      max: 2,
+      runtime: createRuntime({ routeSource: source, service: 'orders' }),
+    });
+    const where = async () => (await pool.query('SELECT current_database() AS db')).rows[0].db;
+    expect(await withRoutingKey('pr-db', where)).toBe(outputs.database);
+    expect(await where()).toBe(baseline);
+
+    const deleted = await api('DELETE', '/v1/sandboxes/pr-db');
+    expect(deleted.status).toBe(200);
+    expect(await exists(outputs.database)).toBe(false);
+    source.update({ sandboxes: (await api('GET', '/v1/sandboxes')).body.sandboxes });
+    expect(await withRoutingKey('pr-db', where)).toBe(baseline);
+    await pool.end();
+  });
+
+  it('drops the database when the sandbox’s TTL expires', async () => {
+    const r = await api('PUT', '/v1/sandboxes/pr-ttl', {
+      resources: { db: { type: 'postgres', spec: { from: baseline } } },
+      ttl: 600,
+    });
+    expect(r.status).toBe(201);
+    const database = sandboxDatabaseName('pr-ttl', baseline, prefix);
+    await eventually('the database to exist', async () => ((await exists(database)) ? true : undefined));
+    await api('PUT', '/v1/sandboxes/pr-ttl', {
+      resources: { db: { type: 'postgres', spec: { from: baseline } } },
+      expiresAt: Date.now() + 300,
+    });
+    await eventually('the expired sandbox’s database to be dropped', async () =>
+      (await exists(database)) ? undefined : true,
+    );
+  });
+
+  it('rejects an invalid source name at PUT and fails a missing source clearly, creating nothing', async () => {
+    const bad = await api('PUT', '/v1/sandboxes/pr-bad', {
+      resources: { db: { type: 'postgres', spec: { from: 'orders; drop' } } },
+    });
+    expect(bad.status).toBe(400);
+    expect(JSON.stringify(bad.body)).toContain('spec.from');
+
+    const missing = `${baseline}_nope`;
+    await api('PUT', '/v1/sandboxes/pr-missing', {
+      resources: { db: { type: 'postgres', spec: { from: missing } } },
+    });
+    const failed = await eventually('the resource to fail', async () => {
+      const r = (await api('GET', '/v1/sandboxes/pr-missing')).body.resources.db;
+      return r.status === 'failed' ? r : undefined;
+    });
+    expect(failed.error).toContain(`"${missing}" does not exist`);
+    expect(await exists(sandboxDatabaseName('pr-missing', missing, prefix))).toBe(false);
+    await api('DELETE', '/v1/sandboxes/pr-missing');
+  });
+
+  it('sweeps a sandbox database nobody owns', async () => {
+    const orphan = sandboxDatabaseName('gone-long-ago', baseline, prefix);
+    await admin((c) => c.query(`CREATE DATABASE "${orphan}"`));
+    await eventually('the sweeper to drop the orphan', async () =>
+      (await exists(orphan)) ? undefined : true,
+    );
+  });
+});
