@@ -315,13 +315,20 @@ export class RegistryServer {
 
   /** One write: the store serialises it across replicas; changes apply after the commit. */
   private mutate<T>(decide: (time: number) => { changes: PendingChange[]; result: T }): Promise<T> {
+    return this.mutateAt(decide).then((r) => r.result);
+  }
+
+  /** Like `mutate`, also returning the revision of this write's last change (or the current one). */
+  private mutateAt<T>(
+    decide: (time: number) => { changes: PendingChange[]; result: T },
+  ): Promise<{ result: T; revision: number }> {
     return this.mutex.run(async () => {
       const { committed, result } = await this.store.write(this.state.revision, ({ time, missed }) => {
         for (const c of missed) this.applyCommitted(c);
         return decide(time);
       });
       for (const c of committed) this.applyCommitted(c);
-      return result;
+      return { result, revision: committed.at(-1)?.revision ?? this.state.revision };
     });
   }
 
@@ -371,7 +378,7 @@ export class RegistryServer {
   async putSandbox(
     name: string,
     input: unknown,
-  ): Promise<{ sandbox: SandboxDoc; created: boolean; sandboxToken?: string }> {
+  ): Promise<{ sandbox: SandboxDoc; created: boolean; revision: number; sandboxToken?: string }> {
     checkName(name, 'sandbox');
     const body = parseBody(sandboxBody, input);
     if (body.name !== undefined && body.name !== name)
@@ -395,7 +402,7 @@ export class RegistryServer {
       }
     }
     const token = `bls_${randomBytes(24).toString('base64url')}`;
-    const result = await this.mutate((time) => {
+    const { result, revision } = await this.mutateAt((time) => {
       const old = this.state.sandbox(name);
       if (old && body.key !== undefined && body.key !== old.key)
         throw new RegistryError(
@@ -449,7 +456,7 @@ export class RegistryServer {
       sandboxToken = token;
     }
     this.startProvisioning(name);
-    return { ...result, sandboxToken };
+    return { ...result, revision, sandboxToken };
   }
 
   /** Tombstones the sandbox (it stops routing now), then removes its resources. */
@@ -904,6 +911,7 @@ export class RegistryServer {
               ...r.sandbox,
               ...(r.sandboxToken ? { sandboxToken: r.sandboxToken } : {}),
               header: `baggage: branchline=${r.sandbox.key}`,
+              revision: r.revision,
             });
           }
           if (method === 'DELETE') {

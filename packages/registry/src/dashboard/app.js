@@ -63,6 +63,11 @@
     put(el, attrs);
     return append(el, children);
   }
+  /** replaceChildren that skips null/false, like h(). */
+  function fill(el, ...children) {
+    el.replaceChildren();
+    return append(el, children);
+  }
   function s(tag, attrs, ...children) {
     const el = document.createElementNS(SVG_NS, tag);
     put(el, attrs);
@@ -163,7 +168,8 @@
     setConn('needs-token');
     const banner = $('#banner');
     banner.hidden = false;
-    banner.replaceChildren(
+    fill(
+      banner,
       h('strong', { text: 'This registry needs a token to read.' }),
       ' ',
       h('span', { class: 'muted', text: message || '' }),
@@ -471,7 +477,8 @@
         ),
       ),
     );
-    card.replaceChildren(
+    fill(
+      card,
       h(
         'div',
         { class: 'head' },
@@ -501,7 +508,7 @@
           )
         : null,
       h('div', { class: 'activity', 'data-activity': '' }),
-      h('div', { class: 'muted', text: `created ${ago(sb.createdAt)} · key ${sb.key}` }),
+      h('div', { class: 'muted', text: `created ${ago(sb.createdAt)}` }),
     );
     tickTtl();
   }
@@ -521,21 +528,22 @@
 
   function fillActivity(el, name) {
     if (st.activity === null) {
-      el.replaceChildren(h('span', { class: 'muted', text: 'activity not available from this registry' }));
+      fill(el, h('span', { class: 'muted', text: 'activity not available from this registry' }));
       return;
     }
     const a = st.activity?.sandboxes?.[name];
     const minutes = Math.round((st.activity?.windowMs || 900000) / 60000);
     if (!a) {
-      el.replaceChildren(h('span', { class: 'muted', text: `no routed traffic reported in ${minutes} min` }));
+      fill(el, h('span', { class: 'muted', text: `no routed traffic reported in ${minutes} min` }));
       return;
     }
-    el.replaceChildren(
+    fill(
+      el,
       ...KINDS.filter((k) => k !== 'routed' || a.total.routed).map((k) =>
         h('span', { 'data-kind': k }, h('span', { class: 'n', text: String(a.total[k]) }), ` ${k}`),
       ),
       sparkline(a.series || [], name),
-      h('span', { class: 'muted', text: `${minutes} min · last ${ago(a.lastAt)}` }),
+      h('span', { class: 'muted when', text: `in the last ${minutes} min · last report ${ago(a.lastAt)}` }),
     );
     el.title = Object.entries(a.services)
       .map(([svc, c]) => `${svc}: ${KINDS.map((k) => `${c[k]} ${k}`).join(', ')}`)
@@ -545,7 +553,7 @@
   const sandboxCards = new Map();
   const groupCards = new Map();
 
-  function reconcile(host, cache, items, idOf, make, versionOf, fill, after) {
+  function reconcile(host, cache, items, idOf, make, versionOf, refill, after) {
     const seen = new Set();
     let prev = null;
     for (const item of items) {
@@ -558,7 +566,7 @@
       }
       const v = versionOf(item);
       if (card.dataset.version !== v) {
-        fill(card, item);
+        refill(card, item);
         card.dataset.version = v;
       }
       after?.(card, item);
@@ -580,7 +588,8 @@
       for (const svc of Object.keys(m.overrides || {}))
         svcCount.set(svc, [...(svcCount.get(svc) || []), m.name]);
     const overlaps = [...svcCount].filter(([, names]) => names.length > 1);
-    card.replaceChildren(
+    fill(
+      card,
       h(
         'div',
         { class: 'head' },
@@ -591,8 +600,11 @@
       keyLine(g.key),
       h(
         'div',
-        { class: 'muted' },
-        `selects sandboxes with ${g.match.mode === 'any' ? 'any of' : 'all of'} `,
+        { class: 'labels' },
+        h('span', {
+          class: 'muted',
+          text: `selects live sandboxes labelled (${g.match.mode === 'any' ? 'any' : 'all'})`,
+        }),
         labelChips(g.match.labels),
       ),
       h(
@@ -628,7 +640,8 @@
     const host = $('#map');
     const services = knownServices(sbs);
     if (!services.length) {
-      host.replaceChildren(
+      fill(
+        host,
         h('p', {
           class: 'hint',
           text: 'No services known yet. Services appear when a sandbox overrides one or an SDK reports activity; pin the baseline with ?services=gateway,orders,payments.',
@@ -788,7 +801,8 @@
       );
       svg.append(grp);
     });
-    host.replaceChildren(
+    fill(
+      host,
       svg,
       h('p', {
         class: 'hint',
@@ -839,7 +853,8 @@
       .sort((a, b) => b.deletedAt - a.deletedAt)
       .slice(0, 20);
     $('#deleted').hidden = dead.length === 0;
-    $('#deleted ul').replaceChildren(
+    fill(
+      $('#deleted ul'),
       ...dead.map((x) =>
         h(
           'li',
