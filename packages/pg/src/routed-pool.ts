@@ -40,6 +40,12 @@ export interface RoutedPoolOptions extends PoolConfig {
    * whose `from` is `source`). Return undefined for "no database of its own".
    */
   resolveDatabase?: (sandbox: SandboxSpec) => string | undefined;
+  /**
+   * In a sandbox workload, how long queries wait for the first route table (which says whether
+   * the sandbox has a database) before going to the baseline. Baseline processes never wait.
+   * Default 5000 ms.
+   */
+  routesTimeoutMs?: number;
 }
 
 export interface PoolCounts {
@@ -100,10 +106,22 @@ export class RoutedPool extends EventEmitter {
   private ownDb: string | undefined;
   private readonly unsubscribe: () => void;
   private ended = false;
+  /** Set while a sandbox workload waits for its first route table. */
+  private holding: Promise<void> | undefined;
 
   constructor(options: RoutedPoolOptions = {}) {
     super();
-    const { runtime, service, sandbox, source, prefix, sandboxMax, resolveDatabase, ...poolConfig } = options;
+    const {
+      runtime,
+      service,
+      sandbox,
+      source,
+      prefix,
+      sandboxMax,
+      resolveDatabase,
+      routesTimeoutMs,
+      ...poolConfig
+    } = options;
     this.poolConfig = poolConfig;
     this.prefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
     if (sandboxMax !== undefined && (!Number.isInteger(sandboxMax) || sandboxMax < 1))
@@ -128,6 +146,19 @@ export class RoutedPool extends EventEmitter {
     const routes = rt.routes;
     if (routes.table) this.apply(routes.table);
     this.unsubscribe = routes.subscribe((t) => this.apply(t));
+    if (!routes.table && this.sandbox !== undefined) {
+      // A sandbox workload must not write its schema changes to the baseline just because the
+      // route table has not arrived yet: its queries wait for it (bounded).
+      const wait = routesTimeoutMs ?? 5000;
+      this.holding = routes.ready(wait).then((t) => {
+        this.holding = undefined;
+        if (!t)
+          logger().warn('branchline pg: no route table yet; sandbox queries go to the baseline database', {
+            sandbox: this.sandbox,
+            waitedMs: wait,
+          });
+      });
+    }
   }
 
   /** The database a query would use now for `key` (default: the active context's key). */
@@ -175,6 +206,8 @@ export class RoutedPool extends EventEmitter {
     callback: QueryCallback<R>,
   ): void;
   query(a: unknown, b?: unknown, c?: unknown): unknown {
+    if (this.holding !== undefined)
+      return this.holding.then(() => this.query(a as string, b as never, c as never));
     return (this.pick() as unknown as { query(a: unknown, b: unknown, c: unknown): unknown }).query(a, b, c);
   }
 
@@ -194,6 +227,7 @@ export class RoutedPool extends EventEmitter {
       done: (release?: unknown) => void,
     ) => void,
   ): unknown {
+    if (this.holding !== undefined) return this.holding.then(() => this.connect(callback as never));
     const pool = this.pick();
     return callback ? pool.connect(callback as Parameters<Pool['connect']>[0] & object) : pool.connect();
   }

@@ -175,6 +175,18 @@ describe('routed pool', () => {
     client.release();
   });
 
+  it('makes a sandbox workload wait for the first route table instead of querying the baseline', async () => {
+    const source = new StaticRouteSource();
+    const pool = routed(source, { sandbox: 'sb-b' });
+    const early = currentDb(pool);
+    const client = pool.connect();
+    source.update({ sandboxes: [sandbox('sb-b', { resources: ordersDb() })] });
+    expect(await early).toBe(dbB);
+    const c = await client;
+    expect((await c.query('SELECT current_database() AS db')).rows[0].db).toBe(dbB);
+    c.release();
+  });
+
   it('survives its sandbox database being dropped under idle connections', async () => {
     const tmp = await dbs.provision({ sandbox: 'sb-tmp', source: names.baseline });
     const source = new StaticRouteSource({ sandboxes: [sandbox('sb-tmp', { resources: ordersDb() })] });
