@@ -77,6 +77,8 @@ const sleep = (ms: number) =>
     t.unref?.();
   });
 
+const PROCESS: MessageDecision = { action: 'process', owner: undefined };
+
 const tp = (topic: string, partition: number) => `${topic}:${partition}`;
 
 /** The message's time: its Kafka timestamp (CreateTime or LogAppendTime), ms. */
@@ -166,6 +168,73 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
       for (const p of t.partitions) committed.set(tp(t.topic, p.partition), p.offset);
   });
 
+  // ---- reading keys (hot path) ------------------------------------------------------------
+
+  // Producers repeat the same few baggage values, so a value's key is parsed once and cached
+  // (bounded). Only the plain `baggage` source is cached; alias configurations read every time.
+  const cacheable = keys.sources.length === 1;
+  const keyCache = new Map<string, string | undefined>();
+  const recent: { bytes: Buffer; key: string | undefined }[] = [];
+  let recentNext = 0;
+
+  function keyOf(headers: KafkaMessage['headers']): string | undefined {
+    if (!cacheable || !headers) return keys.read(headers, kafkaHeadersGetter);
+    const v = headers.baggage;
+    let raw: string;
+    if (typeof v === 'string') raw = v;
+    else if (Buffer.isBuffer(v)) {
+      // Most messages repeat one of a few values: compare bytes before decoding a string.
+      for (let i = 0; i < recent.length; i++) {
+        const r = recent[i]!;
+        if (r.bytes.length === v.length && r.bytes.equals(v)) return r.key;
+      }
+      raw = v.toString('utf8');
+      const key = keyOfRaw(raw);
+      if (key !== undefined || raw.indexOf(keys.baggageKey) === -1) {
+        recent[recentNext] = { bytes: Buffer.from(v), key };
+        recentNext = (recentNext + 1) % 8;
+      }
+      return key;
+    } else if (v === undefined) {
+      for (const k in headers)
+        if (k.length === 7 && k.toLowerCase() === 'baggage') return keys.read(headers, kafkaHeadersGetter);
+      return undefined;
+    } else return keys.read(headers, kafkaHeadersGetter); // repeated header: arrays
+    return keyOfRaw(raw);
+  }
+
+  function keyOfRaw(raw: string): string | undefined {
+    const hit = keyCache.get(raw);
+    if (hit !== undefined || keyCache.has(raw)) return hit;
+    const key = keys.read({ baggage: raw }, kafkaHeadersGetter);
+    // An absent key is cached only when the member name does not occur at all, so an invalid
+    // key is still counted (and warned about) each time it is seen.
+    if (key !== undefined || raw.indexOf(keys.baggageKey) === -1) {
+      if (keyCache.size >= 1024) keyCache.clear();
+      keyCache.set(raw, key);
+    }
+    return key;
+  }
+
+  // Contexts are immutable: the one for (base context, key) is built once and reused.
+  let ctxBase: Context | undefined;
+  const ctxCache = new Map<string | undefined, Context>();
+
+  function contextFor(key: string | undefined): Context {
+    const base = activeContext();
+    if (base !== ctxBase) {
+      ctxBase = base;
+      ctxCache.clear();
+    }
+    let ctx = ctxCache.get(key);
+    if (ctx === undefined) {
+      ctx = contextWithRoutingKey(base, key);
+      if (ctxCache.size >= 1024) ctxCache.clear();
+      ctxCache.set(key, ctx);
+    }
+    return ctx;
+  }
+
   // ---- decisions -------------------------------------------------------------------------
 
   function decide(key: string | undefined, at: number | undefined): MessageDecision {
@@ -187,10 +256,11 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
     message: KafkaMessage,
     key: string | undefined,
     heartbeat: () => Promise<void>,
+    first: MessageDecision & { action: 'wait' },
   ): Promise<MessageDecision> {
     const at = timeOf(message);
-    let d = decide(key, at);
-    if (d.action !== 'wait') return d;
+    let d: MessageDecision = first;
+    let reason = first.reason;
     stats.held++;
     counters.messagesHeld++;
     const deadline = Date.now() + holdTimeoutMs;
@@ -203,22 +273,19 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
             topic,
             partition,
             offset: message.offset,
-            reason: d.reason,
+            reason,
           });
           return fallback(key);
         }
-        throw new HoldTimeoutError(d.reason, topic, partition, message.offset, holdTimeoutMs);
+        throw new HoldTimeoutError(reason, topic, partition, message.offset, holdTimeoutMs);
       }
       await Promise.race([changed, sleep(Math.min(left, 1000))]);
       if (stopping) throw new HoldAbandoned();
       await heartbeat();
       d = decide(key, at);
       if (d.action !== 'wait') return d;
+      reason = d.reason;
     }
-  }
-
-  function contextFor(key: string | undefined): Context {
-    return contextWithRoutingKey(activeContext(), key);
   }
 
   // ---- handlers --------------------------------------------------------------------------
@@ -226,14 +293,16 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
   function wrapEachMessage(handler: (p: EachMessagePayload) => Promise<void>) {
     return async (payload: EachMessagePayload): Promise<void> => {
       const { message } = payload;
-      const key = keys.read(message.headers, kafkaHeadersGetter);
+      const key = keyOf(message.headers);
       // Hot path: a baseline consumer and a message without a key — nothing to decide.
       if (key === undefined && sandbox === undefined) {
         stats.processed++;
         counters.messagesProcessed++;
         return handler(payload);
       }
-      const d = await settle(payload.topic, payload.partition, message, key, payload.heartbeat);
+      let d = decide(key, timeOf(message));
+      if (d.action === 'wait')
+        d = await settle(payload.topic, payload.partition, message, key, payload.heartbeat, d);
       if (d.action !== 'process') {
         stats.skipped++;
         counters.messagesSkipped++;
@@ -251,11 +320,9 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
       const owned: KafkaMessage[] = [];
       const ownedKeys = new Map<KafkaMessage, string | undefined>();
       for (const m of batch.messages) {
-        const key = keys.read(m.headers, kafkaHeadersGetter);
-        const d =
-          key === undefined && sandbox === undefined
-            ? ({ action: 'process', owner: undefined } as const)
-            : await settle(batch.topic, batch.partition, m, key, payload.heartbeat);
+        const key = keyOf(m.headers);
+        let d = key === undefined && sandbox === undefined ? PROCESS : decide(key, timeOf(m));
+        if (d.action === 'wait') d = await settle(batch.topic, batch.partition, m, key, payload.heartbeat, d);
         if (d.action === 'process') {
           owned.push(m);
           ownedKeys.set(m, key);
@@ -280,9 +347,7 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
       };
       const runInMessageContext = <R>(message: KafkaMessage, fn: () => R): R =>
         runInContext(
-          contextFor(
-            ownedKeys.has(message) ? ownedKeys.get(message) : keys.read(message.headers, kafkaHeadersGetter),
-          ),
+          contextFor(ownedKeys.has(message) ? ownedKeys.get(message) : keyOf(message.headers)),
           fn,
         );
       // The handler sees only owned messages; the batch's own methods (lastOffset, offsetLag)

@@ -1,0 +1,233 @@
+// Consumer throughput of a plain kafkajs consumer vs Branchline's selective consumer on the same
+// topics in the same run (every message for the baseline; half of them skipped), and producer
+// overhead of instrumentProducer. Target (issue #5): the selective consumer at >= 95% of plain.
+// Needs the broker: `bash scripts/kafka.sh start` (this script starts it when it is down).
+
+import { execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { withRoutingKey } from '@branchline/core';
+import { createSelectiveConsumer, instrumentProducer } from '@branchline/kafkajs';
+import { Kafka, logLevel } from 'kafkajs';
+import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
+
+process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const N = Number(process.env.BENCH_KAFKA_MESSAGES ?? 100_000);
+const ROUNDS = Number(process.env.BENCH_KAFKA_ROUNDS ?? 3);
+const SEND_BATCH = 100;
+const PRODUCER_MESSAGES = 20_000;
+
+const up = await new Promise((resolve) => {
+  const s = connect({ host: '127.0.0.1', port: 9092 });
+  s.once('connect', () => resolve(s.destroy() || true));
+  s.once('error', () => resolve(false));
+});
+if (!up) execFileSync('bash', [join(root, 'scripts', 'kafka.sh'), 'start'], { stdio: 'inherit' });
+
+const kafka = new Kafka({ clientId: 'bench', brokers: ['127.0.0.1:9092'], logLevel: logLevel.NOTHING });
+const admin = kafka.admin();
+await admin.connect();
+const run = `${Date.now().toString(36)}`;
+const topics = { all: `bench-all-${run}`, half: `bench-half-${run}`, producer: `bench-producer-${run}` };
+await admin.createTopics({
+  waitForLeaders: true,
+  topics: Object.values(topics).map((topic) => ({
+    topic,
+    numPartitions: 3,
+    configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }],
+  })),
+});
+
+// The route table: sandbox pr-1 overrides "orders"; key "nobody" has no rule.
+const routes = {
+  sandboxes: [
+    {
+      name: 'pr-1',
+      key: 'pr-1',
+      overrides: { orders: { http: 'http://127.0.0.1:1' } },
+      createdAt: 0,
+      history: { orders: [{ from: 0 }] },
+    },
+  ],
+};
+
+// ---- fill the topics -------------------------------------------------------------------------
+const filler = kafka.producer();
+await filler.connect();
+const value = 'x'.repeat(100);
+async function fill(topic, keyOf) {
+  for (let i = 0; i < N; i += 1000) {
+    const messages = [];
+    for (let j = i; j < Math.min(N, i + 1000); j++) {
+      const key = keyOf(j);
+      messages.push({ key: String(j), value, headers: key ? { baggage: `branchline=${key}` } : {} });
+    }
+    await filler.send({ topic, messages, acks: 1 });
+  }
+}
+// Every message carries a key, so the selective consumer decides every one of them.
+await fill(topics.all, (i) => (i % 2 ? 'nobody' : 'other'));
+await fill(topics.half, (i) => (i % 2 ? 'pr-1' : 'nobody'));
+await filler.disconnect();
+
+// ---- consumers -------------------------------------------------------------------------------
+/**
+ * Reads the whole topic from the beginning. Both kinds are timed by the same kafkajs events:
+ * from the start of the first batch to the end of the batch that completes the topic.
+ */
+async function consume(kind, topic, mode) {
+  const groupId = `bench-${kind}-${mode}-${Math.random().toString(36).slice(2)}`;
+  const tuning = { groupId, maxWaitTimeInMs: 100 };
+  const consumer =
+    kind === 'plain'
+      ? kafka.consumer(tuning)
+      : createSelectiveConsumer(kafka, { ...tuning, service: 'orders', routes });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  let handled = 0;
+  let first = 0;
+  let last = 0;
+  let done;
+  const finished = new Promise((r) => {
+    done = r;
+  });
+  // Skipped messages never reach the handler: count the selective consumer's decisions.
+  const decided = () => (kind === 'plain' ? handled : consumer.stats.processed + consumer.stats.skipped);
+  consumer.on(consumer.events.START_BATCH_PROCESS, () => {
+    if (!first) first = performance.now();
+  });
+  consumer.on(consumer.events.END_BATCH_PROCESS, () => {
+    if (!last && decided() >= N) {
+      last = performance.now();
+      done();
+    }
+  });
+  if (mode === 'eachMessage') {
+    await consumer.run({
+      eachMessage: async () => {
+        handled++;
+      },
+    });
+  } else {
+    await consumer.run({
+      eachBatch: async ({ batch }) => {
+        for (const _m of batch.messages) handled++;
+      },
+    });
+  }
+  await finished;
+  await consumer.disconnect();
+  return { rate: N / ((last - first) / 1000), handled };
+}
+
+const consumerRows = [];
+const consumerResults = {};
+for (const mode of ['eachMessage', 'eachBatch']) {
+  for (const [label, topic] of [
+    ['all for baseline', topics.all],
+    ['half skipped', topics.half],
+  ]) {
+    const plain = [];
+    const selective = [];
+    let handled = 0;
+    for (let r = 0; r < ROUNDS; r++) {
+      // Alternate the order so neither always runs on a warmer broker cache.
+      if (r % 2 === 0) {
+        plain.push((await consume('plain', topic, mode)).rate);
+        const s = await consume('selective', topic, mode);
+        selective.push(s.rate);
+        handled = s.handled;
+      } else {
+        const s = await consume('selective', topic, mode);
+        selective.push(s.rate);
+        handled = s.handled;
+        plain.push((await consume('plain', topic, mode)).rate);
+      }
+    }
+    plain.sort((a, b) => a - b);
+    selective.sort((a, b) => a - b);
+    const p = percentile(plain, 50);
+    const s = percentile(selective, 50);
+    consumerResults[`${mode} / ${label}`] = {
+      plainMsgsPerSec: p,
+      selectiveMsgsPerSec: s,
+      ratio: s / p,
+      handled,
+    };
+    consumerRows.push({
+      handler: mode,
+      messages: label,
+      'plain msg/s': fmt(p, 0),
+      'selective msg/s': fmt(s, 0),
+      'selective/plain': fmt(s / p, 3),
+      'handler calls': `${handled}/${N}`,
+    });
+  }
+}
+
+// ---- producer --------------------------------------------------------------------------------
+async function produceRate(producer, key) {
+  const start = performance.now();
+  const send = async () => {
+    for (let i = 0; i < PRODUCER_MESSAGES; i += SEND_BATCH) {
+      const messages = [];
+      for (let j = 0; j < SEND_BATCH; j++) messages.push({ key: String(i + j), value, headers: { a: 'b' } });
+      await producer.send({ topic: topics.producer, messages, acks: 1 });
+    }
+  };
+  await (key ? withRoutingKey(key, send) : send());
+  return PRODUCER_MESSAGES / ((performance.now() - start) / 1000);
+}
+const plainProducer = kafka.producer();
+const instrumented = instrumentProducer(kafka.producer());
+await plainProducer.connect();
+await instrumented.connect();
+const prod = { plain: [], noKey: [], withKey: [] };
+await produceRate(plainProducer); // warm-up
+await produceRate(instrumented, 'pr-1');
+for (let r = 0; r < ROUNDS; r++) {
+  prod.plain.push(await produceRate(plainProducer));
+  prod.noKey.push(await produceRate(instrumented));
+  prod.withKey.push(await produceRate(instrumented, 'pr-1'));
+}
+await plainProducer.disconnect();
+await instrumented.disconnect();
+for (const k of Object.keys(prod)) prod[k].sort((a, b) => a - b);
+const pp = percentile(prod.plain, 50);
+const pn = percentile(prod.noKey, 50);
+const pk = percentile(prod.withKey, 50);
+const producerRows = [
+  { producer: 'plain kafkajs', 'msg/s': fmt(pp, 0), 'vs plain': '1.000' },
+  { producer: 'instrumented, no key in context', 'msg/s': fmt(pn, 0), 'vs plain': fmt(pn / pp, 3) },
+  { producer: 'instrumented, key in context', 'msg/s': fmt(pk, 0), 'vs plain': fmt(pk / pp, 3) },
+];
+
+await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
+await admin.disconnect();
+
+printTable(
+  `consumer throughput, ${N} messages x 3 partitions, median of ${ROUNDS} (target selective/plain >= 0.95)`,
+  consumerRows,
+);
+printTable(
+  `producer throughput, ${PRODUCER_MESSAGES} messages in sends of ${SEND_BATCH}, median of ${ROUNDS}`,
+  producerRows,
+);
+const worst = Math.min(...Object.values(consumerResults).map((r) => r.ratio));
+console.log(`\nworst consumer ratio ${fmt(worst, 3)} (${worst >= 0.95 ? 'meets' : 'BELOW'} the 0.95 target)`);
+saveResults('kafka', {
+  messages: N,
+  rounds: ROUNDS,
+  consumer: consumerResults,
+  producer: {
+    plainMsgsPerSec: pp,
+    instrumentedNoKeyMsgsPerSec: pn,
+    instrumentedWithKeyMsgsPerSec: pk,
+    ratioNoKey: pn / pp,
+    ratioWithKey: pk / pp,
+  },
+  worstConsumerRatio: worst,
+  note: 'measured on a shared 2-core machine while other jobs ran; broker on the same machine',
+});
