@@ -20,13 +20,14 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqp
 import { RETURNED_HEADER, TIME_HEADER } from './headers.js';
 import {
   ConfirmedMover,
+  declareSandboxQueue,
   errorCode,
   movedHeaders,
   quiet,
   removeSandboxQueue,
   restoreOriginal,
+  SANDBOX_EXCHANGE,
   sandboxQueueName,
-  sandboxQueueOptions,
   sleep,
 } from './queues.js';
 import type {
@@ -39,6 +40,10 @@ import type {
 type Headers = Record<string, unknown> | undefined;
 const headersGetter = bufferTextMapGetter as CarrierGetter<Headers>;
 const noop = () => {};
+const TRACE = process.env.BRANCHLINE_AMQP_TRACE === '1';
+function trace(event: string, msg: ConsumeMessage | undefined, fields: Record<string, unknown>): void {
+  if (TRACE) logger().info(`branchline-trace ${event}`, { id: msg?.properties.messageId, ...fields });
+}
 
 /** One connection's worth of state; replaced on every reconnect. */
 interface Session {
@@ -280,7 +285,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
         session.mover = new ConfirmedMover(pub as ConfirmChannel);
       } else if (!this.everConsumed) {
         // The sandbox's workload starts while its sandbox lives: create its queue.
-        await channel.assertQueue(this.queue, sandboxQueueOptions(this.options.sandboxQueueArguments));
+        await declareSandboxQueue(channel, this.queue, this.options.sandboxQueueArguments);
       } else {
         // After a drop, only resume: a missing queue means the sandbox was deleted meanwhile,
         // and re-creating it would leave a queue nobody cleans up.
@@ -305,6 +310,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
       throw err;
     }
     if (this.closing) {
+      await channel.close().catch(noop);
       end();
       return session;
     }
@@ -318,6 +324,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
   }
 
   private async stop(reason: string | undefined): Promise<void> {
+    trace('stop', undefined, { queue: this.queue, reason, closing: this.closing });
     if (this.closing) {
       await this.loop;
       return;
@@ -330,11 +337,16 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
     const s = this.session;
     if (s?.open && s.consumerTag) await s.channel.cancel(s.consumerTag).catch(noop);
     // Let running handlers and moves finish so their acks reach the broker.
-    for (let i = 0; i < 400 && (this.handlersInFlight > 0 || this.movesInFlight() > 0); i++) await sleep(10);
+    const deadline = Date.now() + (this.options.closeTimeoutMs ?? 10_000);
+    while ((this.handlersInFlight > 0 || this.movesInFlight() > 0) && Date.now() < deadline) await sleep(10);
     await Promise.race([this.cleanupsSettled(), sleep(15_000)]);
     for (const h of this.held) if (h.session.open) h.session.channel.nack(h.msg, false, true);
     this.held = [];
     if (s?.open) {
+      // Close the channel first: its close frame follows our acks on the same channel, whereas
+      // a connection close could overtake acks still buffered on another channel (amqplib
+      // multiplexes channels), and the broker would redeliver messages already processed.
+      await s.channel.close().catch(noop);
       s.end();
       await s.model.close().catch(noop);
     }
@@ -359,6 +371,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
 
   private onDelivery(session: Session, msg: ConsumeMessage | null): void {
     if (msg === null) {
+      trace('cancelled-by-broker', undefined, { queue: this.queue });
       // The broker cancelled us: the queue was deleted.
       if (this.sandbox !== undefined) void this.stop('sandbox-queue-deleted');
       else session.model.close().catch(noop);
@@ -440,11 +453,12 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
     try {
       let declared = session.declared.get(queue);
       if (!declared) {
-        declared = mover.channel.assertQueue(queue, sandboxQueueOptions(this.options.sandboxQueueArguments));
+        declared = declareSandboxQueue(mover.channel, queue, this.options.sandboxQueueArguments);
         session.declared.set(queue, declared);
       }
       await declared;
-      const result = await mover.send(queue, msg, movedHeaders(msg, this.baselineQueue));
+      const result = await mover.send(SANDBOX_EXCHANGE, queue, msg, movedHeaders(msg, this.baselineQueue));
+      trace('move', msg, { queue, result, open: session.open, redelivered: msg.fields.redelivered });
       if (!session.open) return; // the original is redelivered; the copy carries no mark, see docs
       if (result === 'routed') {
         session.channel.ack(msg);
@@ -456,6 +470,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
         this.process(session, msg, key);
       }
     } catch (err) {
+      trace('move-failed', msg, { queue, err: String(err) });
       session.declared.delete(queue);
       if (session.open) {
         logger().warn('branchline: could not move a message to its sandbox queue; requeueing it', {
@@ -494,6 +509,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
   }
 
   private process(session: Session, msg: ConsumeMessage, key: string | undefined): void {
+    trace('process', msg, { queue: this.queue, open: session.open });
     this.stats.processed++;
     counters.messagesProcessed++;
     this.handlersInFlight++;

@@ -30,6 +30,25 @@ export function sandboxQueueOptions(args?: Record<string, unknown>): Options.Ass
   return args ? { durable: true, arguments: args } : { durable: true };
 }
 
+/**
+ * The direct exchange baseline consumers move messages through; each sandbox queue is bound to
+ * it under its own name. A cleanup unbinds the queue before draining it, so a replica with an
+ * older view that still moves a message gets it back (mandatory return) instead of racing the
+ * queue's deletion: a message routed to a queue as it is being deleted would be confirmed and lost.
+ */
+export const SANDBOX_EXCHANGE = 'branchline.sandbox';
+
+/** Declares a sandbox queue and its binding (idempotent). */
+export async function declareSandboxQueue(
+  ch: Channel,
+  queue: string,
+  args?: Record<string, unknown>,
+): Promise<void> {
+  await ch.assertExchange(SANDBOX_EXCHANGE, 'direct', { durable: true });
+  await ch.assertQueue(queue, sandboxQueueOptions(args));
+  await ch.bindQueue(queue, SANDBOX_EXCHANGE, queue);
+}
+
 export function errorCode(err: unknown): number | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'number' ? code : undefined;
@@ -38,6 +57,7 @@ export function errorCode(err: unknown): number | undefined {
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
 
 const noop = () => {};
+const TRACE = process.env.BRANCHLINE_AMQP_TRACE === '1';
 
 /** A channel whose server-side errors are logged instead of crashing the process (amqplib throws on an unheard 'error'). */
 export function quiet<C extends Channel>(ch: C): C {
@@ -81,12 +101,17 @@ export class ConfirmedMover {
     });
   }
 
-  send(queue: string, msg: Message, headers: Record<string, unknown>): Promise<'routed' | 'returned'> {
+  send(
+    exchange: string,
+    routingKey: string,
+    msg: Message,
+    headers: Record<string, unknown>,
+  ): Promise<'routed' | 'returned'> {
     const id = this.prefix + ++this.seq;
     headers[MOVE_ID_HEADER] = id;
     return new Promise((resolve, reject) => {
       try {
-        this.channel.publish('', queue, msg.content, copyProperties(msg, headers), (err) => {
+        this.channel.publish(exchange, routingKey, msg.content, copyProperties(msg, headers), (err) => {
           const wasReturned = this.returned.delete(id);
           if (err)
             reject(err instanceof Error ? err : new Error(`broker refused the message (${String(err)})`));
@@ -178,6 +203,7 @@ async function drainOnce(
   sandbox: string,
 ): Promise<number | undefined> {
   if (!(await queueExists(model, sandboxQueue))) return undefined;
+  if (!(await unbind(model, sandboxQueue))) return undefined;
   const ch = quiet(await model.createConfirmChannel());
   const probe = quiet(await model.createChannel());
   let inflight = 0;
@@ -187,31 +213,40 @@ async function drainOnce(
   try {
     await ch.prefetch(200);
     const mover = new ConfirmedMover(ch);
-    const ok = await ch.consume(sandboxQueue, (m) => {
-      if (!m) return;
-      inflight++;
-      mover
-        .send(baseline, m, returnedHeaders(m, sandbox))
-        .then(
-          (r) => {
-            if (r === 'routed') {
-              ch.ack(m);
-              moved++;
-            } else {
-              ch.nack(m, false, true);
-              failure ??= new Error(
-                `branchline: cannot return messages of sandbox ${sandbox}: the baseline queue "${baseline}" does not exist; declare it, then run the cleanup again`,
-              );
-            }
-          },
-          (err) => {
-            failure ??= err;
-          },
-        )
-        .finally(() => {
-          inflight--;
-        });
-    });
+    const consumeForReturn = () =>
+      ch.consume(sandboxQueue, (m) => {
+        if (!m) return;
+        inflight++;
+        mover
+          .send('', baseline, m, returnedHeaders(m, sandbox))
+          .then(
+            (r) => {
+              if (r === 'routed') {
+                ch.ack(m);
+                moved++;
+              } else {
+                ch.nack(m, false, true);
+                failure ??= new Error(
+                  `branchline: cannot return messages of sandbox ${sandbox}: the baseline queue "${baseline}" does not exist; declare it, then run the cleanup again`,
+                );
+              }
+            },
+            (err) => {
+              failure ??= err;
+            },
+          )
+          .finally(() => {
+            inflight--;
+          });
+      });
+    let ok: { consumerTag: string };
+    try {
+      ok = await consumeForReturn();
+    } catch (err) {
+      // Another process removed the queue between our check and our consume: nothing to do.
+      if (errorCode(err) === 404) return undefined;
+      throw err;
+    }
     tag = ok.consumerTag;
     for (;;) {
       if (failure) break;
@@ -231,13 +266,30 @@ async function drainOnce(
   }
 }
 
+/** Stops new moves into a sandbox queue; false when the queue is gone. */
+async function unbind(model: ChannelModel, queue: string): Promise<boolean> {
+  const ch = quiet(await model.createChannel());
+  try {
+    await ch.unbindQueue(queue, SANDBOX_EXCHANGE, queue);
+    return true;
+  } catch (err) {
+    // 404: the queue is gone (or the exchange never existed, in which case nothing moves there).
+    if (errorCode(err) === 404) return (await queueExists(model, queue)) !== undefined;
+    throw err;
+  } finally {
+    await closeQuietly(ch);
+  }
+}
+
 /** Deletes the queue only if nothing is waiting and nobody consumes it. */
 async function deleteIfIdle(model: ChannelModel, queue: string): Promise<'deleted' | 'busy'> {
   const ch = quiet(await model.createChannel());
   try {
-    await ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true });
+    const r = await ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true });
+    if (TRACE) logger().info('branchline-trace delete', { queue, r });
     return 'deleted';
   } catch (err) {
+    if (TRACE) logger().info('branchline-trace delete-refused', { queue, err: String(err) });
     if (errorCode(err) === 406) return 'busy';
     throw err;
   } finally {

@@ -66,6 +66,8 @@ export interface SelectiveConsumerOptions {
    * cover yet (or before the first sync). After that it is requeued and counted. Default 30000.
    */
   holdTimeoutMs?: number;
+  /** How long `close()` (or a sandbox consumer ending) waits for running handlers, ms. Default 10000. */
+  closeTimeoutMs?: number;
   /** Backoff for reconnecting after the connection drops. */
   reconnect?: ReconnectOptions;
   /** Extra `x-arguments` for sandbox queues (for example `{ 'x-queue-type': 'quorum' }`). */
