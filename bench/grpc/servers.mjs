@@ -57,6 +57,7 @@ if (role === 'throughput') {
   console.error(`unknown role ${role}`);
   process.exit(2);
 }
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(0));
 // The parent asks for this process's CPU time to attribute server-side cost per call.
 process.on('message', (m) => {
   if (m === 'cpu') process.send({ cpu: process.cpuUsage() });

@@ -36,6 +36,17 @@ type InterceptingServerListener = Parameters<ServerInterceptingCallInterface['st
 
 export const callKeys = new WeakMap<Metadata, string>();
 
+/**
+ * Channels that relay calls: no retries (the caller owns its retry policy, and buffering every
+ * message for a retry that never comes costs time), and no message-size limit of their own
+ * (the baseline's server limits and the caller's still apply).
+ */
+const RELAY_CHANNEL_OPTIONS = {
+  'grpc.enable_retries': 0,
+  'grpc.max_receive_message_length': -1,
+  'grpc.max_send_message_length': -1,
+};
+
 /** Everything a call needs, resolved once per interceptor. */
 export class ServerRouting {
   readonly runtime: BranchlineRuntime;
@@ -66,7 +77,7 @@ export class ServerRouting {
       service,
       this.runtime.routes,
       this.options.credentials ?? grpcCredentials.createInsecure(),
-      this.options.channelOptions ?? {},
+      { ...RELAY_CHANNEL_OPTIONS, ...this.options.channelOptions },
     );
     return this.pool;
   }
