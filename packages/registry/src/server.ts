@@ -418,6 +418,15 @@ export class RegistryServer {
           'key_taken',
           `key ${JSON.stringify(key)} is already used by ${holder}; pick another --key`,
         );
+      for (const [rname, prior] of Object.entries(old?.resources ?? {})) {
+        const next = body.resources[rname];
+        if (!next || next.type !== prior.type || JSON.stringify(next.spec) !== JSON.stringify(prior.spec))
+          throw new RegistryError(
+            409,
+            'resource_change',
+            `resources.${rname}: a live sandbox's resources cannot be removed or changed (they hold data); delete the sandbox and create it again`,
+          );
+      }
       const announced = old?.announced ?? {};
       const overrides = effectiveOverrides(body.overrides, announced);
       const resources: Record<string, ResourceState> = {};
@@ -868,7 +877,7 @@ export class RegistryServer {
       if (resource === 'watch' && method === 'GET') {
         route = 'watch';
         this.authorize(req, 'read');
-        return this.watch(req, res, url);
+        return await this.watch(req, res, url);
       }
       if (resource === 'activity' && name === undefined && (method === 'GET' || method === 'POST')) {
         route = 'activity';
@@ -1037,9 +1046,17 @@ export class RegistryServer {
     return { revision: this.state.revision, rules, conflicts: table.conflicts };
   }
 
-  private watch(req: IncomingMessage, res: ServerResponse, url: URL): void {
+  private async watch(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const sinceText = url.searchParams.get('since') ?? req.headers['last-event-id'];
     const since = typeof sinceText === 'string' && /^\d+$/.test(sinceText) ? Number(sinceText) : undefined;
+    // A client coming from a replica that is further along: catch up first rather than send it
+    // an older snapshot (its completeUntil may already cover changes this replica lacks).
+    if (since !== undefined && since > this.state.revision)
+      await this.mutex
+        .run(async () => {
+          for (const c of await this.store.changesSince(this.state.revision)) this.applyCommitted(c);
+        })
+        .catch(() => undefined);
     res.writeHead(200, SSE_HEADERS);
     res.socket?.setNoDelay(true);
     res.socket?.setKeepAlive(true, 10_000);
