@@ -5,6 +5,7 @@ import {
   counters,
   decideIncoming,
   defaultRuntime,
+  getBaggageKey,
   grpcMetadataGetter,
   type KeyReader,
   RouteTable,
@@ -21,7 +22,7 @@ import {
   type ServerMethodDefinition,
   status,
 } from '@grpc/grpc-js';
-import type { Context } from '@opentelemetry/api';
+import { type Context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { ChannelPool } from './channel-pool.js';
 import { ForwardedCall } from './forward.js';
 import { isForwarded } from './metadata.js';
@@ -92,6 +93,28 @@ export class ServerRouting {
   }
 }
 
+const rootContexts = new Map<string, Context>();
+const MAX_CACHED_CONTEXTS = 1024;
+
+/**
+ * The context a call with `key` runs in. Calls arrive in the root context, and a context is
+ * immutable, so the root-plus-key context is built once per key (bounded: keys come from
+ * callers) instead of copying baggage on every call.
+ */
+function keyContext(key: string): Context {
+  const active = activeContext();
+  if (active !== ROOT_CONTEXT) return contextWithRoutingKey(active, key);
+  // The member name is part of the cache key: a runtime may change it (BRANCHLINE_BAGGAGE_KEY).
+  const cacheKey = `${getBaggageKey()}=${key}`;
+  let ctx = rootContexts.get(cacheKey);
+  if (ctx === undefined) {
+    ctx = contextWithRoutingKey(ROOT_CONTEXT, key);
+    if (rootContexts.size >= MAX_CACHED_CONTEXTS) rootContexts.clear();
+    rootContexts.set(cacheKey, ctx);
+  }
+  return ctx;
+}
+
 /**
  * Sits between grpc-js's call and the handler. It reads the key from the request metadata and
  * either relays the whole call to a sandbox (the handler never runs) or delivers every event to
@@ -160,7 +183,7 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
     }
     if (r.service !== undefined && r.forward && this.routeToSandbox(metadata, key, r.service)) return;
     callKeys.set(metadata, key);
-    const ctx = contextWithRoutingKey(activeContext(), key);
+    const ctx = keyContext(key);
     this.ctx = ctx;
     runInContext(ctx, () => this.listener!.onReceiveMetadata(metadata));
   }
