@@ -47,11 +47,11 @@ export function branchline(options: BranchlineExpressOptions = {}): BranchlineMi
         );
         return;
       }
-      router.forwarder.forward(req, res, route.target, () => router.continueInContext(route, req, res, next));
+      router.forwarder.forward(req, res, route.target, () => router.continueInContext(route, req, next));
       return;
     }
     if (!route.enter) next();
-    else router.continueInContext(route, req, res, next);
+    else router.continueInContext(route, req, next);
   } as BranchlineMiddleware;
   Object.defineProperty(middleware, 'router', { value: router });
   middleware.forwardUpgrades = (server: Server) => router.forwardUpgrades(server);

@@ -79,7 +79,7 @@ const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fasti
       if (route.target !== undefined) {
         router.forwarder.forward(request.raw, reply.raw, route.target, () => {
           (request as WithContext)[kContext] = route.context;
-          router.continueInContext(route, request.raw, reply.raw, next);
+          router.continueInContext(route, request.raw, next, false);
         });
         // `next` is not called: Fastify never handles this request; the sandbox's response is
         // written to reply.raw. On fallback, `next` lets Fastify serve it as usual.
@@ -90,7 +90,7 @@ const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fasti
         return;
       }
       (request as WithContext)[kContext] = route.context;
-      router.continueInContext(route, request.raw, reply.raw, next);
+      router.continueInContext(route, request.raw, next, false);
     },
   );
 

@@ -139,7 +139,8 @@ function relayResponseHeaders(headers: Record<string, string | string[] | undefi
   return out;
 }
 
-function hasBody(req: IncomingMessage): boolean {
+/** Whether a request announces a body (a length other than 0, or chunked). */
+export function hasBody(req: IncomingMessage): boolean {
   const h = req.headers;
   const cl = h['content-length'];
   if (cl !== undefined) return cl !== '0';

@@ -14,8 +14,8 @@ import {
   runInContext,
   warnRateLimited,
 } from '@branchline/core';
-import { type Context, context as otelContext } from '@opentelemetry/api';
-import { type ForwardTarget, SandboxForwarder } from './forward.js';
+import { type Context, context as otelContext, ROOT_CONTEXT } from '@opentelemetry/api';
+import { type ForwardTarget, hasBody, SandboxForwarder } from './forward.js';
 import { type BranchlineRequestInfo, HOP_HEADER, type IncomingRoutingOptions } from './types.js';
 
 /** The outcome of routing one incoming request. */
@@ -81,6 +81,21 @@ export class IncomingRouter {
       );
   }
 
+  // Without OpenTelemetry the active context is the root one, so "root + key" is the same
+  // immutable context for every request with that key: build it once per key.
+  private readonly rootContexts = new Map<string, Context>();
+
+  private contextFor(ctx: Context, key: string): Context {
+    if (ctx !== ROOT_CONTEXT) return contextWithRoutingKey(ctx, key);
+    let c = this.rootContexts.get(key);
+    if (c === undefined) {
+      if (this.rootContexts.size >= 1024) this.rootContexts.clear();
+      c = contextWithRoutingKey(ctx, key);
+      this.rootContexts.set(key, c);
+    }
+    return c;
+  }
+
   /** Routes one request. Without a key this is a context lookup and one header lookup. */
   route(req: IncomingMessage): IncomingRoute {
     const ctx = activeContext();
@@ -93,7 +108,7 @@ export class IncomingRouter {
     }
     const forwarded = req.headers[HOP_HEADER] !== undefined;
     const table = this.runtime.routes.table;
-    const context = fromHeader ? contextWithRoutingKey(ctx, key) : ctx;
+    const context = fromHeader ? this.contextFor(ctx, key) : ctx;
     const enter = fromHeader;
     if (table === undefined || this.service === undefined)
       return { info: { key, sandbox: undefined, forwarded }, target: undefined, context, enter };
@@ -126,18 +141,17 @@ export class IncomingRouter {
   }
 
   /**
-   * Runs `next` for the rest of the request in the route's context, binding the request and
-   * response emitters so that body-parser callbacks (which Node runs in the connection's
-   * context) see the key too.
+   * Runs `next` for the rest of the request in the route's context. When the request has a
+   * body, its emitter is bound too, so body-parser callbacks (which Node runs in the
+   * connection's context, not the request's) still see the key.
    */
-  continueInContext(route: IncomingRoute, req: EventEmitter, res: EventEmitter, next: () => void): void {
+  continueInContext(route: IncomingRoute, req: IncomingMessage, next: () => void, bindBody = true): void {
     const ctx = route.context;
     if (ctx === undefined || !route.enter) {
       next();
       return;
     }
-    bindEmitter(req, ctx);
-    bindEmitter(res, ctx);
+    if (bindBody && hasBody(req)) bindEmitter(req, ctx);
     runInContext(ctx, next);
   }
 

@@ -1,0 +1,313 @@
+// HTTP benchmark (issue #3), one run:
+//  1. plain Express vs Express + Branchline, plain Fastify vs Fastify + Branchline, each with no
+//     key and with a key that routes nowhere. Targets: >= 97% of plain throughput with no key,
+//     >= 95% with an unrouted key.
+//  2. client → baseline → forwarded to sandbox, against client → sandbox directly and the same hop
+//     through nginx (keep-alive upstream), p50/p90/p99 at 1 and 32 connections. Targets: the
+//     forwarding hop adds at most 1.5× the latency nginx's hop adds (p50 and p99), and forwards at
+//     32 connections at least half of nginx's throughput.
+// Servers run in their own processes; autocannon drives them from this one.
+// BENCH_HTTP_SECONDS (default 5) sets each measurement's duration.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { fmt, nsPerOp, printTable, saveResults } from '../lib.mjs';
+import { load } from './load.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const seconds = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
+const children = [];
+let nginxMaster;
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+  nginxMaster?.kill('SIGTERM');
+});
+
+async function freePort() {
+  const srv = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+function start(mode, port, extra = []) {
+  const child = spawn(process.execPath, [join(here, 'servers.mjs'), mode, String(port), ...extra], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, BRANCHLINE_LOG_LEVEL: 'error' },
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('ready')) resolve(`http://127.0.0.1:${port}`);
+    });
+    child.once('exit', (code) => reject(new Error(`${mode} server exited (${code})`)));
+  });
+}
+
+function cannon(url, { connections = 10, headers = {}, duration = seconds } = {}) {
+  return new Promise((resolve, reject) => {
+    autocannon({ url, connections, duration, headers, pipelining: 1 }, (err, r) => {
+      if (err) return reject(err);
+      if (r.non2xx || r.errors) return reject(new Error(`${url}: ${r.non2xx} non-2xx, ${r.errors} errors`));
+      resolve({
+        rps: r.requests.average,
+        p50: r.latency.p50,
+        p90: r.latency.p90,
+        p99: r.latency.p99,
+      });
+    });
+  });
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const KEY = { baggage: 'userid=alice,branchline=other-key' };
+const results = { seconds, frameworks: [], hop: [], targets: {} };
+
+// 1. Framework overhead: alternate plain and Branchline runs to spread the machine's noise.
+const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
+async function overhead(name, plainMode, blMode) {
+  const [plain, bl] = await Promise.all([
+    start(plainMode, await freePort()),
+    start(blMode, await freePort()),
+  ]);
+  for (const [label, headers, target] of [
+    ['no key', {}, 0.97],
+    ['unrouted key', KEY, 0.95],
+  ]) {
+    await cannon(plain, { headers, duration: 1 });
+    await cannon(bl, { headers, duration: 1 });
+    const p = [];
+    const b = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      p.push((await cannon(plain, { headers })).rps);
+      b.push((await cannon(bl, { headers })).rps);
+    }
+    const ratio = median(p.map((x, i) => b[i] / x));
+    const row = {
+      framework: name,
+      request: label,
+      'plain req/s': fmt(median(p), 0),
+      'branchline req/s': fmt(median(b), 0),
+      ratio: fmt(ratio, 3),
+      target: `>= ${target}`,
+      ok: ratio >= target ? 'yes' : 'NO',
+    };
+    results.frameworks.push({ ...row, plainRuns: p, branchlineRuns: b });
+    console.log(Object.values(row).join('  '));
+  }
+}
+
+function nginxConfig(dir, listen, upstream) {
+  const u = new URL(upstream);
+  return `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  keepalive_requests 1000000;
+  upstream sandbox {
+    server ${u.host};
+    keepalive 128;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${listen};
+    location / {
+      proxy_pass http://sandbox;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`;
+}
+
+function findNginx() {
+  for (const bin of ['nginx', '/usr/sbin/nginx']) {
+    const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
+    if (r.status === 0) return bin;
+  }
+  return undefined;
+}
+
+async function startNginx(upstream) {
+  const bin = findNginx();
+  if (!bin) {
+    console.log(
+      '\nnginx is not installed: skipping the nginx comparison. Install it with\n  apt-get update && apt-get install -y nginx\n(see bench/http/README.md); the benchmark runs it itself with its own config.',
+    );
+    return undefined;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'branchline-nginx-'));
+  const port = await freePort();
+  writeFileSync(join(dir, 'nginx.conf'), nginxConfig(dir, port, upstream));
+  const child = spawn(bin, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'inherit' });
+  // SIGKILL would leave nginx's worker behind; SIGTERM makes the master stop it.
+  nginxMaster = child;
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      await fetch(url);
+      return url;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`nginx did not start; see ${dir}/error.log`);
+}
+
+// 2. The forwarding hop, measured with the microsecond client in load.mjs.
+async function hop() {
+  const sandbox = await start('sandbox', await freePort());
+  const forwarders = {
+    'fastify + branchline': await start('fastify-bl', await freePort(), [sandbox]),
+    'express + branchline': await start('express-bl', await freePort(), [sandbox]),
+    'node:http + branchline': await start('node-bl', await freePort(), [sandbox]),
+  };
+  const nginx = await startNginx(sandbox);
+  const ROUTED = { baggage: 'branchline=bench-key' };
+  const paths = { direct: [sandbox, {}], ...(nginx ? { nginx: [nginx, {}] } : {}) };
+  for (const [n, u] of Object.entries(forwarders)) paths[n] = [u, ROUTED];
+  const byConn = {};
+  for (const connections of [1, 32]) {
+    const acc = {};
+    for (const [url, headers] of Object.values(paths)) await load(url, { headers, connections, duration: 1 });
+    // Rounds interleaved across paths so that the machine's noise hits every path alike.
+    const rounds = 3;
+    for (let i = 0; i < rounds; i++) {
+      for (const [name, [url, headers]] of Object.entries(paths)) {
+        const r = await load(url, { headers, connections, duration: seconds / 2 });
+        if (r.errors) throw new Error(`${name}: ${r.errors} failed requests`);
+        acc[name] ??= [];
+        acc[name].push(r);
+      }
+    }
+    const rows = [];
+    const summary = {};
+    for (const [name, runs] of Object.entries(acc)) {
+      const s = {
+        rps: median(runs.map((r) => r.rps)),
+        p50: median(runs.map((r) => r.p50)),
+        p90: median(runs.map((r) => r.p90)),
+        p99: median(runs.map((r) => r.p99)),
+      };
+      summary[name] = s;
+      rows.push({
+        path:
+          name === 'direct'
+            ? 'client → sandbox'
+            : name === 'nginx'
+              ? 'client → nginx → sandbox'
+              : `client → ${name} → sandbox`,
+        connections,
+        'req/s': fmt(s.rps, 0),
+        'p50 µs': fmt(s.p50, 0),
+        'p90 µs': fmt(s.p90, 0),
+        'p99 µs': fmt(s.p99, 0),
+      });
+    }
+    printTable(`forwarding hop, ${connections} connection(s), median of ${rounds} rounds`, rows);
+    byConn[connections] = summary;
+    results.hop.push(...rows);
+  }
+  if (!nginx) return;
+  const checks = [];
+  for (const name of Object.keys(forwarders)) {
+    for (const connections of [1, 32]) {
+      const s = byConn[connections];
+      for (const p of ['p50', 'p99']) {
+        const ours = s[name][p] - s.direct[p];
+        const theirs = s.nginx[p] - s.direct[p];
+        const ratio = ours / theirs;
+        checks.push({
+          forwarder: name,
+          measure: `added ${p} @${connections}`,
+          'branchline µs': fmt(ours, 0),
+          'nginx µs': fmt(theirs, 0),
+          ratio: fmt(ratio, 2),
+          target: '<= 1.5',
+          ok: theirs > 0 && ratio <= 1.5 ? 'yes' : 'NO',
+        });
+      }
+    }
+    const tput = byConn[32][name].rps / byConn[32].nginx.rps;
+    checks.push({
+      forwarder: name,
+      measure: 'req/s @32 vs nginx',
+      'branchline µs': fmt(byConn[32][name].rps, 0),
+      'nginx µs': fmt(byConn[32].nginx.rps, 0),
+      ratio: fmt(tput, 2),
+      target: '>= 0.5',
+      ok: tput >= 0.5 ? 'yes' : 'NO',
+    });
+  }
+  printTable(
+    'forwarding hop vs nginx (added latency = path − direct; req/s rows compare throughput)',
+    checks,
+  );
+  results.targets.hop = checks;
+  results.hopSummary = byConn;
+}
+
+// 3. What routing costs per request inside the process, without sockets (less sensitive to load).
+async function inProcess() {
+  const { branchline } = await import('@branchline/express');
+  const mw = branchline({
+    service: 'svc',
+    routeSource: {
+      sandboxes: [{ name: 'o', key: 'other-key', overrides: { other: { http: 'http://127.0.0.1:9' } } }],
+    },
+  });
+  const base = { host: 'svc:8080', 'user-agent': 'bench', accept: '*/*' };
+  const noKey = { headers: base, rawHeaders: [] };
+  const keyed = { headers: { ...base, baggage: 'userid=alice,branchline=other-key' }, rawHeaders: [] };
+  const next = () => {};
+  const rows = [
+    {
+      request: 'no key',
+      'ns per request': fmt(
+        nsPerOp(() => mw(noKey, {}, next)),
+        0,
+      ),
+    },
+    {
+      request: 'unrouted key',
+      'ns per request': fmt(
+        nsPerOp(() => mw(keyed, {}, next)),
+        0,
+      ),
+    },
+  ];
+  printTable('the Express middleware alone, in process (ns per request)', rows);
+  results.inProcess = rows;
+  await mw.close();
+}
+
+console.log(
+  `autocannon, ${seconds}s per measurement; framework overhead (median of ${ROUNDS} alternating rounds, 10 connections):`,
+);
+await overhead('express 5', 'express', 'express-bl');
+await overhead('fastify 5', 'fastify', 'fastify-bl');
+printTable(
+  'throughput vs plain (ratio = branchline / plain)',
+  results.frameworks.map(({ plainRuns, branchlineRuns, ...r }) => r),
+);
+await inProcess();
+await hop();
+saveResults('http', results);
+process.exit(0);

@@ -1,0 +1,61 @@
+// The servers the HTTP benchmark drives, one per process: `node servers.mjs <mode> <port> [sandboxUrl]`.
+//   sandbox          a plain node:http server (the upstream every hop ends at)
+//   express          plain Express 5           | express-bl   Express 5 + branchline()
+//   fastify          plain Fastify 5           | fastify-bl   Fastify 5 + the plugin
+//   node-bl          a bare node:http server that only routes (IncomingRouter + forwarder)
+import http from 'node:http';
+
+const [mode, portArg, sandboxUrl] = process.argv.slice(2);
+const port = Number(portArg);
+const body = JSON.stringify({ hello: 'world', instance: mode });
+const routes = {
+  sandboxes: [
+    // `bench-key` sends service `svc` to the sandbox; `other-key` is valid but routes another service.
+    { name: 'bench-sb', key: 'bench-key', overrides: { svc: { http: sandboxUrl ?? 'http://127.0.0.1:9' } } },
+    { name: 'other-sb', key: 'other-key', overrides: { other: { http: 'http://127.0.0.1:9' } } },
+  ],
+};
+const options = { service: 'svc', routeSource: routes };
+
+async function main() {
+  if (mode === 'sandbox') {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    server.keepAliveTimeout = 60_000;
+    await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  } else if (mode === 'express' || mode === 'express-bl') {
+    const { default: express } = await import('express');
+    const app = express();
+    if (mode === 'express-bl') {
+      const { branchline } = await import('@branchline/express');
+      app.use(branchline(options));
+    }
+    app.get('/', (_req, res) => res.json({ hello: 'world', instance: mode }));
+    const server = app.listen(port, '127.0.0.1');
+    server.keepAliveTimeout = 60_000;
+  } else if (mode === 'fastify' || mode === 'fastify-bl') {
+    const { default: Fastify } = await import('fastify');
+    const app = Fastify({ keepAliveTimeout: 60_000 });
+    if (mode === 'fastify-bl') {
+      const { branchline } = await import('@branchline/fastify');
+      await app.register(branchline, options);
+    }
+    app.get('/', async () => ({ hello: 'world', instance: mode }));
+    await app.listen({ port, host: '127.0.0.1' });
+  } else if (mode === 'node-bl') {
+    const { IncomingRouter } = await import('@branchline/http');
+    const router = new IncomingRouter(options);
+    const server = http.createServer((req, res) => {
+      const route = router.route(req);
+      if (route.target !== undefined) return router.forwarder.forward(req, res, route.target);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    server.keepAliveTimeout = 60_000;
+    await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  } else throw new Error(`unknown mode ${mode}`);
+  process.stdout.write(`ready ${mode} ${port}\n`);
+}
+main();

@@ -1,0 +1,109 @@
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import { createRequire } from 'node:module';
+import { createRuntime, getRoutingKey } from '@branchline/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { branchline } from '../src/index.js';
+
+const require = createRequire(import.meta.url);
+const versions = { 'Express 5': require('express'), 'Express 4': require('express4') } as const;
+
+let sandbox: Server;
+let sandboxUrl: string;
+beforeAll(async () => {
+  sandbox = createServer((req, res) => {
+    let n = 0;
+    req.on('data', (d) => (n += d.length));
+    req.on('end', () => res.end(JSON.stringify({ instance: 'sandbox', url: req.url, bytes: n })));
+  });
+  sandbox.listen(0, '127.0.0.1');
+  await once(sandbox, 'listening');
+  sandboxUrl = `http://127.0.0.1:${(sandbox.address() as { port: number }).port}`;
+});
+afterAll(() => {
+  sandbox.closeAllConnections();
+  sandbox.close();
+});
+
+const routes = () => ({
+  sandboxes: [
+    { name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } },
+    { name: 'pay-sb', key: 'pay-key', overrides: { payments: { http: 'http://127.0.0.1:9' } } },
+  ],
+});
+
+for (const [name, express] of Object.entries(versions)) {
+  describe(`branchline() on ${name}`, () => {
+    let url: string;
+    let server: Server;
+    let mw: ReturnType<typeof branchline>;
+    beforeAll(async () => {
+      const app = express();
+      mw = branchline({ runtime: createRuntime({ service: 'orders', routeSource: routes() }) });
+      app.use(mw);
+      app.use(express.json());
+      app.post('/echo', (req: { branchline: unknown; body: unknown }, res: { json(v: unknown): void }) => {
+        // After body parsing, in a callback Node runs outside the middleware's call stack.
+        setImmediate(() =>
+          res.json({ instance: 'baseline', info: req.branchline, ctxKey: getRoutingKey(), body: req.body }),
+        );
+      });
+      server = createServer(app);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    });
+    afterAll(async () => {
+      await mw.close();
+      server.closeAllConnections();
+      server.close();
+    });
+
+    const post = (headers: Record<string, string>) =>
+      fetch(`${url}/echo?q=1`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: JSON.stringify({ a: 1 }),
+      }).then((r) => r.json());
+
+    it('serves a request without a key at baseline with req.branchline empty', async () => {
+      expect(await post({})).toEqual({
+        instance: 'baseline',
+        info: { forwarded: false },
+        body: { a: 1 },
+      });
+    });
+
+    it('serves a key that routes another service here, with the key active after body parsing', async () => {
+      expect(await post({ baggage: 'branchline=pay-key' })).toEqual({
+        instance: 'baseline',
+        info: { key: 'pay-key', forwarded: false },
+        ctxKey: 'pay-key',
+        body: { a: 1 },
+      });
+    });
+
+    it('forwards a request whose key routes this service to the sandbox, body included', async () => {
+      expect(await post({ baggage: 'branchline=ord-key' })).toEqual({
+        instance: 'sandbox',
+        url: '/echo?q=1',
+        bytes: 7,
+      });
+    });
+
+    it('serves a request that already carries the hop marker here (loop guard)', async () => {
+      const r = await post({ baggage: 'branchline=ord-key', 'x-branchline-hop': 'orders' });
+      expect(r).toMatchObject({
+        instance: 'baseline',
+        info: { key: 'ord-key', sandbox: 'ord-sb', forwarded: true },
+      });
+    });
+  });
+}
+
+describe('branchline() configuration', () => {
+  it('throws at creation on a bad option, naming it', () => {
+    expect(() => branchline({ service: 'orders', connectTimeout: 0 })).toThrow(/connectTimeout/);
+    expect(() => branchline({ sandbox: 'Not_A_Key' })).toThrow(/BRANCHLINE_SANDBOX|sandbox/);
+  });
+});
