@@ -204,9 +204,11 @@ describe('kafka churn (real broker)', () => {
     await producing;
     await spawning;
     await Promise.all(lifecycles);
+    // Every sandbox consumer has drained; once the baseline group has committed the whole
+    // topic, nothing is in flight any more and the counts are final.
     await until(
-      async () => processedBy.size >= TOTAL && (await groupLag(admin, groupId, topic)) === 0,
-      () => `all ${TOTAL} processed (have ${processedBy.size})`,
+      async () => (await groupLag(admin, groupId, topic)) === 0,
+      () => `the baseline to commit the whole topic (${processedBy.size} distinct ids processed)`,
       120_000,
     );
     stopLagging = true;
