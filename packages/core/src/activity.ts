@@ -34,7 +34,7 @@ export interface ActivityReporterOptions {
   timeoutMs?: number;
 }
 
-/** What the reporter did so far (for health checks and tests). */
+/** What the reporter did since it was last configured (for health checks and tests). */
 export interface ActivityReporterStats {
   /** A registry is configured and counts are being sent. */
   active: boolean;
@@ -134,6 +134,10 @@ function stop(): void {
   target = undefined;
   mode = 'unknown';
   stats.active = false;
+  stats.sent = 0;
+  stats.dropped = 0;
+  stats.failures = 0;
+  stats.lastError = undefined;
 }
 
 function parseRegistry(value: string, where: string, strict: boolean): URL | undefined {
@@ -206,14 +210,15 @@ function flush(): Promise<void> {
   return p;
 }
 
-function failed(entries: ActivityEntry[], reason: string): void {
+/** `code` groups failures for rate limiting: one warning a minute per kind of failure. */
+function failed(entries: ActivityEntry[], reason: string, code: string): void {
   let n = 0;
   for (const e of entries) n += e.count;
   stats.dropped += n;
   stats.failures++;
   stats.lastError = reason;
   warnRateLimited(
-    'activity-report',
+    `activity-report-${code}`,
     `branchline: ${reason}; dropped ${n} activity counts (the dashboard misses them, routing is not affected)`,
     undefined,
     60_000,
@@ -224,12 +229,12 @@ function failed(entries: ActivityEntry[], reason: string): void {
 function post(t: NonNullable<typeof target>, entries: ActivityEntry[]): Promise<void> {
   return new Promise<void>((resolve) => {
     let settled = false;
-    const done = (error?: string) => {
+    const done = (error?: string, code = 'network') => {
       if (settled) return;
       settled = true;
       if (error === undefined) {
         for (const e of entries) stats.sent += e.count;
-      } else failed(entries, error);
+      } else failed(entries, error, code);
       resolve();
     };
     let req: ClientRequest;
@@ -266,13 +271,16 @@ function post(t: NonNullable<typeof target>, entries: ActivityEntry[]): Promise<
               : status === 404
                 ? ': this registry does not accept activity reports (upgrade @branchline/registry)'
                 : '';
-          done(`the registry refused an activity report (${status} ${text.slice(0, 200)})${hint}`);
+          done(
+            `the registry refused an activity report (${status} ${text.slice(0, 200)})${hint}`,
+            String(status),
+          );
         });
       });
       req.end(body);
     } catch (err) {
       logger().debug('branchline: activity report could not be built', { err: String(err) });
-      done(`an activity report could not be sent: ${(err as Error)?.message ?? err}`);
+      done(`an activity report could not be sent: ${(err as Error)?.message ?? err}`, 'internal');
     }
   });
 }

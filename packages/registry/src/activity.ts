@@ -109,7 +109,7 @@ export class ActivityLog {
         svc = { buckets: new Map() };
         sb.services.set(e.service, svc);
       }
-      const at = e.at !== undefined && e.at <= now && e.at > now - this.windowMs ? e.at : now;
+      const at = e.at !== undefined && e.at <= now && e.at >= this.firstBucket(now) ? e.at : now;
       const start = at - (at % this.bucketMs);
       let b = svc.buckets.get(start);
       if (!b) {
@@ -126,22 +126,29 @@ export class ActivityLog {
 
   /** Drops buckets that left the window, and sandboxes with nothing left. */
   prune(now = Date.now()): void {
-    const oldest = now - this.windowMs;
+    const first = this.firstBucket(now);
     for (const [name, sb] of this.sandboxes) {
       for (const [svcName, svc] of sb.services) {
-        for (const start of svc.buckets.keys())
-          if (start + this.bucketMs <= oldest) svc.buckets.delete(start);
+        for (const start of svc.buckets.keys()) if (start < first) svc.buckets.delete(start);
         if (svc.buckets.size === 0) sb.services.delete(svcName);
       }
       if (sb.services.size === 0) this.sandboxes.delete(name);
     }
   }
 
+  /** Start of the oldest bucket in the window: the window is whole buckets, the last one current. */
+  private firstBucket(now: number): number {
+    return now - (now % this.bucketMs) - (this.buckets - 1) * this.bucketMs;
+  }
+
+  private get buckets(): number {
+    return Math.ceil(this.windowMs / this.bucketMs);
+  }
+
   snapshot(now = Date.now(), only?: string): ActivitySnapshot {
     this.prune(now);
-    const current = now - (now % this.bucketMs);
-    const n = Math.ceil(this.windowMs / this.bucketMs);
-    const first = current - (n - 1) * this.bucketMs;
+    const n = this.buckets;
+    const first = this.firstBucket(now);
     const out: ActivitySnapshot = { now, windowMs: this.windowMs, bucketMs: this.bucketMs, sandboxes: {} };
     for (const [name, sb] of this.sandboxes) {
       if (only !== undefined && name !== only) continue;

@@ -194,10 +194,27 @@ describe('the registry dashboard in headless Chromium', () => {
       labels: { owner: 'sam', pr: '418', repo: 'acme/shop', feature: 'checkout' },
       ttl: '6h',
     });
+    // Reports stamped over the last ten minutes, as SDK reporters would have sent them.
+    const t = Date.now();
+    const past = (sandbox: string, service: string, kind: string, counts: number[]) =>
+      counts.map((count, i) => ({ sandbox, service, kind, count, at: t - (counts.length - 1 - i) * 20_000 }));
+    const wave = [
+      3, 5, 4, 8, 12, 9, 6, 4, 7, 11, 15, 13, 9, 6, 8, 10, 14, 18, 12, 9, 7, 5, 9, 12, 16, 11, 8, 6, 10, 13,
+    ];
     await api('POST', '/v1/activity', [
-      { sandbox: 'ship-dhl', service: 'shipping', kind: 'consumed', count: 12, at: Date.now() },
-      { sandbox: 'orders-v2', service: 'orders', kind: 'forwarded', count: 25, at: Date.now() },
-      { sandbox: 'orders-v2', service: 'payments', kind: 'routed', count: 4, at: Date.now() },
+      ...past(
+        'ship-dhl',
+        'shipping',
+        'consumed',
+        wave.slice(12).map((n) => Math.ceil(n / 3)),
+      ),
+      ...past('orders-v2', 'orders', 'forwarded', wave),
+      ...past(
+        'orders-v2',
+        'payments',
+        'routed',
+        wave.slice(20).map((n) => Math.ceil(n / 4)),
+      ),
     ]);
     await page.locator('[data-sandbox="orders-v2"] [data-kind="forwarded"]').waitFor({ timeout: 10_000 });
     await expect
