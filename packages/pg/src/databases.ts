@@ -160,13 +160,15 @@ export class SandboxDatabases {
       database: this.adminDatabase,
     };
     const cc = options.clientConnection ?? {};
+    const user = cc.user ?? this.owner ?? probe.user ?? 'postgres';
     this.client = {
       host: cc.host ?? probe.host,
       port: cc.port ?? probe.port,
-      user: cc.user ?? this.owner ?? probe.user ?? 'postgres',
+      user,
+      // The admin's password is handed out only with the admin's own user name.
       password:
         cc.password ??
-        (cc.user === undefined && typeof probe.password === 'string' ? probe.password : undefined),
+        (user === probe.user && typeof probe.password === 'string' ? probe.password : undefined),
     };
   }
 
