@@ -173,6 +173,10 @@ function waitFor(check, ms, what) {
       }
     };
     const onAbort = () => done(reject, new Interrupted());
+    if (abort.signal.aborted) {
+      reject(new Interrupted());
+      return;
+    }
     timer = setTimeout(
       () => done(reject, new Error(`timed out after ${ms / 1000} s waiting for ${what()}`)),
       ms,
@@ -420,6 +424,7 @@ async function main() {
   registryUrl = await registry.listen(0, '127.0.0.1');
   ok(`registry    ${registryUrl}  ${dim(`(store ${join(tmp, 'registry.db')}; dashboard at /)`)}`);
 
+  checkAbort();
   step('Starting the baseline');
   const ports = Object.fromEntries(await Promise.all(SERVICES.map(async (s) => [s, await freePort()])));
   const common = {
@@ -465,6 +470,7 @@ async function main() {
   step('Creating two sandboxes through the registry API');
   const sandboxProcs = [];
   for (const sb of SANDBOXES) {
+    checkAbort();
     if (sb.service === 'shipping' && !kafka.admin) {
       skip(`sandbox ${sb.name} (${sb.what}) skipped: it needs the Kafka leg`);
       continue;
@@ -587,11 +593,11 @@ async function main() {
   if (keep) {
     step('The shop keeps running (--keep); Ctrl-C ends it');
     const url = `http://127.0.0.1:${ports.gateway}/checkout`;
-    const body = `'{"order":"mine-1","item":"tea","cents":900}'`;
-    say(`  curl -s -XPOST ${url} -H 'content-type: application/json' -d ${body}`);
-    for (const name of created)
+    const body = (n) => `'{"order":"mine-${n}","item":"tea","cents":900}'`;
+    say(`  curl -s -XPOST ${url} -H 'content-type: application/json' -d ${body(1)}`);
+    for (const [i, name] of created.entries())
       say(
-        `  curl -s -XPOST ${url} -H 'content-type: application/json' -H 'baggage: branchline=${name}' -d ${body}`,
+        `  curl -s -XPOST ${url} -H 'content-type: application/json' -H 'baggage: branchline=${name}' -d ${body(i + 2)}`,
       );
     say(
       `  registry: ${registryUrl}  (dashboard at /; \`branchline --registry ${registryUrl} sandbox list\`)`,

@@ -53,12 +53,10 @@ app.post('/orders', async (request) => {
   const key = getRoutingKey();
   let stored = 'kept in memory (no PostgreSQL)';
   if (db) {
-    await db.query('INSERT INTO demo_orders (id, item, cents, routing_key) VALUES ($1, $2, $3, $4)', [
-      order,
-      item,
-      cents,
-      key ?? null,
-    ]);
+    await db.query(
+      'INSERT INTO demo_orders (id, item, cents, routing_key) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING',
+      [order, item, cents, key ?? null],
+    );
     stored = `saved in PostgreSQL (${db.databaseFor(key)})`;
   }
   trace(order, 'HTTP', `${item}, ${stored}`, key);
