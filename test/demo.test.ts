@@ -89,6 +89,17 @@ describe('npm run demo', () => {
     expectNoProcessLeft(out);
   }, 150_000);
 
+  it('on Ctrl-C while it is still starting, stops what it started and exits with 130', async () => {
+    const p = startNode(demo, [], env);
+    await p.waitFor('Creating two sandboxes', 150_000);
+    p.child.kill('SIGINT');
+    const code = await exitOf(p, 60_000);
+    const out = p.output();
+    expect(code, out).toBe(130);
+    expect(out).toContain('nothing left running');
+    expectNoProcessLeft(out);
+  }, 240_000);
+
   it('on Ctrl-C, deletes its sandboxes and stops every process it started', async () => {
     const p = startNode(demo, ['--keep'], env);
     await p.waitFor('The shop keeps running', 150_000);
