@@ -1,9 +1,14 @@
 // @branchline/pg plugged into the registry: a sandbox that declares a postgres resource gets
 // its own database through the sandbox lifecycle (create, progress, private outputs, delete,
 // TTL expiry, sweep), against a real registry and a real PostgreSQL.
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
-import { createRoutedPool, postgresResourceHook, sandboxDatabaseName } from '@branchline/pg';
+import {
+  createRoutedPool,
+  fetchSandboxDatabase,
+  postgresResourceHook,
+  sandboxDatabaseName,
+} from '@branchline/pg';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -78,6 +83,7 @@ beforeAll(async () => {
       // A short grace period: a sandbox created while a sweep runs must not be swept.
       postgresResourceHook({ connection: PG, prefix, snapshotPrefix, catalogue, sweepGraceMs: 5000 }),
     ],
+    githubWebhookSecret: 'hook-secret',
     reapIntervalMs: 100,
     sweepIntervalMs: 500,
     retryIntervalMs: 500,
@@ -127,11 +133,16 @@ describe('postgres resources through the registry', () => {
     expect([...phases].some((p) => p === 'snapshot' || p === 'cloning')).toBe(true);
     // The public document never carries the connection details.
     expect(JSON.stringify(doc)).not.toContain('postgres://');
-    expect((await api('GET', '/v1/sandboxes/pr-db/resources/orders-db', undefined, READ)).status).toBe(403);
 
-    const res = await api('GET', '/v1/sandboxes/pr-db/resources/orders-db', undefined, sandboxToken);
-    expect(res.status).toBe(200);
-    const outputs = res.body.outputs as { url: string; database: string };
+    // A sandbox workload reads them with its own token.
+    const outputs = await fetchSandboxDatabase('orders-db', {
+      registry: url,
+      sandbox: 'pr-db',
+      token: sandboxToken,
+    });
+    await expect(
+      fetchSandboxDatabase('orders-db', { registry: url, sandbox: 'pr-db', token: READ }),
+    ).rejects.toThrow(/refused the connection details of pr-db\/orders-db \(HTTP 403\)/);
     expect(outputs.database).toBe(sandboxDatabaseName('pr-db', baseline, prefix));
     const copy = new pg.Client({ connectionString: outputs.url });
     await copy.connect();
@@ -177,6 +188,37 @@ describe('postgres resources through the registry', () => {
       expiresAt: Date.now() + 300,
     });
     await eventually('the expired sandbox’s database to be dropped', async () =>
+      (await exists(database)) ? undefined : true,
+    );
+  });
+
+  it('drops the database when the sandbox’s pull request is closed', async () => {
+    await api('PUT', '/v1/sandboxes/pr-77', {
+      labels: { pr: '77' },
+      resources: { db: { type: 'postgres', spec: { from: baseline } } },
+    });
+    const database = sandboxDatabaseName('pr-77', baseline, prefix);
+    await eventually('the database to be ready', async () =>
+      (await api('GET', '/v1/sandboxes/pr-77')).body.resources.db.status === 'ready' ? true : undefined,
+    );
+    expect(await exists(database)).toBe(true);
+    const payload = JSON.stringify({
+      action: 'closed',
+      number: 77,
+      pull_request: { number: 77, merged: true },
+    });
+    const res = await fetch(`${url}/v1/webhooks/github`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-github-event': 'pull_request',
+        'x-hub-signature-256': `sha256=${createHmac('sha256', 'hook-secret').update(payload).digest('hex')}`,
+      },
+      body: payload,
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { deleted: string[] }).deleted).toEqual(['pr-77']);
+    await eventually('the closed PR’s database to be dropped', async () =>
       (await exists(database)) ? undefined : true,
     );
   });

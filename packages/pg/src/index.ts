@@ -17,6 +17,7 @@ export {
   sandboxDatabaseName,
   snapshotDatabaseName,
 } from './names.js';
+export { type FetchSandboxDatabaseOptions, fetchSandboxDatabase } from './outputs.js';
 export {
   formatBytes,
   formatConnection,
