@@ -550,6 +550,9 @@
       .join('\n');
   }
 
+  // When each card appeared and disappeared (browser clock), for tests and for the curious.
+  const seenAt = { shown: {}, removed: {} };
+  window.branchlineDashboard = seenAt;
   const sandboxCards = new Map();
   const groupCards = new Map();
 
@@ -562,6 +565,7 @@
       let card = cache.get(id);
       if (!card) {
         card = make(item);
+        if (card.dataset.sandbox) seenAt.shown[card.dataset.sandbox] = Date.now();
         cache.set(id, card);
       }
       const v = versionOf(item);
@@ -577,6 +581,7 @@
     for (const [id, card] of cache)
       if (!seen.has(id)) {
         card.remove();
+        if (card.dataset.sandbox) seenAt.removed[card.dataset.sandbox] = Date.now();
         cache.delete(id);
       }
   }
