@@ -1,7 +1,9 @@
 import {
+  amqpQueueResourceHook,
   createSelectiveConsumer,
   instrumentChannel,
   removeSandboxQueues,
+  SANDBOX_EXCHANGE,
   type SelectiveConsumer,
   sandboxQueueName,
 } from '@branchline/amqplib';
@@ -14,7 +16,7 @@ import {
 } from '@branchline/core';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestVhost, eventually, type TestVhost } from '../packages/amqplib/test/broker.js';
+import { createTestVhost, eventually, queueExists, type TestVhost } from '../packages/amqplib/test/broker.js';
 
 const SERVICE = 'orders';
 const ep = { http: 'http://127.0.0.1:1' };
@@ -74,6 +76,8 @@ function topology(queue: string) {
     await ch.bindQueue(queue, `${queue}.direct`, 'order.created');
     await ch.bindQueue(queue, `${queue}.topic`, 'order.#');
     await ch.bindQueue(queue, `${queue}.fanout`, '');
+    await ch.assertExchange(`${queue}.headers`, 'headers', { durable: false });
+    await ch.bindQueue(queue, `${queue}.headers`, '', { 'x-match': 'all', kind: 'order' });
   };
 }
 
@@ -122,7 +126,7 @@ async function publishAll(list: { id: string; key?: string; send: (o: object) =>
 }
 
 describe('selective consumption on RabbitMQ', () => {
-  it('routes each message to exactly one consumer by key, for default-exchange, direct, topic and fanout publishing', async () => {
+  it('routes each message to exactly one consumer by key, for default-exchange, direct, topic, fanout and headers-exchange publishing', async () => {
     const queue = `orders-${++queueSeq}`;
     const routes = new StaticRouteSource({ sandboxes, groups });
     const seen = new Map<string, Seen[]>();
@@ -137,6 +141,8 @@ describe('selective consumption on RabbitMQ', () => {
       direct: (o) => pub.publish(`${queue}.direct`, 'order.created', Buffer.from('{}'), o),
       topic: (o) => pub.publish(`${queue}.topic`, 'order.paid.eu', Buffer.from('{}'), o),
       fanout: (o) => pub.publish(`${queue}.fanout`, '', Buffer.from('{}'), o),
+      headers: (o) =>
+        pub.publish(`${queue}.headers`, '', Buffer.from('{}'), { ...o, headers: { kind: 'order' } }),
     };
     const expected: Record<string, string> = {
       none: 'baseline',
@@ -159,6 +165,7 @@ describe('selective consumption on RabbitMQ', () => {
       direct: [`${queue}.direct`, 'order.created'],
       topic: [`${queue}.topic`, 'order.paid.eu'],
       fanout: [`${queue}.fanout`, ''],
+      headers: [`${queue}.headers`, ''],
     };
     for (const m of list) {
       const [via, key] = m.id.split('/') as [string, string];
@@ -171,7 +178,7 @@ describe('selective consumption on RabbitMQ', () => {
       expect(got[0]!.key, m.id).toBe(m.key);
       expect([got[0]!.exchange, got[0]!.routingKey], m.id).toEqual(wantExchange[via]);
     }
-    expect(baseline.stats.moved).toBe(12);
+    expect(baseline.stats.moved).toBe(15);
   });
 
   it('a requeued message comes back to the consumer that owns it', async () => {
@@ -251,27 +258,36 @@ describe('selective consumption on RabbitMQ', () => {
       expect(s).toMatchObject([{ by: 'baseline', key: 'sb-a', routingKey: 'order.waiting' }]);
     await baseline.cleanupsSettled();
     expect(baseline.stats.returned).toBe(30);
-    expect((await vhost.listQueues()).map((q) => q.name)).not.toContain(sq);
+    expect(await queueExists(conn, sq)).toBe(false);
   });
 
-  it('removeSandboxQueues (the registry lifecycle hook) returns waiting messages and removes the queue, idempotently', async () => {
+  it('the amqp-queue resource hook creates a sandbox queue, and on deletion returns its messages and removes it; removeSandboxQueues is idempotent', async () => {
     const queue = `orders-${++queueSeq}`;
     const sq = sandboxQueueName(queue, 'gone');
     const ch = await conn.createChannel();
     await ch.assertQueue(queue, { durable: true });
-    await ch.assertQueue(sq, { durable: true });
-    for (let i = 0; i < 25; i++) ch.sendToQueue(sq, Buffer.from(String(i)), { messageId: `g${i}` });
+    const hook = amqpQueueResourceHook({ connection: vhost.url });
+    expect(() => hook.validate({ queues: [] })).toThrow(/spec.queues must list the baseline queue names/);
+    const ctx = {
+      sandbox: { name: 'gone', key: 'gone', labels: {} },
+      resource: { name: 'orders-queue', type: 'amqp-queue', spec: { queues: [queue] } },
+      report: () => undefined,
+      signal: new AbortController().signal,
+    };
+    expect(await hook.provision(ctx)).toEqual({ queues: [sq] });
+    // Moves reach it through the sandbox exchange before any sandbox workload consumes.
+    for (let i = 0; i < 25; i++)
+      ch.publish(SANDBOX_EXCHANGE, sq, Buffer.from(String(i)), { messageId: `g${i}` });
     await eventually(
       async () => (await ch.checkQueue(sq)).messageCount === 25,
       '25 messages in the sandbox queue',
     );
 
-    const [first] = await removeSandboxQueues(conn, { queue, sandbox: 'gone' });
-    expect(first).toMatchObject({ sandboxQueue: sq, returned: 25, deleted: true });
+    await hook.deprovision(ctx);
     expect((await ch.checkQueue(queue)).messageCount).toBe(25);
+    expect(await queueExists(conn, sq)).toBe(false);
     const [again] = await removeSandboxQueues(conn, { queue, sandbox: 'gone' });
-    expect(again).toMatchObject({ returned: 0, deleted: false });
-    expect((await vhost.listQueues()).map((q) => q.name)).not.toContain(sq);
+    expect(again).toMatchObject({ sandboxQueue: sq, returned: 0, deleted: false });
     await ch.close();
   });
 });

@@ -7,8 +7,14 @@ export {
   ROUTING_KEY_HEADER,
   TIME_HEADER,
 } from './headers.js';
+export {
+  type AmqpQueueResourceHook,
+  type AmqpQueueResourceHookOptions,
+  type AmqpResourceContext,
+  amqpQueueResourceHook,
+} from './lifecycle.js';
 export { instrumentChannel, instrumentConnection, withRoutingHeaders } from './publish.js';
-export { removeSandboxQueues, sandboxQueueName } from './queues.js';
+export { removeSandboxQueues, SANDBOX_EXCHANGE, sandboxQueueName } from './queues.js';
 export type {
   ConnectTarget,
   PublishInstrumentationOptions,

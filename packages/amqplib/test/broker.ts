@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import type { ChannelModel } from 'amqplib';
 
 const run = promisify(execFile);
 
@@ -59,6 +60,20 @@ export async function createTestVhost(prefix: string): Promise<TestVhost> {
       await ctl(['delete_vhost', name]).catch(() => undefined);
     },
   };
+}
+
+/** Whether a queue exists, by a passive declare on a throwaway channel (a 404 closes the channel). */
+export async function queueExists(conn: ChannelModel, queue: string): Promise<boolean> {
+  const ch = await conn.createChannel();
+  ch.on('error', () => undefined);
+  try {
+    await ch.checkQueue(queue);
+    await ch.close();
+    return true;
+  } catch (err) {
+    if ((err as { code?: number }).code === 404) return false;
+    throw err;
+  }
 }
 
 /** Resolves when `check` returns true, polling; rejects with `what` after `timeoutMs`. */

@@ -1,0 +1,111 @@
+import type { ChannelModel } from 'amqplib';
+import { declareSandboxQueue, quiet, removeSandboxQueues, sandboxQueueName } from './queues.js';
+import type { ConnectTarget } from './types.js';
+
+/**
+ * The registry's resource-hook shape (see @branchline/registry, `ResourceHook`), repeated
+ * structurally so this package does not depend on the registry.
+ */
+export interface AmqpResourceContext {
+  sandbox: { name: string; key: string; labels: Record<string, string> };
+  resource: { name: string; type: string; spec: Record<string, unknown> };
+  report(progress: { phase: string; done?: number; total?: number; unit?: string; message?: string }): void;
+  signal: AbortSignal;
+}
+
+export interface AmqpQueueResourceHook {
+  type: 'amqp-queue';
+  validate(spec: Record<string, unknown>): void;
+  provision(ctx: AmqpResourceContext): Promise<Record<string, unknown>>;
+  deprovision(ctx: AmqpResourceContext & { outputs?: Record<string, unknown> }): Promise<void>;
+}
+
+export interface AmqpQueueResourceHookOptions {
+  /** The broker, as for `createSelectiveConsumer`. */
+  connection: ConnectTarget;
+  socketOptions?: Record<string, unknown>;
+  /** Extra `x-arguments` for sandbox queues; must match the consumers' `sandboxQueueArguments`. */
+  sandboxQueueArguments?: Record<string, unknown>;
+  /** How long deprovisioning waits for a still-attached sandbox consumer, ms. Default 60000. */
+  timeoutMs?: number;
+}
+
+function queuesOf(spec: Record<string, unknown>): string[] {
+  const q = spec.queues ?? spec.queue;
+  const list = typeof q === 'string' ? [q] : Array.isArray(q) ? q : undefined;
+  if (!list || list.length === 0 || !list.every((x) => typeof x === 'string' && x.length > 0)) {
+    throw new Error(
+      `amqp-queue resource: spec.queues must list the baseline queue names whose messages this sandbox consumes, for example {"queues": ["orders"]} (got ${JSON.stringify(q)})`,
+    );
+  }
+  return list as string[];
+}
+
+async function open(options: AmqpQueueResourceHookOptions): Promise<ChannelModel> {
+  const target = options.connection;
+  if (typeof target === 'function') return target();
+  const amqp = (await import('amqplib')) as unknown as {
+    connect?: (u: unknown, o?: unknown) => Promise<ChannelModel>;
+    default?: { connect: (u: unknown, o?: unknown) => Promise<ChannelModel> };
+  };
+  const connect = amqp.connect ?? amqp.default?.connect;
+  if (!connect) throw new Error('branchline: could not load amqplib; install it next to @branchline/amqplib');
+  return connect(target, options.socketOptions);
+}
+
+/**
+ * A registry resource hook of type `amqp-queue` (spec `{"queues": ["orders"]}`): creates the
+ * sandbox's queues when the sandbox is created, so its messages are kept even before its
+ * workload consumes, and when the sandbox is deleted or expires returns what still waits in
+ * them to the baseline queues and removes them. Register it with
+ * `createRegistryServer({ resourceHooks: [amqpQueueResourceHook({ connection })] })`.
+ */
+export function amqpQueueResourceHook(options: AmqpQueueResourceHookOptions): AmqpQueueResourceHook {
+  if (!options || options.connection === undefined)
+    throw new TypeError('branchline: amqpQueueResourceHook needs { connection: "amqp://…" }');
+  return {
+    type: 'amqp-queue',
+    validate(spec) {
+      queuesOf(spec);
+    },
+    async provision(ctx) {
+      const queues = queuesOf(ctx.resource.spec);
+      const model = await open(options);
+      try {
+        const ch = quiet(await model.createChannel());
+        const created: string[] = [];
+        for (const q of queues) {
+          const name = sandboxQueueName(q, ctx.sandbox.name);
+          await declareSandboxQueue(ch, name, options.sandboxQueueArguments);
+          created.push(name);
+          ctx.report({ phase: 'declared', done: created.length, total: queues.length, unit: 'queues' });
+        }
+        await ch.close();
+        return { queues: created };
+      } finally {
+        await model.close().catch(() => undefined);
+      }
+    },
+    async deprovision(ctx) {
+      const queues = queuesOf(ctx.resource.spec);
+      const model = await open(options);
+      try {
+        const results = await removeSandboxQueues(model, {
+          queue: queues,
+          sandbox: ctx.sandbox.name,
+          timeoutMs: options.timeoutMs,
+        });
+        const returned = results.reduce((n, r) => n + r.returned, 0);
+        ctx.report({
+          phase: 'removed',
+          done: results.length,
+          total: queues.length,
+          unit: 'queues',
+          message: `${returned} waiting messages returned to baseline`,
+        });
+      } finally {
+        await model.close().catch(() => undefined);
+      }
+    },
+  };
+}
