@@ -317,21 +317,24 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
   function wrapEachBatch(handler: (p: SelectiveEachBatchPayload) => Promise<void>) {
     return async (payload: EachBatchPayload): Promise<void> => {
       const { batch } = payload;
-      const owned: KafkaMessage[] = [];
-      const ownedKeys = new Map<KafkaMessage, string | undefined>();
-      for (const m of batch.messages) {
+      const all = batch.messages;
+      // `owned` stays the fetched array itself until the first skipped message (no copy in the
+      // common case of a batch that is entirely this consumer's).
+      let owned: KafkaMessage[] = all;
+      for (let i = 0; i < all.length; i++) {
+        const m = all[i]!;
         const key = keyOf(m.headers);
         let d = key === undefined && sandbox === undefined ? PROCESS : decide(key, timeOf(m));
         if (d.action === 'wait') d = await settle(batch.topic, batch.partition, m, key, payload.heartbeat, d);
         if (d.action === 'process') {
-          owned.push(m);
-          ownedKeys.set(m, key);
+          if (owned !== all) owned.push(m);
         } else {
+          if (owned === all) owned = all.slice(0, i);
           stats.skipped++;
           counters.messagesSkipped++;
         }
       }
-      const last = batch.messages[batch.messages.length - 1];
+      const last = all[all.length - 1];
       if (owned.length === 0) {
         if (last) payload.resolveOffset(last.offset);
         return;
@@ -346,13 +349,11 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
         payload.resolveOffset(offset);
       };
       const runInMessageContext = <R>(message: KafkaMessage, fn: () => R): R =>
-        runInContext(
-          contextFor(ownedKeys.has(message) ? ownedKeys.get(message) : keyOf(message.headers)),
-          fn,
-        );
+        runInContext(contextFor(keyOf(message.headers)), fn);
       // The handler sees only owned messages; the batch's own methods (lastOffset, offsetLag)
       // still describe the whole fetched batch.
-      const view = Object.create(batch, { messages: { value: owned, enumerable: true } });
+      const view =
+        owned === all ? batch : Object.create(batch, { messages: { value: owned, enumerable: true } });
       const wrapped: SelectiveEachBatchPayload = {
         ...payload,
         batch: view,
@@ -368,6 +369,7 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
         },
       };
       await runInContext(contextFor(undefined), () => handler(wrapped));
+      if (owned === all) return;
       // Skipped messages are committed like processed ones: resolve the skipped run that follows
       // the last message the handler resolved (up to the next owned message it did not resolve).
       const next = owned.find((m) => Number(m.offset) > resolved);
@@ -377,7 +379,7 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
       }
       const before = Number(next.offset) - 1;
       if (before > resolved) {
-        const prior = batch.messages.filter((m) => Number(m.offset) <= before).pop();
+        const prior = all.filter((m) => Number(m.offset) <= before).pop();
         if (prior && Number(prior.offset) > resolved) payload.resolveOffset(prior.offset);
       }
     };
