@@ -13,6 +13,14 @@ import { routingHeaders, setKey, startKeyProxy, withKey } from '../src/index.js'
 
 const cliBin = fileURLToPath(new URL('../../cli/dist/bin.js', import.meta.url));
 
+interface Served {
+  servedBy: string;
+  baggage: string | null;
+  path: string;
+  bytes: number;
+}
+const served = (res: { json(): Promise<unknown> }) => res.json() as Promise<Served>;
+
 async function listen(server: Server): Promise<string> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -83,8 +91,8 @@ afterAll(async () => {
 
 describe('withKey (fetch)', () => {
   it('routes a request to the sandbox its key selects; without the helper the baseline serves', async () => {
-    const plain = await (await fetch(`${baselineUrl}/checkout`)).json();
-    const keyed = await (await withKey('pr-42')(`${baselineUrl}/checkout`)).json();
+    const plain = await served(await fetch(`${baselineUrl}/checkout`));
+    const keyed = await served(await withKey('pr-42')(`${baselineUrl}/checkout`));
     expect(plain.servedBy).toBe('baseline');
     expect(keyed.servedBy).toBe('sandbox pr-42');
     expect(keyed.baggage).toBe('branchline=pr-42');
@@ -92,13 +100,13 @@ describe('withKey (fetch)', () => {
 
   it('merges the key into baggage the caller set, from init or from a Request, keeping other members', async () => {
     const keyed = withKey('pr-42');
-    const fromInit = await (
-      await keyed(`${baselineUrl}/a`, { headers: { baggage: 'userid=7,branchline=old-key' } })
-    ).json();
+    const fromInit = await served(
+      await keyed(`${baselineUrl}/a`, { headers: { baggage: 'userid=7,branchline=old-key' } }),
+    );
     expect(fromInit.baggage).toBe('userid=7,branchline=pr-42');
-    const fromRequest = await (
-      await keyed(new Request(`${baselineUrl}/b`, { headers: { baggage: 'tenant=acme' } }))
-    ).json();
+    const fromRequest = await served(
+      await keyed(new Request(`${baselineUrl}/b`, { headers: { baggage: 'tenant=acme' } })),
+    );
     expect(fromRequest).toMatchObject({ servedBy: 'sandbox pr-42', baggage: 'tenant=acme,branchline=pr-42' });
   });
 
@@ -137,7 +145,7 @@ describe('routingHeaders (Playwright extraHTTPHeaders)', () => {
     const ctx = await playwrightRequest.newContext({ extraHTTPHeaders: routingHeaders('pr-42') });
     try {
       const res = await ctx.get(`${baselineUrl}/page`);
-      expect((await res.json()).servedBy).toBe('sandbox pr-42');
+      expect((await served(res)).servedBy).toBe('sandbox pr-42');
     } finally {
       await ctx.dispose();
     }
@@ -149,7 +157,7 @@ describe('startKeyProxy', () => {
     const proxy = await startKeyProxy({ key: 'pr-42', to: baselineUrl });
     try {
       const res = await fetch(`${proxy.url}/checkout?x=1`, { headers: { baggage: 'userid=3' } });
-      expect(await res.json()).toMatchObject({
+      expect(await served(res)).toMatchObject({
         servedBy: 'sandbox pr-42',
         baggage: 'userid=3,branchline=pr-42',
         path: '/checkout?x=1',
@@ -170,7 +178,7 @@ describe('startKeyProxy', () => {
     try {
       const body = Buffer.alloc(5 * 1024 * 1024, 7);
       const res = await fetch(`${proxy.url}/upload`, { method: 'POST', body });
-      expect(await res.json()).toMatchObject({ path: '/api/upload', bytes: body.length });
+      expect(await served(res)).toMatchObject({ path: '/api/upload', bytes: body.length });
       expect(seen[0]?.host).toBe(new URL(upstreamUrl).host);
       const redirect = await fetch(`${proxy.url}/redirect`, { redirect: 'manual' });
       expect(redirect.status).toBe(302);
@@ -185,7 +193,7 @@ describe('startKeyProxy', () => {
     const wss = new WebSocketServer({ server: wsServer });
     let handshakeBaggage: string | undefined;
     wss.on('connection', (socket, req) => {
-      handshakeBaggage = req.headers.baggage;
+      handshakeBaggage = String(req.headers.baggage);
       socket.on('message', (m) => socket.send(`echo ${m}`));
     });
     servers.push(wsServer);
@@ -250,7 +258,7 @@ describe('branchline proxy (CLI)', () => {
       const url = /listening on (http:\/\/\S+)/.exec(out)![1]!;
       expect(out).toContain(`→ ${baselineUrl} (adds baggage: branchline=pr-42)`);
       const res = await fetch(`${url}/checkout`);
-      expect((await res.json()).servedBy).toBe('sandbox pr-42');
+      expect((await served(res)).servedBy).toBe('sandbox pr-42');
       child.kill('SIGTERM');
       const [code] = await once(child, 'exit');
       expect(code).toBe(0);
