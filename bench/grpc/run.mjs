@@ -7,7 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { withRoutingKey } from '@branchline/core';
@@ -170,7 +170,10 @@ http {
 
 // ---------------------------------------------------------------------------------------------
 
-const results = { loadNote: 'taken on a shared 2-core machine while other test suites ran' };
+const results = {
+  loadNote: 'taken on a shared 2-core machine while other test suites ran',
+  loadAverageAtStart: loadavg(),
+};
 
 // 1. Throughput.
 {
@@ -189,7 +192,7 @@ const results = { loadNote: 'taken on a shared 2-core machine while other test s
   for (const [, fn] of configs) await fn();
   for (const [, fn] of configs) await fn();
   const samples = configs.map(() => []);
-  const rounds = quick ? 2 : 5;
+  const rounds = quick ? 2 : 7;
   for (let r = 0; r < rounds; r++) {
     // Rotate the order each round so a slow moment does not always hit the same config.
     for (let i = 0; i < configs.length; i++) {
@@ -300,7 +303,10 @@ console.log(
 console.log(
   `capacity vs plain (CPU per call): no key ${fmt(t.capacityRatioNoKey * 100, 1)}%, unrouted key ${fmt(t.capacityRatioUnroutedKey * 100, 1)}%`,
 );
-console.log(`(${results.loadNote})`);
+results.loadAverageAtEnd = loadavg();
+console.log(
+  `(${results.loadNote}; load average ${results.loadAverageAtStart.map((x) => x.toFixed(1)).join(' ')} at start, ${results.loadAverageAtEnd.map((x) => x.toFixed(1)).join(' ')} at end)`,
+);
 saveResults('grpc', results);
 cleanup();
 process.exit(0);
