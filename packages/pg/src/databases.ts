@@ -31,6 +31,8 @@ import type {
 
 /** Snapshots of this size and more are cloned with STRATEGY FILE_COPY under `cloneStrategy: 'auto'`. */
 export const FILE_COPY_THRESHOLD_BYTES = 64 * 1024 * 1024;
+/** Clones smaller than this finish too fast for intermediate progress to matter. */
+const CLONE_PROGRESS_MIN_BYTES = 16 * 1024 * 1024;
 const LOCK_NAMESPACE = 'branchline_pg';
 const COMMENT_TAG = 'branchline:';
 
@@ -242,9 +244,17 @@ export class SandboxDatabases {
           });
           const strategy = await this.strategyClause(c, bytes);
           const owner = this.owner ? ` OWNER ${quoteIdent(this.owner)}` : '';
-          await c.query(
-            `CREATE DATABASE ${quoteIdent(database)} TEMPLATE ${quoteIdent(snapshot)}${strategy}${owner}`,
+          const message = `cloning ${snapshot} into ${database}`;
+          const stop = this.watchCloneBytes(bytes, (done) =>
+            report({ phase: 'cloning', done, total: bytes, unit: 'bytes', message }),
           );
+          try {
+            await c.query(
+              `CREATE DATABASE ${quoteIdent(database)} TEMPLATE ${quoteIdent(snapshot)}${strategy}${owner}`,
+            );
+          } finally {
+            await stop();
+          }
         });
         const note = JSON.stringify({ sandbox, source, resource: req.resource });
         await c.query(`COMMENT ON DATABASE ${quoteIdent(database)} IS ${quoteLiteral(COMMENT_TAG + note)}`);
@@ -542,6 +552,45 @@ export class SandboxDatabases {
           : 'wal_log'
         : this.cloneStrategy;
     return s === 'file_copy' ? ' STRATEGY FILE_COPY' : ' STRATEGY WAL_LOG';
+  }
+
+  /**
+   * Best effort: while a large clone runs, reports the bytes written so far by sizing the one
+   * database directory that has no committed pg_database row yet. Needs the rights to call
+   * pg_ls_dir/pg_stat_file (superuser or granted); without them, or with several clones at
+   * once, it reports nothing and the bar jumps from 0 to done.
+   */
+  private watchCloneBytes(total: number, onBytes: (done: number) => void): () => Promise<void> {
+    if (total < CLONE_PROGRESS_MIN_BYTES) return async () => {};
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    const client = new pg.Client(this.admin);
+    client.on('error', () => {});
+    const connected = client.connect().then(
+      () => true,
+      () => false,
+    );
+    const tick = async () => {
+      if (stopped || !(await connected)) return;
+      try {
+        const r = await client.query<{ bytes: number }>(
+          `SELECT (SELECT coalesce(sum((pg_stat_file('base/' || d || '/' || f, true)).size), 0)
+                   FROM pg_ls_dir('base/' || d, true, false) f)::float8 AS bytes
+           FROM pg_ls_dir('base') d
+           WHERE d ~ '^[0-9]+$' AND d::oid NOT IN (SELECT oid FROM pg_database)`,
+        );
+        if (r.rows.length === 1 && !stopped) onBytes(Math.min(r.rows[0]?.bytes ?? 0, total));
+      } catch {
+        return; // not allowed to look: no intermediate progress
+      }
+      if (!stopped) timer = setTimeout(() => void tick(), 250);
+    };
+    timer = setTimeout(() => void tick(), 250);
+    return async () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      if (await connected) await client.end().catch(() => {});
+    };
   }
 
   /** Drops `name` if it exists, terminating its connections (also an invalid, half-dropped one). */
