@@ -247,6 +247,12 @@ describe('the registry dashboard in headless Chromium', () => {
       ),
       ...past('orders-v2', 'orders', 'forwarded', wave),
       ...past(
+        'pay-fee',
+        'payments',
+        'forwarded',
+        wave.slice(4, 20).map((n) => Math.ceil(n / 2)),
+      ),
+      ...past(
         'orders-v2',
         'payments',
         'routed',
