@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { branchline } from '@branchline/express';
 import express from 'express';
-import { request as playwrightRequest } from 'playwright-core';
+import { chromium, request as playwrightRequest } from 'playwright-core';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -150,6 +151,40 @@ describe('routingHeaders (Playwright extraHTTPHeaders)', () => {
       await ctx.dispose();
     }
   });
+});
+
+describe('in a real browser (Chromium)', () => {
+  const executablePath = process.env.BRANCHLINE_CHROMIUM ?? '/usr/bin/chromium';
+
+  it('a page opened in a context with routingHeaders, and a plain page opened through the proxy, both reach the sandbox', async () => {
+    if (!existsSync(executablePath))
+      throw new Error(
+        `Chromium is not installed at ${executablePath}; run \`bash scripts/install-browser.sh\` or set BRANCHLINE_CHROMIUM`,
+      );
+    const browser = await chromium.launch({
+      executablePath,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+      timeout: 60_000,
+    });
+    const proxy = await startKeyProxy({ key: 'pr-42', to: baselineUrl });
+    try {
+      const keyed = await browser.newContext({ extraHTTPHeaders: routingHeaders('pr-42') });
+      const page = await keyed.newPage();
+      await page.goto(`${baselineUrl}/page`);
+      expect(JSON.parse((await page.textContent('body')) ?? '{}').servedBy).toBe('sandbox pr-42');
+
+      const plain = await browser.newContext();
+      const plainPage = await plain.newPage();
+      await plainPage.goto(`${baselineUrl}/page`);
+      expect(JSON.parse((await plainPage.textContent('body')) ?? '{}').servedBy).toBe('baseline');
+      await plainPage.goto(`${proxy.url}/page`);
+      expect(JSON.parse((await plainPage.textContent('body')) ?? '{}').servedBy).toBe('sandbox pr-42');
+    } finally {
+      await proxy.close();
+      await browser.close();
+    }
+  }, 90_000);
 });
 
 describe('startKeyProxy', () => {
