@@ -14,6 +14,7 @@ interface Hop {
   key?: string;
   forwarded: boolean;
   ctxKey?: string;
+  baggageLines: number;
   next?: Hop;
 }
 
@@ -163,6 +164,8 @@ function chainSpec(otel: boolean) {
     expect(served(json)).toEqual(['frontend', 'orders-base', 'payments-sb']);
     expect(json.next?.ctxKey).toBe('pay-key');
     expect(json.next?.next?.key).toBe('pay-key');
+    // Merged, never duplicated: each hop received exactly one baggage header.
+    expect([json.next?.baggageLines, json.next?.next?.baggageLines]).toEqual([1, 1]);
   });
 
   it('a key whose sandbox overrides only orders is forwarded to the orders sandbox; payments stays baseline', async () => {

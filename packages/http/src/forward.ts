@@ -348,7 +348,7 @@ export class SandboxForwarder {
       body,
     );
     (res as ForwardableResponse)[kForward] = handler;
-    res.once('close', onClientClose);
+    res.on('close', onClientClose);
     const method = req.method ?? 'GET';
     this.pool(target.endpoint).dispatch(
       {

@@ -1,13 +1,27 @@
+import { channel } from 'node:diagnostics_channel';
 import {
   activeContext,
   contextWithRoutingKey,
   counters,
   getRoutingKey,
+  hasOtelPropagator,
   runInContext,
 } from '@branchline/core';
+import { propagation } from '@opentelemetry/api';
 import { Agent, type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
 import { headersWithKey, OutgoingRouter } from './outgoing.js';
 import type { OutgoingRoutingOptions } from './types.js';
+
+const requestCreated = channel('undici:request:create');
+
+/**
+ * OpenTelemetry's undici instrumentation adds the propagators' headers to every request it sees
+ * (from the same context our key comes from). When it will write `baggage`, writing it here too
+ * would send the header twice, so the key is left to it.
+ */
+function otelWritesBaggage(): boolean {
+  return requestCreated.hasSubscribers && hasOtelPropagator() && propagation.fields().includes('baggage');
+}
 
 /**
  * An undici interceptor: `new Agent().compose(createRoutingInterceptor({ services }))`.
@@ -33,14 +47,13 @@ export function createRoutingInterceptor(
         return runInContext(contextWithRoutingKey(activeContext(), undefined), () => dispatch(opts, handler));
       }
       const target = router.target(info, key);
-      const next: Dispatcher.DispatchOptions = {
-        ...opts,
-        headers: headersWithKey(
+      const next: Dispatcher.DispatchOptions = { ...opts };
+      if (!otelWritesBaggage())
+        next.headers = headersWithKey(
           opts.headers,
           key,
           router.baggageKey,
-        ) as Dispatcher.DispatchOptions['headers'],
-      };
+        ) as Dispatcher.DispatchOptions['headers'];
       if (target !== undefined) next.origin = target;
       return dispatch(next, handler);
     };
