@@ -43,9 +43,9 @@ if (process.argv[2] === 'worker') {
   process.send({ type: 'ready' });
   process.on('message', async (m) => {
     if (m.type !== 'report') return;
-    process.send({ type: 'report', times: Object.fromEntries(times) });
     await Promise.all(clients.map((c) => c.close()));
-    process.exit(0);
+    // Exit only once the (large) report has been handed to the parent.
+    process.send({ type: 'report', times: Object.fromEntries(times) }, () => process.exit(0));
   });
 } else {
   await main();
@@ -123,9 +123,10 @@ async function main() {
       }),
     );
   }
+  const sendSeconds = (now() - start) / 1000;
   await Promise.all(inflight);
   console.log(`${total} changes sent`);
-  const achievedRate = total / ((now() - start) / 1000);
+  const achievedRate = total / sendSeconds;
   await new Promise((r) => setTimeout(r, 1500));
   const reports = await Promise.all(
     workers.map(async (w) => {

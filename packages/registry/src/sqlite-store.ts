@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import {
   type Lease,
   type LoadedState,
@@ -29,6 +29,17 @@ export class SqliteStore implements Store {
   private readonly db: DatabaseSync;
   /** Highest completeUntil handed out, so later writes never get an earlier time. */
   private announced = 0;
+  private readonly statements = new Map<string, StatementSync>();
+
+  /** Prepared once per SQL text: compiling a statement costs more than running it. */
+  private sql(text: string): StatementSync {
+    let st = this.statements.get(text);
+    if (!st) {
+      st = this.db.prepare(text);
+      this.statements.set(text, st);
+    }
+    return st;
+  }
 
   constructor(readonly path: string) {
     this.description = `sqlite ${path}`;
@@ -39,19 +50,17 @@ export class SqliteStore implements Store {
   }
 
   async open(recentLimit: number): Promise<LoadedState> {
-    const meta = this.db.prepare('SELECT revision, last_time FROM branchline_meta WHERE id = 1').get() as {
+    const meta = this.sql('SELECT revision, last_time FROM branchline_meta WHERE id = 1').get() as {
       revision: number;
       last_time: number;
     };
     this.announced = Number(meta.last_time);
-    const rows = this.db.prepare('SELECT kind, doc FROM branchline_objects').all() as {
+    const rows = this.sql('SELECT kind, doc FROM branchline_objects').all() as {
       kind: string;
       doc: string;
     }[];
     const recent = (
-      this.db
-        .prepare('SELECT * FROM branchline_changes ORDER BY revision DESC LIMIT ?')
-        .all(recentLimit) as never[]
+      this.sql('SELECT * FROM branchline_changes ORDER BY revision DESC LIMIT ?').all(recentLimit) as never[]
     )
       .map(rowToChange)
       .reverse();
@@ -70,7 +79,7 @@ export class SqliteStore implements Store {
     const db = this.db;
     db.exec('BEGIN IMMEDIATE');
     try {
-      const meta = db.prepare('SELECT revision, last_time FROM branchline_meta WHERE id = 1').get() as {
+      const meta = this.sql('SELECT revision, last_time FROM branchline_meta WHERE id = 1').get() as {
         revision: number;
         last_time: number;
       };
@@ -79,20 +88,20 @@ export class SqliteStore implements Store {
       const missed =
         revision > knownRevision
           ? (
-              db
-                .prepare('SELECT * FROM branchline_changes WHERE revision > ? ORDER BY revision')
-                .all(knownRevision) as never[]
+              this.sql('SELECT * FROM branchline_changes WHERE revision > ? ORDER BY revision').all(
+                knownRevision,
+              ) as never[]
             ).map(rowToChange)
           : [];
       const { changes, result } = decide({ time, missed });
       const committed: Change[] = [];
-      const insertChange = db.prepare(
+      const insertChange = this.sql(
         'INSERT INTO branchline_changes (revision, time, type, kind, id, name, doc) VALUES (?, ?, ?, ?, ?, ?, ?)',
       );
-      const upsert = db.prepare(
+      const upsert = this.sql(
         'INSERT INTO branchline_objects (id, kind, name, deleted_at, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, deleted_at = excluded.deleted_at, doc = excluded.doc',
       );
-      const forget = db.prepare('DELETE FROM branchline_objects WHERE id = ?');
+      const forget = this.sql('DELETE FROM branchline_objects WHERE id = ?');
       for (const p of changes) {
         revision++;
         const c: Change = { ...p, revision, time };
@@ -100,13 +109,13 @@ export class SqliteStore implements Store {
         insertChange.run(revision, time, c.type, c.kind, c.id, c.name, doc);
         if (c.type === 'forget') {
           forget.run(c.id);
-          db.prepare('DELETE FROM branchline_secrets WHERE id = ?').run(c.id);
-          db.prepare('DELETE FROM branchline_leases WHERE sandbox_id = ?').run(c.id);
+          this.sql('DELETE FROM branchline_secrets WHERE id = ?').run(c.id);
+          this.sql('DELETE FROM branchline_leases WHERE sandbox_id = ?').run(c.id);
         } else upsert.run(c.id, c.kind, c.name, c.object?.deletedAt ?? null, doc!);
         committed.push(c);
       }
       if (committed.length)
-        db.prepare('UPDATE branchline_meta SET revision = ?, last_time = ? WHERE id = 1').run(revision, time);
+        this.sql('UPDATE branchline_meta SET revision = ?, last_time = ? WHERE id = 1').run(revision, time);
       db.exec('COMMIT');
       return { committed, missed, result };
     } catch (err) {
@@ -117,14 +126,14 @@ export class SqliteStore implements Store {
 
   async changesSince(revision: number): Promise<Change[]> {
     return (
-      this.db
-        .prepare('SELECT * FROM branchline_changes WHERE revision > ? ORDER BY revision')
-        .all(revision) as never[]
+      this.sql('SELECT * FROM branchline_changes WHERE revision > ? ORDER BY revision').all(
+        revision,
+      ) as never[]
     ).map(rowToChange);
   }
 
   async horizon(): Promise<{ revision: number; completeUntil: number }> {
-    const meta = this.db.prepare('SELECT revision, last_time FROM branchline_meta WHERE id = 1').get() as {
+    const meta = this.sql('SELECT revision, last_time FROM branchline_meta WHERE id = 1').get() as {
       revision: number;
       last_time: number;
     };
@@ -138,46 +147,38 @@ export class SqliteStore implements Store {
   }
 
   async pruneChanges(keep: number): Promise<void> {
-    this.db
-      .prepare(
-        'DELETE FROM branchline_changes WHERE revision <= (SELECT revision FROM branchline_meta WHERE id = 1) - ?',
-      )
-      .run(keep);
+    this.sql(
+      'DELETE FROM branchline_changes WHERE revision <= (SELECT revision FROM branchline_meta WHERE id = 1) - ?',
+    ).run(keep);
   }
 
   async getSecret(id: string): Promise<Secret | undefined> {
-    const row = this.db.prepare('SELECT secret FROM branchline_secrets WHERE id = ?').get(id) as
+    const row = this.sql('SELECT secret FROM branchline_secrets WHERE id = ?').get(id) as
       | { secret: string }
       | undefined;
     return row ? JSON.parse(row.secret) : undefined;
   }
 
   async putSecret(id: string, secret: Secret): Promise<void> {
-    this.db
-      .prepare(
-        'INSERT INTO branchline_secrets (id, secret) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET secret = excluded.secret',
-      )
-      .run(id, JSON.stringify(secret));
+    this.sql(
+      'INSERT INTO branchline_secrets (id, secret) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET secret = excluded.secret',
+    ).run(id, JSON.stringify(secret));
   }
 
   async touchLease(l: Lease): Promise<void> {
-    this.db
-      .prepare(
-        'INSERT INTO branchline_leases (sandbox_id, service, transport, endpoint, expires_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET expires_at = excluded.expires_at',
-      )
-      .run(l.sandboxId, l.service, l.transport, l.endpoint, l.expiresAt);
+    this.sql(
+      'INSERT INTO branchline_leases (sandbox_id, service, transport, endpoint, expires_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET expires_at = excluded.expires_at',
+    ).run(l.sandboxId, l.service, l.transport, l.endpoint, l.expiresAt);
   }
 
   async dropLease(l: Omit<Lease, 'expiresAt'>): Promise<void> {
-    this.db
-      .prepare(
-        'DELETE FROM branchline_leases WHERE sandbox_id = ? AND service = ? AND transport = ? AND endpoint = ?',
-      )
-      .run(l.sandboxId, l.service, l.transport, l.endpoint);
+    this.sql(
+      'DELETE FROM branchline_leases WHERE sandbox_id = ? AND service = ? AND transport = ? AND endpoint = ?',
+    ).run(l.sandboxId, l.service, l.transport, l.endpoint);
   }
 
   async expiredLeases(now: number): Promise<Lease[]> {
-    const rows = this.db.prepare('SELECT * FROM branchline_leases WHERE expires_at <= ?').all(now) as {
+    const rows = this.sql('SELECT * FROM branchline_leases WHERE expires_at <= ?').all(now) as {
       sandbox_id: string;
       service: string;
       transport: 'http' | 'grpc';
