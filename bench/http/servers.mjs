@@ -58,4 +58,5 @@ async function main() {
   } else throw new Error(`unknown mode ${mode}`);
   process.stdout.write(`ready ${mode} ${port}\n`);
 }
+process.on('SIGINT', () => process.exit(0));
 main();

@@ -31,6 +31,7 @@ export interface BranchlineMiddleware {
  */
 export function branchline(options: BranchlineExpressOptions = {}): BranchlineMiddleware {
   const router = new IncomingRouter(options);
+  const fallback = router.forwarder.options.fallbackToBaseline;
   const middleware = function branchlineMiddleware(
     req: IncomingMessage,
     res: ServerResponse,
@@ -47,7 +48,13 @@ export function branchline(options: BranchlineExpressOptions = {}): BranchlineMi
         );
         return;
       }
-      router.forwarder.forward(req, res, route.target, () => router.continueInContext(route, req, next));
+      router.forwarder.forward(
+        req,
+        res,
+        route.target,
+        // A closure only when it can be used: forwarding without fallback allocates none.
+        fallback ? () => router.continueInContext(route, req, next) : undefined,
+      );
       return;
     }
     if (!route.enter) next();

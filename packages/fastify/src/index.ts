@@ -66,6 +66,7 @@ const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fasti
     done(err instanceof TypeError ? err : new TypeError((err as Error).message));
     return;
   }
+  const fallback = router.forwarder.options.fallbackToBaseline;
   fastify.decorate('branchlineRouter', router);
   fastify.decorateRequest('branchline', null as unknown as BranchlineRequestInfo);
   fastify.decorateRequest(kContext as unknown as string, null);
@@ -77,10 +78,17 @@ const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fasti
       const route = router.route(request.raw);
       request.branchline = route.info;
       if (route.target !== undefined) {
-        router.forwarder.forward(request.raw, reply.raw, route.target, () => {
-          (request as WithContext)[kContext] = route.context;
-          router.continueInContext(route, request.raw, next, false);
-        });
+        router.forwarder.forward(
+          request.raw,
+          reply.raw,
+          route.target,
+          fallback
+            ? () => {
+                (request as WithContext)[kContext] = route.context;
+                router.continueInContext(route, request.raw, next, false);
+              }
+            : undefined,
+        );
         // `next` is not called: Fastify never handles this request; the sandbox's response is
         // written to reply.raw. On fallback, `next` lets Fastify serve it as usual.
         return;

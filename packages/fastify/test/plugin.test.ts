@@ -93,6 +93,31 @@ describe('the Fastify plugin', () => {
     );
   });
 
+  it('with fallbackToBaseline serves a request whose sandbox is down here, body parsed as usual', async () => {
+    const a = Fastify();
+    await a.register(branchline, {
+      fallbackToBaseline: true,
+      runtime: createRuntime({
+        service: 'orders',
+        routeSource: {
+          sandboxes: [
+            { name: 'down', key: 'down-key', overrides: { orders: { http: 'http://127.0.0.1:9' } } },
+          ],
+        },
+      }),
+    });
+    a.post('/x', async (request) => ({ instance: 'baseline', ctxKey: getRoutingKey(), body: request.body }));
+    await a.listen({ port: 0, host: '127.0.0.1' });
+    const r = await fetch(`http://127.0.0.1:${(a.server.address() as { port: number }).port}/x`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', baggage: 'branchline=down-key' },
+      body: JSON.stringify({ big: 'y'.repeat(50_000) }),
+    });
+    const json = (await r.json()) as { instance: string; ctxKey: string; body: { big: string } };
+    expect([json.instance, json.ctxKey, json.body.big.length]).toEqual(['baseline', 'down-key', 50_000]);
+    await a.close();
+  });
+
   it('is not encapsulated: routes in child plugins get request.branchline too', async () => {
     const a = Fastify();
     await a.register(branchline, { service: 'orders' });
