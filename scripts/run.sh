@@ -16,6 +16,13 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 npx turbo run build --output-logs=errors-only
 case "$task" in
+  test|test-packages)
+    # Debian tools the tests drive: kcat (a non-Node Kafka client) and Chromium (dashboard).
+    bash scripts/install-tools.sh
+    bash scripts/install-browser.sh
+    ;;
+esac
+case "$task" in
   test) exec npx vitest run "$@" ;;
   test-packages) exec npx turbo run test --concurrency=1 --output-logs=new-only "$@" ;;
   demo) exec node examples/demo.mjs "$@" ;;
