@@ -78,6 +78,8 @@ const sleep = (ms: number) =>
   });
 
 const PROCESS: MessageDecision = { action: 'process', owner: undefined };
+const DONE: Promise<void> = Promise.resolve();
+type WaitDecision = MessageDecision & { action: 'wait' };
 
 const tp = (topic: string, partition: number) => `${topic}:${partition}`;
 
@@ -256,7 +258,7 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
     message: KafkaMessage,
     key: string | undefined,
     heartbeat: () => Promise<void>,
-    first: MessageDecision & { action: 'wait' },
+    first: WaitDecision,
   ): Promise<MessageDecision> {
     const at = timeOf(message);
     let d: MessageDecision = first;
@@ -291,7 +293,26 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
   // ---- handlers --------------------------------------------------------------------------
 
   function wrapEachMessage(handler: (p: EachMessagePayload) => Promise<void>) {
-    return async (payload: EachMessagePayload): Promise<void> => {
+    const processIn = (payload: EachMessagePayload, key: string | undefined): Promise<void> => {
+      stats.processed++;
+      counters.messagesProcessed++;
+      return runInContext(contextFor(key), () => handler(payload));
+    };
+    const held = async (payload: EachMessagePayload, key: string | undefined, first: WaitDecision) => {
+      const d = await settle(
+        payload.topic,
+        payload.partition,
+        payload.message,
+        key,
+        payload.heartbeat,
+        first,
+      );
+      if (d.action === 'process') return processIn(payload, key);
+      stats.skipped++;
+      counters.messagesSkipped++;
+    };
+    // Not an async function: the common paths add no promise of their own.
+    return (payload: EachMessagePayload): Promise<void> => {
       const { message } = payload;
       const key = keyOf(message.headers);
       // Hot path: a baseline consumer and a message without a key — nothing to decide.
@@ -300,17 +321,12 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
         counters.messagesProcessed++;
         return handler(payload);
       }
-      let d = decide(key, timeOf(message));
-      if (d.action === 'wait')
-        d = await settle(payload.topic, payload.partition, message, key, payload.heartbeat, d);
-      if (d.action !== 'process') {
-        stats.skipped++;
-        counters.messagesSkipped++;
-        return;
-      }
-      stats.processed++;
-      counters.messagesProcessed++;
-      return runInContext(contextFor(key), () => handler(payload));
+      const d = decide(key, timeOf(message));
+      if (d.action === 'process') return processIn(payload, key);
+      if (d.action === 'wait') return held(payload, key, d);
+      stats.skipped++;
+      counters.messagesSkipped++;
+      return DONE;
     };
   }
 
