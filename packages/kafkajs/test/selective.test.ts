@@ -310,6 +310,28 @@ describe('selective consumption (real broker)', () => {
     expect(base.stats).toMatchObject({ held: 1, holdTimeouts: 1, processed: 1 });
   });
 
+  it('by default a hold that times out raises HoldTimeoutError and the message is retried, never guessed', async () => {
+    const topic = unique('hold-error');
+    await createTopic(admin, topic, 1);
+    const seen: Seen[] = [];
+    const source = new StaticRouteSource();
+    const base = start(unique('orders'), source, { holdTimeoutMs: 300 });
+    await runEachMessage(base, topic, 'baseline', seen);
+    await produce(topic, 'keyed', 'pr-9');
+    await until(
+      () => base.stats.holdTimeouts >= 2,
+      () => `two hold timeouts, stats ${JSON.stringify(base.stats)}`,
+    );
+    expect(seen).toEqual([]);
+    source.update({ sandboxes: [] });
+    await until(
+      () => seen.length >= 1,
+      () => JSON.stringify(seen),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seen.map((s) => [s.id, s.keyInHandler])).toEqual([['keyed', 'pr-9']]);
+  });
+
   it('a new sandbox consumer starts at its activation time, not at "latest", and a deleted one drains then leaves', async () => {
     const topic = unique('activate');
     await createTopic(admin, topic);
