@@ -20,6 +20,46 @@ interface PgModule {
   };
   progressPrinter(stream?: NodeJS.WritableStream): { update(p: Progress): void; done(): void };
   formatBytes(n: number): string;
+  fetchSandboxDatabase(
+    resource: string,
+    options: { registry: string; token?: string; sandbox: string; waitMs?: number },
+  ): Promise<Record<string, unknown> & { database: string; url: string }>;
+  formatConnection(outputs: Record<string, unknown>, label?: string): string;
+}
+
+/**
+ * For `branchline sandbox create … --db orders [--db payments]`: the resources to declare, one
+ * `postgres` resource named `<source>-db` per database (pass them in the PUT body, then --wait).
+ */
+export function dbResources(sources: string[]): Record<string, { type: 'postgres'; spec: { from: string } }> {
+  const out: Record<string, { type: 'postgres'; spec: { from: string } }> = {};
+  for (const from of sources) {
+    const name = `${from
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '')}-db`;
+    out[name] = { type: 'postgres', spec: { from } };
+  }
+  return out;
+}
+
+/**
+ * After the sandbox is ready: the connection details of each `--db` database, read with the
+ * sandbox token the PUT returned, formatted for people (password masked).
+ */
+export async function databaseDetails(
+  registry: string,
+  sandbox: string,
+  token: string | undefined,
+  sources: string[],
+): Promise<string> {
+  const pg = await loadPg();
+  const parts: string[] = [];
+  for (const resource of Object.keys(dbResources(sources))) {
+    const outputs = await pg.fetchSandboxDatabase(resource, { registry, token, sandbox }).catch(failure);
+    parts.push(pg.formatConnection(outputs, resource));
+  }
+  return parts.join('\n');
 }
 
 interface Out {
