@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createRegistrySource } from '@branchline/core';
 import { createRegistryServer, type ResourceHook } from '@branchline/registry';
 import { afterAll, describe, expect, it } from 'vitest';
+import { freePort, startNode } from './helpers/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'branchline-registry-res-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -100,6 +101,55 @@ describe('resource hooks', () => {
     } finally {
       await src.close();
       await server.close();
+    }
+  });
+
+  it('branchline registry --plugin loads resource hooks and onSandboxDeleted listeners from a module', async () => {
+    const log = join(dir, 'plugin.log');
+    const plugin = join(dir, 'plugin.mjs');
+    writeFileSync(
+      plugin,
+      `import { appendFileSync } from 'node:fs';
+const note = (s) => appendFileSync(${JSON.stringify(log)}, s + '\\n');
+export const resourceHooks = [{
+  type: 'queue',
+  async provision(ctx) { note('provision ' + ctx.sandbox.name + ' ' + ctx.resource.name); return { name: 'q-' + ctx.sandbox.key }; },
+  async deprovision(ctx) { note('deprovision ' + ctx.outputs.name); },
+}];
+export function setup(server) { server.onSandboxDeleted((s, reason) => note('deleted ' + s.name + ' ' + reason)); }
+`,
+    );
+    const port = await freePort();
+    const bin = resolve(import.meta.dirname, '../packages/cli/dist/bin.js');
+    const proc = startNode(bin, [
+      'registry',
+      '--port',
+      String(port),
+      '--store',
+      join(dir, 'plugin.db'),
+      '--plugin',
+      plugin,
+    ]);
+    try {
+      await proc.waitFor('listening on', 30_000);
+      const url = `http://127.0.0.1:${port}`;
+      const put = await fetch(`${url}/v1/sandboxes/plug`, {
+        method: 'PUT',
+        body: JSON.stringify({ resources: { inbox: { type: 'queue' } } }),
+      });
+      expect(put.status).toBe(201);
+      await until(
+        async () => (await (await fetch(`${url}/v1/sandboxes/plug`)).json()).status === 'ready',
+        'ready',
+      );
+      expect((await fetch(`${url}/v1/sandboxes/plug`, { method: 'DELETE' })).status).toBe(200);
+      expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual([
+        'provision plug inbox',
+        'deleted plug api',
+        'deprovision q-plug',
+      ]);
+    } finally {
+      await proc.stop();
     }
   });
 });

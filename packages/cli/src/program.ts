@@ -1,4 +1,13 @@
-import { createRegistryServer, parseDuration, parseTokens, type TokenEntry } from '@branchline/registry';
+import { isAbsolute, resolve as resolvePath } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import {
+  createRegistryServer,
+  parseDuration,
+  parseTokens,
+  type RegistryServer,
+  type ResourceHook,
+  type TokenEntry,
+} from '@branchline/registry';
 import { Command, CommanderError, Option } from 'commander';
 import { CliError, EXIT, RegistryClient } from './client.js';
 import { endpointsText, expiresIn, labelsText, table } from './format.js';
@@ -115,6 +124,12 @@ export function createProgram(out: Out = defaultOut()): Command {
         'BRANCHLINE_GITHUB_WEBHOOK_SECRET',
       ),
     )
+    .option(
+      '--plugin <module>',
+      'load a registry plugin (a module exporting resourceHooks and/or setup(server)); repeatable',
+      collect,
+      [],
+    )
     .option('--public-reads', 'allow reads (GET, watch) without a token even when tokens are configured')
     .option('--tombstone-retention <duration>', 'how long deleted sandboxes stay as tombstones', '6h')
     .option('--default-ttl <duration>', 'TTL of sandboxes created without one ("none" = never expire)', '24h')
@@ -143,6 +158,7 @@ export function createProgram(out: Out = defaultOut()): Command {
         defaultTtlMs: opts.defaultTtl === 'none' ? null : dur(opts.defaultTtl, '--default-ttl'),
         heartbeatIntervalMs: dur(opts.heartbeatInterval, '--heartbeat-interval'),
       });
+      for (const spec of opts.plugin as string[]) await loadPlugin(spec, server);
       const port = Number(opts.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535)
         throw new CliError(`--port ${JSON.stringify(opts.port)} is not a port number`, EXIT.usage);
@@ -478,6 +494,30 @@ export function createProgram(out: Out = defaultOut()): Command {
     cmd.configureOutput({ writeOut: (s) => out.log(s.trimEnd()), writeErr: (s) => out.err(s.trimEnd()) });
   }
   return program;
+}
+
+/**
+ * A registry plugin: a module whose default export or `branchlineRegistryPlugin` export has
+ * `resourceHooks` (an array, or a function returning one) and/or `setup(server)`; or a module
+ * that exports `resourceHooks` directly.
+ */
+async function loadPlugin(spec: string, server: RegistryServer): Promise<void> {
+  let mod: Record<string, unknown>;
+  try {
+    const target = spec.startsWith('.') || isAbsolute(spec) ? pathToFileURL(resolvePath(spec)).href : spec;
+    mod = (await import(target)) as Record<string, unknown>;
+  } catch (err) {
+    throw new CliError(`--plugin ${spec}: cannot load it (${(err as Error).message})`, EXIT.usage);
+  }
+  const plugin = (mod.branchlineRegistryPlugin ?? mod.default ?? mod) as {
+    resourceHooks?: ResourceHook[] | (() => ResourceHook[]);
+    setup?: (server: RegistryServer) => unknown;
+  };
+  const hooks = typeof plugin.resourceHooks === 'function' ? plugin.resourceHooks() : plugin.resourceHooks;
+  if (!hooks && typeof plugin.setup !== 'function')
+    throw new CliError(`--plugin ${spec}: it exports neither resourceHooks nor setup(server)`, EXIT.usage);
+  for (const h of hooks ?? []) server.addResourceHook(h);
+  await plugin.setup?.(server);
 }
 
 function allCommands(c: Command): Command[] {

@@ -187,6 +187,13 @@ export class RegistryServer {
     this.http.keepAliveTimeout = 65_000;
   }
 
+  /** Registers a resource hook after construction (plugins loaded by `branchline registry --plugin`). */
+  addResourceHook(hook: ResourceHook): void {
+    if (!hook || typeof hook.type !== 'string')
+      throw new TypeError('branchline registry: a resource hook needs a "type"');
+    this.hooks.set(hook.type, hook);
+  }
+
   /** Registers a listener for sandbox deletions (transport cleanup that is not a declared resource). */
   onSandboxDeleted(listener: SandboxDeletedListener): () => void {
     this.deletedListeners.push(listener);
