@@ -1,0 +1,115 @@
+// The `branchline db` command file (packages/cli/src/db-command.ts) against a real PostgreSQL
+// and a real registry: snapshot refresh, and the `--db` helpers for `sandbox create`.
+import { randomBytes } from 'node:crypto';
+import { postgresResourceHook } from '@branchline/pg';
+import { createRegistryServer } from '@branchline/registry';
+import { Command } from 'commander';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { databaseDetails, dbResources, registerDbCommand } from '../packages/cli/src/db-command.js';
+
+const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' };
+const id = randomBytes(3).toString('hex');
+const baseline = `blt_base_c${id}`;
+const prefix = `bltc${id}_`;
+const snapshotPrefix = `bltcs${id}_`;
+const catalogue = `blt_catalogue_c${id}`;
+
+async function admin<T>(fn: (c: pg.Client) => Promise<T>, database = 'postgres'): Promise<T> {
+  const c = new pg.Client({ ...PG, database });
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+async function run(...args: string[]): Promise<string[]> {
+  const lines: string[] = [];
+  const program = new Command('branchline').exitOverride();
+  registerDbCommand(program, { log: (s) => lines.push(s) });
+  await program.parseAsync(['node', 'branchline', ...args]);
+  return lines;
+}
+
+beforeAll(async () => {
+  await admin((c) => c.query(`CREATE DATABASE "${baseline}"`));
+  await admin(async (c) => {
+    await c.query('CREATE TABLE orders (id int PRIMARY KEY)');
+    await c.query('INSERT INTO orders SELECT generate_series(1, 5)');
+  }, baseline);
+});
+
+afterAll(async () => {
+  await admin(async (c) => {
+    const r = await c.query<{ datname: string }>(
+      'SELECT datname FROM pg_database WHERE starts_with(datname, $1) OR starts_with(datname, $2) OR datname = $3',
+      [prefix, snapshotPrefix, baseline],
+    );
+    for (const { datname } of r.rows) await c.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+    await c.query(`DROP TABLE IF EXISTS "${catalogue}"`);
+  });
+});
+
+describe('branchline db', () => {
+  it('db snapshot <source> takes the snapshot sandbox databases are cloned from', async () => {
+    const conn = `postgres://postgres@127.0.0.1:5432/postgres`;
+    const out = await run(
+      'db',
+      'snapshot',
+      baseline,
+      '--connection',
+      conn,
+      '--snapshot-prefix',
+      snapshotPrefix,
+    );
+    expect(out.join('\n')).toMatch(
+      new RegExp(`snapshot ${snapshotPrefix}${baseline} of ${baseline} ready: .* by template`),
+    );
+    const snap = await admin((c) =>
+      c.query('SELECT datallowconn FROM pg_database WHERE datname = $1', [`${snapshotPrefix}${baseline}`]),
+    );
+    expect(snap.rows).toEqual([{ datallowconn: false }]);
+  });
+
+  it('--db helpers declare a postgres resource per database and print its connection details', async () => {
+    expect(dbResources(['orders', 'Billing_DB'])).toEqual({
+      'orders-db': { type: 'postgres', spec: { from: 'orders' } },
+      'billing-db-db': { type: 'postgres', spec: { from: 'Billing_DB' } },
+    });
+    const server = createRegistryServer({
+      store: ':memory:',
+      tokens: [{ token: 'w', scopes: ['read', 'write'] }],
+      resourceHooks: [postgresResourceHook({ connection: PG, prefix, snapshotPrefix, catalogue })],
+      log: () => {},
+    });
+    const url = await server.listen(0);
+    try {
+      const res = await fetch(`${url}/v1/sandboxes/pr-cli`, {
+        method: 'PUT',
+        headers: { authorization: 'Bearer w', 'content-type': 'application/json' },
+        body: JSON.stringify({ resources: dbResources([baseline]) }),
+      });
+      const { sandboxToken } = (await res.json()) as { sandboxToken: string };
+      const until = Date.now() + 60_000;
+      for (;;) {
+        const s = (await (
+          await fetch(`${url}/v1/sandboxes/pr-cli`, { headers: { authorization: 'Bearer w' } })
+        ).json()) as {
+          status: string;
+        };
+        if (s.status === 'ready') break;
+        if (Date.now() > until) throw new Error(`sandbox not ready: ${JSON.stringify(s)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const text = await databaseDetails(url, 'pr-cli', sandboxToken, [baseline]);
+      expect(text).toContain(`postgres://postgres@127.0.0.1:5432/${prefix}pr-cli__${baseline}`);
+      expect(text).toContain(`copy of ${baseline}`);
+      await fetch(`${url}/v1/sandboxes/pr-cli`, { method: 'DELETE', headers: { authorization: 'Bearer w' } });
+    } finally {
+      await server.close();
+    }
+  });
+});
