@@ -251,9 +251,11 @@ export class RegistryServer {
     every(60_000, () => this.store.pruneChanges(this.opts.resumeWindow));
     await this.tick();
     // Resources a crashed registry left half-provisioned or half-removed are picked up again.
-    for (const s of this.state.sandboxes.values()) {
-      if (s.deletedAt == null) this.startProvisioning(s.name);
-    }
+    // Only with a single-process store: PostgreSQL replicas would race to provision the same one.
+    if (this.store instanceof SqliteStore)
+      for (const s of this.state.sandboxes.values()) {
+        if (s.deletedAt == null) this.startProvisioning(s.name);
+      }
   }
 
   async listen(port = 7070, host = '127.0.0.1'): Promise<string> {
