@@ -102,7 +102,7 @@ start() {
     setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" \
       java $heap -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
       -Dlog4j.configuration="file:$repo/kafka/log4j.properties" -cp "$libs/*" kafka.Kafka "$config" \
-      >>"$logfile" 2>&1 </dev/null &
+      >>"$logfile" 2>&1 </dev/null 9>&- &
     for _ in $(seq 1 50); do
       [ -s "$pidfile" ] && break
       sleep 0.1
@@ -156,12 +156,20 @@ status() {
   fi
 }
 
+# One at a time: several test projects may ask for the broker at once.
+lock() {
+  mkdir -p "$home"
+  exec 9>"$home/.lock"
+  if command -v flock >/dev/null; then flock -w 600 9 || die "another kafka.sh held $home/.lock for 10 minutes"; fi
+}
+
 case "${1:-}" in
-  fetch) fetch ;;
-  start) start ;;
-  stop) stop ;;
+  fetch) lock && fetch ;;
+  start) lock && start ;;
+  stop) lock && stop ;;
   status) status ;;
   reset)
+    lock
     stop
     rm -rf "$data" "$config"
     ;;
