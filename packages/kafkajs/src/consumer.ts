@@ -5,6 +5,7 @@ import {
   counters,
   createRuntime,
   decideMessage,
+  defaultRuntime,
   getRoutingKey,
   logger,
   type MessageDecision,
@@ -124,14 +125,17 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
       `branchline: option onHoldTimeout must be "error" or "decide-now" (got ${String(onHoldTimeout)})`,
     );
 
+  // The process-wide runtime (one registry watch for every consumer and middleware) unless the
+  // options name another identity or route source.
+  const base = runtimeOption ?? defaultRuntime();
   const runtime: BranchlineRuntime =
-    runtimeOption && routesOption === undefined && serviceOption === undefined && sandboxOption === undefined
-      ? runtimeOption
+    routesOption === undefined && serviceOption === undefined && sandboxOption === undefined
+      ? base
       : createRuntime({
-          ...runtimeOption?.config,
-          service: serviceOption ?? runtimeOption?.config.service,
-          sandbox: sandboxOption ?? runtimeOption?.config.sandbox,
-          routeSource: routesOption ?? runtimeOption?.routes,
+          ...base.config,
+          service: serviceOption ?? base.config.service,
+          sandbox: sandboxOption ?? base.config.sandbox,
+          routeSource: routesOption ?? base.routes,
         });
   const service = runtime.config.service;
   if (service === undefined)
