@@ -14,36 +14,25 @@ import {
   shutdown,
   unary,
 } from './fixtures/grpc/echo.js';
+import { freePort } from './helpers/processes.js';
 
-// What a forwarded call keeps: headers, trailers, status, deadline, cancellation.
+// What a forwarded call keeps: headers, trailers, status, deadline, cancellation. Two relays:
+// the stream-level one createRoutedServer uses for plain-text sandboxes, and the grpc-js one it
+// uses otherwise (here forced by passing credentials explicitly).
 const { service, Client } = loadEcho();
-const sandboxSeen = newObserved();
-const routes = new StaticRouteSource();
-let baseline: grpc.Server;
-let sandbox: grpc.Server;
-let client: EchoClient;
 
-beforeAll(async () => {
-  sandbox = createRoutedServer(
-    {},
-    { runtime: createRuntime({ service: 'echo', sandbox: 'pr-7', routeSource: routes }) },
-  );
-  sandbox.addService(service, echoImplementation('sandbox-pr-7', sandboxSeen));
-  const sandboxAddr = await listen(sandbox);
-  baseline = createRoutedServer({}, { runtime: createRuntime({ service: 'echo', routeSource: routes }) });
-  // The baseline runs an older schema: it does not know EchoRequest.text.
-  baseline.addService(loadEcho(true).service, echoImplementation('baseline', newObserved()));
-  const baselineAddr = await listen(baseline);
-  routes.update({ sandboxes: [{ name: 'pr-7', key: 'pr-7', overrides: { echo: { grpc: sandboxAddr } } }] });
-  client = new Client(baselineAddr, grpc.credentials.createInsecure(), {
-    interceptors: [createClientInterceptor()],
-  });
-});
-
-afterAll(async () => {
-  client?.close();
-  await Promise.all([baseline && shutdown(baseline), sandbox && shutdown(sandbox)]);
-});
+const bytes = (b: Buffer) => b;
+const pingService: grpc.ServiceDefinition = {
+  ping: {
+    path: '/branchline.test.Extra/Ping',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: bytes,
+    requestDeserialize: bytes,
+    responseSerialize: bytes,
+    responseDeserialize: bytes,
+  },
+};
 
 /** Resolves once `list` contains `item` (the server side notices a cancel asynchronously). */
 async function eventually(list: string[], item: string, timeoutMs = 10_000): Promise<void> {
@@ -54,12 +43,88 @@ async function eventually(list: string[], item: string, timeoutMs = 10_000): Pro
   }
 }
 
-describe('a call forwarded from baseline to a sandbox', () => {
+describe.each([
+  ['the stream-level relay', {}],
+  ['the grpc-js relay', { credentials: grpc.credentials.createInsecure() }],
+] as const)('a call forwarded from baseline to a sandbox through %s', (_name, baselineOptions) => {
+  const sandboxSeen = newObserved();
+  const routes = new StaticRouteSource();
+  let baseline: grpc.Server;
+  let sandbox: grpc.Server;
+  let client: EchoClient;
+  let downAddr: string;
+
+  beforeAll(async () => {
+    sandbox = createRoutedServer(
+      {},
+      { runtime: createRuntime({ service: 'echo', sandbox: 'pr-7', routeSource: routes }) },
+    );
+    sandbox.addService(service, echoImplementation('sandbox-pr-7', sandboxSeen));
+    // A method only the sandbox has (a new RPC in the pull request).
+    sandbox.addService(pingService, {
+      ping: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb(null, Buffer.from('pong from sandbox')),
+    });
+    const sandboxAddr = await listen(sandbox);
+    baseline = createRoutedServer(
+      {},
+      { runtime: createRuntime({ service: 'echo', routeSource: routes }), ...baselineOptions },
+    );
+    // The baseline runs an older schema: it does not know EchoRequest.text.
+    baseline.addService(loadEcho(true).service, echoImplementation('baseline', newObserved()));
+    const baselineAddr = await listen(baseline);
+    downAddr = `127.0.0.1:${await freePort()}`;
+    routes.update({
+      sandboxes: [
+        { name: 'pr-7', key: 'pr-7', overrides: { echo: { grpc: sandboxAddr } } },
+        { name: 'pr-down', key: 'pr-down', overrides: { echo: { grpc: downAddr } } },
+      ],
+    });
+    client = new Client(baselineAddr, grpc.credentials.createInsecure(), {
+      interceptors: [createClientInterceptor()],
+    });
+  });
+
+  afterAll(async () => {
+    client?.close();
+    await Promise.all([baseline && shutdown(baseline), sandbox && shutdown(sandbox)]);
+  });
+
   it('passes the request bytes through untouched, so fields the baseline schema lacks arrive', async () => {
     const reply = await withRoutingKey('pr-7', () => unary(client, { text: 'only-v1-knows-me' }));
     expect(reply).toEqual({ instance: 'sandbox-pr-7', key: 'pr-7', text: 'only-v1-knows-me' });
     const local = await unary(client, { text: 'dropped-by-v0' });
     expect(local).toEqual({ instance: 'baseline', key: '', text: '' });
+  });
+
+  it('answers UNAVAILABLE naming the sandbox and its endpoint when the sandbox is down, for every call type', async () => {
+    const errors = await withRoutingKey('pr-down', () =>
+      Promise.all([
+        unary(client, { text: 'x' }).catch((e) => e),
+        fanout(client, { text: 'x', count: 1 }).catch((e) => e),
+        chat(client, [{ text: 'x' }]).catch((e) => e),
+      ]),
+    );
+    for (const err of errors) {
+      expect(err.code).toBe(grpc.status.UNAVAILABLE);
+      expect(err.details).toContain(`could not reach sandbox "pr-down" for service "echo" at ${downAddr}`);
+    }
+  });
+
+  it('forwards a method the baseline does not implement only through the stream-level relay', async () => {
+    const ping = () =>
+      new Promise<string>((resolve) =>
+        client.makeUnaryRequest(
+          '/branchline.test.Extra/Ping',
+          bytes,
+          bytes,
+          Buffer.from('ping'),
+          (err, reply) => resolve(err ? `error ${err.code}` : String(reply)),
+        ),
+      );
+    const got = await withRoutingKey('pr-7', ping);
+    expect(got).toBe(
+      _name === 'the stream-level relay' ? 'pong from sandbox' : `error ${grpc.status.UNIMPLEMENTED}`,
+    );
   });
 
   it('relays long streams completely and in order in both directions', async () => {

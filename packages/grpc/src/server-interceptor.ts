@@ -55,6 +55,8 @@ export class ServerRouting {
   readonly service: string | undefined;
   readonly sandbox: string | undefined;
   readonly forward: boolean;
+  /** Channels to sandboxes are plain-text HTTP/2 (no `credentials` given). */
+  readonly plainText: boolean;
   private pool: ChannelPool | undefined;
 
   constructor(private readonly options: ServerRoutingOptions) {
@@ -71,6 +73,7 @@ export class ServerRouting {
     this.service = options.service ?? this.runtime.config.service;
     this.sandbox = options.sandbox ?? this.runtime.config.sandbox;
     this.forward = options.forward ?? true;
+    this.plainText = options.credentials === undefined;
   }
 
   channels(service: string): ChannelPool {

@@ -1,9 +1,11 @@
 import type { EventEmitter } from 'node:events';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { activeContext, contextWithRoutingKey, getRoutingKey, runInContext } from '@branchline/core';
 import { Server, type ServerOptions } from '@grpc/grpc-js';
 import type { Context } from '@opentelemetry/api';
 import { type Deserializer, rawAwareSerializer, rawDeserializer } from './raw.js';
 import { callKeys, routingInterceptor, ServerRouting } from './server-interceptor.js';
+import { StreamRelay } from './stream-relay.js';
 import type { ServerRoutingOptions } from './types.js';
 
 type AnyHandler = (call: { metadata: import('@grpc/grpc-js').Metadata }, callback?: unknown) => unknown;
@@ -14,11 +16,14 @@ type AnyHandler = (call: { metadata: import('@grpc/grpc-js').Metadata }, callbac
  * sandbox without knowing its message types, and keep fields an older schema does not know.
  */
 class RoutedServer extends Server {
+  private readonly relay: StreamRelay | undefined;
+
   constructor(
     options: ServerOptions,
     private readonly routing: ServerRouting,
   ) {
     super(options);
+    this.relay = installStreamRelay(this, routing);
   }
 
   // The handler and codec types are whatever the service definition says; Branchline only wraps them.
@@ -34,14 +39,49 @@ class RoutedServer extends Server {
   }
 
   override forceShutdown(): void {
+    this.relay?.close();
     this.routing.close();
     super.forceShutdown();
   }
 
   override tryShutdown(callback: (error?: Error) => void): void {
+    this.relay?.close();
     this.routing.close();
     super.tryShutdown(callback);
   }
+}
+
+/** grpc-js's per-stream entry points (one is used, depending on channelz). */
+const STREAM_HANDLERS = ['_streamHandler', '_channelzHandler'] as const;
+
+type StreamHandler = (
+  this: Server,
+  extra: unknown,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+) => void;
+
+/**
+ * Puts the stream-level relay in front of grpc-js's stream handler, so a call that goes to a
+ * sandbox is piped there before grpc-js parses it. These entry points are grpc-js internals
+ * (stable since 1.10); when they are not there, or the relay does not apply (TLS to sandboxes,
+ * forwarding off, no service name), calls are forwarded by the interceptor through grpc-js.
+ */
+function installStreamRelay(server: Server, routing: ServerRouting): StreamRelay | undefined {
+  if (!routing.forward || routing.service === undefined || routing.sandbox !== undefined) return undefined;
+  if (!routing.plainText) return undefined;
+  const target = server as unknown as Record<string, StreamHandler | undefined>;
+  const originals = STREAM_HANDLERS.map((name) => target[name]);
+  if (originals.some((h) => typeof h !== 'function')) return undefined;
+  const relay = new StreamRelay(routing, routing.service);
+  STREAM_HANDLERS.forEach((name, i) => {
+    const original = originals[i]!;
+    target[name] = function relayingStreamHandler(this: Server, extra, stream, headers) {
+      if (relay.tryForward(stream, headers)) return;
+      original.call(this, extra, stream, headers);
+    };
+  });
+  return relay;
 }
 
 /**
