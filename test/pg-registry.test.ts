@@ -163,7 +163,7 @@ describe('postgres resources through the registry', () => {
       max: 2,
       runtime: createRuntime({ routeSource: source, service: 'orders' }),
     });
-    const where = async () => (await pool.query('SELECT current_database() AS db')).rows[0].db;
+    const where = async () => (await pool.query('SELECT current_database() AS db')).rows[0]?.db;
     expect(await withRoutingKey('pr-db', where)).toBe(outputs.database);
     expect(await where()).toBe(baseline);
 
