@@ -127,6 +127,30 @@ describe('postgres resource hook', () => {
     expect((await find(before.database)).rows).toEqual([]);
   });
 
+  it('clones made while the snapshot is being refreshed all succeed with complete data', async () => {
+    const sandboxes = ['sb-race-1', 'sb-race-2', 'sb-race-3'];
+    const expected = await withClient(names.baseline, (c) =>
+      c.query(
+        'SELECT count(*)::int AS orders, (SELECT count(*)::int FROM customers) AS customers FROM orders',
+      ),
+    );
+    const [snap, ...outs] = await Promise.all([
+      hook.databases.snapshot(names.baseline),
+      ...sandboxes.map((sb) => hook.provision(ctx(sb, { from: names.baseline }))),
+    ]);
+    expect(snap?.method).toBe('dump');
+    for (const out of outs) {
+      const r = await withClient((out as { database: string }).database, (c) =>
+        c.query(
+          'SELECT count(*)::int AS orders, (SELECT count(*)::int FROM customers) AS customers FROM orders',
+        ),
+      );
+      expect(r.rows[0]).toEqual(expected.rows[0]);
+    }
+    const leftovers = (await databasesLike(names.snapshotPrefix)).filter((d) => d.endsWith('__next'));
+    expect(leftovers).toEqual([]);
+  });
+
   it('takes the snapshot with CREATE DATABASE … TEMPLATE when nobody uses the baseline', async () => {
     const idle = `${names.baseline}_idle`;
     await createBaseline(idle, 3);
