@@ -40,6 +40,7 @@ if (process.argv[2] === 'worker') {
     clients.push(src);
   }
   await Promise.all(clients.map((c) => c.ready(60_000)));
+  const cpu0 = process.cpuUsage();
   process.send({ type: 'ready' });
   process.on('message', async (m) => {
     if (m.type !== 'report') return;
@@ -47,9 +48,12 @@ if (process.argv[2] === 'worker') {
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && clients.some((c) => (c.table?.revision ?? 0) < m.finalRevision))
       await new Promise((r) => setTimeout(r, 50));
+    const cpu = process.cpuUsage(cpu0);
     await Promise.all(clients.map((c) => c.close()));
     // Exit only once the (large) report has been handed to the parent.
-    process.send({ type: 'report', times: Object.fromEntries(times) }, () => process.exit(0));
+    process.send({ type: 'report', times: Object.fromEntries(times), cpuMicros: cpu.user + cpu.system }, () =>
+      process.exit(0),
+    );
   });
 } else {
   await main();
@@ -103,6 +107,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   console.log(
     `${CLIENTS} SDK clients watching ${reg.url} from ${WORKERS} processes; ${RATE} changes/s for ${SECONDS} s`,
   );
+  const regCpu0 = await metric(reg.url, 'process_cpu_seconds_total');
   const putAt = new Map();
   const inflight = [];
   const total = RATE * SECONDS;
@@ -131,9 +136,11 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     workers.map(async (w) => {
       w.send({ type: 'report', finalRevision });
       const [m] = await once(w, 'message');
-      return m.times;
+      return m;
     }),
   );
+  const regCpu = (await metric(reg.url, 'process_cpu_seconds_total')) - regCpu0;
+  const clientCpuMicros = reports.reduce((a, m) => a + m.cpuMicros, 0);
   const perClient = [];
   const perChange = [];
   let missing = 0;
@@ -141,7 +148,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     let worst = 0;
     let n = 0;
     for (const rep of reports) {
-      for (const t of rep[rev] ?? []) {
+      for (const t of rep.times[rev] ?? []) {
         const d = t - t0;
         perClient.push(d);
         worst = Math.max(worst, d);
@@ -163,6 +170,9 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     missingObservations: missing,
     allClientsMs: { p50: percentile(perChange, 50), p99: percentile(perChange, 99), max: perChange.at(-1) },
     perClientMs: { p50: percentile(perClient, 50), p99: percentile(perClient, 99), max: perClient.at(-1) },
+    // CPU per change: the registry's (fan-out to every watcher) and the clients' (per client).
+    registryCpuMsPerChange: (regCpu * 1000) / total,
+    clientCpuMicrosPerUpdate: clientCpuMicros / (CLIENTS * total),
   };
 }
 
@@ -186,6 +196,8 @@ async function main() {
         'each p50': fmt(r.perClientMs.p50),
         'each p99': fmt(r.perClientMs.p99),
         missing: r.missingObservations,
+        'registry CPU ms/change': fmt(r.registryCpuMsPerChange, 2),
+        'client CPU µs/update': fmt(r.clientCpuMicrosPerUpdate, 1),
         'p99 / 100 ms target': fmt(r.allClientsMs.p99 / 100, 2),
         'vs 5 s polling p99': `${fmt(POLL_P99 / r.allClientsMs.p99, 1)}x`,
       })),

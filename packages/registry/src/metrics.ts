@@ -27,6 +27,7 @@ export class RegistryMetrics {
     revision: number;
   }): string {
     const mem = process.memoryUsage();
+    const cpu = process.cpuUsage();
     const lines = [
       '# HELP branchline_registry_sandboxes Live sandboxes.',
       '# TYPE branchline_registry_sandboxes gauge',
@@ -49,6 +50,8 @@ export class RegistryMetrics {
       '# HELP branchline_registry_hook_failures_total Resource hook calls that failed.',
       '# TYPE branchline_registry_hook_failures_total counter',
       `branchline_registry_hook_failures_total ${this.hookFailures}`,
+      '# TYPE process_cpu_seconds_total counter',
+      `process_cpu_seconds_total ${(cpu.user + cpu.system) / 1e6}`,
       '# TYPE process_resident_memory_bytes gauge',
       `process_resident_memory_bytes ${mem.rss}`,
       '# TYPE nodejs_heap_used_bytes gauge',
