@@ -3,7 +3,7 @@
 // overhead of instrumentProducer. Target (issue #5): the selective consumer at >= 95% of plain.
 // Needs the broker: `bash scripts/kafka.sh start` (this script starts it when it is down).
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,9 +13,10 @@ import { Kafka, logLevel } from 'kafkajs';
 import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const N = Number(process.env.BENCH_KAFKA_MESSAGES ?? 100_000);
-const ROUNDS = Number(process.env.BENCH_KAFKA_ROUNDS ?? 3);
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+const N = Number(process.env.BENCH_KAFKA_MESSAGES ?? 50_000);
+const ROUNDS = Number(process.env.BENCH_KAFKA_ROUNDS ?? 5);
 const SEND_BATCH = 100;
 const PRODUCER_MESSAGES = 20_000;
 
@@ -73,53 +74,22 @@ await fill(topics.half, (i) => (i % 2 ? 'pr-1' : 'nobody'));
 await filler.disconnect();
 
 // ---- consumers -------------------------------------------------------------------------------
-/**
- * Reads the whole topic from the beginning. Both kinds are timed by the same kafkajs events:
- * from the start of the first batch to the end of the batch that completes the topic.
- */
-async function consume(kind, topic, mode) {
-  const groupId = `bench-${kind}-${mode}-${Math.random().toString(36).slice(2)}`;
-  const tuning = { groupId, maxWaitTimeInMs: 100 };
-  const consumer =
-    kind === 'plain'
-      ? kafka.consumer(tuning)
-      : createSelectiveConsumer(kafka, { ...tuning, service: 'orders', routes });
-  await consumer.connect();
-  await consumer.subscribe({ topics: [topic], fromBeginning: true });
-  let handled = 0;
-  let first = 0;
-  let last = 0;
-  let done;
-  const finished = new Promise((r) => {
-    done = r;
-  });
-  // Skipped messages never reach the handler: count the selective consumer's decisions.
-  const decided = () => (kind === 'plain' ? handled : consumer.stats.processed + consumer.stats.skipped);
-  consumer.on(consumer.events.START_BATCH_PROCESS, () => {
-    if (!first) first = performance.now();
-  });
-  consumer.on(consumer.events.END_BATCH_PROCESS, () => {
-    if (!last && decided() >= N) {
-      last = performance.now();
-      done();
-    }
-  });
-  if (mode === 'eachMessage') {
-    await consumer.run({
-      eachMessage: async () => {
-        handled++;
-      },
+/** Runs one consumer in its own process (consume-worker.mjs) and resolves with its result. */
+function consume(kind, topic, mode) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(here, 'consume-worker.mjs'), kind, topic, mode, String(N)], {
+      env: { ...process.env, BENCH_KAFKA_ROUTES: JSON.stringify(routes) },
+      stdio: ['ignore', 'pipe', 'inherit'],
     });
-  } else {
-    await consumer.run({
-      eachBatch: async ({ batch }) => {
-        for (const _m of batch.messages) handled++;
-      },
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
     });
-  }
-  await finished;
-  await consumer.disconnect();
-  return { rate: N / ((last - first) / 1000), handled };
+    child.once('exit', (code) => {
+      if (code !== 0) return reject(new Error(`consume-worker ${kind} ${mode} exited ${code}: ${out}`));
+      resolve(JSON.parse(out.trim().split('\n').pop()));
+    });
+  });
 }
 
 const consumerRows = [];
@@ -131,29 +101,32 @@ for (const mode of ['eachMessage', 'eachBatch']) {
   ]) {
     const plain = [];
     const selective = [];
+    const ratios = [];
     let handled = 0;
     for (let r = 0; r < ROUNDS; r++) {
-      // Alternate the order so neither always runs on a warmer broker cache.
-      if (r % 2 === 0) {
-        plain.push((await consume('plain', topic, mode)).rate);
-        const s = await consume('selective', topic, mode);
-        selective.push(s.rate);
-        handled = s.handled;
-      } else {
-        const s = await consume('selective', topic, mode);
-        selective.push(s.rate);
-        handled = s.handled;
-        plain.push((await consume('plain', topic, mode)).rate);
-      }
+      // Both consumers read the same topic at the same time, each in its own process, so load
+      // from other processes hits both alike; the ratio is taken per pair.
+      const [plainRun, sel] = await Promise.all([
+        consume('plain', topic, mode),
+        consume('selective', topic, mode),
+      ]);
+      const p = plainRun.rate;
+      handled = sel.handled;
+      plain.push(p);
+      selective.push(sel.rate);
+      ratios.push(sel.rate / p);
     }
     plain.sort((a, b) => a - b);
     selective.sort((a, b) => a - b);
+    ratios.sort((a, b) => a - b);
     const p = percentile(plain, 50);
     const s = percentile(selective, 50);
+    const ratio = percentile(ratios, 50);
     consumerResults[`${mode} / ${label}`] = {
       plainMsgsPerSec: p,
       selectiveMsgsPerSec: s,
-      ratio: s / p,
+      ratio,
+      pairRatios: ratios,
       handled,
     };
     consumerRows.push({
@@ -161,7 +134,7 @@ for (const mode of ['eachMessage', 'eachBatch']) {
       messages: label,
       'plain msg/s': fmt(p, 0),
       'selective msg/s': fmt(s, 0),
-      'selective/plain': fmt(s / p, 3),
+      'selective/plain (median of pairs)': fmt(ratio, 3),
       'handler calls': `${handled}/${N}`,
     });
   }
@@ -187,11 +160,25 @@ await instrumented.connect();
 const prod = { plain: [], noKey: [], withKey: [] };
 await produceRate(plainProducer); // warm-up
 await produceRate(instrumented, 'pr-1');
+const prodRatios = { noKey: [], withKey: [] };
 for (let r = 0; r < ROUNDS; r++) {
-  prod.plain.push(await produceRate(plainProducer));
-  prod.noKey.push(await produceRate(instrumented));
-  prod.withKey.push(await produceRate(instrumented, 'pr-1'));
+  // Rotate the order each round; ratios are taken within a round.
+  const runs = [
+    ['plain', () => produceRate(plainProducer)],
+    ['noKey', () => produceRate(instrumented)],
+    ['withKey', () => produceRate(instrumented, 'pr-1')],
+  ];
+  const round = {};
+  for (let i = 0; i < runs.length; i++) {
+    const [name, fn] = runs[(i + r) % runs.length];
+    round[name] = await fn();
+    prod[name].push(round[name]);
+  }
+  prodRatios.noKey.push(round.noKey / round.plain);
+  prodRatios.withKey.push(round.withKey / round.plain);
 }
+prodRatios.noKey.sort((a, b) => a - b);
+prodRatios.withKey.sort((a, b) => a - b);
 await plainProducer.disconnect();
 await instrumented.disconnect();
 for (const k of Object.keys(prod)) prod[k].sort((a, b) => a - b);
@@ -200,8 +187,16 @@ const pn = percentile(prod.noKey, 50);
 const pk = percentile(prod.withKey, 50);
 const producerRows = [
   { producer: 'plain kafkajs', 'msg/s': fmt(pp, 0), 'vs plain': '1.000' },
-  { producer: 'instrumented, no key in context', 'msg/s': fmt(pn, 0), 'vs plain': fmt(pn / pp, 3) },
-  { producer: 'instrumented, key in context', 'msg/s': fmt(pk, 0), 'vs plain': fmt(pk / pp, 3) },
+  {
+    producer: 'instrumented, no key in context',
+    'msg/s': fmt(pn, 0),
+    'vs plain': fmt(percentile(prodRatios.noKey, 50), 3),
+  },
+  {
+    producer: 'instrumented, key in context',
+    'msg/s': fmt(pk, 0),
+    'vs plain': fmt(percentile(prodRatios.withKey, 50), 3),
+  },
 ];
 
 // ---- the wrapper alone -----------------------------------------------------------------------
@@ -325,8 +320,8 @@ saveResults('kafka', {
     plainMsgsPerSec: pp,
     instrumentedNoKeyMsgsPerSec: pn,
     instrumentedWithKeyMsgsPerSec: pk,
-    ratioNoKey: pn / pp,
-    ratioWithKey: pk / pp,
+    ratioNoKey: percentile(prodRatios.noKey, 50),
+    ratioWithKey: percentile(prodRatios.withKey, 50),
   },
   wrapperOverhead: overhead,
   worstConsumerRatio: worst,
