@@ -89,6 +89,14 @@ export interface KafkaConsumerGroupsHookOptions {
    * named `<group>.sandbox.<sandbox>` on the cluster. Set it when several apps share a cluster.
    */
   groups?: string[];
+  /**
+   * A drained sandbox consumer deletes its own group, so an empty group left by a deleted
+   * sandbox belongs to a consumer that stopped (crashed, was torn down) before it finished
+   * draining. The hook keeps such a group this long after it first saw it, so a restarted
+   * consumer can resume from its offsets and finish; then it deletes it, and the messages that
+   * consumer had not processed yet are not processed by anyone. Default 600000 (10 minutes).
+   */
+  abandonAfterMs?: number;
 }
 
 /** The parts of the registry's ResourceHook contract this hook implements (structural). */
@@ -116,12 +124,53 @@ export function kafkaConsumerGroupsHook(
   options: KafkaConsumerGroupsHookOptions = {},
 ): KafkaConsumerGroupsHook {
   const baseGroups = options.groups ? new Set(options.groups) : undefined;
+  const abandonAfterMs = options.abandonAfterMs ?? 600_000;
+  if (!Number.isFinite(abandonAfterMs) || abandonAfterMs < 0)
+    throw new TypeError(
+      `kafka-consumer-groups: option abandonAfterMs must be a number of milliseconds >= 0 (got ${String(options.abandonAfterMs)})`,
+    );
   /** Whether the hook may touch `groupId` (a sandbox group of one of the configured baseline groups). */
   const inScope = (groupId: string): boolean => {
     if (!baseGroups) return true;
     const s = sandboxOfGroupId(groupId);
     return s !== undefined && baseGroups.has(groupId.slice(0, groupId.length - SEPARATOR.length - s.length));
   };
+  /** When this hook first found each leftover empty group (for abandonAfterMs). */
+  const firstSeen = new Map<string, number>();
+
+  /**
+   * Deletes the groups among `ids` that may go now. Returns those that must stay: groups with
+   * members (a consumer draining) and empty ones still within abandonAfterMs.
+   */
+  async function remove(admin: Admin, ids: string[], attempts: number) {
+    const { groups } = await admin.describeGroups(ids);
+    const now = Date.now();
+    const active: string[] = [];
+    const waiting: string[] = [];
+    const ready: string[] = [];
+    for (const g of groups) {
+      if (g.state === 'Dead') {
+        firstSeen.delete(g.groupId);
+        continue; // does not exist (any more)
+      }
+      if (g.members.length > 0) {
+        active.push(g.groupId);
+        continue;
+      }
+      const first = firstSeen.get(g.groupId) ?? now;
+      firstSeen.set(g.groupId, first);
+      if (now - first >= abandonAfterMs) ready.push(g.groupId);
+      else waiting.push(g.groupId);
+    }
+    const deleted = new Set(ready.length ? await deleteGroups(admin, ready, attempts) : []);
+    for (const id of deleted) firstSeen.delete(id);
+    if (deleted.size)
+      logger().info('branchline: deleted kafka consumer groups of deleted sandboxes', {
+        groups: [...deleted],
+      });
+    return { active: [...active, ...ready.filter((id) => !deleted.has(id))], waiting };
+  }
+
   return {
     type: 'kafka-consumer-groups',
     validate(spec) {
@@ -144,13 +193,16 @@ export function kafkaConsumerGroupsHook(
           ? only.map((g) => sandboxGroupId(g, ctx.sandbox.name))
           : (await listSandboxGroups(admin, ctx.sandbox.name)).filter(inScope);
         if (ids.length === 0) return;
-        const deleted = new Set(await deleteGroups(admin, ids, 4));
-        const left = ids.filter((id) => !deleted.has(id));
-        // A group with members is a sandbox consumer still draining what it owns: deleting its
-        // offsets now would make it start over. Fail, so the registry retries after the drain.
-        if (left.length)
+        const { active, waiting } = await remove(admin, ids, 4);
+        // Deleting a group's offsets while its consumer still needs them would make it start
+        // over (or lose what it had not drained): fail, so the registry retries later.
+        if (active.length)
           throw new Error(
-            `kafka-consumer-groups: consumer groups ${left.join(', ')} of sandbox ${ctx.sandbox.name} still have active members (a consumer is draining); retry after it leaves`,
+            `kafka-consumer-groups: consumer groups ${active.join(', ')} of sandbox ${ctx.sandbox.name} still have active members (a consumer is draining); retry after it leaves`,
+          );
+        if (waiting.length)
+          throw new Error(
+            `kafka-consumer-groups: consumer groups ${waiting.join(', ')} of sandbox ${ctx.sandbox.name} were left by a consumer that stopped before it drained; kept for ${abandonAfterMs} ms so it can be restarted to finish (restart the sandbox's consumer, or lower abandonAfterMs)`,
           );
       });
     },
@@ -164,7 +216,7 @@ export function kafkaConsumerGroupsHook(
             const s = sandboxOfGroupId(id);
             return s !== undefined && !live.has(s) && inScope(id);
           });
-        if (orphans.length) await deleteGroups(admin, orphans, 1);
+        if (orphans.length) await remove(admin, orphans, 1);
       });
     },
   };

@@ -48,7 +48,7 @@ describe('kafkaConsumerGroupsHook (registry resource hook, real broker)', () => 
   it('deletes every consumer group of the deleted sandbox and nothing else', async () => {
     const a = unique('orders');
     const b = unique('billing');
-    const hook = kafkaConsumerGroupsHook({ brokers }, { groups: [a, b] });
+    const hook = kafkaConsumerGroupsHook({ brokers }, { groups: [a, b], abandonAfterMs: 0 });
     await Promise.all(
       [a, sandboxGroupId(a, 'pr-1'), sandboxGroupId(b, 'pr-1'), sandboxGroupId(a, 'pr-2')].map(
         committedGroup,
@@ -66,7 +66,7 @@ describe('kafkaConsumerGroupsHook (registry resource hook, real broker)', () => 
 
   it('refuses (so the registry retries) while a sandbox consumer is still in its group, e.g. draining', async () => {
     const a = unique('orders');
-    const hook = kafkaConsumerGroupsHook({ kafka }, { groups: [a] });
+    const hook = kafkaConsumerGroupsHook({ kafka }, { groups: [a], abandonAfterMs: 0 });
     const consumer = createSelectiveConsumer(kafka, {
       groupId: a,
       service: 'orders',
@@ -91,9 +91,23 @@ describe('kafkaConsumerGroupsHook (registry resource hook, real broker)', () => 
     expect(await groupIds()).not.toContain(sandboxGroupId(a, 'pr-3'));
   });
 
+  it('keeps a group left by a consumer that stopped before draining for abandonAfterMs, then deletes it', async () => {
+    const a = unique('orders');
+    const hook = kafkaConsumerGroupsHook({ brokers }, { groups: [a], abandonAfterMs: 1500 });
+    const id = sandboxGroupId(a, 'pr-4');
+    await committedGroup(id);
+    await expect(hook.deprovision({ sandbox: { name: 'pr-4' } })).rejects.toThrow(
+      /stopped before it drained/,
+    );
+    expect(await groupIds()).toContain(id);
+    await new Promise((r) => setTimeout(r, 1600));
+    await hook.deprovision({ sandbox: { name: 'pr-4' } });
+    expect(await groupIds()).not.toContain(id);
+  });
+
   it('sweeps the groups of sandboxes that no longer exist', async () => {
     const a = unique('orders');
-    const hook = kafkaConsumerGroupsHook({ brokers }, { groups: [a] });
+    const hook = kafkaConsumerGroupsHook({ brokers }, { groups: [a], abandonAfterMs: 0 });
     await Promise.all([a, sandboxGroupId(a, 'live-1'), sandboxGroupId(a, 'gone-1')].map(committedGroup));
     await hook.sweep(['live-1']);
     await until(
