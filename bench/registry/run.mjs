@@ -252,10 +252,14 @@ async function main() {
   let tail = '';
   let snapshotBytes = 0;
   const dec = new TextDecoder();
-  while (!tail.includes('event: synced')) {
+  for (;;) {
     const { value } = await reader.read();
     snapshotBytes += value.length;
-    tail = (tail + dec.decode(value, { stream: true })).slice(-256);
+    // Check the whole new chunk (plus a little of the previous one): a lagging reader gets the
+    // synced marker and several heartbeats in one chunk.
+    const text = tail + dec.decode(value, { stream: true });
+    if (text.includes('event: synced')) break;
+    tail = text.slice(-32);
   }
   const snapshotMs = now() - snapT;
   await reader.cancel();
