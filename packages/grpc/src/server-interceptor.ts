@@ -29,13 +29,15 @@ import { isForwarded } from './metadata.js';
 import { type Deserializer, originalDeserializer } from './raw.js';
 import type { ServerRoutingOptions } from './types.js';
 
-/**
- * The key each incoming call's metadata carried, so a routed server can re-apply it right
- * around the handler (after OpenTelemetry's gRPC instrumentation has set its own context).
- */
 type InterceptingServerListener = Parameters<ServerInterceptingCallInterface['start']>[0];
 
-export const callKeys = new WeakMap<Metadata, string>();
+/**
+ * The context the interceptor gave a keyed call, kept on the call's metadata (the object the
+ * handler receives as `call.metadata`), so a routed server can re-apply it right around the
+ * handler after OpenTelemetry's gRPC instrumentation has set its own context.
+ */
+export const CALL_CONTEXT: unique symbol = Symbol('branchline.grpc.callContext');
+export type RoutedMetadata = Metadata & { [CALL_CONTEXT]?: Context };
 
 /**
  * Channels that relay calls: no retries (the caller owns its retry policy, and buffering every
@@ -185,8 +187,8 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
       return;
     }
     if (r.service !== undefined && r.forward && this.routeToSandbox(metadata, key, r.service)) return;
-    callKeys.set(metadata, key);
     const ctx = keyContext(key);
+    (metadata as RoutedMetadata)[CALL_CONTEXT] = ctx;
     this.ctx = ctx;
     runInContext(ctx, () => this.listener!.onReceiveMetadata(metadata));
   }

@@ -4,7 +4,12 @@ import { activeContext, contextWithRoutingKey, getRoutingKey, runInContext } fro
 import { Server, type ServerOptions } from '@grpc/grpc-js';
 import type { Context } from '@opentelemetry/api';
 import { type Deserializer, rawAwareSerializer, rawDeserializer } from './raw.js';
-import { callKeys, routingInterceptor, ServerRouting } from './server-interceptor.js';
+import {
+  CALL_CONTEXT,
+  type RoutedMetadata,
+  routingInterceptor,
+  ServerRouting,
+} from './server-interceptor.js';
 import { StreamRelay } from './stream-relay.js';
 import type { ServerRoutingOptions } from './types.js';
 
@@ -88,14 +93,18 @@ function installStreamRelay(server: Server, routing: ServerRouting): StreamRelay
  * Re-applies the caller's key right around the handler. The interceptor already made it the
  * active context, but OpenTelemetry's gRPC instrumentation starts handlers in a context it
  * extracts from the metadata itself, and binds the call's event listeners to it; with
- * propagators that carry no baggage (B3 only, say) that context has no key. Costs a WeakMap
- * lookup when the call has no key, and one baggage read when it has.
+ * propagators that carry no baggage (B3 only, say) that context has no key. Costs a property
+ * read when the call has no key, and a context comparison when it has.
  */
 function keepRoutingKey(handler: AnyHandler): AnyHandler {
   return function routedHandler(this: unknown, call, callback) {
-    const key = callKeys.get(call.metadata);
-    if (key === undefined || getRoutingKey() === key) return handler.call(this, call, callback);
-    const ctx = contextWithRoutingKey(activeContext(), key);
+    const given = (call.metadata as RoutedMetadata)[CALL_CONTEXT];
+    if (given === undefined) return handler.call(this, call, callback);
+    const active = activeContext();
+    if (active === given) return handler.call(this, call, callback);
+    const key = getRoutingKey(given);
+    if (key === undefined || getRoutingKey(active) === key) return handler.call(this, call, callback);
+    const ctx = contextWithRoutingKey(active, key);
     bindListeners(call as unknown as EventEmitter, ctx);
     return runInContext(ctx, () => handler.call(this, call, callback));
   };
