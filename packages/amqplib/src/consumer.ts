@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import {
+  activeContext,
   type BranchlineRuntime,
   bufferTextMapGetter,
   type CarrierGetter,
@@ -40,10 +41,14 @@ import type {
 type Headers = Record<string, unknown> | undefined;
 const headersGetter = bufferTextMapGetter as CarrierGetter<Headers>;
 const noop = () => {};
-const TRACE = process.env.BRANCHLINE_AMQP_TRACE === '1';
+// Per-message tracing costs an object per message, so it is decided once, at load.
+const TRACE = process.env.BRANCHLINE_LOG_LEVEL === 'debug';
 function trace(event: string, msg: ConsumeMessage | undefined, fields: Record<string, unknown>): void {
-  if (TRACE) logger().info(`branchline-trace ${event}`, { id: msg?.properties.messageId, ...fields });
+  logger().debug(`branchline: ${event}`, { id: msg?.properties.messageId, ...fields });
 }
+
+/** Contexts are immutable, so one per routing key serves every message with that key. */
+const keyContexts = new Map<string, Context>();
 
 /** One connection's worth of state; replaced on every reconnect. */
 interface Session {
@@ -324,7 +329,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
   }
 
   private async stop(reason: string | undefined): Promise<void> {
-    trace('stop', undefined, { queue: this.queue, reason, closing: this.closing });
+    if (TRACE) trace('stop', undefined, { queue: this.queue, reason, closing: this.closing });
     if (this.closing) {
       await this.loop;
       return;
@@ -371,7 +376,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
 
   private onDelivery(session: Session, msg: ConsumeMessage | null): void {
     if (msg === null) {
-      trace('cancelled-by-broker', undefined, { queue: this.queue });
+      if (TRACE) trace('cancelled-by-broker', undefined, { queue: this.queue });
       // The broker cancelled us: the queue was deleted.
       if (this.sandbox !== undefined) void this.stop('sandbox-queue-deleted');
       else session.model.close().catch(noop);
@@ -458,7 +463,8 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
       }
       await declared;
       const result = await mover.send(SANDBOX_EXCHANGE, queue, msg, movedHeaders(msg, this.baselineQueue));
-      trace('move', msg, { queue, result, open: session.open, redelivered: msg.fields.redelivered });
+      if (TRACE)
+        trace('move', msg, { queue, result, open: session.open, redelivered: msg.fields.redelivered });
       if (!session.open) return; // the original is redelivered; the copy carries no mark, see docs
       if (result === 'routed') {
         session.channel.ack(msg);
@@ -470,7 +476,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
         this.process(session, msg, key);
       }
     } catch (err) {
-      trace('move-failed', msg, { queue, err: String(err) });
+      if (TRACE) trace('move-failed', msg, { queue, err: String(err) });
       session.declared.delete(queue);
       if (session.open) {
         logger().warn('branchline: could not move a message to its sandbox queue; requeueing it', {
@@ -502,20 +508,38 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
   }
 
   private contextFor(msg: ConsumeMessage, key: string | undefined): Context {
-    const base = hasOtelPropagator()
-      ? propagation.extract(ROOT_CONTEXT, msg.properties.headers, headersGetter as never)
-      : ROOT_CONTEXT;
-    return contextWithRoutingKey(base, key);
+    if (hasOtelPropagator()) {
+      // The application's propagator restores its trace context and baggage; we add the key.
+      return contextWithRoutingKey(
+        propagation.extract(ROOT_CONTEXT, msg.properties.headers, headersGetter as never),
+        key,
+      );
+    }
+    if (key === undefined) return ROOT_CONTEXT;
+    // Without a propagator the context depends on the key alone: build it once per key.
+    let ctx = keyContexts.get(key);
+    if (!ctx) {
+      if (keyContexts.size >= 1024) keyContexts.clear();
+      ctx = contextWithRoutingKey(ROOT_CONTEXT, key);
+      keyContexts.set(key, ctx);
+    }
+    return ctx;
   }
 
   private process(session: Session, msg: ConsumeMessage, key: string | undefined): void {
-    trace('process', msg, { queue: this.queue, open: session.open });
+    if (TRACE) trace('process', msg, { queue: this.queue, open: session.open });
     this.stats.processed++;
     counters.messagesProcessed++;
     this.handlersInFlight++;
     let result: unknown;
     try {
-      result = runInContext(this.contextFor(msg, key), () => this.onMessage(msg, session.channel));
+      const ctx = this.contextFor(msg, key);
+      // Entering a context costs an AsyncLocalStorage frame; a keyless message delivered where
+      // no context is active needs none.
+      result =
+        ctx === ROOT_CONTEXT && activeContext() === ROOT_CONTEXT
+          ? this.onMessage(msg, session.channel)
+          : runInContext(ctx, () => this.onMessage(msg, session.channel));
     } catch (err) {
       this.settle(session, msg, err, true);
       return;

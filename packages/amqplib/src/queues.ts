@@ -57,7 +57,8 @@ export function errorCode(err: unknown): number | undefined {
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
 
 const noop = () => {};
-const TRACE = process.env.BRANCHLINE_AMQP_TRACE === '1';
+// Per-message tracing costs an object per message, so it is decided once, at load.
+const TRACE = process.env.BRANCHLINE_LOG_LEVEL === 'debug';
 
 /** A channel whose server-side errors are logged instead of crashing the process (amqplib throws on an unheard 'error'). */
 export function quiet<C extends Channel>(ch: C): C {
@@ -286,10 +287,10 @@ async function deleteIfIdle(model: ChannelModel, queue: string): Promise<'delete
   const ch = quiet(await model.createChannel());
   try {
     const r = await ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true });
-    if (TRACE) logger().info('branchline-trace delete', { queue, r });
+    if (TRACE) logger().debug('branchline: deleted', { queue, r });
     return 'deleted';
   } catch (err) {
-    if (TRACE) logger().info('branchline-trace delete-refused', { queue, err: String(err) });
+    if (TRACE) logger().debug('branchline: delete refused', { queue, err: String(err) });
     if (errorCode(err) === 406) return 'busy';
     throw err;
   } finally {
