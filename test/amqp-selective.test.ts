@@ -210,6 +210,55 @@ describe('selective consumption on RabbitMQ', () => {
     expect(attempts.get('sand')).toBe(2);
   });
 
+  it('with autoAck, a handler that resolves acks and one that throws is requeued to the same owner', async () => {
+    const queue = `orders-${++queueSeq}`;
+    const routes = new StaticRouteSource({ sandboxes, groups });
+    const calls: { id: string; by: string; redelivered: boolean }[] = [];
+    const make = (sandbox: string | null) => {
+      const c = createSelectiveConsumer({
+        connection: vhost.url,
+        queue,
+        service: SERVICE,
+        sandbox,
+        routes,
+        runtime,
+        autoAck: true,
+        requeueOnError: true,
+        setup: sandbox === null ? topology(queue) : undefined,
+        async onMessage(m) {
+          calls.push({
+            id: String(m.properties.messageId),
+            by: sandbox ?? 'baseline',
+            redelivered: m.fields.redelivered,
+          });
+          if (!m.fields.redelivered) throw new Error('first attempt fails');
+        },
+      });
+      consumers.push(c);
+      return c;
+    };
+    await make(null).ready();
+    await make('sb-b').ready();
+    await publishAll([
+      { id: 'auto-base', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
+      { id: 'auto-group', key: 'checkout', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
+    ]);
+    await eventually(() => calls.length === 4, 'two attempts per message');
+    await eventually(
+      async () => (await pub.checkQueue(queue)).messageCount === 0,
+      'the baseline queue acked empty',
+    );
+    expect(calls.filter((c) => c.id === 'auto-base').map((c) => [c.by, c.redelivered])).toEqual([
+      ['baseline', false],
+      ['baseline', true],
+    ]);
+    expect(calls.filter((c) => c.id === 'auto-group').map((c) => [c.by, c.redelivered])).toEqual([
+      ['sb-b', false],
+      ['sb-b', true],
+    ]);
+    expect((await pub.checkQueue(sandboxQueueName(queue, 'sb-b'))).messageCount).toBe(0);
+  });
+
   it('holds a keyed message until the route view covers its time, then routes it', async () => {
     const queue = `orders-${++queueSeq}`;
     const routes = new StaticRouteSource({ sandboxes, groups, completeUntil: Date.now() - 60_000 });

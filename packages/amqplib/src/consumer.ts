@@ -230,6 +230,10 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
       let model: ChannelModel | undefined;
       try {
         model = await this.connect();
+        if (this.closing) {
+          await model.close().catch(noop);
+          break;
+        }
         const session = await this.startSession(model);
         attempt = 0;
         await session.closed;
@@ -331,7 +335,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
   private async stop(reason: string | undefined): Promise<void> {
     if (TRACE) trace('stop', undefined, { queue: this.queue, reason, closing: this.closing });
     if (this.closing) {
-      await this.loop;
+      await Promise.race([this.loop, sleep(this.options.closeTimeoutMs ?? 10_000)]);
       return;
     }
     this.closing = true;
@@ -359,7 +363,8 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
     this.readyReject(
       new Error(`branchline: consumer of ${this.queue} ended before consuming (${reason ?? 'closed'})`),
     );
-    await this.loop;
+    // A connection attempt still in flight finishes on its own and is closed when it does.
+    await Promise.race([this.loop, sleep(this.options.closeTimeoutMs ?? 10_000)]);
     if (reason) {
       logger().info('branchline: sandbox consumer ended', { queue: this.queue, reason });
       this.emit('end', reason);
