@@ -123,3 +123,45 @@ describe('publishing through an instrumented channel', () => {
     await new Promise((r) => cbConn.close(r));
   });
 });
+
+describe('with OpenTelemetry registered (last: it installs globals for this file)', () => {
+  it('a selective consumer restores the message’s whole baggage and its key inside the handler', async () => {
+    const { context, propagation } = await import('@opentelemetry/api');
+    const { createRuntime, ensureOpenTelemetry, getRoutingKey, StaticRouteSource } = await import(
+      '@branchline/core'
+    );
+    const { createSelectiveConsumer } = await import('../src/index.js');
+    expect(ensureOpenTelemetry()).toEqual({ contextManager: true, propagator: true });
+    const queue = 'otel-probe';
+    const seen: { key: string | undefined; tenant: string | undefined }[] = [];
+    const consumer = createSelectiveConsumer({
+      connection: vhost.url,
+      queue,
+      service: 'orders',
+      sandbox: null,
+      runtime: createRuntime({ service: 'orders', routeSource: new StaticRouteSource({ sandboxes: [] }) }),
+      setup: async (ch) => {
+        await ch.assertQueue(queue, { durable: false });
+      },
+      onMessage(m, ch) {
+        seen.push({
+          key: getRoutingKey(),
+          tenant: propagation.getBaggage(context.active())?.getEntry('tenant')?.value,
+        });
+        ch.ack(m);
+      },
+    });
+    await consumer.ready();
+    const ch = instrumentChannel(await conn.createChannel());
+    const bag = propagation.createBaggage({ tenant: { value: 'acme' }, branchline: { value: 'pr-5' } });
+    context.with(propagation.setBaggage(context.active(), bag), () => {
+      // The key comes from OpenTelemetry's active context; the app's propagator would write the
+      // rest of the baggage, here it is in the header the application set.
+      ch.sendToQueue(queue, Buffer.from('o'), { headers: { baggage: 'tenant=acme' } });
+    });
+    await eventually(() => seen.length === 1, 'the message processed');
+    expect(seen).toEqual([{ key: 'pr-5', tenant: 'acme' }]);
+    await consumer.close();
+    await ch.close();
+  });
+});
