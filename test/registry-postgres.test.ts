@@ -105,6 +105,7 @@ describe('registry replicas on one PostgreSQL database', () => {
     await until(() => !onA.table?.resolve('payments', 'via-a'), 'A to see the delete through B');
     const rulesOnA = await (await fetch(`${a}/v1/rules?key=via-a`)).json();
     expect(rulesOnA.rules).toEqual([]);
+    expect([onA.status.reconnects, onB.status.reconnects]).toEqual([0, 0]);
   });
 
   it('concurrent writes through both replicas get gap-free shared revisions, and no change is older than a completeUntil already announced', async () => {

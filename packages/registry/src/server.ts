@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { RouteTable } from '@branchline/core';
 import { ActivityLog } from './activity.js';
 import {
@@ -84,6 +84,8 @@ export interface RegistryServerOptions {
 
 interface Watcher {
   res: ServerResponse;
+  /** Events go straight to the socket: the response is close-delimited, so no chunk framing. */
+  socket: Socket;
 }
 
 interface Job {
@@ -91,10 +93,12 @@ interface Job {
   done: Promise<void>;
 }
 
+// `connection: close` makes the body close-delimited instead of chunked, so a broadcast is one
+// socket write per watcher with no per-write framing.
 const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
   'cache-control': 'no-cache, no-transform',
-  connection: 'keep-alive',
+  connection: 'close',
   'x-accel-buffering': 'no',
 };
 
@@ -313,12 +317,12 @@ export class RegistryServer {
   private broadcast(text: string): void {
     for (const w of this.watchers) {
       // A watcher that cannot keep up is dropped; it reconnects and resumes from its revision.
-      if (w.res.writableLength > 8 * 1024 * 1024) {
-        w.res.destroy();
+      if (w.socket.writableLength > 8 * 1024 * 1024) {
+        w.socket.destroy();
         this.watchers.delete(w);
         continue;
       }
-      w.res.write(text);
+      w.socket.write(text);
     }
   }
 
@@ -1066,6 +1070,8 @@ export class RegistryServer {
           for (const c of await this.store.changesSince(this.state.revision)) this.applyCommitted(c);
         })
         .catch(() => undefined);
+    // Close-delimited body: events are written to the socket as is (see SSE_HEADERS).
+    res.useChunkedEncodingByDefault = false;
     res.writeHead(200, SSE_HEADERS);
     res.socket?.setNoDelay(true);
     res.socket?.setKeepAlive(true, 10_000);
@@ -1091,7 +1097,9 @@ export class RegistryServer {
     out += sse('synced', { revision: cur, resumed: canResume });
     if (this.completeUntil !== undefined) out += this.heartbeatText();
     res.write(out);
-    const w: Watcher = { res };
+    const socket = res.socket;
+    if (!socket || socket.destroyed) return;
+    const w: Watcher = { res, socket };
     this.watchers.add(w);
     const drop = () => this.watchers.delete(w);
     res.once('close', drop);
