@@ -1,7 +1,5 @@
-export { ChannelPool } from './channel-pool.js';
 export { createClientInterceptor } from './client-interceptor.js';
 export { HOP_METADATA, isForwarded } from './metadata.js';
-export { RawMessage } from './raw.js';
 export {
   type ClientConstructor,
   createRoutedClient,
