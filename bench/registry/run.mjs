@@ -209,6 +209,8 @@ async function main() {
         'each p50': '2500.0',
         'each p99': fmt(POLL_P99),
         missing: '-',
+        'registry CPU ms/change': '-',
+        'client CPU µs/update': '-',
         'p99 / 100 ms target': '-',
         'vs 5 s polling p99': '1x',
       },
