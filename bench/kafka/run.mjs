@@ -272,6 +272,7 @@ async function wrapperOverhead(mode, keyed) {
     sel.push(await drive(captured[mode]));
     raw.push(await drive(plainFn));
   }
+  if (handled === 0) throw new Error(`the ${mode} wrapper never called the handler`);
   sel.sort((a, b) => a - b);
   raw.sort((a, b) => a - b);
   return { selectiveNs: percentile(sel, 50), plainNs: percentile(raw, 50) };
