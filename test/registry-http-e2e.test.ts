@@ -6,6 +6,10 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 
+// Registry responses are checked field by field by the assertions below.
+// biome-ignore lint/suspicious/noExplicitAny: JSON documents under test
+type Json = any;
+
 const root = resolve(import.meta.dirname, '..');
 const BIN = join(root, 'packages/cli/dist/bin.js');
 const dir = mkdtempSync(join(tmpdir(), 'branchline-registry-e2e-'));
@@ -77,7 +81,7 @@ describe('HTTP end to end through the registry', () => {
             headers: { baggage: 'branchline=pr-9' },
           });
           if (res.status !== 200) failures.push(`status ${res.status}: ${await res.text()}`);
-          else served.push((await res.json()).served);
+          else served.push(((await res.json()) as Json).served);
         } catch (err) {
           failures.push(String(err));
         }

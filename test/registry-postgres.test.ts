@@ -5,6 +5,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 
+// Registry responses are checked field by field by the assertions below.
+// biome-ignore lint/suspicious/noExplicitAny: JSON documents under test
+type Json = any;
+
 const root = resolve(import.meta.dirname, '..');
 const BIN = join(root, 'packages/cli/dist/bin.js');
 const database = `branchline_registry_${randomBytes(4).toString('hex')}`;
@@ -46,7 +50,7 @@ async function put(url: string, name: string, port: number) {
     body: JSON.stringify({ overrides: { payments: { http: `http://127.0.0.1:${port}` } } }),
   });
   expect(res.status).toBeLessThan(300);
-  return res.json();
+  return (await res.json()) as Json;
 }
 
 async function until<T>(fn: () => T, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
@@ -103,7 +107,7 @@ describe('registry replicas on one PostgreSQL database', () => {
     await until(() => onB.table?.resolve('payments', 'via-a'), 'B to see the write through A');
     await fetch(`${b}/v1/sandboxes/via-a`, { method: 'DELETE' });
     await until(() => !onA.table?.resolve('payments', 'via-a'), 'A to see the delete through B');
-    const rulesOnA = await (await fetch(`${a}/v1/rules?key=via-a`)).json();
+    const rulesOnA = (await (await fetch(`${a}/v1/rules?key=via-a`)).json()) as Json;
     expect(rulesOnA.rules).toEqual([]);
     expect([onA.status.reconnects, onB.status.reconnects]).toEqual([0, 0]);
   });
@@ -124,8 +128,8 @@ describe('registry replicas on one PostgreSQL database', () => {
       if (f.event === 'heartbeat') complete = Math.max(complete, f.data.completeUntil!);
       if (f.event === 'add') expect(f.data.time!).toBeGreaterThanOrEqual(complete);
     }
-    const listA = await (await fetch(`${a}/v1/sandboxes`)).json();
-    const listB = await (await fetch(`${b}/v1/sandboxes`)).json();
+    const listA = (await (await fetch(`${a}/v1/sandboxes`)).json()) as Json;
+    const listB = (await (await fetch(`${b}/v1/sandboxes`)).json()) as Json;
     expect(listA.sandboxes.map((s: { name: string }) => s.name).sort()).toEqual(
       listB.sandboxes.map((s: { name: string }) => s.name).sort(),
     );

@@ -6,6 +6,10 @@ import { createRegistryServer, type ResourceHook } from '@branchline/registry';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, startNode } from './helpers/processes.js';
 
+// Registry responses are checked field by field by the assertions below.
+// biome-ignore lint/suspicious/noExplicitAny: JSON documents under test
+type Json = any;
+
 const dir = mkdtempSync(join(tmpdir(), 'branchline-registry-res-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -58,7 +62,7 @@ describe('resource hooks', () => {
         fetch(`${url}/v1/sandboxes/with-db`, { method: 'PUT', body: JSON.stringify(body) });
       const invalid = await put({ resources: { db: { type: 'test-db', spec: {} } } });
       expect(invalid.status).toBe(400);
-      expect((await invalid.json()).message).toBe(
+      expect(((await invalid.json()) as Json).message).toBe(
         'resources.db.spec: spec.from must name the template database',
       );
       expect((await put({ resources: { db: { type: 'nope' } } })).status).toBe(400);
@@ -67,10 +71,10 @@ describe('resource hooks', () => {
         resources: { db: { type: 'test-db', spec: { from: 'orders' } } },
       });
       expect(res.status).toBe(201);
-      const { sandboxToken } = await res.json();
+      const { sandboxToken } = (await res.json()) as Json;
       await until(() => src.table?.sandbox('with-db')?.resources, 'sandbox');
       const ready = await until(async () => {
-        const s = await (await fetch(`${url}/v1/sandboxes/with-db`)).json();
+        const s = (await (await fetch(`${url}/v1/sandboxes/with-db`)).json()) as Json;
         return s.status === 'ready' ? s : undefined;
       }, 'provisioned');
       expect(ready.resources.db).toMatchObject({ status: 'ready', progress: { done: 1, total: 2 } });
@@ -78,11 +82,11 @@ describe('resource hooks', () => {
       const outputs = await fetch(`${url}/v1/sandboxes/with-db/resources/db`, {
         headers: { authorization: `Bearer ${sandboxToken}` },
       });
-      expect((await outputs.json()).outputs).toEqual({ url: 'postgres://db/with-db' });
+      expect(((await outputs.json()) as Json).outputs).toEqual({ url: 'postgres://db/with-db' });
 
       const del = await fetch(`${url}/v1/sandboxes/with-db`, { method: 'DELETE' });
       expect(del.status).toBe(202);
-      const body = await del.json();
+      const body = (await del.json()) as Json;
       expect(body.failed).toEqual([{ resource: 'db', error: 'database is being accessed by other users' }]);
       expect(body.deleted.deletedAt).toBeTypeOf('number');
       expect(body.deleted.history.orders[0].to).toBe(body.deleted.deletedAt);
@@ -91,7 +95,7 @@ describe('resource hooks', () => {
 
       failDeprovision = false;
       await until(async () => {
-        const s = await (await fetch(`${url}/v1/sandboxes/with-db?deleted=true`)).json();
+        const s = (await (await fetch(`${url}/v1/sandboxes/with-db?deleted=true`)).json()) as Json;
         return s.status === 'deleted';
       }, 'retry to succeed');
       expect(calls.filter((c) => c.startsWith('deprovision')).length).toBeGreaterThanOrEqual(2);
@@ -139,7 +143,7 @@ export function setup(server) { server.onSandboxDeleted((s, reason) => note('del
       });
       expect(put.status).toBe(201);
       await until(
-        async () => (await (await fetch(`${url}/v1/sandboxes/plug`)).json()).status === 'ready',
+        async () => ((await (await fetch(`${url}/v1/sandboxes/plug`)).json()) as Json).status === 'ready',
         'ready',
       );
       expect((await fetch(`${url}/v1/sandboxes/plug`, { method: 'DELETE' })).status).toBe(200);

@@ -7,6 +7,10 @@ import { createRegistrySource, type RegistryRouteSource } from '@branchline/core
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 
+// Registry responses are checked field by field by the assertions below.
+// biome-ignore lint/suspicious/noExplicitAny: JSON documents under test
+type Json = any;
+
 const root = resolve(import.meta.dirname, '..');
 const BIN = join(root, 'packages/cli/dist/bin.js');
 const dir = mkdtempSync(join(tmpdir(), 'branchline-registry-'));
@@ -206,7 +210,7 @@ describe('registry on SQLite (real processes)', () => {
     expect((await api(r.url, 'GET', '/v1/sandboxes')).body.sandboxes).toHaveLength(3);
     const good = await post(`sha256=${createHmac('sha256', secret).update(payload).digest('hex')}`);
     expect(good.status).toBe(200);
-    expect((await good.json()).deleted).toEqual(['pr-7']);
+    expect(((await good.json()) as Json).deleted).toEqual(['pr-7']);
     const left = (await api(r.url, 'GET', '/v1/sandboxes')).body.sandboxes.map(
       (s: { name: string }) => s.name,
     );
