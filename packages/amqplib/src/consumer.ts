@@ -323,6 +323,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
       end();
       return session;
     }
+    if (!session.open) return session; // dropped while setting up: the loop reconnects
     this.session = session;
     this.everConsumed = true;
     this.stats.connects++;
