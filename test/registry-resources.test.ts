@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -108,7 +109,7 @@ describe('resource hooks', () => {
     }
   });
 
-  it('branchline registry --plugin loads resource hooks and onSandboxDeleted listeners from a module', async () => {
+  it('branchline registry --plugin loads resource hooks and onSandboxDeleted listeners; sandbox create --wait shows progress until ready', async () => {
     const log = join(dir, 'plugin.log');
     const plugin = join(dir, 'plugin.mjs');
     writeFileSync(
@@ -117,7 +118,12 @@ describe('resource hooks', () => {
 const note = (s) => appendFileSync(${JSON.stringify(log)}, s + '\\n');
 export const resourceHooks = [{
   type: 'queue',
-  async provision(ctx) { note('provision ' + ctx.sandbox.name + ' ' + ctx.resource.name); return { name: 'q-' + ctx.sandbox.key }; },
+  async provision(ctx) {
+    note('provision ' + ctx.sandbox.name + ' ' + ctx.resource.name);
+    ctx.report({ phase: 'declaring', done: 0, total: 1, unit: 'queues' });
+    await new Promise((r) => setTimeout(r, 1000));
+    return { name: 'q-' + ctx.sandbox.key };
+  },
   async deprovision(ctx) { note('deprovision ' + ctx.outputs.name); },
 }];
 export function setup(server) { server.onSandboxDeleted((s, reason) => note('deleted ' + s.name + ' ' + reason)); }
@@ -137,11 +143,17 @@ export function setup(server) { server.onSandboxDeleted((s, reason) => note('del
     try {
       await proc.waitFor('listening on', 30_000);
       const url = `http://127.0.0.1:${port}`;
-      const put = await fetch(`${url}/v1/sandboxes/plug`, {
-        method: 'PUT',
-        body: JSON.stringify({ resources: { inbox: { type: 'queue' } } }),
-      });
-      expect(put.status).toBe(201);
+      const created = await new Promise<{ code: number; stdout: string; stderr: string }>((done) =>
+        execFile(
+          process.execPath,
+          [bin, 'sandbox', 'create', 'plug', '--resource', 'inbox=queue', '--wait', '--registry', url],
+          (err, stdout, stderr) =>
+            done({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        ),
+      );
+      expect(created.code).toBe(0);
+      expect(created.stdout).toContain('sandbox plug is ready');
+      expect(created.stderr).toMatch(/waiting for plug: inbox: (pending|provisioning)/);
       await until(
         async () => ((await (await fetch(`${url}/v1/sandboxes/plug`)).json()) as Json).status === 'ready',
         'ready',
