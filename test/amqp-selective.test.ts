@@ -6,6 +6,7 @@ import {
   SANDBOX_EXCHANGE,
   type SelectiveConsumer,
   sandboxQueueName,
+  sandboxQueuesCleanup,
 } from '@branchline/amqplib';
 import {
   createRuntime,
@@ -335,6 +336,8 @@ describe('selective consumption on RabbitMQ', () => {
     await hook.deprovision(ctx);
     expect((await ch.checkQueue(queue)).messageCount).toBe(25);
     expect(await queueExists(conn, sq)).toBe(false);
+    // The registry's onSandboxDeleted listener form does the same, and is as idempotent.
+    await sandboxQueuesCleanup({ connection: vhost.url, queues: [queue] })({ name: 'gone' });
     const [again] = await removeSandboxQueues(conn, { queue, sandbox: 'gone' });
     expect(again).toMatchObject({ sandboxQueue: sq, returned: 0, deleted: false });
     await ch.close();

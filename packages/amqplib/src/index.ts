@@ -12,6 +12,7 @@ export {
   type AmqpQueueResourceHookOptions,
   type AmqpResourceContext,
   amqpQueueResourceHook,
+  sandboxQueuesCleanup,
 } from './lifecycle.js';
 export { instrumentChannel, instrumentConnection, withRoutingHeaders } from './publish.js';
 export { removeSandboxQueues, SANDBOX_EXCHANGE, sandboxQueueName } from './queues.js';

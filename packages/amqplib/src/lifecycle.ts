@@ -109,3 +109,26 @@ export function amqpQueueResourceHook(options: AmqpQueueResourceHookOptions): Am
     },
   };
 }
+
+/**
+ * A listener for the registry's `onSandboxDeleted`: returns the waiting messages of the deleted
+ * sandbox's queues to the baseline queues and removes them, for queues not declared as
+ * `amqp-queue` resources. `server.onSandboxDeleted(sandboxQueuesCleanup({ connection, queues: ['orders'] }))`.
+ */
+export function sandboxQueuesCleanup(
+  options: AmqpQueueResourceHookOptions & { queues: string[] },
+): (sandbox: { name: string }) => Promise<void> {
+  const queues = queuesOf({ queues: options.queues });
+  return async (sandbox) => {
+    const model = await open(options);
+    try {
+      await removeSandboxQueues(model, {
+        queue: queues,
+        sandbox: sandbox.name,
+        timeoutMs: options.timeoutMs,
+      });
+    } finally {
+      await model.close().catch(() => undefined);
+    }
+  };
+}
