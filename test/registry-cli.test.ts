@@ -79,7 +79,7 @@ describe('branchline CLI against a running registry', () => {
     expect((await cli('sandbox', 'get', 'pr-5')).stdout).toContain('key:      five');
     const rules = (await cli('rules', '--service', 'payments')).stdout;
     expect(rules).toMatch(/payments\s+five\s+pr-5\s+http:\/\/127\.0\.0\.1:4500/);
-  });
+  }, 120_000);
 
   it('group create reports the conflict winner; group list and delete work', async () => {
     const g = await cli('group', 'create', 'both', '--match', 'team=t', '--match', 'pr=5', '--any');
@@ -88,7 +88,7 @@ describe('branchline CLI against a running registry', () => {
     expect((await cli('group', 'list')).stdout).toMatch(/both\s+both\s+any:team=t,pr=5\s+pr-5,pr-6\s+1/);
     expect((await cli('group', 'delete', 'both')).code).toBe(0);
     expect((await cli('group', 'delete', 'both')).code).toBe(3);
-  });
+  }, 120_000);
 
   it('exit codes: 3 not found, 2 invalid input, 6 key taken, 5 unreachable, 0 for --help', async () => {
     const missing = await cli('sandbox', 'get', 'nope');
@@ -102,5 +102,5 @@ describe('branchline CLI against a running registry', () => {
     const help = await cli('sandbox', 'create', '--help');
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('--service <svc=url>');
-  });
+  }, 120_000);
 });

@@ -135,5 +135,5 @@ describe('HTTP end to end through the registry', () => {
     }
     expect(failures).toEqual([]);
     expect(served.length).toBeGreaterThan(20);
-  });
+  }, 120_000);
 });
