@@ -31,7 +31,11 @@ afterAll(async () => {
   await vhost?.destroy();
 });
 
-async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+async function api(
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; json: { resources?: Record<string, { status?: string }> } | undefined }> {
   const res = await fetch(`${registry.url}${path}`, {
     method,
     headers: body ? { 'content-type': 'application/json' } : {},
