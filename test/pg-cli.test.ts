@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databaseDetails, dbResources, registerDbCommand } from '../packages/cli/src/db-command.js';
+import { main } from '../packages/cli/src/program.js';
 
 const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' };
 const id = randomBytes(3).toString('hex');
@@ -108,6 +109,63 @@ describe('branchline db', () => {
       expect(text).toContain(`postgres://postgres@127.0.0.1:5432/${prefix}pr-cli__${baseline}`);
       expect(text).toContain(`copy of ${baseline}`);
       await fetch(`${url}/v1/sandboxes/pr-cli`, { method: 'DELETE', headers: { authorization: 'Bearer w' } });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('sandbox create --db waits with a progress bar and prints the connection details of the copy', async () => {
+    const server = createRegistryServer({
+      store: ':memory:',
+      tokens: [{ token: 'w', scopes: ['read', 'write'] }],
+      resourceHooks: [postgresResourceHook({ connection: PG, prefix, snapshotPrefix, catalogue })],
+      log: () => {},
+    });
+    const url = await server.listen(0);
+    try {
+      const lines: string[] = [];
+      const errs: string[] = [];
+      const code = await main(
+        [
+          'node',
+          'branchline',
+          '--registry',
+          url,
+          '--token',
+          'w',
+          'sandbox',
+          'create',
+          'pr-db',
+          '--db',
+          baseline,
+        ],
+        { log: (l) => lines.push(l), err: (l) => errs.push(l), isTTY: false },
+      );
+      expect(errs.filter((l) => l.startsWith('branchline:'))).toEqual([]);
+      expect(code).toBe(0);
+      const text = lines.join('\n');
+      expect(text).toMatch(/sandbox pr-db is ready/);
+      expect(text).toContain('baggage: branchline=pr-db');
+      expect(text).toContain(`postgres://postgres@127.0.0.1:5432/${prefix}pr-db__${baseline}`);
+      // The copy really exists and holds the baseline's rows.
+      const rows = await admin(
+        (c) => c.query('SELECT count(*)::int AS n FROM orders'),
+        `${prefix}pr-db__${baseline}`,
+      );
+      expect(rows.rows).toEqual([{ n: 5 }]);
+      const del = await main(
+        ['node', 'branchline', '--registry', url, '--token', 'w', 'sandbox', 'delete', 'pr-db'],
+        {
+          log: () => {},
+          err: () => {},
+          isTTY: false,
+        },
+      );
+      expect(del).toBe(0);
+      const left = await admin((c) =>
+        c.query('SELECT 1 FROM pg_database WHERE datname = $1', [`${prefix}pr-db__${baseline}`]),
+      );
+      expect(left.rowCount).toBe(0);
     } finally {
       await server.close();
     }

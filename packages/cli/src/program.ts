@@ -10,6 +10,7 @@ import {
 } from '@branchline/registry';
 import { Command, CommanderError, Option } from 'commander';
 import { CliError, EXIT, RegistryClient } from './client.js';
+import { databaseDetails, dbResources, registerDbCommand } from './db-command.js';
 import { endpointsText, expiresIn, labelsText, table } from './format.js';
 import { registerProxyCommand } from './proxy-command.js';
 
@@ -70,13 +71,20 @@ function progressLine(s: SandboxJson): string {
   const parts = Object.entries(s.resources ?? {}).map(([n, r]) => {
     const p = r.progress as { done?: number; total?: number; unit?: string; phase?: string } | undefined;
     const pr = p?.total
-      ? ` ${p.done ?? 0}/${p.total}${p.unit ? ` ${p.unit}` : ''}`
+      ? ` ${progressBar(p.done ?? 0, p.total)} ${p.done ?? 0}/${p.total}${p.unit ? ` ${p.unit}` : ''}`
       : p?.phase
         ? ` ${p.phase}`
         : '';
     return `${n}: ${r.status}${pr}`;
   });
   return parts.length ? parts.join(', ') : s.status;
+}
+
+/** A 20-cell text bar, e.g. `[#########...........]`. */
+function progressBar(done: number, total: number): string {
+  const cells = 20;
+  const filled = Math.max(0, Math.min(cells, Math.round((done / total) * cells)));
+  return `[${'#'.repeat(filled)}${'.'.repeat(cells - filled)}]`;
 }
 
 /** Builds the `branchline` command. `out` is injectable so tests and embedders can capture it. */
@@ -196,6 +204,12 @@ export function createProgram(out: Out = defaultOut()): Command {
       collect,
       [],
     )
+    .option(
+      '--db <database>',
+      'give the sandbox its own copy of this PostgreSQL database (repeatable; implies --wait)',
+      collect,
+      [],
+    )
     .option('-w, --wait', 'wait until its resources are ready')
     .option('--wait-timeout <duration>', 'give up waiting after this long', '10m')
     .action(async (name: string, opts, cmd: Command) => {
@@ -228,6 +242,7 @@ export function createProgram(out: Out = defaultOut()): Command {
         }
         resources[rname] = { type, spec };
       }
+      if (opts.db.length) Object.assign(resources, dbResources(opts.db));
       const body: Record<string, unknown> = { overrides, labels, resources };
       if (opts.ttl) body.ttl = ttlOption(opts.ttl);
       if (opts.key) body.key = opts.key;
@@ -237,14 +252,16 @@ export function createProgram(out: Out = defaultOut()): Command {
         `/v1/sandboxes/${encodeURIComponent(name)}`,
         body,
       );
-      if (opts.wait)
+      if (opts.wait || opts.db.length)
         s = await waitReady(c, name, s, parseDuration(opts.waitTimeout) ?? 600_000, out, !!g(cmd).json);
+      const dbText = opts.db.length ? await databaseDetails(c.base, name, s.sandboxToken, opts.db) : '';
       print(cmd, s, () =>
         [
           `sandbox ${s.name} ${s.status === 'ready' ? 'is ready' : `is ${s.status}`} (key ${s.key}, expires ${expiresIn(s.expiresAt)})`,
           'send this header to route requests to it:',
           `  ${s.header ?? `baggage: branchline=${s.key}`}`,
           ...(s.sandboxToken ? [`sandbox token (shown once, for heartbeats): ${s.sandboxToken}`] : []),
+          ...(dbText ? [dbText] : []),
         ].join('\n'),
       );
     });
@@ -488,6 +505,7 @@ export function createProgram(out: Out = defaultOut()): Command {
     });
 
   registerProxyCommand(program, out);
+  registerDbCommand(program, out);
 
   for (const cmd of [program, ...allCommands(program)]) {
     cmd.exitOverride();
