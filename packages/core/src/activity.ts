@@ -2,6 +2,7 @@ import { type ClientRequest, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { logger, warnRateLimited } from './log.js';
+import { counters } from './metrics.js';
 
 /**
  * What happened to traffic that belongs to a sandbox:
@@ -283,4 +284,22 @@ function post(t: NonNullable<typeof target>, entries: ActivityEntry[]): Promise<
       done(`an activity report could not be sent: ${(err as Error)?.message ?? err}`, 'internal');
     }
   });
+}
+
+/** A request or call was forwarded to `sandbox`'s `service`: counted, and reported to the dashboard. */
+export function noteForwarded(sandbox: string, service: string): void {
+  counters.forwarded++;
+  recordActivity(sandbox, service, 'forwarded');
+}
+
+/** An outgoing call was sent to `sandbox`'s version of `service` (origin routing). */
+export function noteRouted(sandbox: string, service: string): void {
+  counters.outgoingRouted++;
+  recordActivity(sandbox, service, 'routed');
+}
+
+/** `count` messages were processed by this consumer (`sandbox` undefined for baseline). */
+export function noteConsumed(sandbox: string | undefined, service: string | undefined, count = 1): void {
+  counters.messagesProcessed += count;
+  recordActivity(sandbox, service, 'consumed', count);
 }

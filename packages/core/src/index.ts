@@ -6,6 +6,9 @@ export {
   activityReporterStats,
   configureActivityReporter,
   flushActivity,
+  noteConsumed,
+  noteForwarded,
+  noteRouted,
   recordActivity,
 } from './activity.js';
 export {

@@ -1,4 +1,4 @@
-import { counters } from '@branchline/core';
+import { counters, noteForwarded } from '@branchline/core';
 import {
   type Channel,
   type experimental,
@@ -64,7 +64,7 @@ export class ForwardedCall implements InterceptingListener {
     path: string,
     metadata: Metadata,
   ) {
-    counters.forwarded++;
+    noteForwarded(target.sandbox, target.service);
     this.channel = pool.acquire(target.endpoint);
     this.out = this.channel.createCall(path, server.getDeadline(), undefined, null, undefined);
     this.out.start(forwardedRequestMetadata(metadata, target.service), this);

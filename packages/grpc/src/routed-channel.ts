@@ -1,4 +1,10 @@
-import { counters, defaultRuntime, getRoutingKey, type RouteSource, resolveOutgoing } from '@branchline/core';
+import {
+  defaultRuntime,
+  getRoutingKey,
+  noteRouted,
+  type RouteSource,
+  resolveOutgoing,
+} from '@branchline/core';
 import {
   type Channel,
   type ChannelCredentials,
@@ -118,7 +124,7 @@ export class RoutedChannel implements ChannelInterface {
     const route = key === undefined ? undefined : resolveOutgoing(table!, this.service, key, 'grpc');
     if (route === undefined)
       return this.baseline.createCall(method, deadline, host, parentCall, propagateFlags);
-    counters.outgoingRouted++;
+    noteRouted(route.rule.sandbox, this.service);
     const { endpoint } = route;
     const channel = this.pool.acquire(endpoint);
     const call = channel.createCall(method, deadline, host, parentCall, propagateFlags);

@@ -7,7 +7,14 @@ import {
   type OutgoingHttpHeaders,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { counters, decideIncoming, logger, nodeHeadersGetter, type RouteTable } from '@branchline/core';
+import {
+  counters,
+  decideIncoming,
+  logger,
+  nodeHeadersGetter,
+  noteForwarded,
+  type RouteTable,
+} from '@branchline/core';
 import { HOP_METADATA } from './metadata.js';
 import type { ServerRouting } from './server-interceptor.js';
 
@@ -77,7 +84,7 @@ export class StreamRelay {
     if (authority === undefined) return false;
     const path = String(headers[':path']);
     r.notifyForward(path, key, decision.rule.sandbox, decision.endpoint);
-    counters.forwarded++;
+    noteForwarded(decision.rule.sandbox, this.service);
     this.relay(stream, headers, path, authority, decision.rule.sandbox, decision.endpoint);
     return true;
   }

@@ -9,6 +9,7 @@ import {
   getRoutingKey,
   logger,
   type MessageDecision,
+  noteConsumed,
   type RouteTable,
   runInContext,
   safeHook,
@@ -299,7 +300,7 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
   function wrapEachMessage(handler: (p: EachMessagePayload) => Promise<void>) {
     const processIn = (payload: EachMessagePayload, key: string | undefined): Promise<void> => {
       stats.processed++;
-      counters.messagesProcessed++;
+      noteConsumed(sandbox, service);
       return runInContext(contextFor(key), () => handler(payload));
     };
     const held = async (payload: EachMessagePayload, key: string | undefined, first: WaitDecision) => {
@@ -322,7 +323,7 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
       // Hot path: a baseline consumer and a message without a key — nothing to decide.
       if (key === undefined && sandbox === undefined) {
         stats.processed++;
-        counters.messagesProcessed++;
+        noteConsumed(sandbox, service);
         return handler(payload);
       }
       const d = decide(key, timeOf(message));
@@ -360,7 +361,7 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
         return;
       }
       stats.processed += owned.length;
-      counters.messagesProcessed += owned.length;
+      noteConsumed(sandbox, service, owned.length);
 
       let resolved = -1;
       const resolveOffset = (offset: string) => {
