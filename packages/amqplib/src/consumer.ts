@@ -12,6 +12,7 @@ import {
   headerValueToString,
   type KeyReader,
   logger,
+  noteConsumed,
   type RouteSource,
   type RouteTable,
   runInContext,
@@ -535,7 +536,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
   private process(session: Session, msg: ConsumeMessage, key: string | undefined): void {
     if (TRACE) trace('process', msg, { queue: this.queue, open: session.open });
     this.stats.processed++;
-    counters.messagesProcessed++;
+    noteConsumed(this.sandbox, this.service);
     this.handlersInFlight++;
     let result: unknown;
     try {
