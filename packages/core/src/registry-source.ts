@@ -1,8 +1,9 @@
 import { type ClientRequest, request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { logger, warnRateLimited } from './log.js';
-import type { RouteListener, RouteSource, RouteSourceStatus } from './route-source.js';
+import type { RouteSource, RouteSourceStatus } from './route-source.js';
 import { type RouteGroupSpec, RouteTable, type SandboxSpec } from './routes.js';
+import { TableHolder } from './table-holder.js';
 
 export interface RegistrySourceOptions {
   /** Registry base URL, e.g. `http://branchline-registry:7070` (`BRANCHLINE_REGISTRY`). */
@@ -48,10 +49,7 @@ type Doc = (SandboxSpec | RouteGroupSpec) & { id?: string };
  * from its last revision, keeps the last known table while the registry is away, and builds a
  * new immutable `RouteTable` per change and per heartbeat (which advances `completeUntil`).
  */
-export class RegistryRouteSource implements RouteSource {
-  private current: RouteTable | undefined;
-  private readonly listeners = new Set<RouteListener>();
-  private waiters: ((t: RouteTable) => void)[] = [];
+export class RegistryRouteSource extends TableHolder implements RouteSource {
   private readonly sandboxes = new Map<string, SandboxSpec>();
   private readonly groups = new Map<string, RouteGroupSpec>();
   private req: ClientRequest | undefined;
@@ -74,6 +72,7 @@ export class RegistryRouteSource implements RouteSource {
   };
 
   constructor(private readonly options: RegistrySourceOptions) {
+    super();
     const u = options.url.endsWith('/') ? options.url : `${options.url}/`;
     this.base = new URL(u);
     if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:')
@@ -83,34 +82,14 @@ export class RegistryRouteSource implements RouteSource {
     this.connect();
   }
 
-  get table(): RouteTable | undefined {
-    return this.current;
-  }
-
   /** Milliseconds since the registry last said anything (events or heartbeats). */
   get stalenessMs(): number {
     return this.lastMessageAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.lastMessageAt;
   }
 
   ready(timeoutMs = this.options.syncTimeoutMs ?? 5000): Promise<RouteTable | undefined> {
-    if (this.current) return Promise.resolve(this.current);
-    return new Promise((resolve) => {
-      // Referenced on purpose: a process awaiting its first table stays alive until the bound.
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        resolve(undefined);
-      }, timeoutMs);
-      const done = (t: RouteTable) => {
-        clearTimeout(timer);
-        resolve(t);
-      };
-      this.waiters.push(done);
-    });
-  }
-
-  subscribe(listener: RouteListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    // Referenced on purpose: a process awaiting its first table stays alive until the bound.
+    return this.waitForTable(timeoutMs, true);
   }
 
   async close(): Promise<void> {
@@ -118,7 +97,7 @@ export class RegistryRouteSource implements RouteSource {
     clearInterval(this.idleTimer);
     clearTimeout(this.retryTimer);
     this.req?.destroy();
-    this.listeners.clear();
+    this.clearListeners();
   }
 
   private connect(): void {
@@ -260,10 +239,11 @@ export class RegistryRouteSource implements RouteSource {
       }
     }
     this.status.lastSyncAt = Date.now();
-    if (changed && this.status.synced) this.publish();
+    if (changed && this.status.synced) this.rebuild();
   }
 
-  private publish(): void {
+  /** Compiles the documents received so far into a new table and publishes it. */
+  private rebuild(): void {
     let table: RouteTable;
     try {
       table = new RouteTable({
@@ -282,17 +262,7 @@ export class RegistryRouteSource implements RouteSource {
       );
       return;
     }
-    this.current = table;
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w(table);
-    for (const l of this.listeners) {
-      try {
-        l(table);
-      } catch (err) {
-        logger().error('branchline: a route listener threw; ignoring it', { err: String(err) });
-      }
-    }
+    this.publish(table);
   }
 }
 

@@ -1,7 +1,7 @@
 import { type BranchlineConfig, readRoutesDocument } from './config.js';
-import { logger } from './log.js';
 import { RegistryRouteSource } from './registry-source.js';
 import { RouteTable, type RouteTableSpec } from './routes.js';
+import { TableHolder } from './table-holder.js';
 
 export interface RouteSourceStatus {
   /** At least one complete table has been received. */
@@ -32,61 +32,28 @@ export interface RouteSource {
  * A route source whose table is set in code (and by `BRANCHLINE_ROUTES`). `update` swaps in a
  * new table atomically and notifies subscribers; tests use it to simulate registry changes.
  */
-export class StaticRouteSource implements RouteSource {
-  private current: RouteTable | undefined;
-  private readonly listeners = new Set<RouteListener>();
-  private waiters: ((t: RouteTable) => void)[] = [];
+export class StaticRouteSource extends TableHolder implements RouteSource {
   readonly status: RouteSourceStatus = { synced: false, stale: false };
 
   constructor(spec?: RouteTableSpec | RouteTable) {
+    super();
     if (spec !== undefined) this.update(spec);
-  }
-
-  get table(): RouteTable | undefined {
-    return this.current;
   }
 
   update(spec: RouteTableSpec | RouteTable | unknown): RouteTable {
     const table = spec instanceof RouteTable ? spec : RouteTable.from(spec);
-    this.current = table;
     this.status.synced = true;
     this.status.lastSyncAt = Date.now();
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w(table);
-    for (const l of this.listeners) {
-      try {
-        l(table);
-      } catch (err) {
-        logger().error('branchline: a route listener threw; ignoring it', { err: String(err) });
-      }
-    }
+    this.publish(table);
     return table;
   }
 
   ready(timeoutMs = 5000): Promise<RouteTable | undefined> {
-    if (this.current) return Promise.resolve(this.current);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        resolve(undefined);
-      }, timeoutMs);
-      timer.unref?.();
-      const done = (t: RouteTable) => {
-        clearTimeout(timer);
-        resolve(t);
-      };
-      this.waiters.push(done);
-    });
-  }
-
-  subscribe(listener: RouteListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.waitForTable(timeoutMs, false);
   }
 
   async close(): Promise<void> {
-    this.listeners.clear();
+    this.clearListeners();
   }
 }
 
