@@ -37,7 +37,7 @@ async function freePort() {
 
 function start(mode, port, extra = []) {
   const child = spawn(process.execPath, [join(here, 'servers.mjs'), mode, String(port), ...extra], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     env: { ...process.env, BRANCHLINE_LOG_LEVEL: 'error' },
   });
   children.push(child);
@@ -45,25 +45,45 @@ function start(mode, port, extra = []) {
     let out = '';
     child.stdout.on('data', (d) => {
       out += d;
-      if (out.includes('ready')) resolve(`http://127.0.0.1:${port}`);
+      if (out.includes('ready')) {
+        const url = `http://127.0.0.1:${port}`;
+        cpuOf.set(url, child);
+        resolve(url);
+      }
     });
     child.once('exit', (code) => reject(new Error(`${mode} server exited (${code})`)));
   });
 }
 
-function cannon(url, { connections = 10, headers = {}, duration = seconds } = {}) {
-  return new Promise((resolve, reject) => {
+const cpuOf = new Map();
+
+/** The server process's CPU time (user + system, µs). */
+function cpuTime(url) {
+  const child = cpuOf.get(url);
+  if (!child) return Promise.resolve(Number.NaN);
+  return new Promise((resolve) => {
+    child.once('message', (u) => resolve(u.user + u.system));
+    child.send('cpu');
+  });
+}
+
+async function cannon(url, { connections = 10, headers = {}, duration = seconds } = {}) {
+  const cpu0 = await cpuTime(url);
+  const r = await new Promise((resolve, reject) => {
     autocannon({ url, connections, duration, headers, pipelining: 1 }, (err, r) => {
       if (err) return reject(err);
       if (r.non2xx || r.errors) return reject(new Error(`${url}: ${r.non2xx} non-2xx, ${r.errors} errors`));
-      resolve({
-        rps: r.requests.average,
-        p50: r.latency.p50,
-        p90: r.latency.p90,
-        p99: r.latency.p99,
-      });
+      resolve(r);
     });
   });
+  const cpu = (await cpuTime(url)) - cpu0;
+  return {
+    cpuPerRequest: cpu / r.requests.total,
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p90: r.latency.p90,
+    p99: r.latency.p99,
+  };
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -85,21 +105,32 @@ async function overhead(name, plainMode, blMode) {
     await cannon(bl, { headers, duration: 1 });
     const p = [];
     const b = [];
+    const pc = [];
+    const bc = [];
     for (let i = 0; i < ROUNDS; i++) {
-      p.push((await cannon(plain, { headers })).rps);
-      b.push((await cannon(bl, { headers })).rps);
+      const rp = await cannon(plain, { headers });
+      const rb = await cannon(bl, { headers });
+      p.push(rp.rps);
+      b.push(rb.rps);
+      pc.push(rp.cpuPerRequest);
+      bc.push(rb.cpuPerRequest);
     }
     const ratio = median(p.map((x, i) => b[i] / x));
+    // Throughput a CPU-bound server can reach is inversely proportional to its CPU per request.
+    const cpuRatio = median(pc) / median(bc);
     const row = {
       framework: name,
       request: label,
       'plain req/s': fmt(median(p), 0),
       'branchline req/s': fmt(median(b), 0),
       ratio: fmt(ratio, 3),
+      'plain CPU µs/req': fmt(median(pc), 1),
+      'branchline CPU µs/req': fmt(median(bc), 1),
+      'CPU ratio': fmt(cpuRatio, 3),
       target: `>= ${target}`,
-      ok: ratio >= target ? 'yes' : 'NO',
+      ok: `${ratio >= target ? 'yes' : 'NO'} (req/s), ${cpuRatio >= target ? 'yes' : 'NO'} (CPU)`,
     };
-    results.frameworks.push({ ...row, plainRuns: p, branchlineRuns: b });
+    results.frameworks.push({ ...row, plainRuns: p, branchlineRuns: b, plainCpu: pc, branchlineCpu: bc });
     console.log(Object.values(row).join('  '));
   }
 }
@@ -273,9 +304,9 @@ async function inProcess() {
       sandboxes: [{ name: 'o', key: 'other-key', overrides: { other: { http: 'http://127.0.0.1:9' } } }],
     },
   });
-  const base = { host: 'svc:8080', 'user-agent': 'bench', accept: '*/*' };
-  const noKey = { headers: base, rawHeaders: [] };
-  const keyed = { headers: { ...base, baggage: 'userid=alice,branchline=other-key' }, rawHeaders: [] };
+  const base = ['Host', 'svc:8080', 'User-Agent', 'bench', 'Accept', '*/*'];
+  const noKey = { rawHeaders: base };
+  const keyed = { rawHeaders: [...base, 'Baggage', 'userid=alice,branchline=other-key'] };
   const next = () => {};
   const rows = [
     {
@@ -304,8 +335,8 @@ console.log(
 await overhead('express 5', 'express', 'express-bl');
 await overhead('fastify 5', 'fastify', 'fastify-bl');
 printTable(
-  'throughput vs plain (ratio = branchline / plain)',
-  results.frameworks.map(({ plainRuns, branchlineRuns, ...r }) => r),
+  'throughput vs plain (ratio = branchline / plain req/s; CPU ratio = plain / branchline CPU per request)',
+  results.frameworks.map(({ plainRuns, branchlineRuns, plainCpu, branchlineCpu, ...r }) => r),
 );
 await inProcess();
 await hop();

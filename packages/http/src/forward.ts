@@ -139,12 +139,36 @@ function relayResponseHeaders(headers: Record<string, string | string[] | undefi
   return out;
 }
 
+/**
+ * Reads header values straight from `req.rawHeaders` (names in any case, repeated lines as an
+ * array). Used instead of `req.headers`, which Node only builds when someone reads it.
+ */
+export const rawHeadersGetter = {
+  keys(raw: string[]): string[] {
+    const out: string[] = [];
+    for (let i = 0; i < raw.length; i += 2) out.push(raw[i]!.toLowerCase());
+    return out;
+  },
+  get(raw: string[], key: string): string | string[] | undefined {
+    let found: string | string[] | undefined;
+    const n = key.length;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      if (name.length !== n || (name !== key && name.toLowerCase() !== key)) continue;
+      const v = raw[i + 1]!;
+      if (found === undefined) found = v;
+      else if (typeof found === 'string') found = [found, v];
+      else found.push(v);
+    }
+    return found;
+  },
+};
+
 /** Whether a request announces a body (a length other than 0, or chunked). */
 export function hasBody(req: IncomingMessage): boolean {
-  const h = req.headers;
-  const cl = h['content-length'];
+  const cl = rawHeadersGetter.get(req.rawHeaders, 'content-length');
   if (cl !== undefined) return cl !== '0';
-  return h['transfer-encoding'] !== undefined;
+  return rawHeadersGetter.get(req.rawHeaders, 'transfer-encoding') !== undefined;
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'ETIMEDOUT']);

@@ -10,12 +10,11 @@ import {
   decideIncoming,
   getRoutingKey,
   hasOtelContextManager,
-  nodeHeadersGetter,
   runInContext,
   warnRateLimited,
 } from '@branchline/core';
 import { type Context, context as otelContext, ROOT_CONTEXT } from '@opentelemetry/api';
-import { type ForwardTarget, hasBody, SandboxForwarder } from './forward.js';
+import { type ForwardTarget, hasBody, rawHeadersGetter, SandboxForwarder } from './forward.js';
 import { type BranchlineRequestInfo, HOP_HEADER, type IncomingRoutingOptions } from './types.js';
 
 /** The outcome of routing one incoming request. */
@@ -102,11 +101,13 @@ export class IncomingRouter {
     let key = getRoutingKey(ctx);
     let fromHeader = false;
     if (key === undefined) {
-      key = this.runtime.keys.read(req.headers, nodeHeadersGetter);
+      // rawHeaders, not req.headers: Node builds the headers object lazily, and a framework that
+      // never reads it (Fastify on a GET) should not pay for it because of us.
+      key = this.runtime.keys.read(req.rawHeaders, rawHeadersGetter);
       if (key === undefined) return NO_KEY;
       fromHeader = true;
     }
-    const forwarded = req.headers[HOP_HEADER] !== undefined;
+    const forwarded = rawHeadersGetter.get(req.rawHeaders, HOP_HEADER) !== undefined;
     const table = this.runtime.routes.table;
     const context = fromHeader ? this.contextFor(ctx, key) : ctx;
     const enter = fromHeader;
@@ -164,18 +165,23 @@ export class IncomingRouter {
       ...args: unknown[]
     ) => boolean;
     const router = this;
-    server.emit = function emit(this: Server, event: string | symbol, ...args: unknown[]): boolean {
+    // Every server event passes through here, so the common case is one comparison and an
+    // `apply` of `arguments`, which V8 forwards without building an array.
+    server.emit = function emit(this: Server, event: string | symbol): boolean {
       if (event === 'upgrade') {
-        const [req, socket, head] = args as [IncomingMessage, Duplex, Buffer];
+        const req = arguments[1] as IncomingMessage;
         const r = router.route(req);
         if (r.target !== undefined) {
-          router.forwarder.forwardUpgrade(req, socket, head, r.target);
+          router.forwarder.forwardUpgrade(req, arguments[2] as Duplex, arguments[3] as Buffer, r.target);
           return true;
         }
-        if (r.enter && r.context !== undefined)
-          return runInContext(r.context, () => callOriginal.call(this, event, ...args));
+        if (r.enter && r.context !== undefined) {
+          const args = Array.from(arguments);
+          return runInContext(r.context, () => callOriginal.apply(this, args as [string]));
+        }
       }
-      return callOriginal.call(this, event, ...args);
+      // biome-ignore lint/complexity/noArguments: forwarding every argument without copying them
+      return callOriginal.apply(this, arguments as unknown as [string]);
     } as Server['emit'];
     return () => {
       server.emit = original;

@@ -2,6 +2,7 @@ export {
   type ForwardTarget,
   forwardRequestHeaders,
   forwardToSandbox,
+  rawHeadersGetter,
   resolveForwardOptions,
   SandboxForwarder,
   sandboxErrorBody,
