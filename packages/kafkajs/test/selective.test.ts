@@ -365,6 +365,9 @@ describe('selective consumption (real broker)', () => {
         // Delete it while its messages are still coming; the sandbox hears about it late.
         sbView.pause();
         for (let i = 0; i < 5; i++) await produce(topic, `late-${i}`, 'pr-4');
+        // Ownership intervals are [from, to): a message stamped in the very millisecond of the
+        // deletion belongs to the baseline. Let the clock move so "late" is strictly earlier.
+        await new Promise((r) => setTimeout(r, 5));
         reg.delete('pr-4');
         for (let i = 0; i < 5; i++) await produce(topic, `after-${i}`, 'pr-4');
         await new Promise((r) => setTimeout(r, 300));
