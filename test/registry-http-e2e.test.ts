@@ -117,6 +117,18 @@ describe('HTTP end to end through the registry', () => {
       expect(created.code).toBe(0);
       expect(created.stdout).toContain('baggage: branchline=pr-9');
       await waitServed('sandbox', 'the sandbox to receive its traffic');
+      // The baseline reports what it forwarded (core's activity reporter, every 5 s); the
+      // dashboard shows it from GET /v1/activity.
+      const activityDeadline = Date.now() + 20_000;
+      let forwarded = 0;
+      while (forwarded === 0) {
+        if (Date.now() > activityDeadline)
+          throw new Error('no forwarded activity reported for pr-9 within 20 s');
+        await new Promise((r) => setTimeout(r, 250));
+        const activity = (await (await fetch(`${registryUrl}/v1/activity`)).json()) as Json;
+        forwarded = activity.sandboxes?.['pr-9']?.services?.payments?.forwarded ?? 0;
+      }
+      expect(forwarded).toBeGreaterThan(0);
 
       await registry.stop('SIGKILL');
       const outageFrom = served.length;

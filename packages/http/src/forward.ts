@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { counters, logger, type RouteSource, type RouteTable } from '@branchline/core';
+import { counters, logger, noteForwarded, type RouteSource, type RouteTable } from '@branchline/core';
 import { type Dispatcher, Pool } from 'undici';
 import { type ForwardOptions, HOP_HEADER } from './types.js';
 
@@ -362,7 +362,7 @@ export class SandboxForwarder {
    * reached before any of the body was sent.
    */
   forward(req: IncomingMessage, res: ServerResponse, target: ForwardTarget, fallback?: () => void): void {
-    counters.forwarded++;
+    noteForwarded(target.sandbox, target.service);
     const body = hasBody(req);
     const handler = new ForwardHandler(
       req,
@@ -391,7 +391,7 @@ export class SandboxForwarder {
    * reaches the client unchanged.
    */
   forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: ForwardTarget): void {
-    counters.forwarded++;
+    noteForwarded(target.sandbox, target.service);
     const u = new URL(target.endpoint);
     const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
     const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;

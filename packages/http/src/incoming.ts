@@ -8,6 +8,7 @@ import {
   counters,
   createRuntime,
   decideIncoming,
+  defaultRuntime,
   getRoutingKey,
   hasOtelContextManager,
   runInContext,
@@ -65,7 +66,11 @@ export class IncomingRouter {
   constructor(options: IncomingRoutingOptions = {}) {
     const runtimeOptions: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(options)) if (!FORWARD_KEYS.has(k)) runtimeOptions[k] = v;
-    this.runtime = options.runtime ?? createRuntime(runtimeOptions);
+    // With no runtime options, share the process-wide runtime: one registry watch stream per
+    // process, whether routes are read by the middleware, fetch routing or a consumer.
+    this.runtime =
+      options.runtime ??
+      (Object.keys(runtimeOptions).length === 0 ? defaultRuntime() : createRuntime(runtimeOptions));
     this.service = this.runtime.config.service;
     this.sandbox = this.runtime.config.sandbox;
     this.forwarder = new SandboxForwarder({

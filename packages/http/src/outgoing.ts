@@ -2,10 +2,10 @@ import {
   type BranchlineRuntime,
   bufferTextMapGetter,
   type CarrierSetter,
-  counters,
   defaultRuntime,
   getRoutingKey,
   injectRoutingKey,
+  noteRouted,
   parseBaggage,
   recordSetter,
   resolveOutgoing,
@@ -47,7 +47,7 @@ export class OutgoingRouter {
     if (table === undefined) return undefined;
     const hit = resolveOutgoing(table, info.service, key, 'http');
     if (hit === undefined) return undefined;
-    counters.outgoingRouted++;
+    noteRouted(hit.rule.sandbox, info.service);
     return hit.endpoint;
   }
 }
