@@ -80,6 +80,14 @@ export {
   type RegistrySourceOptions,
   type RegistrySourceStatus,
 } from './registry-source.js';
+export type {
+  ResourceContext,
+  ResourceHook,
+  ResourceProgress,
+  ResourceState,
+  ResourceStatus,
+  SandboxDeletedListener,
+} from './resources.js';
 export {
   createRouteSource,
   type RouteListener,

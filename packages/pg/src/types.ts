@@ -1,36 +1,7 @@
 import type { ClientConfig } from 'pg';
 
-/*
- * The resource-hook contract of @branchline/registry, restated structurally: transport packages
- * do not import the registry (see DESIGN.md, dependency direction), so the hook returned by
- * `postgresResourceHook` is assignable to the registry's `ResourceHook` by shape.
- */
-
-/** Progress of a resource operation, stored by the registry on the resource. */
-export interface ResourceProgress {
-  phase: string;
-  done?: number;
-  total?: number;
-  unit?: string;
-  message?: string;
-}
-
-/** What the registry hands a hook for one resource of one sandbox. */
-export interface ResourceContext {
-  sandbox: { name: string; key: string; labels: Record<string, string> };
-  resource: { name: string; type: string; spec: Record<string, unknown> };
-  report(progress: ResourceProgress): void;
-  signal: AbortSignal;
-}
-
-/** The registry's resource hook, as implemented by `postgresResourceHook`. */
-export interface ResourceHook {
-  type: string;
-  validate?(spec: Record<string, unknown>): void;
-  provision?(ctx: ResourceContext): Promise<Record<string, unknown> | undefined>;
-  deprovision?(ctx: ResourceContext & { outputs?: Record<string, unknown> }): Promise<void>;
-  sweep?(liveSandboxes: string[]): Promise<void>;
-}
+// The registry's resource-hook contract, from core (transport packages never import the registry).
+export type { ResourceContext, ResourceHook, ResourceProgress } from '@branchline/core';
 
 /** A declared sandbox database: `{ type: 'postgres', spec: { from: 'orders' } }`. */
 export interface PostgresResourceSpec {
