@@ -4,6 +4,13 @@ import type { RouteTable, Rule } from './routes.js';
  * The routing decisions of DESIGN.md, made in one place for every transport.
  */
 
+/**
+ * The hop marker a request or call forwarded by Branchline carries (HTTP header, gRPC metadata).
+ * A baseline that receives it never forwards again (the loop guard); the value names the
+ * forwarding service.
+ */
+export const HOP_MARKER = 'x-branchline-hop';
+
 export type IncomingDecision =
   | { action: 'serve'; reason: 'no-key' | 'no-rule' | 'sandbox-instance' | 'no-endpoint' }
   | { action: 'serve'; reason: 'loop'; rule: Rule }

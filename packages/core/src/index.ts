@@ -54,6 +54,7 @@ export {
 export {
   decideIncoming,
   decideMessage,
+  HOP_MARKER,
   type IncomingDecision,
   type IncomingInput,
   type MessageDecision,

@@ -1,10 +1,11 @@
+import { HOP_MARKER } from '@branchline/core';
 import type { Metadata } from '@grpc/grpc-js';
 
 /**
  * The hop marker a forwarded call carries. A baseline that receives a call with it never
  * forwards that call again (the loop guard); the value names the forwarding service.
  */
-export const HOP_METADATA = 'x-branchline-hop';
+export const HOP_METADATA = HOP_MARKER;
 
 /**
  * Transport headers the receiving side of a relay sets itself. Relaying them would, for

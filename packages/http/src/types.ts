@@ -1,4 +1,5 @@
 import type { BranchlineRuntime, RuntimeOptions } from '@branchline/core';
+import { HOP_MARKER } from '@branchline/core';
 
 /** Which hosts are internal (may receive the routing key) and which service each one is. */
 export interface HostMapOptions {
@@ -65,5 +66,5 @@ export interface BranchlineRequestInfo {
   readonly forwarded: boolean;
 }
 
-/** The hop marker header a forwarded request carries. */
-export const HOP_HEADER = 'x-branchline-hop';
+/** The hop marker header a forwarded request carries (core's HOP_MARKER). */
+export const HOP_HEADER = HOP_MARKER;
