@@ -83,7 +83,9 @@ describe('kafka churn (real broker)', () => {
         ...consumerTuning,
       });
       await c.connect();
-      await c.subscribe({ topics: [topic] });
+      // The topic is new to this test: the baseline group reads it from the start, so messages
+      // produced before its first join are not skipped by kafkajs's "latest" default.
+      await c.subscribe({ topics: [topic], fromBeginning: true });
       const who = sandbox ?? 'baseline';
       await c.run({
         eachMessage: async ({ message }) => {
