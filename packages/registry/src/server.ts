@@ -315,6 +315,8 @@ export class RegistryServer {
   }
 
   private broadcast(text: string): void {
+    // Encode once: a string written to each of N sockets would be UTF-8 encoded N times.
+    const frame = Buffer.from(text);
     for (const w of this.watchers) {
       // A watcher that cannot keep up is dropped; it reconnects and resumes from its revision.
       if (w.socket.writableLength > 8 * 1024 * 1024) {
@@ -322,7 +324,7 @@ export class RegistryServer {
         this.watchers.delete(w);
         continue;
       }
-      w.socket.write(text);
+      w.socket.write(frame);
     }
   }
 
