@@ -267,6 +267,7 @@ function groupActiveAt(g: RouteGroupSpec, at: number): boolean {
 }
 
 const EMPTY: readonly string[] = Object.freeze([]);
+const EMPTY_SANDBOXES: readonly SandboxSpec[] = Object.freeze([]);
 
 function freezeList(list: string[]): readonly string[] {
   return list.length ? Object.freeze(list) : EMPTY;
@@ -291,7 +292,8 @@ export class RouteTable {
   private readonly historyByKey = new Map<string, KeyHistory>();
   private readonly byName = new Map<string, SandboxSpec>();
   private readonly services = new Set<string>();
-  private readonly groupMembers = new WeakMap<RouteGroupSpec, SandboxSpec[]>();
+  private readonly allMembers = new WeakMap<RouteGroupSpec, SandboxSpec[]>();
+  private readonly liveMembers = new Map<string, readonly SandboxSpec[]>();
 
   static readonly empty = new RouteTable({});
 
@@ -323,6 +325,7 @@ export class RouteTable {
       this.history(g.key).groups.push(g);
       if (g.deletedAt != null) continue;
       const members = this.sandboxes.filter((s) => matches(g, s)).sort(byAge);
+      this.liveMembers.set(g.key, Object.freeze(members));
       const seen = new Map<string, RouteConflict | null>();
       for (const s of members) {
         for (const [service, ep] of Object.entries(s.overrides ?? {})) {
@@ -346,13 +349,13 @@ export class RouteTable {
 
   /** Every sandbox (tombstones included) a group's labels match, oldest first; computed once. */
   private membersOf(g: RouteGroupSpec): SandboxSpec[] {
-    let list = this.groupMembers.get(g);
+    let list = this.allMembers.get(g);
     if (!list) {
       list = [];
       for (const h of this.historyByKey.values())
         for (const s of h.sandboxes) if (matches(g, s)) list.push(s);
       list.sort(byAge);
-      this.groupMembers.set(g, list);
+      this.allMembers.set(g, list);
     }
     return list;
   }
@@ -379,6 +382,14 @@ export class RouteTable {
   resolve(service: string, key: string | undefined): Rule | undefined {
     if (key === undefined) return undefined;
     return this.byKey.get(key)?.get(service);
+  }
+
+  /**
+   * The live sandboxes a live route group (by its key) matches, oldest first — the order in
+   * which they win conflicts. Empty for an unknown key.
+   */
+  groupMembers(key: string): readonly SandboxSpec[] {
+    return this.liveMembers.get(key) ?? EMPTY_SANDBOXES;
   }
 
   /** The live sandbox called `name`. */

@@ -44,6 +44,8 @@ describe('route table', () => {
     expect(table.conflicts).toEqual([
       { group: 'checkout', service: 'payments', winner: 'pay-fee', losers: ['pay-alt'] },
     ]);
+    expect(table.groupMembers('checkout').map((s) => s.name)).toEqual(['pay-fee', 'ord-v2', 'pay-alt']);
+    expect(table.groupMembers('pay-fee')).toEqual([]);
   });
 
   it('rejects bad documents naming the field and the value', () => {

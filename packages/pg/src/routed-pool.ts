@@ -4,7 +4,6 @@ import {
   defaultRuntime,
   getRoutingKey,
   logger,
-  type RouteGroupSpec,
   type RouteTable,
   type SandboxSpec,
   warnRateLimited,
@@ -66,15 +65,6 @@ interface ResourceLike {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function labelsMatch(g: RouteGroupSpec, s: SandboxSpec): boolean {
-  const want = Object.entries(g.match.labels);
-  if (want.length === 0) return false;
-  const labels = s.labels ?? {};
-  return g.match.mode === 'any'
-    ? want.some(([k, v]) => labels[k] === v)
-    : want.every(([k, v]) => labels[k] === v);
 }
 
 function counts(p: Pool): PoolCounts {
@@ -339,9 +329,7 @@ export class RoutedPool extends EventEmitter {
         // The sandbox that serves this service in the group decides; else the oldest member
         // that has a database for it (the same winner rule route groups use).
         const server = this.service ? table.resolve(this.service, g.key)?.sandbox : undefined;
-        const members = table.sandboxes
-          .filter((s) => labelsMatch(g, s))
-          .sort((a, b) => (a.createdAt ?? 0) - (b.createdAt ?? 0) || (a.name < b.name ? -1 : 1));
+        const members = table.groupMembers(g.key);
         const chosen = members.find((s) => s.name === server && lookup(s)) ?? members.find((s) => lookup(s));
         const d = chosen ? lookup(chosen) : undefined;
         if (d?.ready) byKey.set(g.key, d.db);
