@@ -56,8 +56,6 @@ interface Session {
   model: ChannelModel;
   channel: Channel;
   mover?: ConfirmedMover;
-  /** Sandbox queues declared on this connection (declaring costs a round trip). */
-  declared: Map<string, Promise<unknown>>;
   open: boolean;
   consumerTag?: string;
   closed: Promise<void>;
@@ -145,6 +143,13 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
   private handlersInFlight = 0;
   private readonly moves = new Map<string, Set<Promise<void>>>();
   private readonly cleanups = new Map<string, Promise<void>>();
+  /**
+   * Sandbox queues (and their bindings) this consumer declared, kept across reconnects: both are
+   * durable, so a new connection finds them. Declaring again after a drop would be wrong: if
+   * another replica removed the queue meanwhile, the declaration would re-create and re-bind it
+   * while that replica deletes it, and a message moved in between would be lost with it.
+   */
+  private readonly declared = new Map<string, Promise<void>>();
   private routing = new Set<string>();
   private readonly unsubscribe: () => void;
   private wake: (() => void) | undefined;
@@ -270,7 +275,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
       logger().debug('branchline: RabbitMQ connection error', { err: String(err) }),
     );
     const channel = quiet(await model.createChannel());
-    const session: Session = { model, channel, declared: new Map(), open: true, closed, end: noop };
+    const session: Session = { model, channel, open: true, closed, end: noop };
     const end = () => {
       if (!session.open) return;
       session.open = false;
@@ -463,10 +468,15 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
   private async moveTo(session: Session, msg: ConsumeMessage, key: string, queue: string): Promise<void> {
     const mover = session.mover!;
     try {
-      let declared = session.declared.get(queue);
+      let declared = this.declared.get(queue);
       if (!declared) {
         declared = declareSandboxQueue(mover.channel, queue, this.options.sandboxQueueArguments);
-        session.declared.set(queue, declared);
+        this.declared.set(queue, declared);
+        // Only a declaration that failed is tried again; see `declared`.
+        declared.catch(() => {
+          if (this.declared.get(queue) === declared) this.declared.delete(queue);
+        });
+        if (TRACE) trace('declare', msg, { queue });
       }
       await declared;
       const result = await mover.send(SANDBOX_EXCHANGE, queue, msg, movedHeaders(msg, this.baselineQueue));
@@ -478,13 +488,12 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
         this.stats.moved++;
         counters.messagesSkipped++;
       } else {
-        // The owner's queue is gone: the sandbox was deleted after our view was taken.
+        // The owner's queue is gone or unbound: its sandbox was deleted after our view was taken.
         this.stats.unroutableMoves++;
         this.process(session, msg, key);
       }
     } catch (err) {
       if (TRACE) trace('move-failed', msg, { queue, err: String(err) });
-      session.declared.delete(queue);
       if (session.open) {
         logger().warn('branchline: could not move a message to its sandbox queue; requeueing it', {
           queue,
@@ -586,10 +595,14 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
       if (before.has(this.sandbox) && !now.has(this.sandbox)) void this.stop('sandbox-deleted');
       return;
     }
-    for (const name of before) if (!now.has(name)) this.scheduleCleanup(name);
-    for (const name of now) {
-      if (!before.has(name)) this.session?.declared.delete(sandboxQueueName(this.baselineQueue, name));
+    for (const name of before) {
+      if (now.has(name)) continue;
+      this.declared.delete(sandboxQueueName(this.baselineQueue, name));
+      this.scheduleCleanup(name);
     }
+    // A sandbox that starts routing again is a new incarnation whose queue may be gone.
+    for (const name of now)
+      if (!before.has(name)) this.declared.delete(sandboxQueueName(this.baselineQueue, name));
     if (this.held.length > 0) {
       const list = this.held;
       this.held = [];

@@ -282,9 +282,31 @@ async function unbind(model: ChannelModel, queue: string): Promise<boolean> {
   }
 }
 
-/** Deletes the queue only if nothing is waiting and nobody consumes it. */
-async function deleteIfIdle(model: ChannelModel, queue: string): Promise<'deleted' | 'busy'> {
+/**
+ * Deletes the queue only if nothing is waiting and nobody consumes it. The queue is unbound again
+ * first, on the same channel, so the delete directly follows the unbind: a replica that bound it
+ * again during the drain (its view older than ours) cannot have a move routed into the queue
+ * while the broker deletes it — a message routed to a queue as it is deleted is confirmed and lost.
+ * A move routed before the unbind is already in the queue when the delete arrives, and the
+ * `ifEmpty` delete refuses.
+ */
+async function deleteIfIdle(model: ChannelModel, queue: string): Promise<'deleted' | 'busy' | 'gone'> {
   const ch = quiet(await model.createChannel());
+  try {
+    await ch.unbindQueue(queue, SANDBOX_EXCHANGE, queue);
+  } catch (err) {
+    await closeQuietly(ch);
+    if (errorCode(err) !== 404) throw err;
+    // The queue is gone, or the exchange never existed and nothing moves there: the 404 closed
+    // the channel, so delete on a fresh one.
+    if (!(await queueExists(model, queue))) return 'gone';
+    return deleteOnly(quiet(await model.createChannel()), queue);
+  }
+  return deleteOnly(ch, queue);
+}
+
+/** `ifEmpty` + `ifUnused` delete on `ch`, which it closes. */
+async function deleteOnly(ch: Channel, queue: string): Promise<'deleted' | 'busy'> {
   try {
     const r = await ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true });
     if (TRACE) logger().debug('branchline: deleted', { queue, r });
@@ -330,7 +352,9 @@ export async function removeSandboxQueue(
     const moved = await drainOnce(model, queue, sandboxQueue, sandbox);
     if (moved === undefined) return { queue, sandboxQueue, returned, deleted: false };
     returned += moved;
-    if ((await deleteIfIdle(model, sandboxQueue)) === 'deleted') {
+    const outcome = await deleteIfIdle(model, sandboxQueue);
+    if (outcome === 'gone') return { queue, sandboxQueue, returned, deleted: false };
+    if (outcome === 'deleted') {
       logger().debug('branchline: returned a deleted sandbox queue to baseline', { sandboxQueue, returned });
       return { queue, sandboxQueue, returned, deleted: true };
     }
