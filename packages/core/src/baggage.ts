@@ -63,12 +63,17 @@ function decodeValue(raw: string): string | undefined {
  * Returns the index just past the member (at a comma or end), or -1 if it is malformed.
  */
 interface Cursor {
+  memberStart: number;
   keyStart: number;
   keyEnd: number;
   valStart: number;
   valEnd: number;
   propStart: number;
   propEnd: number;
+}
+
+function newCursor(): Cursor {
+  return { memberStart: 0, keyStart: 0, keyEnd: 0, valStart: 0, valEnd: 0, propStart: -1, propEnd: -1 };
 }
 
 function scanMember(s: string, i: number, cur: Cursor): number {
@@ -112,6 +117,26 @@ function scanMember(s: string, i: number, cur: Cursor): number {
   return i;
 }
 
+const END = -2;
+const MALFORMED = -1;
+
+/**
+ * The one member loop every function here uses: skips OWS and empty members from `i`, scans the
+ * next member into `cur` (its start in `cur.memberStart`), and returns the index just past it (a
+ * comma or the end), `END` when no member is left, or `MALFORMED`.
+ */
+function stepMember(s: string, i: number, cur: Cursor): number {
+  const n = s.length;
+  for (;;) {
+    while (i < n && isOws(s.charCodeAt(i))) i++;
+    if (i >= n) return END;
+    if (s.charCodeAt(i) !== COMMA) break;
+    i++;
+  }
+  cur.memberStart = i;
+  return scanMember(s, i, cur);
+}
+
 function checkSize(header: string): BaggageParse | undefined {
   if (header.length > MAX_BAGGAGE_BYTES || byteLength(header) > MAX_BAGGAGE_BYTES) {
     return { ok: false, reason: 'oversize' };
@@ -124,18 +149,11 @@ export function parseBaggage(header: string): BaggageParse {
   const size = checkSize(header);
   if (size) return size;
   const members: BaggageMember[] = [];
-  const cur: Cursor = { keyStart: 0, keyEnd: 0, valStart: 0, valEnd: 0, propStart: -1, propEnd: -1 };
-  const n = header.length;
-  let i = 0;
-  while (i <= n) {
-    while (i < n && isOws(header.charCodeAt(i))) i++;
-    if (i >= n) break;
-    if (header.charCodeAt(i) === COMMA) {
-      i++;
-      continue;
-    }
-    const next = scanMember(header, i, cur);
-    if (next < 0) return { ok: false, reason: 'malformed', at: i };
+  const cur: Cursor = newCursor();
+  for (let i = 0; ; ) {
+    const next = stepMember(header, i, cur);
+    if (next === END) break;
+    if (next === MALFORMED) return { ok: false, reason: 'malformed', at: cur.memberStart };
     const value = decodeValue(header.slice(cur.valStart, cur.valEnd));
     if (value === undefined) return { ok: false, reason: 'malformed', at: cur.valStart };
     const m: BaggageMember = { key: header.slice(cur.keyStart, cur.keyEnd), value };
@@ -153,7 +171,7 @@ export type MemberLookup =
   | { found: false; error?: 'oversize' | 'too-many-members' | 'malformed' | 'ambiguous' };
 
 const NOT_FOUND: MemberLookup = { found: false };
-const sharedCursor: Cursor = { keyStart: 0, keyEnd: 0, valStart: 0, valEnd: 0, propStart: -1, propEnd: -1 };
+const sharedCursor: Cursor = newCursor();
 
 function keyEquals(s: string, start: number, end: number, name: string): boolean {
   if (end - start !== name.length) return false;
@@ -169,19 +187,12 @@ export function findBaggageMember(header: string, name: string): MemberLookup {
   if (header.length === 0) return NOT_FOUND;
   if (checkSize(header)) return { found: false, error: 'oversize' };
   const cur = sharedCursor;
-  const n = header.length;
-  let i = 0;
   let count = 0;
   let value: string | undefined;
-  while (i <= n) {
-    while (i < n && isOws(header.charCodeAt(i))) i++;
-    if (i >= n) break;
-    if (header.charCodeAt(i) === COMMA) {
-      i++;
-      continue;
-    }
-    const next = scanMember(header, i, cur);
-    if (next < 0) return { found: false, error: 'malformed' };
+  for (let i = 0; ; ) {
+    const next = stepMember(header, i, cur);
+    if (next === END) break;
+    if (next === MALFORMED) return { found: false, error: 'malformed' };
     if (++count > MAX_BAGGAGE_MEMBERS) return { found: false, error: 'too-many-members' };
     if (keyEquals(header, cur.keyStart, cur.keyEnd, name)) {
       const v = decodeValue(header.slice(cur.valStart, cur.valEnd));
@@ -242,32 +253,26 @@ export function mergeBaggageMember(existing: string | undefined, name: string, v
   if (existing === undefined || existing.length === 0) return { ok: true, header: encoded, changed: true };
   const size = checkSize(existing);
   if (size) return { ok: false, header: existing, reason: 'oversize' };
-  const cur: Cursor = { keyStart: 0, keyEnd: 0, valStart: 0, valEnd: 0, propStart: -1, propEnd: -1 };
-  const n = existing.length;
-  let i = 0;
+  const cur: Cursor = newCursor();
   let count = 0;
   let out = '';
   let last = 0;
   let replaced = false;
-  while (i <= n) {
-    while (i < n && isOws(existing.charCodeAt(i))) i++;
-    if (i >= n) break;
-    if (existing.charCodeAt(i) === COMMA) {
-      i++;
-      continue;
-    }
-    const next = scanMember(existing, i, cur);
-    if (next < 0) return { ok: false, header: existing, reason: 'malformed' };
+  for (let i = 0; ; ) {
+    const next = stepMember(existing, i, cur);
+    if (next === END) break;
+    if (next === MALFORMED) return { ok: false, header: existing, reason: 'malformed' };
     count++;
     if (keyEquals(existing, cur.keyStart, cur.keyEnd, name)) {
+      const start = cur.memberStart;
       if (!replaced) {
         // Replace the value in place; keep the member's properties as they were.
-        out += existing.slice(last, i) + encoded;
+        out += existing.slice(last, start) + encoded;
         last = cur.propStart >= 0 ? cur.propStart - 1 : cur.valEnd;
         replaced = true;
       } else {
         // A second copy of our member: drop it together with the comma before it.
-        let cut = i;
+        let cut = start;
         while (cut > last && (isOws(existing.charCodeAt(cut - 1)) || existing.charCodeAt(cut - 1) === COMMA))
           cut--;
         out += existing.slice(last, cut);
