@@ -7,6 +7,7 @@ import {
   defaultRuntime,
   getBaggageKey,
   grpcMetadataGetter,
+  type IncomingDecision,
   type KeyReader,
   RouteTable,
   runInContext,
@@ -27,6 +28,7 @@ import { ChannelPool } from './channel-pool.js';
 import { ForwardedCall } from './forward.js';
 import { isForwarded } from './metadata.js';
 import { type Deserializer, originalDeserializer } from './raw.js';
+import type { Handoff } from './stream-relay.js';
 import type { ServerRoutingOptions } from './types.js';
 
 type InterceptingServerListener = Parameters<ServerInterceptingCallInterface['start']>[0];
@@ -59,6 +61,11 @@ export class ServerRouting {
   readonly forward: boolean;
   /** Channels to sandboxes are plain-text HTTP/2 (no `credentials` given). */
   readonly plainText: boolean;
+  /**
+   * Set by the stream hook (server.ts) only while grpc-js's stream handler runs, which builds
+   * this stream's interceptor synchronously; the interceptor takes it in its constructor.
+   */
+  handoff: Handoff | undefined;
   private pool: ChannelPool | undefined;
 
   constructor(private readonly options: ServerRoutingOptions) {
@@ -131,6 +138,8 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
   private listener: InterceptingServerListener | undefined;
   private ctx: Context | undefined;
   private forwarded: ForwardedCall | undefined;
+  /** What the stream hook already read and decided for this call, if it ran. */
+  private readonly handoff: Handoff | undefined;
 
   constructor(
     private readonly next: ServerInterceptingCallInterface,
@@ -138,7 +147,10 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
     private readonly routing: ServerRouting,
     /** Set when the server keeps request bytes raw (createRoutedServer): decode before the handler. */
     private readonly decode: Deserializer | undefined,
-  ) {}
+  ) {
+    this.handoff = routing.handoff;
+    routing.handoff = undefined;
+  }
 
   // Toward the network.
 
@@ -181,12 +193,14 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
 
   onReceiveMetadata(metadata: Metadata): void {
     const r = this.routing;
-    const key = r.keys.read(metadata, grpcMetadataGetter);
+    const h = this.handoff;
+    const key = h !== undefined ? h.key : r.keys.read(metadata, grpcMetadataGetter);
     if (key === undefined) {
       this.listener!.onReceiveMetadata(metadata);
       return;
     }
-    if (r.service !== undefined && r.forward && this.routeToSandbox(metadata, key, r.service)) return;
+    if (r.service !== undefined && r.forward && this.routeToSandbox(metadata, key, r.service, h?.decision))
+      return;
     const ctx = keyContext(key);
     (metadata as RoutedMetadata)[CALL_CONTEXT] = ctx;
     this.ctx = ctx;
@@ -236,16 +250,23 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
   }
 
   /** Destination routing for this call; true when it is being relayed to a sandbox. */
-  private routeToSandbox(metadata: Metadata, key: string, service: string): boolean {
+  private routeToSandbox(
+    metadata: Metadata,
+    key: string,
+    service: string,
+    decided: IncomingDecision | undefined,
+  ): boolean {
     const r = this.routing;
-    const decision = decideIncoming({
-      table: r.runtime.routes.table ?? RouteTable.empty,
-      service,
-      sandbox: r.sandbox,
-      key,
-      forwarded: r.sandbox === undefined && isForwarded(metadata),
-      transport: 'grpc',
-    });
+    const decision =
+      decided ??
+      decideIncoming({
+        table: r.runtime.routes.table ?? RouteTable.empty,
+        service,
+        sandbox: r.sandbox,
+        key,
+        forwarded: r.sandbox === undefined && isForwarded(metadata),
+        transport: 'grpc',
+      });
     if (decision.action === 'serve') {
       if (decision.reason === 'loop') {
         counters.loopPrevented++;

@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import { activeContext, contextWithRoutingKey, getRoutingKey, runInContext } from '@branchline/core';
+import { activeContext, contextWithRoutingKey, getRoutingKey, logger, runInContext } from '@branchline/core';
 import { Server, type ServerOptions } from '@grpc/grpc-js';
 import type { Context } from '@opentelemetry/api';
 import { type Deserializer, rawAwareSerializer, rawDeserializer } from './raw.js';
@@ -56,35 +56,87 @@ class RoutedServer extends Server {
   }
 }
 
-/** grpc-js's per-stream entry points (one is used, depending on channelz). */
-const STREAM_HANDLERS = ['_streamHandler', '_channelzHandler'] as const;
+/**
+ * grpc-js's per-stream entry points (one is used, depending on channelz). They are grpc-js
+ * internals, verified in every grpc-js release from 1.10.0 to 1.14.7 (GRPC_JS_VERIFIED): 1.10.x
+ * calls them as `(stream, headers)`, 1.11 and later as `(extraInterceptors, stream, headers)`.
+ * The hook goes by the handler's arity, and leaves a handler of any other shape alone. The
+ * package tests fail, naming the handler, when a grpc-js release drops or reshapes them.
+ */
+export const STREAM_HANDLERS = ['_streamHandler', '_channelzHandler'] as const;
+export const GRPC_JS_VERIFIED = '>=1.10.0 <=1.14.7';
 
-type StreamHandler = (
-  this: Server,
-  extra: unknown,
-  stream: ServerHttp2Stream,
-  headers: IncomingHttpHeaders,
-) => void;
+// biome-ignore lint/suspicious/noExplicitAny: a grpc-js internal, called with its own arguments
+type StreamHandler = (this: Server, ...args: any[]) => void;
+
+/** How to find the stream and headers among a grpc-js stream handler's arguments; undefined: unknown shape. */
+export function streamHandlerShape(handler: unknown): 'stream-first' | 'extra-first' | undefined {
+  if (typeof handler !== 'function') return undefined;
+  if (handler.length === 2) return 'stream-first';
+  if (handler.length === 3) return 'extra-first';
+  return undefined;
+}
 
 /**
  * Puts the stream-level relay in front of grpc-js's stream handler, so a call that goes to a
- * sandbox is piped there before grpc-js parses it. These entry points are grpc-js internals
- * (stable since 1.10); when they are not there, or the relay does not apply (TLS to sandboxes,
- * forwarding off, no service name), calls are forwarded by the interceptor through grpc-js.
+ * sandbox is relayed there before grpc-js parses it. The relay reads the key once; for a call it
+ * leaves to grpc-js, what it found is handed to the routing interceptor grpc-js creates for that
+ * stream, synchronously inside the original handler, so nothing is read or counted twice. When
+ * the entry points are not there, or the relay does not apply (TLS to sandboxes, forwarding off,
+ * no service name), the interceptor reads the key and forwards through grpc-js.
  */
 function installStreamRelay(server: Server, routing: ServerRouting): StreamRelay | undefined {
   if (!routing.forward || routing.service === undefined || routing.sandbox !== undefined) return undefined;
   if (!routing.plainText) return undefined;
   const target = server as unknown as Record<string, StreamHandler | undefined>;
   const originals = STREAM_HANDLERS.map((name) => target[name]);
-  if (originals.some((h) => typeof h !== 'function')) return undefined;
+  if (originals.some((h) => streamHandlerShape(h) === undefined)) {
+    logger().debug(
+      'branchline: grpc-js has no per-stream handler this version can hook; forwarding through grpc-js',
+      {
+        hooks: STREAM_HANDLERS,
+        verified: GRPC_JS_VERIFIED,
+      },
+    );
+    return undefined;
+  }
   const relay = new StreamRelay(routing, routing.service);
+  const run = (
+    self: Server,
+    original: StreamHandler,
+    args: unknown[],
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+  ) => {
+    const handoff = relay.route(stream, headers);
+    if (handoff === undefined) return;
+    routing.handoff = handoff;
+    try {
+      original.apply(self, args);
+    } finally {
+      // Unclaimed when grpc-js answered the stream itself (unknown method, bad content type).
+      routing.handoff = undefined;
+    }
+  };
   STREAM_HANDLERS.forEach((name, i) => {
     const original = originals[i]!;
-    target[name] = function relayingStreamHandler(this: Server, extra, stream, headers) {
-      if (relay.tryForward(stream, headers)) return;
-      original.call(this, extra, stream, headers);
-    };
+    target[name] =
+      streamHandlerShape(original) === 'extra-first'
+        ? function relayingStreamHandler(
+            this: Server,
+            extra: unknown,
+            stream: ServerHttp2Stream,
+            headers: IncomingHttpHeaders,
+          ) {
+            run(this, original, [extra, stream, headers], stream, headers);
+          }
+        : function relayingStreamHandler(
+            this: Server,
+            stream: ServerHttp2Stream,
+            headers: IncomingHttpHeaders,
+          ) {
+            run(this, original, [stream, headers], stream, headers);
+          };
   });
   return relay;
 }

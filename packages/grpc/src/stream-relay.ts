@@ -7,13 +7,15 @@ import {
   type OutgoingHttpHeaders,
   type ServerHttp2Stream,
 } from 'node:http2';
+import { connect as tcpConnect } from 'node:net';
 import {
   counters,
   decideIncoming,
+  type IncomingDecision,
   logger,
   nodeHeadersGetter,
   noteForwarded,
-  type RouteTable,
+  RouteTable,
 } from '@branchline/core';
 import { HOP_METADATA } from './metadata.js';
 import type { ServerRouting } from './server-interceptor.js';
@@ -28,27 +30,24 @@ function authorityOf(endpoint: string): string | undefined {
 }
 
 /**
+ * What the stream hook learned about a call it leaves to grpc-js: the key it read (once, with
+ * bad input counted then) and, for a keyed call, the routing decision. The routing interceptor
+ * grpc-js builds for the same stream takes it instead of reading the metadata again.
+ */
+export interface Handoff {
+  readonly key: string | undefined;
+  readonly decision?: IncomingDecision;
+}
+
+const NO_KEY: Handoff = Object.freeze({ key: undefined });
+
+/**
  * Forwards calls at the HTTP/2 stream level, before grpc-js parses them: headers, DATA bytes
- * and trailers are piped as they are, like a gRPC proxy does. It skips grpc-js's server and
+ * and trailers are relayed as they are, like a gRPC proxy does. It skips grpc-js's server and
  * client layers (about half the cost of a forwarding hop), reaches methods the baseline does
  * not implement, and keeps the caller's compression. Used by createRoutedServer for plain-text
  * endpoints; TLS endpoints and unusual targets go through the grpc-js relay (ForwardedCall).
  */
-/**
- * Reads the key without counting bad input: a call this path leaves to grpc-js has its headers
- * read again by the interceptor, which counts (and warns) once.
- */
-function readUncounted(r: ServerRouting, headers: IncomingHttpHeaders): string | undefined {
-  const { invalidKey, malformedBaggage, oversizeBaggage } = counters;
-  const key = r.keys.read(headers, nodeHeadersGetter);
-  if (key === undefined) {
-    counters.invalidKey = invalidKey;
-    counters.malformedBaggage = malformedBaggage;
-    counters.oversizeBaggage = oversizeBaggage;
-  }
-  return key;
-}
-
 export class StreamRelay {
   private readonly sessions = new Map<string, ClientHttp2Session>();
   private readonly unsubscribe: () => void;
@@ -60,39 +59,48 @@ export class StreamRelay {
     this.unsubscribe = routing.runtime.routes.subscribe((table) => this.closeUnused(table));
   }
 
-  /** Relays the stream when its key routes this service to a sandbox; false leaves it to grpc-js. */
-  tryForward(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
+  /**
+   * Reads the call's key once and decides. Relays the stream and returns undefined when the key
+   * routes this service to a plain-text sandbox endpoint; otherwise returns what it found, for
+   * the interceptor on grpc-js's path (which serves, counts a prevented loop, or forwards
+   * through grpc-js).
+   */
+  route(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Handoff | undefined {
     const r = this.routing;
-    if (headers.baggage === undefined && r.keys.sources.length === 1) return false;
-    const key = readUncounted(r, headers);
-    if (key === undefined) return false;
-    const table = r.runtime.routes.table;
-    if (table === undefined) return false;
-    const contentType = headers['content-type'];
-    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) return false;
+    if (headers.baggage === undefined && r.keys.sources.length === 1) return NO_KEY;
+    const key = r.keys.read(headers, nodeHeadersGetter);
+    if (key === undefined) return NO_KEY;
     const decision = decideIncoming({
-      table,
+      table: r.runtime.routes.table ?? RouteTable.empty,
       service: this.service,
       sandbox: r.sandbox,
       key,
       forwarded: r.sandbox === undefined && headers[HOP_METADATA] !== undefined,
       transport: 'grpc',
     });
-    // Serving (and counting a prevented loop) is the interceptor's job, on grpc-js's path.
-    if (decision.action !== 'forward') return false;
+    if (decision.action !== 'forward') return { key, decision };
+    // grpc-js answers a request that is not gRPC; an endpoint with a scheme needs its relay.
+    const contentType = headers['content-type'];
     const authority = authorityOf(decision.endpoint);
-    if (authority === undefined) return false;
-    const path = String(headers[':path']);
+    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc') || !authority)
+      return { key, decision };
+    const path = headers[':path'] as string;
     r.notifyForward(path, key, decision.rule.sandbox, decision.endpoint);
     noteForwarded(decision.rule.sandbox, this.service);
-    this.relay(stream, headers, path, authority, decision.rule.sandbox, decision.endpoint);
-    return true;
+    this.relay(stream, headers, authority, decision.rule.sandbox, decision.endpoint);
+    return undefined;
   }
 
+  /** One HTTP/2 session per sandbox endpoint, reused by every relayed call, Nagle off. */
   private session(authority: string): ClientHttp2Session {
     let s = this.sessions.get(authority);
     if (s && !s.closed && !s.destroyed) return s;
-    s = connect(`http://${authority}`);
+    const colon = authority.lastIndexOf(':');
+    const host = authority.slice(0, colon).replace(/^\[|\]$/g, '');
+    const port = Number(authority.slice(colon + 1));
+    s = connect(`http://${authority}`, {
+      createConnection: () => tcpConnect({ host, port, noDelay: true }),
+    });
     const current = s;
     const forget = () => {
       if (this.sessions.get(authority) === current) this.sessions.delete(authority);
@@ -109,15 +117,13 @@ export class StreamRelay {
   private relay(
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
-    path: string,
     authority: string,
     sandbox: string,
     endpoint: string,
   ): void {
-    const request: OutgoingHttpHeaders = {};
-    for (const name in headers) if (name.charCodeAt(0) !== 58 /* ':' */) request[name] = headers[name];
-    request[':method'] = 'POST';
-    request[':path'] = path;
+    // The caller's header object becomes the request's (grpc-js never sees this stream): its
+    // pseudo-headers are a gRPC request's already, only the authority and the hop marker change.
+    const request = headers as OutgoingHttpHeaders;
     request[':authority'] = authority;
     request[HOP_METADATA] = this.service;
 
@@ -145,7 +151,7 @@ export class StreamRelay {
 
     let out: ClientHttp2Stream;
     try {
-      out = this.session(authority).request(request, { waitForTrailers: false });
+      out = this.session(authority).request(request);
     } catch (err) {
       fail((err as Error).message);
       return;
@@ -155,29 +161,39 @@ export class StreamRelay {
       if (!stream.headersSent || trailers === undefined) fail(err.message);
     });
 
-    // Caller → sandbox: request bytes, with the pipe's backpressure.
-    stream.pipe(out);
+    // Caller → sandbox: DATA bytes as they come (gRPC's length-prefixed frames untouched),
+    // pausing the caller while the sandbox's side is full.
+    const resumeCaller = () => stream.resume();
+    stream.on('data', (chunk: Buffer) => {
+      if (!out.write(chunk)) {
+        stream.pause();
+        out.once('drain', resumeCaller);
+      }
+    });
+    stream.on('end', () => {
+      if (!out.writableEnded) out.end();
+    });
 
-    // Sandbox → caller.
+    // Sandbox → caller. Header and trailer objects are fresh per event and passed on as they
+    // are (respond() takes the `:status` the response headers carry).
     out.on('response', (h, flags) => {
       if (stream.destroyed || stream.closed) return;
-      const response: OutgoingHttpHeaders = { ':status': h[':status'] ?? 200 };
-      for (const name in h) if (name.charCodeAt(0) !== 58) response[name] = h[name];
       if (flags & NGHTTP2_FLAG_END_STREAM) {
+        // A trailers-only response: the status is in these headers.
         done = true;
-        stream.respond(response, { endStream: true });
+        stream.respond(h, { endStream: true });
       } else {
-        stream.respond(response, { waitForTrailers: true });
+        stream.respond(h, { waitForTrailers: true });
       }
     });
     out.on('trailers', (t) => {
-      trailers = {};
-      for (const name in t) if (name.charCodeAt(0) !== 58) trailers[name] = t[name];
+      trailers = t;
     });
+    const resumeSandbox = () => out.resume();
     out.on('data', (chunk: Buffer) => {
       if (!stream.write(chunk)) {
         out.pause();
-        stream.once('drain', () => out.resume());
+        stream.once('drain', resumeSandbox);
       }
     });
     out.on('end', () => {

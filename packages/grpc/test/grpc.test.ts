@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import {
   counters,
   createRuntime,
@@ -15,6 +16,9 @@ import {
   type ForwardInfo,
   HOP_METADATA,
 } from '../src/index.js';
+import { GRPC_JS_VERIFIED, STREAM_HANDLERS, streamHandlerShape } from '../src/server.js';
+
+const grpcJsVersion: string = createRequire(import.meta.url)('@grpc/grpc-js/package.json').version;
 
 // A one-method service with JSON messages, so these tests need no .proto file.
 interface Msg {
@@ -166,5 +170,81 @@ describe('@branchline/grpc', () => {
     expect(() =>
       createRoutedServer({}, { forward: 'yes' as never, runtime: createRuntime({ routeSource: {} }) }),
     ).toThrow(/option forward must be a boolean/);
+  });
+
+  it(`finds the grpc-js stream handlers the stream-level relay hooks (grpc-js ${grpcJsVersion}; verified ${GRPC_JS_VERIFIED})`, () => {
+    const server = new grpc.Server() as unknown as Record<string, unknown>;
+    for (const name of STREAM_HANDLERS) {
+      expect(
+        streamHandlerShape(server[name]),
+        `grpc-js ${grpcJsVersion} has no Server.${name}(stream, headers) / (extraInterceptors, stream, headers): ` +
+          'the stream-level relay cannot hook it, and routed servers forward through the slower grpc-js relay. ' +
+          'Adapt installStreamRelay in src/server.ts to this version, then update GRPC_JS_VERIFIED.',
+      ).toBeDefined();
+    }
+    const [lo, hi] = GRPC_JS_VERIFIED.split(' ').map((r) => r.replace(/^[<>=]+/, ''));
+    const n = (v: string) => v.split('.').reduce((acc, x) => acc * 1000 + Number.parseInt(x, 10), 0);
+    expect(
+      n(grpcJsVersion) >= n(lo!) && n(grpcJsVersion) <= n(hi!),
+      `grpc-js ${grpcJsVersion} is outside the range the stream hook was verified against (${GRPC_JS_VERIFIED}): ` +
+        'run the grpc tests (including test/grpc-forwarding.test.ts) against it, then widen GRPC_JS_VERIFIED in src/server.ts.',
+    ).toBe(true);
+  });
+
+  it('relays at the stream level: a routed baseline forwards a method it does not implement', async () => {
+    const routes = new StaticRouteSource();
+    const sandboxAddr = await serve(
+      createRoutedServer(
+        {},
+        { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routeSource: routes }) },
+      ),
+      'sandbox',
+    );
+    // The baseline implements no method at all: only a relay in front of grpc-js can answer.
+    const baseline = createRoutedServer(
+      {},
+      { runtime: createRuntime({ service: 'who', routeSource: routes }) },
+    );
+    servers.push(baseline);
+    const port = await new Promise<number>((resolve, reject) =>
+      baseline.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    routes.update(table(sandboxAddr));
+    const c = client(`127.0.0.1:${port}`);
+    expect(await ask(c, 'pr-5')).toEqual({ who: 'sandbox', key: 'pr-5', hop: 'who' });
+    await expect(ask(c)).rejects.toMatchObject({ code: grpc.status.UNIMPLEMENTED });
+  });
+
+  it('reads a keyed call once on a routed baseline: bad keys and a prevented loop are counted once', async () => {
+    const routes = new StaticRouteSource();
+    const baselineAddr = await serve(
+      createRoutedServer({}, { runtime: createRuntime({ service: 'who', routeSource: routes }) }),
+      'baseline',
+    );
+    // A rule that points back at the baseline itself: forwarding it again would loop.
+    routes.update(table(baselineAddr));
+    const raw = new Client(baselineAddr, grpc.credentials.createInsecure()) as never as ReturnType<
+      typeof client
+    >;
+    clients.push(raw as never);
+    const call = (headers: Record<string, string>) =>
+      new Promise<Msg>((resolve, reject) => {
+        const md = new grpc.Metadata();
+        for (const [k, v] of Object.entries(headers)) md.set(k, v);
+        raw.who({}, md, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r)));
+      });
+    const before = { ...counters };
+    expect(await call({ baggage: 'branchline=Not_A_Key' })).toMatchObject({ who: 'baseline', key: '' });
+    expect(await call({ baggage: 'branchline=%zz' })).toMatchObject({ who: 'baseline', key: '' });
+    expect(await call({ baggage: 'branchline=pr-5', [HOP_METADATA]: 'who' })).toMatchObject({
+      who: 'baseline',
+      key: 'pr-5',
+    });
+    expect(counters.invalidKey - before.invalidKey).toBe(1);
+    expect(counters.malformedBaggage - before.malformedBaggage).toBe(1);
+    expect(counters.loopPrevented - before.loopPrevented).toBe(1);
+    expect(counters.forwarded - before.forwarded).toBe(0);
   });
 });
