@@ -4,28 +4,16 @@ import { randomBytes } from 'node:crypto';
 import { postgresResourceHook } from '@branchline/pg';
 import { createRegistryServer } from '@branchline/registry';
 import { Command } from 'commander';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databaseDetails, dbResources, registerDbCommand } from '../packages/cli/src/db-command.js';
 import { main } from '../packages/cli/src/program.js';
+import { admin, PG, withClient } from '../packages/pg/test/helpers.js';
 
-const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' };
 const id = randomBytes(3).toString('hex');
 const baseline = `blt_base_c${id}`;
 const prefix = `bltc${id}_`;
 const snapshotPrefix = `bltcs${id}_`;
 const catalogue = `blt_catalogue_c${id}`;
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>, database = 'postgres'): Promise<T> {
-  const c = new pg.Client({ ...PG, database });
-  c.on('error', () => {});
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end().catch(() => {});
-  }
-}
 
 async function run(...args: string[]): Promise<string[]> {
   const lines: string[] = [];
@@ -37,10 +25,10 @@ async function run(...args: string[]): Promise<string[]> {
 
 beforeAll(async () => {
   await admin((c) => c.query(`CREATE DATABASE "${baseline}"`));
-  await admin(async (c) => {
+  await withClient(baseline, async (c) => {
     await c.query('CREATE TABLE orders (id int PRIMARY KEY)');
     await c.query('INSERT INTO orders SELECT generate_series(1, 5)');
-  }, baseline);
+  });
 });
 
 afterAll(async () => {
@@ -148,9 +136,8 @@ describe('branchline db', () => {
       expect(text).toContain('baggage: branchline=pr-db');
       expect(text).toContain(`postgres://postgres@127.0.0.1:5432/${prefix}pr-db__${baseline}`);
       // The copy really exists and holds the baseline's rows.
-      const rows = await admin(
-        (c) => c.query('SELECT count(*)::int AS n FROM orders'),
-        `${prefix}pr-db__${baseline}`,
+      const rows = await withClient(`${prefix}pr-db__${baseline}`, (c) =>
+        c.query('SELECT count(*)::int AS n FROM orders'),
       );
       expect(rows.rows).toEqual([{ n: 5 }]);
       const del = await main(

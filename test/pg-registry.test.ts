@@ -12,8 +12,8 @@ import {
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { admin, PG, withClient } from '../packages/pg/test/helpers.js';
 
-const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' };
 const id = randomBytes(3).toString('hex');
 const prefix = `blte${id}_`;
 const snapshotPrefix = `bltes${id}_`;
@@ -21,17 +21,6 @@ const catalogue = `blt_catalogue_e${id}`;
 const baseline = `blt_base_e${id}`;
 const WRITE = 'write-token';
 const READ = 'read-token';
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>, database = 'postgres'): Promise<T> {
-  const c = new pg.Client({ ...PG, database });
-  c.on('error', () => {});
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end().catch(() => {});
-  }
-}
 
 async function exists(database: string): Promise<boolean> {
   return admin(
@@ -65,10 +54,10 @@ async function api(method: string, path: string, body?: unknown, token = WRITE) 
 
 beforeAll(async () => {
   await admin((c) => c.query(`CREATE DATABASE "${baseline}"`));
-  await admin(async (c) => {
+  await withClient(baseline, async (c) => {
     await c.query('CREATE TABLE orders (id int PRIMARY KEY, item text, note text)');
     await c.query("INSERT INTO orders SELECT g, 'item-' || g, 'note-' || g FROM generate_series(1, 20) g");
-  }, baseline);
+  });
   // The baseline is in use the whole time.
   baselineUser = new pg.Client({ ...PG, database: baseline });
   baselineUser.on('error', () => {});
