@@ -1,6 +1,7 @@
 import { type BranchlineConfig, loadConfig } from './config.js';
-import { setBaggageKey } from './context.js';
+import { getBaggageKey, setBaggageKey } from './context.js';
 import { createKeyReader, type KeyAliases, type KeyReader } from './extract.js';
+import { logger } from './log.js';
 import { createRouteSource, type RouteSource, StaticRouteSource } from './route-source.js';
 import { RouteTable, type RouteTableSpec } from './routes.js';
 
@@ -25,9 +26,12 @@ function isRouteSource(v: unknown): v is RouteSource {
 /** Builds a runtime from options and the environment (code wins); validates everything now. */
 export function createRuntime(options: RuntimeOptions = {}): BranchlineRuntime {
   const { aliases, routeSource, ...configOptions } = options;
+  // A runtime configured with no name uses the one the process already carries.
+  if (configOptions.baggageKey === undefined && !process.env.BRANCHLINE_BAGGAGE_KEY?.trim())
+    configOptions.baggageKey = getBaggageKey();
   const config = loadConfig(configOptions);
   const keys = createKeyReader({ ...aliases, baggageKey: config.baggageKey });
-  setBaggageKey(config.baggageKey);
+  claimBaggageKey(config.baggageKey);
   let routes: RouteSource;
   if (routeSource === undefined) routes = createRouteSource(config);
   else if (isRouteSource(routeSource)) routes = routeSource;
@@ -36,6 +40,27 @@ export function createRuntime(options: RuntimeOptions = {}): BranchlineRuntime {
       routeSource instanceof RouteTable ? routeSource : RouteTable.from(routeSource),
     );
   return { config, routes, keys };
+}
+
+let baggageKeyClaimed = false;
+
+/**
+ * The baggage member name is a wire-level setting and the active context is process-wide
+ * (`getRoutingKey()` takes no runtime), so one name serves the whole process: the first runtime
+ * configured with a name sets it, runtimes configured with none follow it, and a later runtime
+ * configured with a different one is told that it cannot change it.
+ */
+function claimBaggageKey(name: string): void {
+  if (name === getBaggageKey()) return;
+  if (!baggageKeyClaimed) {
+    setBaggageKey(name);
+    baggageKeyClaimed = true;
+    return;
+  }
+  logger().warn(
+    'branchline: this process already carries the routing key under another baggage member name; use one name per process (set BRANCHLINE_BAGGAGE_KEY once)',
+    { requested: name, inUse: getBaggageKey() },
+  );
 }
 
 let shared: BranchlineRuntime | undefined;
