@@ -13,10 +13,16 @@ import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-const now = () => performance.timeOrigin + performance.now();
+// One clock for every process: CLOCK_MONOTONIC is system-wide on Linux, so a time taken in a
+// worker compares exactly with one taken in the sender (no per-process wall-clock offset).
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+// BENCH_BUILD=<dir inside the repo holding core/ and registry/ dist copies>: run another build
+// (A/B comparison of two versions under the same load).
+const build = process.env.BENCH_BUILD ? join(root, process.env.BENCH_BUILD) : undefined;
+const coreDist = build ? join(build, 'core') : join(root, 'packages/core/dist');
 
 if (process.argv[2] === 'worker') {
-  const { createRegistrySource } = await import(join(root, 'packages/core/dist/index.js'));
+  const { createRegistrySource } = await import(join(coreDist, 'index.js'));
   const [url, count] = [process.argv[3], Number(process.argv[4])];
   const times = new Map(); // revision → [time per client]
   const clients = [];
@@ -69,16 +75,20 @@ async function freePort() {
 
 async function startRegistry(dir, name) {
   const port = await freePort();
+  const store = join(dir, `${name}.db`);
+  const args = build
+    ? [
+        '--input-type=module',
+        '-e',
+        `const { createRegistryServer } = await import(${JSON.stringify(join(build, 'registry', 'index.js'))});
+         const s = createRegistryServer({ store: ${JSON.stringify(store)}, log() {} });
+         console.log('listening on', await s.listen(${port}));
+         process.on('SIGTERM', () => s.close().then(() => process.exit(0)));`,
+      ]
+    : [join(root, 'packages/cli/dist/bin.js'), 'registry', '--port', String(port), '--store', store];
   const child = spawn(
     process.execPath,
-    [
-      join(root, 'packages/cli/dist/bin.js'),
-      'registry',
-      '--port',
-      String(port),
-      '--store',
-      join(dir, `${name}.db`),
-    ],
+    args,
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BRANCHLINE_LOG_LEVEL: 'error' } },
   );
   let out = '';
@@ -109,6 +119,9 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   );
   const regCpu0 = await metric(reg.url, 'process_cpu_seconds_total');
   const putAt = new Map();
+  // How long each PUT took to answer: a registry that falls behind answers late, and the
+  // propagation figures (measured from the answer) would then hide its backlog.
+  const putMs = [];
   const inflight = [];
   const total = RATE * SECONDS;
   const start = now();
@@ -116,6 +129,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     const due = start + (j * 1000) / RATE;
     const wait = due - now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const sentAt = now();
     // Open loop: each change goes out on schedule, whether or not the previous one answered.
     inflight.push(
       fetch(`${reg.url}/v1/sandboxes/s-${j % SANDBOXES}`, {
@@ -125,6 +139,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
         const t = now();
         const body = await res.json();
         putAt.set(body.revision, t);
+        putMs.push(t - sentAt);
       }),
     );
   }
@@ -143,6 +158,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   const clientCpuMicros = reports.reduce((a, m) => a + m.cpuMicros, 0);
   const perClient = [];
   const perChange = [];
+  const timeline = [];
   let missing = 0;
   for (const [rev, t0] of putAt) {
     let worst = 0;
@@ -157,9 +173,21 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     }
     if (n < CLIENTS) missing += CLIENTS - n;
     perChange.push(worst);
+    timeline.push([t0 - start, worst]);
+  }
+  if (process.env.BENCH_TIMELINE) {
+    // Slowest client per change, by when the change was answered: shows warm-up, GC and drift.
+    timeline.sort((a, b) => a[0] - b[0]);
+    const buckets = new Map();
+    for (const [at, w] of timeline) {
+      const b = Math.floor(at / 250);
+      buckets.set(b, Math.max(buckets.get(b) ?? 0, w));
+    }
+    console.log(`worst per 250 ms: ${[...buckets.values()].map((w) => fmt(w, 0)).join(' ')}`);
   }
   perClient.sort((a, b) => a - b);
   perChange.sort((a, b) => a - b);
+  putMs.sort((a, b) => a - b);
   reg.child.kill('SIGTERM');
   await once(reg.child, 'exit');
   return {
@@ -170,6 +198,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     missingObservations: missing,
     allClientsMs: { p50: percentile(perChange, 50), p99: percentile(perChange, 99), max: perChange.at(-1) },
     perClientMs: { p50: percentile(perClient, 50), p99: percentile(perClient, 99), max: perClient.at(-1) },
+    putMs: { p50: percentile(putMs, 50), p99: percentile(putMs, 99), max: putMs.at(-1) },
     // CPU per change: the registry's (fan-out to every watcher) and the clients' (per client).
     registryCpuMsPerChange: (regCpu * 1000) / total,
     clientCpuMicrosPerUpdate: clientCpuMicros / (CLIENTS * total),
@@ -196,6 +225,7 @@ async function main() {
         'each p50': fmt(r.perClientMs.p50),
         'each p99': fmt(r.perClientMs.p99),
         missing: r.missingObservations,
+        'PUT p50/p99': `${fmt(r.putMs.p50)}/${fmt(r.putMs.p99)}`,
         'registry CPU ms/change': fmt(r.registryCpuMsPerChange, 2),
         'client CPU µs/update': fmt(r.clientCpuMicrosPerUpdate, 1),
         'p99 / 100 ms target': fmt(r.allClientsMs.p99 / 100, 2),
@@ -209,6 +239,7 @@ async function main() {
         'each p50': '2500.0',
         'each p99': fmt(POLL_P99),
         missing: '-',
+        'PUT p50/p99': '-',
         'registry CPU ms/change': '-',
         'client CPU µs/update': '-',
         'p99 / 100 ms target': '-',

@@ -189,6 +189,8 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
 
   private onFrames(frames: Frame[]): void {
     let changed = false;
+    /** Only the horizon moved (heartbeats): the compiled rules stay as they are. */
+    let advanced = false;
     for (const f of frames) {
       let data: Record<string, unknown>;
       try {
@@ -233,13 +235,16 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
           if (typeof data.interval === 'number') this.heartbeatInterval = data.interval;
           if (typeof data.completeUntil === 'number' && data.completeUntil > this.status.completeUntil) {
             this.status.completeUntil = data.completeUntil;
-            changed = true;
+            advanced = true;
           }
           break;
       }
     }
     this.status.lastSyncAt = Date.now();
-    if (changed && this.status.synced) this.rebuild();
+    if (!this.status.synced) return;
+    const current = this.table;
+    if (changed || !current) this.rebuild();
+    else if (advanced) this.publish(withCompleteUntil(current, this.status.completeUntil));
   }
 
   /** Compiles the documents received so far into a new table and publishes it. */
@@ -264,6 +269,14 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
     }
     this.publish(table);
   }
+}
+
+/**
+ * The same compiled table with a later `completeUntil`: a heartbeat (twice a second) must not
+ * recompile every sandbox. The copy shares the table's immutable maps.
+ */
+function withCompleteUntil(table: RouteTable, completeUntil: number): RouteTable {
+  return Object.assign(Object.create(Object.getPrototypeOf(table)) as RouteTable, table, { completeUntil });
 }
 
 function parseFrame(text: string): Frame | undefined {
