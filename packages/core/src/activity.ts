@@ -25,7 +25,7 @@ export interface ActivityEntry {
 export interface ActivityReporterOptions {
   /** Registry base URL. Default `BRANCHLINE_REGISTRY`; without one, reporting is off. */
   registry?: string;
-  /** Bearer token with the write scope. Default `BRANCHLINE_TOKEN`. */
+  /** Bearer token with the report scope (or write, which implies it). Default `BRANCHLINE_TOKEN`. */
   token?: string;
   /** How often counts are sent. Default 5000 ms. */
   intervalMs?: number;
@@ -268,7 +268,7 @@ function post(t: NonNullable<typeof target>, entries: ActivityEntry[]): Promise<
           if (status >= 200 && status < 300) return done();
           const hint =
             status === 401 || status === 403
-              ? ': give BRANCHLINE_TOKEN a token with the write scope'
+              ? ': give BRANCHLINE_TOKEN a token with the report scope (for example "read,report")'
               : status === 404
                 ? ': this registry does not accept activity reports (upgrade @branchline/registry)'
                 : '';

@@ -1,7 +1,11 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
-export type Scope = 'read' | 'write';
+/**
+ * `read`: list and watch. `write`: create, change and delete (implies `read` and `report`).
+ * `report`: only send routing activity (`POST /v1/activity`), for services' SDKs.
+ */
+export type Scope = 'read' | 'write' | 'report';
 
 export interface TokenEntry {
   token: string;
@@ -41,8 +45,8 @@ function checkEntry(e: { token?: unknown; scopes?: unknown; name?: unknown }, wh
     throw new Error(`${where}: a token must be a string of at least 16 characters`);
   const scopes = Array.isArray(e.scopes) ? e.scopes : [];
   for (const s of scopes)
-    if (s !== 'read' && s !== 'write')
-      throw new Error(`${where}: unknown scope ${JSON.stringify(s)} (read, write)`);
+    if (s !== 'read' && s !== 'write' && s !== 'report')
+      throw new Error(`${where}: unknown scope ${JSON.stringify(s)} (read, write, report)`);
   return { token: e.token, scopes: scopes as Scope[], name: typeof e.name === 'string' ? e.name : undefined };
 }
 
@@ -57,8 +61,8 @@ export class TokenAuth {
   constructor(tokens: TokenEntry[]) {
     this.entries = tokens.map((t, i) => ({
       hash: sha256(t.token),
-      // write implies read: a writer can always see what it wrote.
-      scopes: new Set<Scope>(t.scopes.includes('write') ? ['read', 'write'] : t.scopes),
+      // write implies read (a writer can always see what it wrote) and report.
+      scopes: new Set<Scope>(t.scopes.includes('write') ? ['read', 'write', 'report'] : t.scopes),
       name: t.name ?? `token #${i + 1}`,
     }));
   }

@@ -935,7 +935,7 @@ export class RegistryServer {
       }
       if (resource === 'activity' && name === undefined && (method === 'GET' || method === 'POST')) {
         route = 'activity';
-        this.authorize(req, method === 'POST' ? 'write' : 'read');
+        this.authorize(req, method === 'POST' ? 'report' : 'read');
         if (method === 'POST')
           return send(res, 202, this.activity.report(await readJson(req, this.opts.maxBodyBytes)));
         return send(

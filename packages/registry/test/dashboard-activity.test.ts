@@ -16,6 +16,8 @@ import { createRegistryServer, type RegistryServer } from '../src/index.js';
 
 const WRITE = 'activity-write-token-0123456789';
 const READ = 'activity-read-token-0123456789';
+const REPORT = 'activity-report-token-0123456789';
+const REPORT_ONLY = 'activity-reportonly-token-0123456789';
 
 let dir: string;
 let registry: RegistryServer;
@@ -62,6 +64,8 @@ beforeAll(async () => {
     tokens: [
       { token: WRITE, scopes: ['write'], name: 'sdk' },
       { token: READ, scopes: ['read'], name: 'dashboard' },
+      { token: REPORT, scopes: ['read', 'report'], name: 'service' },
+      { token: REPORT_ONLY, scopes: ['report'], name: 'reporter' },
     ],
     log: () => {},
   });
@@ -80,16 +84,33 @@ afterEach(() => {
 });
 
 describe('POST /v1/activity and GET /v1/activity', () => {
-  it('accepts a report only with a write token and says which scope is missing', async () => {
+  it('accepts a report with a report or write token and says which scope is missing', async () => {
     const entries = [{ sandbox: 'auth-a', service: 'payments', kind: 'forwarded', count: 1 }];
     expect((await call('POST', '/v1/activity', undefined, { entries })).status).toBe(401);
     const denied = await call('POST', '/v1/activity', READ, { entries });
     expect(denied.status).toBe(403);
-    expect(denied.json.message).toMatch(/needs "write"/);
+    expect(denied.json.message).toMatch(/needs "report"/);
     const ok = await call('POST', '/v1/activity', WRITE, { entries });
     expect(ok.status).toBe(202);
     expect(ok.json).toEqual({ accepted: 1, dropped: 0 });
+    const reported = await call('POST', '/v1/activity', REPORT, { entries });
+    expect(reported.status).toBe(202);
+    expect((await call('POST', '/v1/activity', REPORT_ONLY, { entries })).status).toBe(202);
+    expect((await activity()).sandboxes['auth-a']?.services.payments?.forwarded).toBe(3);
     expect((await call('GET', '/v1/activity')).status).toBe(401);
+  });
+
+  it('a report token changes nothing else: writes are 403, and reads need read', async () => {
+    const put = await call('PUT', '/v1/sandboxes/report-a', REPORT, {
+      overrides: { payments: { http: 'http://127.0.0.1:4100' } },
+    });
+    expect(put.status).toBe(403);
+    expect(put.json.message).toMatch(/has scopes \[read, report\]; this request needs "write"/);
+    expect((await call('GET', '/v1/sandboxes', REPORT)).status).toBe(200);
+    const blind = await call('GET', '/v1/activity', REPORT_ONLY);
+    expect(blind.status).toBe(403);
+    expect(blind.json.message).toMatch(/needs "read"/);
+    expect((await call('DELETE', '/v1/sandboxes/report-a', REPORT_ONLY)).status).toBe(403);
   });
 
   it('rejects a malformed entry with a 400 that names the field', async () => {
@@ -222,7 +243,7 @@ describe('the SDK activity reporter (recordActivity in @branchline/core)', () =>
     await flushActivity();
     expect(activityReporterStats()).toMatchObject({ sent: 0, dropped: 7, failures: 2 });
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/refused an activity report \(403 .*write scope/);
+    expect(warnings[0]).toMatch(/refused an activity report \(403 .*report scope/);
     expect((await activity()).sandboxes['sdk-denied']).toBeUndefined();
   });
 
