@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRegistrySource, type RegistryRouteSource } from '@branchline/core';
+import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
@@ -53,10 +56,10 @@ async function put(url: string, name: string, port: number) {
   return (await res.json()) as Json;
 }
 
-async function until<T>(fn: () => T, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
+async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const v = fn();
+    const v = await fn();
     if (v) return v as NonNullable<T>;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
@@ -146,5 +149,86 @@ describe('registry replicas on one PostgreSQL database', () => {
     );
     expect(t.owner('payments', 'timed', s.createdAt - 1)).toBeUndefined();
     expect(t.owner('payments', 'timed', s.createdAt)).toBe('timed');
+  });
+});
+
+describe('resource provisioning on PostgreSQL replicas', () => {
+  const db2 = `${database}_claims`;
+  const url2 = `postgres://postgres@127.0.0.1:5432/${db2}`;
+  const dir = mkdtempSync(join(tmpdir(), 'branchline-claims-'));
+  const servers: RegistryServer[] = [];
+  beforeAll(async () => {
+    await admin.query(`CREATE DATABASE ${db2}`);
+  });
+  afterAll(async () => {
+    for (const s of servers) await s.close();
+    await admin.query(`DROP DATABASE IF EXISTS ${db2} WITH (FORCE)`);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a replica killed mid-provisioning: another one resumes it once the claim runs out, and only one runs the hook', async () => {
+    // Replica A provisions forever (until it is killed with SIGKILL: no clean shutdown).
+    const script = join(dir, 'stuck-replica.mjs');
+    writeFileSync(
+      script,
+      `import { createRegistryServer } from ${JSON.stringify(join(root, 'packages/registry/dist/index.js'))};
+const server = createRegistryServer({
+  store: ${JSON.stringify(url2)},
+  provisionClaimMs: 1500,
+  retryIntervalMs: 200,
+  log: () => {},
+  resourceHooks: [{ type: 'slowdb', provision: (ctx) => { ctx.report({ phase: 'copying' }); return new Promise(() => {}); } }],
+});
+console.log('listening on', await server.listen(Number(process.argv[2])));
+`,
+    );
+    const port = await freePort();
+    const stuck = startNode(script, [String(port)]);
+    procs.push(stuck);
+    await stuck.waitFor('listening on', 30_000);
+    const a = `http://127.0.0.1:${port}`;
+    const created = await fetch(`${a}/v1/sandboxes/resumed`, {
+      method: 'PUT',
+      body: JSON.stringify({ resources: { db: { type: 'slowdb', spec: {} } } }),
+    });
+    expect(created.status).toBe(201);
+    const status = async (url: string) =>
+      ((await (await fetch(`${url}/v1/sandboxes/resumed`)).json()) as Json).resources.db.status;
+    await until(async () => (await status(a)) === 'provisioning', 'A to start provisioning');
+    await stuck.stop('SIGKILL');
+    const killedAt = Date.now();
+
+    // Two replicas with a working hook start right away; A's claim is still valid for a while.
+    const calls: { replica: string; at: number }[] = [];
+    const replica = async (name: string) => {
+      const server = createRegistryServer({
+        store: url2,
+        provisionClaimMs: 1500,
+        retryIntervalMs: 200,
+        log: () => {},
+        resourceHooks: [
+          {
+            type: 'slowdb',
+            async provision(ctx) {
+              calls.push({ replica: name, at: Date.now() });
+              await new Promise((r) => setTimeout(r, 300));
+              return { dsn: `postgres://${ctx.sandbox.key}` };
+            },
+          },
+        ],
+      });
+      servers.push(server);
+      return server.listen(0);
+    };
+    const [b, c] = await Promise.all([replica('b'), replica('c')]);
+    await until(async () => (await status(b)) === 'ready', 'the provisioning to be resumed', 20_000);
+    expect(await status(c)).toBe('ready');
+    expect(calls).toHaveLength(1);
+    // Not before A's claim ran out (it was renewed at most 500 ms before the kill).
+    expect(calls[0]!.at - killedAt).toBeGreaterThan(700);
+    const resource = (await (await fetch(`${b}/v1/sandboxes/resumed/resources/db`)).json()) as Json;
+    expect(resource.outputs).toEqual({ dsn: 'postgres://resumed' });
+    await new Promise((r) => setTimeout(r, 600));
+    expect(calls).toHaveLength(1);
   });
 });

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS branchline_objects (id text PRIMARY KEY, kind text NO
 CREATE TABLE IF NOT EXISTS branchline_changes (revision bigint PRIMARY KEY, time bigint NOT NULL, type text NOT NULL, kind text NOT NULL, id text NOT NULL, name text NOT NULL, doc text);
 CREATE TABLE IF NOT EXISTS branchline_secrets (id text PRIMARY KEY, secret text NOT NULL);
 CREATE TABLE IF NOT EXISTS branchline_leases (sandbox_id text NOT NULL, service text NOT NULL, transport text NOT NULL, endpoint text NOT NULL, expires_at bigint NOT NULL, PRIMARY KEY (sandbox_id, service, transport, endpoint));
+CREATE TABLE IF NOT EXISTS branchline_claims (key text PRIMARY KEY, holder text NOT NULL, expires_at bigint NOT NULL);
 `;
 
 /**
@@ -238,6 +239,22 @@ export class PostgresStore implements Store {
       endpoint: x.endpoint,
       expiresAt: Number(x.expires_at),
     }));
+  }
+
+  /** Expiry on the database clock, so replicas with skewed clocks agree on when a claim ran out. */
+  async claim(key: string, holder: string, ttlMs: number): Promise<boolean> {
+    const r = await this.pool.query(
+      `INSERT INTO branchline_claims (key, holder, expires_at) VALUES ($1, $2, ${NOW_MS} + $3)
+       ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+       WHERE branchline_claims.holder = EXCLUDED.holder OR branchline_claims.expires_at < ${NOW_MS}
+       RETURNING holder`,
+      [key, holder, Math.round(ttlMs)],
+    );
+    return r.rowCount === 1;
+  }
+
+  async releaseClaim(key: string, holder: string): Promise<void> {
+    await this.pool.query('DELETE FROM branchline_claims WHERE key = $1 AND holder = $2', [key, holder]);
   }
 
   async close(): Promise<void> {

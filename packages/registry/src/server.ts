@@ -78,6 +78,12 @@ export interface RegistryServerOptions {
   sweepIntervalMs?: number;
   /** Retry interval for failed deprovisioning. Default 5 s. */
   retryIntervalMs?: number;
+  /**
+   * How long a replica's claim on provisioning a sandbox's resources lasts without renewal
+   * (renewed every third of it while the hooks run). After a crash, another replica (or the
+   * restarted one) resumes the provisioning once the claim ran out. Default 15 s.
+   */
+  provisionClaimMs?: number;
   /** Log lines (JSON) go here. Default: stderr. */
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -146,6 +152,8 @@ export class RegistryServer {
   private readonly http: Server;
   private opened = false;
   private closing = false;
+  /** This process among the replicas, as the holder of provisioning claims. */
+  private readonly instance = randomBytes(9).toString('base64url');
   private catchUpQueued = false;
   private readonly opts: Required<
     Pick<
@@ -159,6 +167,7 @@ export class RegistryServer {
       | 'deleteWaitMs'
       | 'sweepIntervalMs'
       | 'retryIntervalMs'
+      | 'provisionClaimMs'
     >
   > & { defaultTtlMs: number | null; githubWebhookSecret?: string };
   readonly log: NonNullable<RegistryServerOptions['log']>;
@@ -186,6 +195,7 @@ export class RegistryServer {
       deleteWaitMs: options.deleteWaitMs ?? 10_000,
       sweepIntervalMs: options.sweepIntervalMs ?? 60_000,
       retryIntervalMs: options.retryIntervalMs ?? 5000,
+      provisionClaimMs: options.provisionClaimMs ?? 15_000,
       defaultTtlMs: options.defaultTtlMs === undefined ? 24 * 3_600_000 : options.defaultTtlMs,
       githubWebhookSecret: options.githubWebhookSecret,
     };
@@ -257,12 +267,18 @@ export class RegistryServer {
     every(this.opts.sweepIntervalMs, () => this.sweep());
     every(60_000, () => this.store.pruneChanges(this.opts.resumeWindow));
     await this.tick();
-    // Resources a crashed registry left half-provisioned or half-removed are picked up again.
-    // Only with a single-process store: PostgreSQL replicas would race to provision the same one.
-    if (this.store instanceof SqliteStore)
-      for (const s of this.state.sandboxes.values()) {
-        if (s.deletedAt == null) this.startProvisioning(s.name);
-      }
+    // Resources a crashed registry left half-provisioned are picked up again. Replicas sharing
+    // a store claim a sandbox first (see startProvisioning), so one of them runs its hooks; they
+    // look again now and then for provisioning whose replica died (its claim ran out).
+    this.resumeProvisioning();
+    if (!(this.store instanceof SqliteStore))
+      every(this.opts.retryIntervalMs, async () => this.resumeProvisioning());
+  }
+
+  private resumeProvisioning(): void {
+    for (const s of this.state.sandboxes.values())
+      if (s.deletedAt == null && unfinished(s).some(([, r]) => this.hooks.has(r.type)))
+        this.startProvisioning(s.name);
   }
 
   async listen(port = 7070, host = '127.0.0.1'): Promise<string> {
@@ -722,17 +738,33 @@ export class RegistryServer {
 
   private startProvisioning(name: string): void {
     const s = this.state.sandbox(name);
-    if (!s) return;
-    const todo = Object.entries(s.resources).filter(
-      ([, r]) => r.status === 'pending' || r.status === 'provisioning',
-    );
-    if (!todo.length || this.jobs.has(`p:${s.id}`)) return;
+    if (!s || !unfinished(s).length || this.jobs.has(`p:${s.id}`)) return;
     const abort = new AbortController();
+    const claim = `provision:${s.id}`;
+    const ttl = this.opts.provisionClaimMs;
+    let renew: NodeJS.Timeout | undefined;
     const done = (async () => {
+      // One replica runs a sandbox's hooks; a crashed one's claim runs out and another resumes.
+      if (!(await this.store.claim(claim, this.instance, ttl))) return;
+      renew = setInterval(() => {
+        this.store
+          .claim(claim, this.instance, ttl)
+          .then((held) => {
+            if (!held) abort.abort();
+          })
+          .catch(() => undefined);
+      }, ttl / 3);
+      renew.unref();
+      // The replica that had the claim may have finished some resources before it stopped.
+      if (!(this.store instanceof SqliteStore)) await this.catchUp();
+      const cur = this.state.sandboxes.get(s.id);
+      const todo = cur && cur.deletedAt == null ? unfinished(cur) : [];
       for (const [rname, r] of todo) {
         if (abort.signal.aborted) return;
         const hook = this.hooks.get(r.type);
-        if (!hook?.provision) {
+        // Resumed by a replica started without this type's hook: leave it to one that has it.
+        if (!hook) continue;
+        if (!hook.provision) {
           await this.patchResource(s.id, rname, { status: 'ready' });
           continue;
         }
@@ -762,8 +794,19 @@ export class RegistryServer {
       }
     })()
       .catch((err) => this.log('error', 'provisioning stopped', { sandbox: s.name, err: String(err) }))
-      .finally(() => this.jobs.delete(`p:${s.id}`));
+      .finally(() => {
+        clearInterval(renew);
+        this.jobs.delete(`p:${s.id}`);
+        if (renew) this.store.releaseClaim(claim, this.instance).catch(() => undefined);
+      });
     this.jobs.set(`p:${s.id}`, { abort, done });
+  }
+
+  /** Applies what other replicas committed since this one's revision. */
+  private catchUp(): Promise<void> {
+    return this.mutex.run(async () => {
+      for (const c of await this.store.changesSince(this.state.revision)) this.applyCommitted(c);
+    });
   }
 
   /** Runs every remaining resource's deprovision hook for a tombstone; resolves when all ran. */
@@ -1223,6 +1266,11 @@ export class RegistryServer {
     for (const s of targets) if (await this.deleteSandbox(s.name, 'webhook', false)) deleted.push(s.name);
     return send(res, 200, { deleted, pr: Number(pr), repo, merged: payload.pull_request?.merged ?? false });
   }
+}
+
+/** Resources still to provision (a crash may have left them `provisioning`). */
+function unfinished(s: SandboxDoc): [string, ResourceState][] {
+  return Object.entries(s.resources).filter(([, r]) => r.status === 'pending' || r.status === 'provisioning');
 }
 
 function notFound(what: string, name: string): RegistryError {

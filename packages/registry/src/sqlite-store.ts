@@ -194,6 +194,13 @@ export class SqliteStore implements Store {
     }));
   }
 
+  /** One registry process per file: it always has every claim. */
+  async claim(): Promise<boolean> {
+    return true;
+  }
+
+  async releaseClaim(): Promise<void> {}
+
   async close(): Promise<void> {
     if (this.db.isOpen) this.db.close();
   }

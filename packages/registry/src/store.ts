@@ -61,6 +61,14 @@ export interface Store {
   touchLease(lease: Lease): Promise<void>;
   dropLease(lease: Omit<Lease, 'expiresAt'>): Promise<void>;
   expiredLeases(now: number): Promise<Lease[]>;
+  /**
+   * Claims `key` for `holder` for `ttlMs` (renewing it when `holder` already has it); true when
+   * `holder` has it now. Replicas claim a sandbox before provisioning its resources, so one of
+   * them runs the hooks; a crashed replica's claim runs out and another one takes over.
+   */
+  claim(key: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Gives a claim up (no-op unless `holder` has it). */
+  releaseClaim(key: string, holder: string): Promise<void>;
   close(): Promise<void>;
 }
 
