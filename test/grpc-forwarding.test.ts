@@ -1,25 +1,13 @@
-import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
-import { createClientInterceptor, createRoutedServer } from '@branchline/grpc';
+import { withRoutingKey } from '@branchline/core';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  chat,
-  type EchoClient,
-  type EchoReply,
-  echoImplementation,
-  fanout,
-  listen,
-  loadEcho,
-  newObserved,
-  shutdown,
-  unary,
-} from './fixtures/grpc/echo.js';
+import { chat, type EchoClient, type EchoReply, fanout, newObserved, unary } from './fixtures/grpc/echo.js';
+import { GrpcTestbed } from './fixtures/grpc/testbed.js';
 import { freePort } from './helpers/processes.js';
 
 // What a forwarded call keeps: headers, trailers, status, deadline, cancellation. Two relays:
 // the stream-level one createRoutedServer uses for plain-text sandboxes, and the grpc-js one it
 // uses otherwise (here forced by passing credentials explicitly).
-const { service, Client } = loadEcho();
 
 const bytes = (b: Buffer) => b;
 const pingService: grpc.ServiceDefinition = {
@@ -48,46 +36,34 @@ describe.each([
   ['the grpc-js relay', { credentials: grpc.credentials.createInsecure() }],
 ] as const)('a call forwarded from baseline to a sandbox through %s', (_name, baselineOptions) => {
   const sandboxSeen = newObserved();
-  const routes = new StaticRouteSource();
-  let baseline: grpc.Server;
-  let sandbox: grpc.Server;
+  const bed = new GrpcTestbed();
   let client: EchoClient;
   let downAddr: string;
 
   beforeAll(async () => {
-    sandbox = createRoutedServer(
-      {},
-      { runtime: createRuntime({ service: 'echo', sandbox: 'pr-7', routeSource: routes }) },
-    );
-    sandbox.addService(service, echoImplementation('sandbox-pr-7', sandboxSeen));
-    // A method only the sandbox has (a new RPC in the pull request).
-    sandbox.addService(pingService, {
-      ping: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb(null, Buffer.from('pong from sandbox')),
+    const sandbox = await bed.routedServer('sandbox-pr-7', {
+      sandbox: 'pr-7',
+      observed: sandboxSeen,
+      // A method only the sandbox has (a new RPC in the pull request).
+      setup: (s) =>
+        s.addService(pingService, {
+          ping: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) =>
+            cb(null, Buffer.from('pong from sandbox')),
+        }),
     });
-    const sandboxAddr = await listen(sandbox);
-    baseline = createRoutedServer(
-      {},
-      { runtime: createRuntime({ service: 'echo', routeSource: routes }), ...baselineOptions },
-    );
     // The baseline runs an older schema: it does not know EchoRequest.text.
-    baseline.addService(loadEcho(true).service, echoImplementation('baseline', newObserved()));
-    const baselineAddr = await listen(baseline);
+    const baseline = await bed.routedServer('baseline', { old: true, routing: baselineOptions });
     downAddr = `127.0.0.1:${await freePort()}`;
-    routes.update({
+    bed.routes.update({
       sandboxes: [
-        { name: 'pr-7', key: 'pr-7', overrides: { echo: { grpc: sandboxAddr } } },
+        { name: 'pr-7', key: 'pr-7', overrides: { echo: { grpc: sandbox.addr } } },
         { name: 'pr-down', key: 'pr-down', overrides: { echo: { grpc: downAddr } } },
       ],
     });
-    client = new Client(baselineAddr, grpc.credentials.createInsecure(), {
-      interceptors: [createClientInterceptor()],
-    });
+    client = bed.client(baseline.addr);
   });
 
-  afterAll(async () => {
-    client?.close();
-    await Promise.all([baseline && shutdown(baseline), sandbox && shutdown(sandbox)]);
-  });
+  afterAll(() => bed.close());
 
   it('passes the request bytes through untouched, so fields the baseline schema lacks arrive', async () => {
     const reply = await withRoutingKey('pr-7', () => unary(client, { text: 'only-v1-knows-me' }));

@@ -1,27 +1,17 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { createRuntime, StaticRouteSource } from '@branchline/core';
+import { createRuntime } from '@branchline/core';
 import { branchline } from '@branchline/express';
-import { createClientInterceptor, createRoutedClient, createRoutedServer } from '@branchline/grpc';
-import * as grpc from '@grpc/grpc-js';
+import { createRoutedClient } from '@branchline/grpc';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type EchoClient,
-  echoImplementation,
-  listen,
-  loadEcho,
-  newObserved,
-  shutdown,
-  unary,
-} from './fixtures/grpc/echo.js';
+import { type EchoClient, unary } from './fixtures/grpc/echo.js';
+import { GrpcTestbed } from './fixtures/grpc/testbed.js';
 
 // An HTTP service (Express 5 with @branchline/express) calls the gRPC Echo service; the key the
 // HTTP request carried must reach the gRPC handler, and route the call.
-const { service, Client } = loadEcho();
-const routes = new StaticRouteSource();
-let baseline: grpc.Server;
-let sandbox: grpc.Server;
+const bed = new GrpcTestbed();
+const { Client, routes } = bed;
 let web: import('node:http').Server;
 let webUrl: string;
 let routed: EchoClient;
@@ -29,28 +19,19 @@ let plain: EchoClient;
 const middleware = branchline({ service: 'web', routeSource: routes });
 
 beforeAll(async () => {
-  sandbox = createRoutedServer(
-    {},
-    { runtime: createRuntime({ service: 'echo', sandbox: 'pr-9', routeSource: routes }) },
-  );
-  sandbox.addService(service, echoImplementation('echo-sandbox', newObserved()));
-  const sandboxAddr = await listen(sandbox);
-  baseline = createRoutedServer({}, { runtime: createRuntime({ service: 'echo', routeSource: routes }) });
-  baseline.addService(service, echoImplementation('echo-baseline', newObserved()));
-  const baselineAddr = await listen(baseline);
+  const sandbox = await bed.routedServer('echo-sandbox', { sandbox: 'pr-9' });
+  const baseline = await bed.routedServer('echo-baseline');
   routes.update({
     sandboxes: [
-      { name: 'pr-9', key: 'pr-9', overrides: { echo: { grpc: sandboxAddr } } },
+      { name: 'pr-9', key: 'pr-9', overrides: { echo: { grpc: sandbox.addr } } },
       { name: 'pr-10', key: 'pr-10', overrides: { ledger: { http: 'http://127.0.0.1:1' } } },
     ],
   });
   const runtime = createRuntime({ service: 'web', routeSource: routes });
   // Origin routing: the client picks the sandbox itself.
-  routed = createRoutedClient(Client, { service: 'echo', target: baselineAddr, runtime });
+  routed = bed.track(createRoutedClient(Client, { service: 'echo', target: baseline.addr, runtime }));
   // Destination routing: the client always calls the baseline, which forwards.
-  plain = new Client(baselineAddr, grpc.credentials.createInsecure(), {
-    interceptors: [createClientInterceptor()],
-  });
+  plain = bed.client(baseline.addr);
 
   const app = express();
   app.use(middleware);
@@ -65,11 +46,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  routed?.close();
-  plain?.close();
   web?.close();
   await middleware.close();
-  await Promise.all([baseline && shutdown(baseline), sandbox && shutdown(sandbox)]);
+  await bed.close();
 });
 
 async function get(path: string, key?: string) {

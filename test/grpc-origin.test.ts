@@ -1,36 +1,23 @@
-import { counters, createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
-import { createRoutedClient, createServerInterceptor, RoutedChannel } from '@branchline/grpc';
+import { counters, createRuntime, withRoutingKey } from '@branchline/core';
+import { createRoutedClient, RoutedChannel } from '@branchline/grpc';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  callAllTypes,
-  type EchoClient,
-  echoImplementation,
-  listen,
-  loadEcho,
-  newObserved,
-  shutdown,
-  unary,
-} from './fixtures/grpc/echo.js';
+import { callAllTypes, type EchoClient, newObserved, unary } from './fixtures/grpc/echo.js';
+import { allFrom as all, GrpcTestbed } from './fixtures/grpc/testbed.js';
 
 // Origin routing: the caller picks the sandbox endpoint itself. The servers are plain grpc-js
 // servers with only the context interceptor (no forwarding), so where a call lands shows where
 // the client sent it.
-const { service, Client } = loadEcho();
+const bed = new GrpcTestbed();
+const { Client, routes } = bed;
 const observed = newObserved();
-const routes = new StaticRouteSource();
 const runtime = createRuntime({ service: 'web', routeSource: routes });
-const servers: grpc.Server[] = [];
 let baselineAddr: string;
 let sandboxAddr: string;
 let otherSandboxAddr: string;
 
-async function plainServer(instance: string): Promise<string> {
-  const s = new grpc.Server({ interceptors: [createServerInterceptor({ runtime })] });
-  s.addService(service, echoImplementation(instance, observed));
-  servers.push(s);
-  return listen(s);
-}
+const plainServer = async (instance: string) =>
+  (await bed.interceptorServer(instance, runtime, { observed })).addr;
 
 beforeAll(async () => {
   baselineAddr = await plainServer('baseline');
@@ -45,11 +32,7 @@ beforeAll(async () => {
   });
 });
 
-afterAll(async () => {
-  await Promise.all(servers.map(shutdown));
-});
-
-const all = (instance: string, key: string) => Array(6).fill(`${instance}/${key}`);
+afterAll(() => bed.close());
 
 describe('a routed client (createRoutedClient)', () => {
   let client: EchoClient;

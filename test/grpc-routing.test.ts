@@ -1,25 +1,13 @@
-import { counters, createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
-import { createClientInterceptor, createRoutedServer } from '@branchline/grpc';
+import { counters, withRoutingKey } from '@branchline/core';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  callAllTypes,
-  type EchoClient,
-  echoImplementation,
-  listen,
-  loadEcho,
-  newObserved,
-  shutdown,
-  unary,
-} from './fixtures/grpc/echo.js';
+import { callAllTypes, type EchoClient, newObserved, unary } from './fixtures/grpc/echo.js';
+import { allFrom as all, GrpcTestbed } from './fixtures/grpc/testbed.js';
 import { freePort } from './helpers/processes.js';
 
 // Destination routing: a client talks to the baseline only; the baseline serves or forwards.
-const { service, Client } = loadEcho();
+const bed = new GrpcTestbed();
 const observed = newObserved();
-const routes = new StaticRouteSource();
-let baseline: grpc.Server;
-let sandbox: grpc.Server;
 let baselineAddr: string;
 let sandboxAddr: string;
 let downAddr: string;
@@ -43,29 +31,16 @@ function table() {
 }
 
 beforeAll(async () => {
-  sandbox = createRoutedServer(
-    {},
-    { runtime: createRuntime({ service: 'echo', sandbox: 'pr-1', routeSource: routes }) },
-  );
-  sandbox.addService(service, echoImplementation('sandbox-pr-1', observed));
-  sandboxAddr = await listen(sandbox);
-  baseline = createRoutedServer({}, { runtime: createRuntime({ service: 'echo', routeSource: routes }) });
-  baseline.addService(service, echoImplementation('baseline', observed));
-  baselineAddr = await listen(baseline);
+  ({ addr: sandboxAddr } = await bed.routedServer('sandbox-pr-1', { sandbox: 'pr-1', observed }));
+  ({ addr: baselineAddr } = await bed.routedServer('baseline', { observed }));
   downAddr = `127.0.0.1:${await freePort()}`;
-  routes.update(table());
-  client = new Client(baselineAddr, grpc.credentials.createInsecure(), {
-    interceptors: [createClientInterceptor()],
-  });
+  bed.routes.update(table());
+  client = bed.client(baselineAddr);
 });
 
-afterAll(async () => {
-  client?.close();
-  await Promise.all([baseline && shutdown(baseline), sandbox && shutdown(sandbox)]);
-});
+afterAll(() => bed.close());
 
 const withKey = (key: string | undefined) => withRoutingKey(key, () => callAllTypes(client));
-const all = (instance: string, key: string) => Array(6).fill(`${instance}/${key}`);
 
 describe('a baseline gRPC server created with createRoutedServer', () => {
   it('serves a call without a routing key itself, for all four call types', async () => {
@@ -107,9 +82,8 @@ describe('a baseline gRPC server created with createRoutedServer', () => {
     const md = new grpc.Metadata();
     md.set('baggage', 'tenant=acme');
     const seen: string[] = [];
-    const spy = new Client(baselineAddr, grpc.credentials.createInsecure(), {
+    const spy = bed.client(baselineAddr, {
       interceptors: [
-        createClientInterceptor(),
         (options, nextCall) =>
           new grpc.InterceptingCall(nextCall(options), {
             start(metadata, listener, next) {
@@ -120,7 +94,6 @@ describe('a baseline gRPC server created with createRoutedServer', () => {
       ],
     });
     const reply = await withRoutingKey('pr-1', () => unary(spy, { text: 'm' }, md));
-    spy.close();
     expect(seen).toEqual(['tenant=acme,branchline=pr-1']);
     expect(reply.instance).toBe('sandbox-pr-1');
   });
