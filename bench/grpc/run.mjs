@@ -2,10 +2,11 @@
 //  1. Unary calls per second: plain grpc-js vs a Branchline server (createRoutedServer) and client
 //     (createClientInterceptor), for calls without a key and with a key no rule routes here.
 //  2. The latency one forwarding hop adds: client → sandbox directly, vs client → Branchline
-//     baseline → sandbox, vs client → nginx `grpc_pass` → sandbox (p50/p99).
+//     baseline → sandbox, vs a bare node:http2 relay, vs client → nginx `grpc_pass` → sandbox
+//     (p50/p99), and the CPU each proxy process spends per call.
 // Servers run in child processes; the load comes from this process. Results: bench/results/grpc.json.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -165,7 +166,36 @@ http {
     if (child.exitCode === null) child.kill('SIGQUIT');
     rmSync(dir, { recursive: true, force: true });
   };
-  return { addr: `127.0.0.1:${port}`, stop };
+  return { addr: `127.0.0.1:${port}`, stop, cpu: nginxWorkerCpu(child.pid) };
+}
+
+/**
+ * CPU time (µs) of nginx's worker process, from /proc (Linux; 10 ms ticks, fine over thousands
+ * of calls). Undefined elsewhere: the table then shows no CPU for nginx.
+ */
+function nginxWorkerCpu(masterPid) {
+  const ticks = (pid) => {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return { ppid: Number(f[1]), cpu: Number(f[11]) + Number(f[12]) };
+  };
+  const worker = () => {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        if (ticks(name).ppid === masterPid) return name;
+      } catch {}
+    }
+    return undefined;
+  };
+  if (!existsSync('/proc/self/stat')) return undefined;
+  return async () => {
+    for (let i = 0; i < 50; i++) {
+      const pid = worker();
+      if (pid) return (ticks(pid).cpu * 1e6) / 100; // USER_HZ is 100 on Linux
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return Number.NaN;
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,10 +258,15 @@ const results = {
   bl.close();
 }
 
-// 2. Forwarding hop latency.
+// 2. Forwarding hop latency. Every path gets the same client (Branchline's client interceptor)
+// and the same key, so the bytes on the wire match and the hop is all that differs: direct to
+// the sandbox; through the Branchline baseline, which forwards the key to the sandbox; through a
+// minimal relay written on node:http2 (the floor for any hop done by a Node process); through
+// nginx's grpc_pass. One call at a time on one connection per path; hop = path minus direct.
 {
   const { sandbox } = await startServers('sandbox');
-  const { baseline } = await startServers('baseline', sandbox);
+  const baseline = await startServers('baseline', sandbox);
+  const relay = await startServers('relay', sandbox);
   const nginx = findNginx();
   let proxy;
   if (nginx) proxy = await startNginx(nginx.bin, sandbox);
@@ -239,60 +274,70 @@ const results = {
     console.log(
       '\nnginx not found: skipping the nginx grpc_pass comparison. Install it with\n  apt-get update && apt-get install -y nginx',
     );
-  const direct = new Bench(sandbox, creds);
-  const forwarded = new Bench(baseline, creds, { interceptors: [createClientInterceptor()] });
-  const viaNginx = proxy ? new Bench(proxy.addr, creds) : undefined;
-  await Promise.all([ready(direct), ready(forwarded), viaNginx && ready(viaNginx)]);
-  const check = await withRoutingKey('pr-1', () => call(forwarded, 0));
-  if (check.text !== 'sandbox') throw new Error(`the baseline did not forward (answered by ${check.text})`);
+  const client = (addr) => new Bench(addr, creds, { interceptors: [createClientInterceptor()] });
   const targets = [
-    ['direct', direct, undefined],
-    ['branchline forward', forwarded, 'pr-1'],
-    ...(viaNginx ? [['nginx grpc_pass', viaNginx, undefined]] : []),
+    ['direct', client(sandbox), undefined],
+    ['branchline forward', client(baseline.baseline), baseline.cpu],
+    ['node:http2 relay (floor)', client(relay.relay), relay.cpu],
+    ...(proxy ? [['nginx grpc_pass', client(proxy.addr), proxy.cpu]] : []),
   ];
+  await Promise.all(targets.map(([, c]) => ready(c)));
+  const check = await withRoutingKey('pr-1', () => call(targets[1][1], 0));
+  if (check.text !== 'sandbox') throw new Error(`the baseline did not forward (answered by ${check.text})`);
   const perRound = quick ? 200 : 1000;
-  const rounds = quick ? 2 : 4;
-  for (const [, client, key] of targets) await latencies(client, quick ? 300 : 2000, key); // warm-up
+  const rounds = quick ? 2 : 6;
+  for (const [, c] of targets) await latencies(c, quick ? 300 : 2000, 'pr-1'); // warm-up
   const lat = targets.map(() => []);
+  const cpu = targets.map(() => 0);
   for (let r = 0; r < rounds; r++)
     for (let i = 0; i < targets.length; i++) {
       const j = (i + r) % targets.length;
-      lat[j].push(...(await latencies(targets[j][1], perRound, targets[j][2])));
+      const proxyCpu = targets[j][2];
+      const c0 = proxyCpu ? await proxyCpu() : 0;
+      lat[j].push(...(await latencies(targets[j][1], perRound, 'pr-1')));
+      if (proxyCpu) cpu[j] += (await proxyCpu()) - c0;
     }
-  const stats = lat.map((xs) => {
+  const stats = lat.map((xs, i) => {
     const s = [...xs].sort((a, b) => a - b);
-    return { p50: percentile(s, 50), p99: percentile(s, 99) };
+    return { p50: percentile(s, 50), p99: percentile(s, 99), proxyCpuMicrosPerCall: cpu[i] / xs.length };
   });
   const d = stats[0];
+  const hop = stats.map((s) => ({ p50: s.p50 - d.p50, p99: s.p99 - d.p99 }));
+  const ng = proxy ? hop[targets.length - 1] : undefined;
   const rows = targets.map(([name], i) => ({
     path: name,
     'p50 µs': fmt(stats[i].p50),
     'p99 µs': fmt(stats[i].p99),
-    'hop p50 µs': i === 0 ? '-' : fmt(stats[i].p50 - d.p50),
-    'hop p99 µs': i === 0 ? '-' : fmt(stats[i].p99 - d.p99),
+    'hop p50 µs': i === 0 ? '-' : fmt(hop[i].p50),
+    'hop p99 µs': i === 0 ? '-' : fmt(hop[i].p99),
+    'hop vs nginx p50/p99':
+      i === 0 || !ng ? '-' : `${fmt(hop[i].p50 / ng.p50, 2)} / ${fmt(hop[i].p99 / ng.p99, 2)}`,
+    'proxy CPU µs/call': i === 0 ? '-' : fmt(stats[i].proxyCpuMicrosPerCall),
   }));
   printTable(`sequential unary latency, ${rounds * perRound} calls per path`, rows);
   results.forwarding = {
     calls: rounds * perRound,
     latencyMicros: Object.fromEntries(targets.map(([name], i) => [name, stats[i]])),
     hopMicros: {
-      branchline: { p50: stats[1].p50 - d.p50, p99: stats[1].p99 - d.p99 },
-      ...(viaNginx ? { nginx: { p50: stats[2].p50 - d.p50, p99: stats[2].p99 - d.p99 } } : {}),
+      branchline: hop[1],
+      nodeHttp2Relay: hop[2],
+      ...(ng ? { nginx: ng } : {}),
     },
     nginx: nginx ? nginx.version : 'not installed (apt-get install -y nginx)',
     target: 1.5,
   };
-  if (viaNginx) {
-    const h = results.forwarding.hopMicros;
-    results.forwarding.hopRatioP50 = h.branchline.p50 / h.nginx.p50;
-    results.forwarding.hopRatioP99 = h.branchline.p99 / h.nginx.p99;
+  if (ng) {
+    const f = results.forwarding;
+    f.hopRatioP50 = hop[1].p50 / ng.p50;
+    f.hopRatioP99 = hop[1].p99 / ng.p99;
+    f.floorRatioP50 = hop[2].p50 / ng.p50;
+    f.floorRatioP99 = hop[2].p99 / ng.p99;
     console.log(
-      `\nforwarding hop vs nginx hop: p50 ${fmt(results.forwarding.hopRatioP50, 2)}×, p99 ${fmt(results.forwarding.hopRatioP99, 2)}× (target ≤ 1.5×)`,
+      `\nforwarding hop vs nginx hop: p50 ${fmt(f.hopRatioP50, 2)}×, p99 ${fmt(f.hopRatioP99, 2)}× (target ≤ 1.5×); ` +
+        `a bare node:http2 relay: p50 ${fmt(f.floorRatioP50, 2)}×, p99 ${fmt(f.floorRatioP99, 2)}×`,
     );
   }
-  direct.close();
-  forwarded.close();
-  viaNginx?.close();
+  for (const [, c] of targets) c.close();
   proxy?.stop();
 }
 

@@ -1,6 +1,10 @@
 // Child process for bench/grpc/run.mjs: starts the servers one role needs on loopback and prints
 // `ready {json of addresses}`. Roles: `throughput` (a plain server and a Branchline server),
-// `sandbox`, `baseline <sandbox address>` (a Branchline baseline that forwards key `pr-1`).
+// `sandbox`, `baseline <sandbox address>` (a Branchline baseline that forwards key `pr-1`),
+// `relay <sandbox address>` (a minimal byte relay written directly on node:http2, no grpc-js and
+// no Branchline: the floor of a forwarding hop done in Node, for comparison).
+import http2 from 'node:http2';
+import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRuntime } from '@branchline/core';
@@ -28,6 +32,39 @@ function listen(server) {
   );
 }
 
+/**
+ * What any Node HTTP/2 proxy has to do per call, and nothing more: one pre-connected session to
+ * the sandbox (Nagle off), each incoming stream relayed as headers, DATA bytes and trailers. No
+ * key reading, no routing, no error reporting, no backpressure: a lower bound, not a product.
+ */
+async function rawRelay(target) {
+  const [host, port] = target.split(':');
+  const upstream = http2.connect(`http://${target}`, {
+    createConnection: () => net.connect({ host, port: Number(port), noDelay: true }),
+  });
+  await new Promise((resolve) => upstream.once('connect', resolve));
+  const server = http2.createServer();
+  server.on('connection', (socket) => socket.setNoDelay(true));
+  server.on('stream', (stream, headers) => {
+    headers[':authority'] = target;
+    const out = upstream.request(headers);
+    let trailers;
+    stream.on('error', () => {});
+    out.on('error', () => {});
+    stream.on('data', (chunk) => out.write(chunk));
+    stream.on('end', () => out.end());
+    out.on('response', (h) => stream.respond(h, { waitForTrailers: true }));
+    out.on('trailers', (t) => {
+      trailers = t;
+    });
+    out.on('data', (chunk) => stream.write(chunk));
+    out.on('end', () => stream.end());
+    stream.on('wantTrailers', () => stream.sendTrailers(trailers ?? { 'grpc-status': '13' }));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `127.0.0.1:${server.address().port}`;
+}
+
 const [role, sandboxAddr] = process.argv.slice(2);
 const out = {};
 if (role === 'throughput') {
@@ -53,6 +90,8 @@ if (role === 'throughput') {
   const s = createRoutedServer({}, { runtime: createRuntime({ service: 'bench', routeSource: routes }) });
   s.addService(Bench.service, impl('baseline'));
   out.baseline = await listen(s);
+} else if (role === 'relay') {
+  out.relay = await rawRelay(sandboxAddr);
 } else {
   console.error(`unknown role ${role}`);
   process.exit(2);
