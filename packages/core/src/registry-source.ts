@@ -52,6 +52,11 @@ type Doc = (SandboxSpec | RouteGroupSpec) & { id?: string };
 export class RegistryRouteSource extends TableHolder implements RouteSource {
   private readonly sandboxes = new Map<string, SandboxSpec>();
   private readonly groups = new Map<string, RouteGroupSpec>();
+  /** Sandbox changes since the published table, (before, after), for `RouteTable.derive`. */
+  private changes: [SandboxSpec | undefined, SandboxSpec | undefined][] = [];
+  private groupsChanged = false;
+  /** The next table is compiled from scratch (first one, after a snapshot or a failure). */
+  private fullRebuild = true;
   private req: ClientRequest | undefined;
   private res: IncomingMessage | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -206,22 +211,28 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
             this.sandboxes.set(s.id ?? s.name, s as SandboxSpec);
           for (const g of (data.groups as Doc[]) ?? []) this.groups.set(g.id ?? g.name, g as RouteGroupSpec);
           this.status.revision = Number(data.revision);
+          this.fullRebuild = true;
           changed = true;
           break;
         case 'add':
         case 'replace':
-        case 'remove': {
-          const map = data.kind === 'group' ? this.groups : this.sandboxes;
-          map.set(String(data.id), data.object as never);
+        case 'remove':
+        case 'forget': {
+          const id = String(data.id);
+          const after = f.event === 'forget' ? undefined : (data.object as SandboxSpec & RouteGroupSpec);
+          if (data.kind === 'group') {
+            if (after) this.groups.set(id, after);
+            else this.groups.delete(id);
+            this.groupsChanged = true;
+          } else {
+            this.changes.push([this.sandboxes.get(id), after]);
+            if (after) this.sandboxes.set(id, after);
+            else this.sandboxes.delete(id);
+          }
           this.status.revision = Number(data.revision);
           changed = true;
           break;
         }
-        case 'forget':
-          (data.kind === 'group' ? this.groups : this.sandboxes).delete(String(data.id));
-          this.status.revision = Number(data.revision);
-          changed = true;
-          break;
         case 'synced':
           this.status.synced = true;
           this.status.connected = true;
@@ -247,17 +258,30 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
     else if (advanced) this.publish(withCompleteUntil(current, this.status.completeUntil));
   }
 
-  /** Compiles the documents received so far into a new table and publishes it. */
+  /**
+   * Publishes the table for the documents received so far: derived from the current one
+   * (compiling only what changed) or, after a snapshot, compiled from scratch.
+   */
   private rebuild(): void {
     let table: RouteTable;
+    const spec = {
+      revision: this.status.revision,
+      completeUntil: this.status.completeUntil,
+      sandboxes: [...this.sandboxes.values()],
+      groups: [...this.groups.values()],
+    };
+    const current = this.table;
+    const changes = this.changes;
+    this.changes = [];
     try {
-      table = new RouteTable({
-        revision: this.status.revision,
-        completeUntil: this.status.completeUntil,
-        sandboxes: [...this.sandboxes.values()],
-        groups: [...this.groups.values()],
-      });
+      table =
+        current && !this.fullRebuild
+          ? current.derive({ ...spec, changedSandboxes: changes, groupsChanged: this.groupsChanged })
+          : new RouteTable(spec);
+      this.fullRebuild = false;
+      this.groupsChanged = false;
     } catch (err) {
+      this.fullRebuild = true;
       logger().error(
         'branchline: the registry sent a route table that does not compile; keeping the last one',
         {

@@ -279,6 +279,55 @@ interface KeyHistory {
 }
 
 /**
+ * What changed since a table was built, for `RouteTable.derive`: the full lists after the
+ * change (in the order a rebuild would get them) and each changed document as (before, after),
+ * where `before` is the very object the table was built from and either side may be absent.
+ */
+export interface RouteTableChange {
+  revision?: number;
+  completeUntil?: number;
+  sandboxes: SandboxSpec[];
+  groups: RouteGroupSpec[];
+  changedSandboxes: readonly (readonly [SandboxSpec | undefined, SandboxSpec | undefined])[];
+  /** Whether any route group was added, replaced or removed (the table is then rebuilt). */
+  groupsChanged: boolean;
+}
+
+/** A live group's rules (the oldest member wins a service) and its conflicts. */
+function compileGroup(
+  g: RouteGroupSpec,
+  members: readonly SandboxSpec[],
+): { rules: Map<string, Rule>; conflicts: RouteConflict[] } {
+  const rules = new Map<string, Rule>();
+  const conflicts: RouteConflict[] = [];
+  const seen = new Map<string, RouteConflict | null>();
+  for (const s of members) {
+    for (const [service, ep] of Object.entries(s.overrides ?? {})) {
+      const prior = seen.get(service);
+      if (prior === undefined) {
+        seen.set(service, null);
+        rules.set(
+          service,
+          Object.freeze({ service, key: g.key, sandbox: s.name, group: g.name, ...compileEndpoints(ep) }),
+        );
+      } else if (prior === null) {
+        const c: RouteConflict = {
+          group: g.name,
+          service,
+          winner: rules.get(service)?.sandbox ?? '',
+          losers: [s.name],
+        };
+        conflicts.push(c);
+        seen.set(service, c);
+      } else {
+        prior.losers.push(s.name);
+      }
+    }
+  }
+  return { rules, conflicts };
+}
+
+/**
  * An immutable, compiled route table. Sources build a new one per change and swap the
  * reference, so a reader never sees half an update. `resolve` is two Map lookups.
  */
@@ -292,8 +341,11 @@ export class RouteTable {
   private readonly historyByKey = new Map<string, KeyHistory>();
   private readonly byName = new Map<string, SandboxSpec>();
   private readonly services = new Set<string>();
+  /** Live sandboxes overriding each service, so `derive` can keep `services` without a scan. */
+  private readonly serviceCount = new Map<string, number>();
   private readonly allMembers = new WeakMap<RouteGroupSpec, SandboxSpec[]>();
   private readonly liveMembers = new Map<string, readonly SandboxSpec[]>();
+  private readonly groupConflicts = new Map<string, readonly RouteConflict[]>();
 
   static readonly empty = new RouteTable({});
 
@@ -318,6 +370,7 @@ export class RouteTable {
       this.byName.set(s.name, s);
       for (const [service, ep] of Object.entries(s.overrides ?? {})) {
         this.services.add(service);
+        this.serviceCount.set(service, (this.serviceCount.get(service) ?? 0) + 1);
         this.put({ service, key: s.key, sandbox: s.name, ...compileEndpoints(ep) });
       }
     }
@@ -326,25 +379,151 @@ export class RouteTable {
       if (g.deletedAt != null) continue;
       const members = this.sandboxes.filter((s) => matches(g, s)).sort(byAge);
       this.liveMembers.set(g.key, Object.freeze(members));
-      const seen = new Map<string, RouteConflict | null>();
-      for (const s of members) {
-        for (const [service, ep] of Object.entries(s.overrides ?? {})) {
-          const prior = seen.get(service);
-          if (prior === undefined) {
-            seen.set(service, null);
-            this.put({ service, key: g.key, sandbox: s.name, group: g.name, ...compileEndpoints(ep) });
-          } else if (prior === null) {
-            const winner = this.byKey.get(g.key)?.get(service)?.sandbox ?? '';
-            const c: RouteConflict = { group: g.name, service, winner, losers: [s.name] };
-            conflicts.push(c);
-            seen.set(service, c);
-          } else {
-            prior.losers.push(s.name);
+      const compiled = compileGroup(g, members);
+      for (const rule of compiled.rules.values()) this.put(rule);
+      this.groupConflicts.set(g.key, compiled.conflicts);
+      conflicts.push(...compiled.conflicts);
+    }
+    this.conflicts = Object.freeze(conflicts);
+  }
+
+  /**
+   * The table after `change`, computed from this one: only the changed sandboxes are compiled
+   * and the route groups they match (before or after) re-evaluated; everything else is shared.
+   * The result answers exactly as `new RouteTable({revision, completeUntil, sandboxes, groups})`
+   * would (which it falls back to for route-group changes and large batches). A registry
+   * source applies each change this way instead of recompiling every sandbox.
+   */
+  derive(change: RouteTableChange): RouteTable {
+    const rebuild = () =>
+      new RouteTable({
+        revision: change.revision ?? this.revision,
+        completeUntil: change.completeUntil ?? this.completeUntil,
+        sandboxes: change.sandboxes,
+        groups: change.groups,
+      });
+    const n = change.changedSandboxes.length;
+    // Many changes at once (a resumed stream catching up): compiling everything costs about as much.
+    if (change.groupsChanged || n > Math.max(32, change.sandboxes.length / 8)) return rebuild();
+    const byKey = new Map(this.byKey);
+    const historyByKey = new Map(this.historyByKey);
+    const byName = new Map(this.byName);
+    const serviceCount = new Map(this.serviceCount);
+    const liveMembers = new Map(this.liveMembers);
+    const groupConflicts = new Map(this.groupConflicts);
+    // Inner maps and history entries are shared with this table until first written.
+    const copied = new Set<unknown>();
+    const rulesOf = (key: string): Map<string, Rule> => {
+      let m = byKey.get(key);
+      if (!m || !copied.has(m)) {
+        m = new Map(m);
+        copied.add(m);
+        byKey.set(key, m);
+      }
+      return m;
+    };
+    const historyOf = (key: string): KeyHistory => {
+      let h = historyByKey.get(key);
+      if (!h || !copied.has(h)) {
+        h = { sandboxes: [...(h?.sandboxes ?? [])], groups: [...(h?.groups ?? [])] };
+        copied.add(h);
+        historyByKey.set(key, h);
+      }
+      return h;
+    };
+    const touched = new Set<RouteGroupSpec>();
+    const gone = new Set<SandboxSpec>();
+    let servicesChanged = false;
+    for (const [before, after] of change.changedSandboxes) {
+      // A sandbox sharing a key with a live group: let the rebuild decide as it always has.
+      if ((before && liveMembers.has(before.key)) || (after && liveMembers.has(after.key))) return rebuild();
+      if (before) {
+        const h = historyOf(before.key);
+        const i = h.sandboxes.indexOf(before);
+        if (i < 0) return rebuild();
+        if (after && after.key === before.key) h.sandboxes[i] = after;
+        else h.sandboxes.splice(i, 1);
+        if (h.sandboxes.length === 0 && h.groups.length === 0) historyByKey.delete(before.key);
+        if (before.deletedAt == null) {
+          gone.add(before);
+          if (byName.get(before.name) === before) byName.delete(before.name);
+          const services = Object.keys(before.overrides ?? {});
+          if (services.length) {
+            const rules = rulesOf(before.key);
+            for (const service of services) {
+              if (rules.get(service)?.sandbox === before.name) rules.delete(service);
+              const left = (serviceCount.get(service) ?? 1) - 1;
+              if (left > 0) serviceCount.set(service, left);
+              else {
+                serviceCount.delete(service);
+                servicesChanged = true;
+              }
+            }
+            if (rules.size === 0) byKey.delete(before.key);
           }
         }
       }
+      if (after) {
+        if (!before || after.key !== before.key) historyOf(after.key).sandboxes.push(after);
+        if (after.deletedAt == null) {
+          gone.delete(after);
+          byName.set(after.name, after);
+          const entries = Object.entries(after.overrides ?? {});
+          if (entries.length) {
+            const rules = rulesOf(after.key);
+            for (const [service, ep] of entries) {
+              const count = serviceCount.get(service) ?? 0;
+              if (count === 0) servicesChanged = true;
+              serviceCount.set(service, count + 1);
+              rules.set(
+                service,
+                Object.freeze({ service, key: after.key, sandbox: after.name, ...compileEndpoints(ep) }),
+              );
+            }
+          }
+        }
+      }
+      for (const g of this.groups)
+        if (
+          (before && before.deletedAt == null && matches(g, before)) ||
+          (after && after.deletedAt == null && matches(g, after))
+        )
+          touched.add(g);
     }
-    this.conflicts = Object.freeze(conflicts);
+    let conflicts = this.conflicts;
+    if (touched.size) {
+      const added = change.changedSandboxes
+        .map(([, after]) => after)
+        .filter((s): s is SandboxSpec => s !== undefined && s.deletedAt == null);
+      for (const g of touched) {
+        const members = (liveMembers.get(g.key) ?? EMPTY_SANDBOXES).filter((s) => !gone.has(s));
+        for (const s of added) if (!members.includes(s) && matches(g, s)) members.push(s);
+        // A sandbox changed twice in one batch: only its latest version is live.
+        const live = members.filter((s) => byName.get(s.name) === s).sort(byAge);
+        liveMembers.set(g.key, Object.freeze(live));
+        const compiled = compileGroup(g, live);
+        if (compiled.rules.size) byKey.set(g.key, compiled.rules);
+        else byKey.delete(g.key);
+        groupConflicts.set(g.key, compiled.conflicts);
+      }
+      conflicts = Object.freeze(this.groups.flatMap((g) => groupConflicts.get(g.key) ?? []));
+    }
+    const table = Object.create(RouteTable.prototype) as RouteTable;
+    return Object.assign(table, {
+      revision: change.revision ?? this.revision,
+      completeUntil: change.completeUntil ?? this.completeUntil,
+      sandboxes: change.sandboxes.filter((s) => s.deletedAt == null),
+      groups: this.groups,
+      conflicts,
+      byKey,
+      historyByKey,
+      byName,
+      services: servicesChanged ? new Set(serviceCount.keys()) : this.services,
+      serviceCount,
+      allMembers: new WeakMap(),
+      liveMembers,
+      groupConflicts,
+    });
   }
 
   /** Every sandbox (tombstones included) a group's labels match, oldest first; computed once. */
