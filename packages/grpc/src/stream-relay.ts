@@ -7,7 +7,6 @@ import {
   type OutgoingHttpHeaders,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { connect as tcpConnect } from 'node:net';
 import {
   counters,
   decideIncoming,
@@ -91,16 +90,14 @@ export class StreamRelay {
     return undefined;
   }
 
-  /** One HTTP/2 session per sandbox endpoint, reused by every relayed call, Nagle off. */
+  /**
+   * One HTTP/2 session per sandbox endpoint, reused by every relayed call (node:http2 turns
+   * Nagle off on its sockets itself).
+   */
   private session(authority: string): ClientHttp2Session {
     let s = this.sessions.get(authority);
     if (s && !s.closed && !s.destroyed) return s;
-    const colon = authority.lastIndexOf(':');
-    const host = authority.slice(0, colon).replace(/^\[|\]$/g, '');
-    const port = Number(authority.slice(colon + 1));
-    s = connect(`http://${authority}`, {
-      createConnection: () => tcpConnect({ host, port, noDelay: true }),
-    });
+    s = connect(`http://${authority}`);
     const current = s;
     const forget = () => {
       if (this.sessions.get(authority) === current) this.sessions.delete(authority);
