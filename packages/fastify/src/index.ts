@@ -1,4 +1,4 @@
-import { runInContext } from '@branchline/core';
+import { activeContext, runInContext } from '@branchline/core';
 import {
   type BranchlineRequestInfo,
   IncomingRouter,
@@ -27,7 +27,7 @@ declare module 'fastify' {
 
 const kContext = Symbol('branchline.context');
 interface WithContext {
-  [kContext]?: Context | undefined;
+  [kContext]?: Context | null | undefined;
 }
 
 const STRING_OPTIONS = ['service', 'sandbox', 'registry', 'token', 'routes', 'baggageKey'] as const;
@@ -107,8 +107,11 @@ const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fasti
   fastify.addHook('onRoute', (routeOptions: RouteOptions) => {
     const handler = routeOptions.handler;
     routeOptions.handler = function branchlineHandler(this: unknown, request, reply) {
+      // The decorator starts as null (Fastify's cheap default), so test for both. A request
+      // without a body reaches its handler synchronously inside onRequest's context: no second
+      // run is needed then.
       const ctx = (request as WithContext)[kContext];
-      if (ctx === undefined) return handler.call(this as never, request, reply);
+      if (ctx == null || activeContext() === ctx) return handler.call(this as never, request, reply);
       return runInContext(ctx, () => handler.call(this as never, request, reply));
     };
   });
