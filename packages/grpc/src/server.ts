@@ -58,8 +58,9 @@ class RoutedServer extends Server {
 
 /**
  * grpc-js's per-stream entry points (one is used, depending on channelz). They are grpc-js
- * internals, verified in every grpc-js release from 1.10.0 to 1.14.7 (GRPC_JS_VERIFIED): 1.10.x
- * calls them as `(stream, headers)`, 1.11 and later as `(extraInterceptors, stream, headers)`.
+ * internals, checked in the first and last release of every minor from 1.10.0 to 1.14.7
+ * (GRPC_JS_VERIFIED; run on 1.10.11 and 1.14.7): 1.10.x calls them as `(stream, headers)`, 1.11
+ * and later as `(extraInterceptors, stream, headers)`.
  * The hook goes by the handler's arity, and leaves a handler of any other shape alone. The
  * package tests fail, naming the handler, when a grpc-js release drops or reshapes them.
  */
@@ -101,23 +102,6 @@ function installStreamRelay(server: Server, routing: ServerRouting): StreamRelay
     return undefined;
   }
   const relay = new StreamRelay(routing, routing.service);
-  const run = (
-    self: Server,
-    original: StreamHandler,
-    args: unknown[],
-    stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
-  ) => {
-    const handoff = relay.route(stream, headers);
-    if (handoff === undefined) return;
-    routing.handoff = handoff;
-    try {
-      original.apply(self, args);
-    } finally {
-      // Unclaimed when grpc-js answered the stream itself (unknown method, bad content type).
-      routing.handoff = undefined;
-    }
-  };
   STREAM_HANDLERS.forEach((name, i) => {
     const original = originals[i]!;
     target[name] =
@@ -128,14 +112,29 @@ function installStreamRelay(server: Server, routing: ServerRouting): StreamRelay
             stream: ServerHttp2Stream,
             headers: IncomingHttpHeaders,
           ) {
-            run(this, original, [extra, stream, headers], stream, headers);
+            const handoff = relay.route(stream, headers);
+            if (handoff === undefined) return;
+            routing.handoff = handoff;
+            try {
+              original.call(this, extra, stream, headers);
+            } finally {
+              // Unclaimed when grpc-js answered the stream itself (unknown method, bad content type).
+              routing.handoff = undefined;
+            }
           }
         : function relayingStreamHandler(
             this: Server,
             stream: ServerHttp2Stream,
             headers: IncomingHttpHeaders,
           ) {
-            run(this, original, [stream, headers], stream, headers);
+            const handoff = relay.route(stream, headers);
+            if (handoff === undefined) return;
+            routing.handoff = handoff;
+            try {
+              original.call(this, stream, headers);
+            } finally {
+              routing.handoff = undefined;
+            }
           };
   });
   return relay;
