@@ -119,9 +119,11 @@ export class StreamRelay {
     endpoint: string,
   ): void {
     // The caller's header object becomes the request's (grpc-js never sees this stream): its
-    // pseudo-headers are a gRPC request's already, only the authority and the hop marker change.
+    // pseudo-headers are a gRPC request's already; the authority and scheme become the sandbox
+    // endpoint's, and the hop marker is added.
     const request = headers as OutgoingHttpHeaders;
     request[':authority'] = authority;
+    request[':scheme'] = 'http';
     request[HOP_METADATA] = this.service;
 
     let trailers: OutgoingHttpHeaders | undefined;

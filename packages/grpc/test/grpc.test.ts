@@ -215,6 +215,17 @@ describe('@branchline/grpc', () => {
     const c = client(`127.0.0.1:${port}`);
     expect(await ask(c, 'pr-5')).toEqual({ who: 'sandbox', key: 'pr-5', hop: 'who' });
     await expect(ask(c)).rejects.toMatchObject({ code: grpc.status.UNIMPLEMENTED });
+    // Neither implements this one: the sandbox's trailers-only answer comes back as it is.
+    const nope = () =>
+      new Promise<grpc.ServiceError>((resolve) =>
+        c.makeUnaryRequest('/test.Nope/Nope', json.serialize, json.deserialize, {}, (err) => resolve(err!)),
+      );
+    const forwarded = counters.forwarded;
+    expect(await withRoutingKey('pr-5', nope)).toMatchObject({
+      code: grpc.status.UNIMPLEMENTED,
+      details: expect.stringContaining('/test.Nope/Nope'),
+    });
+    expect(counters.forwarded - forwarded).toBe(1);
   });
 
   it('reads a keyed call once on a routed baseline: bad keys and a prevented loop are counted once', async () => {
