@@ -121,10 +121,7 @@ interface Processing {
   at: number | undefined;
 }
 
-// KNOWN BUG (issue #6 stays open): about one run in four loses a handful of messages moved to a
-// sandbox queue around the forced connection drop while that sandbox is being deleted. CI sets
-// BRANCHLINE_SKIP_AMQP_CHURN=1 until it is fixed; `npm test` elsewhere runs it.
-it.skipIf(process.env.BRANCHLINE_SKIP_AMQP_CHURN === '1')('churn: every message is processed by exactly one of baseline or its owning sandbox, through sandbox churn and a connection drop', {
+it('churn: every message is processed by exactly one of baseline or its owning sandbox, through sandbox churn and a connection drop', {
   timeout: 170_000,
 }, async () => {
   const queue = `orders-churn-${Date.now().toString(36)}`;
