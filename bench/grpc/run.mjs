@@ -22,6 +22,8 @@ const def = protoLoader.loadSync(join(here, 'bench.proto'), { longs: Number, def
 const Bench = grpc.loadPackageDefinition(def).branchline.bench.Bench;
 const creds = grpc.credentials.createInsecure();
 const quick = process.env.BENCH_QUICK === '1';
+// BENCH_GRPC_FLOOR=1 adds the lower-bound paths of frame-relay.mjs to the latency table.
+const floor = process.env.BENCH_GRPC_FLOOR === '1';
 const children = [];
 
 function cleanup() {
@@ -275,12 +277,21 @@ const results = {
       '\nnginx not found: skipping the nginx grpc_pass comparison. Install it with\n  apt-get update && apt-get install -y nginx',
     );
   const client = (addr) => new Bench(addr, creds, { interceptors: [createClientInterceptor()] });
+  // [name, client, proxy CPU reader, is a hop]; nginx stays last.
   const targets = [
-    ['direct', client(sandbox), undefined],
-    ['branchline forward', client(baseline.baseline), baseline.cpu],
-    ['node:http2 relay (floor)', client(relay.relay), relay.cpu],
-    ...(proxy ? [['nginx grpc_pass', client(proxy.addr), proxy.cpu]] : []),
+    ['direct', client(sandbox), undefined, false],
+    ['branchline forward', client(baseline.baseline), baseline.cpu, true],
+    ['node:http2 relay (floor)', client(relay.relay), relay.cpu, true],
   ];
+  if (floor) {
+    // Lower bounds (bench/grpc/frame-relay.mjs): a relay with a hand-written outgoing side, and
+    // the node:http2 server half alone (it answers itself: CPU only, it is not a hop).
+    const frames = await startServers('frames', sandbox);
+    const answer = await startServers('answer');
+    targets.push(['raw-frame relay (optimistic bound)', client(frames.frames), frames.cpu, true]);
+    targets.push(['node:http2 server answering itself', client(answer.answer), answer.cpu, false]);
+  }
+  if (proxy) targets.push(['nginx grpc_pass', client(proxy.addr), proxy.cpu, true]);
   await Promise.all(targets.map(([, c]) => ready(c)));
   const check = await withRoutingKey('pr-1', () => call(targets[1][1], 0));
   if (check.text !== 'sandbox') throw new Error(`the baseline did not forward (answered by ${check.text})`);
@@ -304,14 +315,14 @@ const results = {
   const d = stats[0];
   const hop = stats.map((s) => ({ p50: s.p50 - d.p50, p99: s.p99 - d.p99 }));
   const ng = proxy ? hop[targets.length - 1] : undefined;
-  const rows = targets.map(([name], i) => ({
+  const rows = targets.map(([name, , , isHop], i) => ({
     path: name,
     'p50 µs': fmt(stats[i].p50),
     'p99 µs': fmt(stats[i].p99),
-    'hop p50 µs': i === 0 ? '-' : fmt(hop[i].p50),
-    'hop p99 µs': i === 0 ? '-' : fmt(hop[i].p99),
+    'hop p50 µs': isHop ? fmt(hop[i].p50) : '-',
+    'hop p99 µs': isHop ? fmt(hop[i].p99) : '-',
     'hop vs nginx p50/p99':
-      i === 0 || !ng ? '-' : `${fmt(hop[i].p50 / ng.p50, 2)} / ${fmt(hop[i].p99 / ng.p99, 2)}`,
+      isHop && ng ? `${fmt(hop[i].p50 / ng.p50, 2)} / ${fmt(hop[i].p99 / ng.p99, 2)}` : '-',
     'proxy CPU µs/call': i === 0 ? '-' : fmt(stats[i].proxyCpuMicrosPerCall),
   }));
   printTable(`sequential unary latency, ${rounds * perRound} calls per path`, rows);
@@ -321,6 +332,7 @@ const results = {
     hopMicros: {
       branchline: hop[1],
       nodeHttp2Relay: hop[2],
+      ...(floor ? { rawFrameRelay: hop[3] } : {}),
       ...(ng ? { nginx: ng } : {}),
     },
     nginx: nginx ? nginx.version : 'not installed (apt-get install -y nginx)',

@@ -2,7 +2,8 @@
 // `ready {json of addresses}`. Roles: `throughput` (a plain server and a Branchline server),
 // `sandbox`, `baseline <sandbox address>` (a Branchline baseline that forwards key `pr-1`),
 // `relay <sandbox address>` (a minimal byte relay written directly on node:http2, no grpc-js and
-// no Branchline: the floor of a forwarding hop done in Node, for comparison).
+// no Branchline: the floor of a forwarding hop done in Node, for comparison), and the lower
+// bounds of frame-relay.mjs: `answer` and `frames <sandbox address>`.
 import http2 from 'node:http2';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +11,7 @@ import { createRuntime } from '@branchline/core';
 import { createRoutedServer } from '@branchline/grpc';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { answeringServer, frameRelay } from './frame-relay.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const def = protoLoader.loadSync(join(here, 'bench.proto'), { longs: Number, defaults: true });
@@ -88,6 +90,10 @@ if (role === 'throughput') {
   out.baseline = await listen(s);
 } else if (role === 'relay') {
   out.relay = await rawRelay(sandboxAddr);
+} else if (role === 'answer') {
+  out.answer = await answeringServer(Bench.service.Call.responseSerialize({ text: 'answer', n: 0 }));
+} else if (role === 'frames') {
+  out.frames = await frameRelay(sandboxAddr);
 } else {
   console.error(`unknown role ${role}`);
   process.exit(2);
