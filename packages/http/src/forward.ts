@@ -3,8 +3,14 @@ import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { counters, logger, noteForwarded, type RouteSource, type RouteTable } from '@branchline/core';
-import { type Dispatcher, Pool } from 'undici';
 import { type ForwardOptions, HOP_HEADER } from './types.js';
+import {
+  type CoarseClock,
+  type Connection,
+  Endpoint,
+  type Exchange,
+  type UpstreamError,
+} from './upstream.js';
 
 /** Where one request is forwarded: the rule's sandbox, this service, the chosen endpoint. */
 export interface ForwardTarget {
@@ -121,24 +127,6 @@ export function forwardRequestHeaders(req: IncomingMessage, hop: string, preserv
   return out;
 }
 
-/** Response headers as a flat array for `writeHead`, hop-by-hop ones removed. */
-function relayResponseHeaders(headers: Record<string, string | string[] | undefined>): (string | string[])[] {
-  const out: (string | string[])[] = [];
-  for (const name in headers) {
-    switch (name) {
-      case 'connection':
-      case 'keep-alive':
-      case 'transfer-encoding':
-      case 'proxy-connection':
-      case 'upgrade':
-        continue;
-    }
-    const v = headers[name];
-    if (v !== undefined) out.push(name, v);
-  }
-  return out;
-}
-
 /**
  * Reads header values straight from `req.rawHeaders` (names in any case, repeated lines as an
  * array). Used instead of `req.headers`, which Node only builds when someone reads it.
@@ -195,93 +183,240 @@ export function sandboxErrorBody(
 const kForward = Symbol('branchline.forward');
 
 interface ForwardableResponse extends ServerResponse {
-  [kForward]?: ForwardHandler | undefined;
+  [kForward]?: ForwardExchange | undefined;
+}
+interface ForwardableRequest extends IncomingMessage {
+  [kForward]?: ForwardExchange | undefined;
 }
 
 function onClientClose(this: ForwardableResponse): void {
-  const h = this[kForward];
-  if (h !== undefined && !this.writableFinished) h.abort();
+  const ex = this[kForward];
+  if (ex !== undefined && !this.writableFinished) ex.abort();
 }
 
 function onClientDrain(this: ForwardableResponse): void {
-  this[kForward]?.controller?.resume();
+  this[kForward]?.conn?.resume();
+}
+
+function onRequestData(this: ForwardableRequest, chunk: Buffer): void {
+  this[kForward]?.requestData(chunk);
+}
+
+function onRequestEnd(this: ForwardableRequest): void {
+  this[kForward]?.requestEnd();
+}
+
+/** The names a `Connection` header lists besides the usual tokens (they are hop-by-hop too). */
+function listedInConnection(raw: string[]): Set<string> | undefined {
+  let listed: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      const more = connectionListed(raw[i + 1]);
+      if (more !== undefined) {
+        listed ??= new Set();
+        for (const m of more) listed.add(m);
+      }
+    }
+  }
+  return listed;
 }
 
 /**
- * One forwarded request, as an undici dispatch handler: it writes the sandbox's response
+ * The request head sent to the sandbox, as one latin1 string (Node's parser decoded the
+ * client's bytes as latin1, so they go out unchanged): the client's header lines minus the
+ * hop-by-hop ones, Host kept or set to the endpoint, chunked framing when the client's body
+ * had no length, and the hop marker.
+ */
+function requestHead(
+  req: IncomingMessage,
+  hop: string,
+  preserveHost: boolean,
+  authority: string,
+  chunked: boolean,
+): string {
+  const raw = req.rawHeaders;
+  const listed = listedInConnection(raw);
+  let head = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\n`;
+  let host = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (isHopByHop(name)) continue;
+    if (isHost(name)) {
+      if (!preserveHost) continue;
+      host = true;
+    }
+    if (listed?.has(name.toLowerCase())) continue;
+    head += `${name}: ${raw[i + 1]}\r\n`;
+  }
+  if (!host) head += `host: ${authority}\r\n`;
+  if (chunked) head += 'transfer-encoding: chunked\r\n';
+  return `${head}${HOP_HEADER}: ${hop}\r\n\r\n`;
+}
+
+function trailerObject(flat: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i]!.toLowerCase();
+    out[k] = out[k] === undefined ? flat[i + 1]! : `${out[k]}, ${flat[i + 1]}`;
+  }
+  return out;
+}
+
+/**
+ * One forwarded request: writes it to an upstream connection and the sandbox's response
  * straight into the ServerResponse. A class with methods on its prototype, so a forward costs
  * one object and no closures.
  */
-class ForwardHandler implements Dispatcher.DispatchHandler {
-  controller: Dispatcher.DispatchController | undefined = undefined;
+class ForwardExchange implements Exchange {
+  conn: Connection | undefined = undefined;
+  bodyStarted = false;
+  readonly isHead: boolean;
   private started = false;
+  private ended = false;
+  private failed = false;
+  private readonly chunked: boolean;
+  private readonly head: string;
 
   constructor(
-    private readonly req: IncomingMessage,
+    private readonly endpoint: Endpoint,
+    private readonly req: ForwardableRequest,
     private readonly res: ForwardableResponse,
     private readonly target: ForwardTarget,
     private readonly fallback: (() => void) | undefined,
-    private readonly bodySent: boolean,
-  ) {}
+    private readonly hasBody: boolean,
+    hop: string,
+    preserveHost: boolean,
+  ) {
+    this.isHead = req.method === 'HEAD';
+    this.chunked = hasBody && rawHeadersGetter.get(req.rawHeaders, 'content-length') === undefined;
+    this.head = requestHead(req, hop, preserveHost, endpoint.authority, this.chunked);
+  }
 
+  start(conn: Connection): void {
+    this.conn = conn;
+    conn.write(this.head);
+    if (!this.hasBody) {
+      conn.requestFinished();
+      return;
+    }
+    const req = this.req;
+    req[kForward] = this;
+    req.on('data', onRequestData);
+    req.on('end', onRequestEnd);
+    if (req.readableEnded) this.requestEnd();
+  }
+
+  requestData(chunk: Buffer): void {
+    const conn = this.conn;
+    if (conn === undefined || this.failed || conn.ex !== this) return;
+    this.bodyStarted = true;
+    let ok: boolean;
+    if (this.chunked) {
+      if (chunk.length === 0) return;
+      conn.socket.cork();
+      conn.write(`${chunk.length.toString(16)}\r\n`);
+      conn.write(chunk);
+      ok = conn.write('\r\n');
+      conn.socket.uncork();
+    } else ok = conn.write(chunk);
+    if (!ok) {
+      const req = this.req;
+      req.pause();
+      conn.socket.once('drain', () => req.resume());
+    }
+  }
+
+  requestEnd(): void {
+    const conn = this.conn;
+    this.detachRequest();
+    if (conn === undefined || this.failed || conn.ex !== this) return;
+    if (this.chunked) {
+      const t = this.req.rawTrailers;
+      let end = '0\r\n';
+      for (let i = 0; i < t.length; i += 2) end += `${t[i]}: ${t[i + 1]}\r\n`;
+      conn.write(`${end}\r\n`);
+    }
+    conn.requestFinished();
+  }
+
+  private detachRequest(): void {
+    const req = this.req;
+    if (req[kForward] !== this) return;
+    req[kForward] = undefined;
+    req.removeListener('data', onRequestData);
+    req.removeListener('end', onRequestEnd);
+  }
+
+  /** The client went away: drop the upstream exchange. */
   abort(): void {
-    const c = this.controller;
-    if (c !== undefined && !c.aborted) c.abort(new Error('branchline: the client went away'));
+    this.failed = true;
+    this.res[kForward] = undefined;
+    this.detachRequest();
+    const conn = this.conn;
+    if (conn !== undefined) conn.destroy();
+    else this.endpoint.unqueue(this);
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
-  }
-
-  onResponseStart(
-    _controller: Dispatcher.DispatchController,
-    statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
-    statusMessage?: string,
-  ): void {
+  onHead(status: number, reason: string, headers: string[], eventStream: boolean): void {
+    if (this.failed) return;
     this.started = true;
     const res = this.res;
-    if (statusMessage) res.writeHead(statusCode, statusMessage, relayResponseHeaders(headers));
-    else res.writeHead(statusCode, relayResponseHeaders(headers));
+    try {
+      if (reason) res.writeHead(status, reason, headers);
+      else res.writeHead(status, headers);
+    } catch (err) {
+      // A header Node will not send (it validates what the sandbox sent): answer 502.
+      this.started = false;
+      this.conn?.destroy();
+      this.onError(Object.assign(err as Error, { code: 'UPSTREAM_BAD_RESPONSE' }));
+      return;
+    }
     // Server-Sent Events must reach the client before the first event, not with it.
-    const ct = headers['content-type'];
-    if (typeof ct === 'string' && ct.startsWith('text/event-stream')) res.flushHeaders();
+    if (eventStream) res.flushHeaders();
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.res.write(chunk)) {
-      controller.pause();
-      this.res.once('drain', onClientDrain);
+  onData(chunk: Buffer, last: boolean): void {
+    if (this.failed) return;
+    const res = this.res;
+    if (last) {
+      // The whole (rest of the) body: one end() sends it with the head in a single write.
+      this.ended = true;
+      res[kForward] = undefined;
+      if (this.hasBody) this.detachRequest();
+      res.end(chunk);
+      return;
+    }
+    if (!res.write(chunk)) {
+      this.conn?.pause();
+      res.once('drain', onClientDrain);
     }
   }
 
-  onResponseEnd(
-    _controller: Dispatcher.DispatchController,
-    trailers: Record<string, string | string[] | undefined>,
-  ): void {
+  onEnd(trailers: string[] | undefined): void {
+    if (this.failed) return;
     const res = this.res;
     res[kForward] = undefined;
-    for (const _ in trailers) {
-      res.addTrailers(trailers as Record<string, string>);
-      break;
-    }
+    if (this.hasBody) this.detachRequest();
+    if (this.ended) return;
+    this.ended = true;
+    if (trailers !== undefined && trailers.length > 0) res.addTrailers(trailerObject(trailers));
     res.end();
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error & { code?: string }): void {
+  onError(err: UpstreamError | (Error & { code?: string })): void {
+    this.failed = true;
+    this.detachRequest();
     const res = this.res;
     res[kForward] = undefined;
     if (res.destroyed || res.writableEnded) return;
+    counters.forwardFailed++;
     if (this.started || res.headersSent) {
       // Mid-body failure: the status is gone; cut the response so the client sees it failed.
-      counters.forwardFailed++;
       res.destroy(err);
       return;
     }
-    counters.forwardFailed++;
-    const canFallBack =
-      this.fallback !== undefined &&
-      (!this.bodySent || !(this.req as { readableDidRead?: boolean }).readableDidRead);
+    const canFallBack = this.fallback !== undefined && !this.bodyStarted;
     logger().warn('branchline: forwarding to a sandbox failed', {
       sandbox: this.target.sandbox,
       service: this.target.service,
@@ -304,55 +439,77 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 }
 
 /**
- * Forwards incoming requests to sandbox endpoints over one keep-alive undici Pool per endpoint.
- * When the route table changes, pools of endpoints no longer in it are closed, so new requests
- * never ride an old connection to a previous endpoint.
+ * Forwards incoming requests to sandbox endpoints over keep-alive connections kept per
+ * endpoint (see upstream.ts). When the route table changes, the connections of endpoints no
+ * longer in it are closed once idle, so new requests never ride an old connection to a
+ * previous endpoint.
  */
 export class SandboxForwarder {
   readonly options: ResolvedForwardOptions;
-  private readonly pools = new Map<string, Pool>();
+  private readonly pools = new Map<string, Endpoint>();
+  /** Endpoints dropped from the table whose connections still carry a response. */
+  private readonly draining = new Set<Endpoint>();
   private readonly unsubscribe: (() => void) | undefined;
+  private readonly clock: CoarseClock = { now: performance.now() };
+  private ticker: ReturnType<typeof setInterval> | undefined;
+  private readonly tickMs: number;
   /** The hop marker's value: this service's name. */
   readonly hop: string;
 
   constructor(options: ForwardOptions & { routes?: RouteSource; service?: string } = {}) {
     this.options = resolveForwardOptions(options);
     this.hop = options.service ?? '1';
+    const o = this.options;
+    // Deadlines are checked by one interval; its period bounds how late a timeout fires.
+    const shortest = Math.min(o.connectTimeout, o.responseTimeout, o.bodyTimeout || Infinity, 4000);
+    this.tickMs = Math.max(5, Math.min(250, Math.floor(shortest / 8)));
     this.unsubscribe = options.routes?.subscribe((table) => this.prune(table));
   }
 
-  /** The keep-alive pool for an endpoint (created on first use). */
-  pool(endpoint: string): Pool {
-    let p = this.pools.get(endpoint);
-    if (p === undefined || p.closed || p.destroyed) {
-      const o = this.options;
-      p = new Pool(endpoint, {
-        connections: o.connections,
-        pipelining: o.pipelining,
-        connect: { timeout: o.connectTimeout },
-        headersTimeout: o.responseTimeout,
-        bodyTimeout: o.bodyTimeout,
-      });
-      this.pools.set(endpoint, p);
+  /** The connections to an endpoint (created on first use). */
+  private endpoint(url: string): Endpoint {
+    let e = this.pools.get(url);
+    if (e === undefined) {
+      e = new Endpoint(url, this.options, this.clock);
+      this.pools.set(url, e);
+      this.startTicker();
     }
-    return p;
+    return e;
   }
 
-  /** Endpoints with an open pool (for tests and debugging). */
+  private startTicker(): void {
+    if (this.ticker !== undefined) return;
+    this.clock.now = performance.now();
+    this.ticker = setInterval(() => this.tick(), this.tickMs);
+    this.ticker.unref();
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    this.clock.now = now;
+    for (const e of this.pools.values()) e.tick(now, this.tickMs);
+    for (const e of this.draining) {
+      e.tick(now, this.tickMs);
+      if (e.conns.length === 0) this.draining.delete(e);
+    }
+  }
+
+  /** Endpoints with open connections or in use (for tests and debugging). */
   endpoints(): string[] {
     return [...this.pools.keys()];
   }
 
-  /** Closes the pools of endpoints that `table` no longer routes to. */
+  /** Drops the endpoints that `table` no longer routes to. */
   prune(table: RouteTable): void {
     if (this.pools.size === 0) return;
     const live = new Set<string>();
     for (const rule of table.rules()) for (const e of rule.http) live.add(e);
-    for (const [endpoint, pool] of this.pools) {
-      if (live.has(endpoint)) continue;
-      this.pools.delete(endpoint);
-      // In-flight requests finish; the pool takes no new ones.
-      pool.close().catch(() => {});
+    for (const [url, e] of this.pools) {
+      if (live.has(url)) continue;
+      this.pools.delete(url);
+      // In-flight requests finish; no new request goes to these connections.
+      e.close();
+      if (e.conns.length > 0) this.draining.add(e);
     }
   }
 
@@ -363,26 +520,32 @@ export class SandboxForwarder {
    */
   forward(req: IncomingMessage, res: ServerResponse, target: ForwardTarget, fallback?: () => void): void {
     noteForwarded(target.sandbox, target.service);
-    const body = hasBody(req);
-    const handler = new ForwardHandler(
+    let endpoint: Endpoint;
+    try {
+      endpoint = this.endpoint(target.endpoint);
+    } catch (err) {
+      const { status, body } = sandboxErrorBody(
+        target,
+        Object.assign(err as Error, { code: 'BAD_ENDPOINT' }),
+      );
+      counters.forwardFailed++;
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
+      res.end(body);
+      return;
+    }
+    const ex = new ForwardExchange(
+      endpoint,
       req,
       res as ForwardableResponse,
       target,
       this.options.fallbackToBaseline ? fallback : undefined,
-      body,
+      hasBody(req),
+      this.hop,
+      this.options.preserveHost,
     );
-    (res as ForwardableResponse)[kForward] = handler;
+    (res as ForwardableResponse)[kForward] = ex;
     res.on('close', onClientClose);
-    const method = req.method ?? 'GET';
-    this.pool(target.endpoint).dispatch(
-      {
-        path: req.url ?? '/',
-        method: method as Dispatcher.HttpMethod,
-        headers: forwardRequestHeaders(req, this.hop, this.options.preserveHost),
-        body: body ? req : null,
-      },
-      handler,
-    );
+    endpoint.dispatch(ex);
   }
 
   /**
@@ -435,11 +598,20 @@ export class SandboxForwarder {
     upstream.once('close', () => socket.destroy());
   }
 
+  /** Stops routing through this forwarder: idle connections close now, busy ones when done (at most 5 s). */
   async close(): Promise<void> {
     this.unsubscribe?.();
-    const pools = [...this.pools.values()];
+    const all = [...this.pools.values(), ...this.draining];
     this.pools.clear();
-    await Promise.all(pools.map((p) => p.close().catch(() => {})));
+    this.draining.clear();
+    for (const e of all) e.close();
+    const deadline = performance.now() + 5000;
+    while (all.some((e) => e.conns.length > 0) && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const e of all) e.destroyAll();
+    if (this.ticker !== undefined) clearInterval(this.ticker);
+    this.ticker = undefined;
   }
 }
 

@@ -158,3 +158,159 @@ describe('forwarding an incoming request to a sandbox', () => {
     );
   });
 });
+
+/** A raw TCP "sandbox" that answers every request head with `reply(head)` (for framing edge cases). */
+async function rawSandbox(reply: (head: string, socket: import('node:net').Socket) => void) {
+  const { createServer: createTcp } = await import('node:net');
+  const heads: string[] = [];
+  const sockets = new Set<import('node:net').Socket>();
+  const server = createTcp((socket) => {
+    sockets.add(socket);
+    let buf = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d) => {
+      buf += d;
+      let end = buf.indexOf('\r\n\r\n');
+      while (end !== -1) {
+        const head = buf.slice(0, end);
+        buf = buf.slice(end + 4);
+        heads.push(head);
+        reply(head, socket);
+        end = buf.indexOf('\r\n\r\n');
+      }
+    });
+    socket.on('error', () => {});
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  return {
+    url,
+    heads,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+async function get(url: string, init: RequestInit = {}) {
+  const r = await fetch(url, { ...init, headers: { ...KEY, ...(init.headers as Record<string, string>) } });
+  return { status: r.status, headers: r.headers, text: await r.text() };
+}
+
+describe('the forwarding client', () => {
+  it('relays HEAD, 204 and 304 responses without waiting for a body', async () => {
+    const raw = await rawSandbox((head, socket) => {
+      if (head.startsWith('HEAD')) socket.write('HTTP/1.1 200 OK\r\ncontent-length: 12\r\nx-h: 1\r\n\r\n');
+      else if (head.includes('/nc')) socket.write('HTTP/1.1 204 No Content\r\n\r\n');
+      else socket.write('HTTP/1.1 304 Not Modified\r\netag: "e"\r\n\r\n');
+    });
+    try {
+      const b = await baseline(raw.url);
+      const h = await get(b.url, { method: 'HEAD' });
+      expect([h.status, h.headers.get('content-length'), h.headers.get('x-h')]).toEqual([200, '12', '1']);
+      expect((await get(`${b.url}/nc`)).status).toBe(204);
+      const nm = await get(`${b.url}/nm`);
+      expect([nm.status, nm.headers.get('etag')]).toEqual([304, '"e"']);
+      // All three rode one kept-alive connection.
+      expect(raw.heads).toHaveLength(3);
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it('relays chunked, close-delimited and 1xx-preceded responses, and drops Content-Length next to Transfer-Encoding', async () => {
+    const raw = await rawSandbox((head, socket) => {
+      if (head.includes('/chunked'))
+        socket.write(
+          'HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n4;ext=1\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n',
+        );
+      else if (head.includes('/early'))
+        socket.write(
+          'HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok',
+        );
+      else socket.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil close');
+    });
+    try {
+      const b = await baseline(raw.url);
+      expect((await get(`${b.url}/chunked`)).text).toBe('abcdef');
+      expect((await get(`${b.url}/early`)).text).toBe('ok');
+      expect((await get(`${b.url}/close`)).text).toBe('until close');
+      expect((await get(`${b.url}/chunked`)).text).toBe('abcdef');
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it('answers 502 naming the sandbox when the response is malformed', async () => {
+    const raw = await rawSandbox((_head, socket) => socket.write('NOT HTTP AT ALL\r\n\r\n'));
+    try {
+      const b = await baseline(raw.url);
+      const r = await get(b.url);
+      expect(r.status).toBe(502);
+      expect(JSON.parse(r.text)).toMatchObject({
+        error: 'sandbox_unreachable',
+        sandbox: 'sb',
+        endpoint: raw.url,
+      });
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it('sends a chunked request body chunked, with the hop marker and the endpoint host when preserveHost is off', async () => {
+    const b = await baseline(sandboxA.url, { preserveHost: false });
+    const { Readable } = await import('node:stream');
+    const r = await fetch(b.url, {
+      method: 'POST',
+      headers: KEY,
+      body: Readable.toWeb(Readable.from(['part1-', 'part2'])) as ReadableStream,
+      duplex: 'half',
+    } as RequestInit);
+    expect((await r.json()).body).toBe('part1-part2');
+    const seen = sandboxA.seen.at(-1)!;
+    expect(seen.headers['transfer-encoding']).toBe('chunked');
+    expect(seen.headers.host).toBe(new URL(sandboxA.url).host);
+    expect(seen.headers[HOP_HEADER]).toBe('orders');
+  });
+
+  it('sends a request again on a fresh connection when a kept-alive one closes without answering', async () => {
+    const served = new WeakMap<object, number>();
+    const raw = await rawSandbox((_head, socket) => {
+      const n = (served.get(socket) ?? 0) + 1;
+      served.set(socket, n);
+      // The second request on a connection finds it closing (as after a keep-alive timeout).
+      if (n === 2) socket.destroy();
+      else socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    });
+    try {
+      const b = await baseline(raw.url);
+      expect((await get(b.url)).text).toBe('ok');
+      expect((await get(b.url)).text).toBe('ok');
+      expect(raw.heads).toHaveLength(3);
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it('opens a fresh connection when the sandbox closed an idle one, and caps connections per endpoint', async () => {
+    const s = await startServer('short-keepalive');
+    s.server.keepAliveTimeout = 30;
+    try {
+      const b = await baseline(s.url, { connections: 2 });
+      expect((await get(b.url)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 80));
+      expect((await get(b.url)).status).toBe(200);
+      let open = 0;
+      s.server.on('connection', () => open++);
+      const before = open;
+      const all = await Promise.all(Array.from({ length: 10 }, () => get(b.url)));
+      expect(all.every((r) => r.status === 200)).toBe(true);
+      expect(open - before).toBeLessThanOrEqual(2);
+    } finally {
+      await s.close();
+    }
+  });
+});
