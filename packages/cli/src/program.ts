@@ -146,6 +146,11 @@ export function createProgram(out: Out = defaultOut()): Command {
       'watch heartbeat interval (completeUntil advances this often)',
       '500ms',
     )
+    .option(
+      '--watch-flush-interval <duration>',
+      'least time between two writes to watchers; changes arriving sooner share the next write',
+      '20ms',
+    )
     .action(async (opts, cmd: Command) => {
       const tokens: TokenEntry[] = process.env.BRANCHLINE_REGISTRY_TOKENS
         ? parseTokens(process.env.BRANCHLINE_REGISTRY_TOKENS, 'BRANCHLINE_REGISTRY_TOKENS')
@@ -165,6 +170,7 @@ export function createProgram(out: Out = defaultOut()): Command {
         tombstoneRetentionMs: dur(opts.tombstoneRetention, '--tombstone-retention'),
         defaultTtlMs: opts.defaultTtl === 'none' ? null : dur(opts.defaultTtl, '--default-ttl'),
         heartbeatIntervalMs: dur(opts.heartbeatInterval, '--heartbeat-interval'),
+        watchFlushIntervalMs: dur(opts.watchFlushInterval, '--watch-flush-interval'),
       });
       for (const spec of opts.plugin as string[]) await loadPlugin(spec, server);
       const port = Number(opts.port);

@@ -60,6 +60,12 @@ export interface RegistryServerOptions {
   resourceHooks?: ResourceHook[];
   /** How often watchers get a heartbeat carrying `completeUntil`. Default 500 ms. */
   heartbeatIntervalMs?: number;
+  /**
+   * Least time between two writes to the watchers. A change after a quiet spell goes out at
+   * once; changes that follow sooner wait (at most this long) and share the next write, one
+   * system call per watcher instead of one per change. 0: every event-loop turn. Default 20 ms.
+   */
+  watchFlushIntervalMs?: number;
   /** How often expired sandboxes, groups and endpoint leases are reaped. Default 250 ms. */
   reapIntervalMs?: number;
   /** How long deleted sandboxes and groups stay as tombstones. Default 6 h. */
@@ -145,6 +151,7 @@ export class RegistryServer {
   /** Frames waiting for the end of this event-loop turn (see `broadcast`). */
   private pendingFrames: string[] = [];
   private flushing: { promise: Promise<void>; resolve: () => void } | undefined;
+  private lastFlushAt = Number.NEGATIVE_INFINITY;
   private completeUntil: number | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly jobs = new Map<string, Job>();
@@ -159,6 +166,7 @@ export class RegistryServer {
     Pick<
       RegistryServerOptions,
       | 'heartbeatIntervalMs'
+      | 'watchFlushIntervalMs'
       | 'reapIntervalMs'
       | 'tombstoneRetentionMs'
       | 'announceTtlMs'
@@ -187,6 +195,7 @@ export class RegistryServer {
     }
     this.opts = {
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 500,
+      watchFlushIntervalMs: options.watchFlushIntervalMs ?? 20,
       reapIntervalMs: options.reapIntervalMs ?? 250,
       tombstoneRetentionMs: options.tombstoneRetentionMs ?? 6 * 3_600_000,
       announceTtlMs: options.announceTtlMs ?? 15_000,
@@ -335,9 +344,10 @@ export class RegistryServer {
 
   /**
    * Queues a frame for every watcher. Frames queued in the same event-loop turn (several writes
-   * answered together, a change and a heartbeat) go out as one socket write per watcher: the
-   * fan-out's cost is the write system call per socket, not the bytes, so a registry under load
-   * batches more and spends less per change. Resolves once the frame has been written.
+   * answered together, a change and a heartbeat), or within `watchFlushIntervalMs` of the last
+   * write, go out as one socket write per watcher: the fan-out's cost is the write system call
+   * per socket, not the bytes, so a busy registry batches more and spends less per change.
+   * Resolves once the frame has been written.
    */
   private broadcast(text: string): Promise<void> {
     this.pendingFrames.push(text);
@@ -347,7 +357,9 @@ export class RegistryServer {
         resolve = r;
       });
       this.flushing = { promise, resolve };
-      setImmediate(() => this.flush());
+      const wait = this.lastFlushAt + this.opts.watchFlushIntervalMs - performance.now();
+      if (wait > 0) setTimeout(() => this.flush(), wait);
+      else setImmediate(() => this.flush());
     }
     return this.flushing.promise;
   }
@@ -357,6 +369,7 @@ export class RegistryServer {
     const f = this.flushing;
     this.flushing = undefined;
     if (this.pendingFrames.length > 0) {
+      this.lastFlushAt = performance.now();
       // Encode once: a string written to each of N sockets would be UTF-8 encoded N times.
       const frame = Buffer.from(
         this.pendingFrames.length === 1 ? this.pendingFrames[0]! : this.pendingFrames.join(''),
