@@ -6,12 +6,16 @@
 //                    no sandbox owns, so each one is parsed and decided, then processed here
 //   selective-tenth  as selective-half with one message in ten for the sandbox (closer to a
 //                    real staging mix, where most traffic carries no sandbox's key)
+//   selective-half-split  as selective-half with the sandbox consumer in its own process, as a
+//                    sandbox runs in production; rate = N / time until both processes finished
 //   selective-half   the same baseline consumer plus a sandbox consumer; half of the messages
 //                    belong to the sandbox: the baseline moves them (confirmed republish, then
 //                    ack) and the sandbox consumer processes them. Rate = N / time until all N
-//                    were processed by one of the two.
+//                    were processed by one of the two. Also reported: the rate at which the
+//                    baseline consumer cleared the baseline queue (processed or moved, acked),
+//                    which is what the baseline service's capacity depends on.
 // Needs RabbitMQ on 127.0.0.1:5672 (guest/guest) and rabbitmqctl (for a private vhost).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
 import { createSelectiveConsumer, instrumentChannel } from '@branchline/amqplib';
 import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
 import amqp from 'amqplib';
@@ -103,10 +107,11 @@ const scenarios = {
   'selective-all': selective(0),
   'selective-tenth': selective(10),
   'selective-half': selective(2),
+  'selective-half-split': selective(2, true),
 };
 
 /** `every`: one message in `every` belongs to the sandbox; 0 = none (keyed, but owned by baseline). */
-function selective(every) {
+function selective(every, split = false) {
   const moving = every > 0;
   return {
     fill: (q) => fill(q, (i) => (moving ? (i % every === 0 ? 'sb' : undefined) : 'nobody')),
@@ -125,11 +130,24 @@ function selective(every) {
         prefetch: PREFETCH,
         onMessage,
       };
+      if (split) return drainSplit(queue, every, common);
       // The sandbox consumer is up before the baseline starts moving, as it is in a real sandbox.
       const sandbox = moving ? createSelectiveConsumer({ ...common, sandbox: 'sb' }) : undefined;
       if (sandbox) await sandbox.ready();
       const baseline = createSelectiveConsumer({ ...common, sandbox: null });
-      const result = await count.finished;
+      // The baseline's own progress (kept + moved), sampled every millisecond from its stats.
+      const cleared = new Promise((resolve) => {
+        let t0;
+        const poll = setInterval(() => {
+          const n = baseline.stats.processed + baseline.stats.moved;
+          if (n > 0 && t0 === undefined) t0 = process.hrtime.bigint();
+          if (n >= N) {
+            clearInterval(poll);
+            resolve((N - 1) / (Number(process.hrtime.bigint() - t0) / 1e9));
+          }
+        }, 1);
+      });
+      const result = { ...(await count.finished), baselineRate: await cleared };
       await baseline.close();
       await sandbox?.close();
       const ch = await conn.createChannel();
@@ -138,6 +156,51 @@ function selective(every) {
       await ch.close();
       return result;
     },
+  };
+}
+
+/** selective-half with the sandbox consumer in a child process; clocks compared in epoch ms. */
+async function drainSplit(queue, every, common) {
+  const owned = Math.ceil(N / every);
+  const worker = fork(new URL('./sandbox-worker.mjs', import.meta.url), [url, queue, String(owned)]);
+  const fromWorker = (key) => new Promise((resolve) => worker.on('message', (m) => m[key] && resolve(m)));
+  const sandboxDone = fromWorker('done');
+  await fromWorker('ready');
+  const now = () => performance.timeOrigin + performance.now();
+  let first;
+  let baselineDoneAt;
+  let n = 0;
+  const cpu0 = process.cpuUsage();
+  const baselineDone = new Promise((resolve) => {
+    const baseline = createSelectiveConsumer({
+      ...common,
+      sandbox: null,
+      onMessage: (m, ch) => {
+        ch.ack(m);
+        first ??= now();
+        if (++n === N - owned) {
+          baselineDoneAt = now();
+          resolve(baseline);
+        }
+      },
+    });
+  });
+  const baseline = await baselineDone;
+  // The first move may come before the first kept message; moves count from the consumer's start.
+  const { at: sandboxDoneAt } = await sandboxDone;
+  const cpu = process.cpuUsage(cpu0);
+  await baseline.close();
+  worker.send('close');
+  await new Promise((r) => worker.on('exit', r));
+  const ch = await conn.createChannel();
+  await ch.deleteQueue(queue);
+  await ch.deleteQueue(`${queue}.sandbox.sb`);
+  await ch.close();
+  const seconds = (Math.max(baselineDoneAt, sandboxDoneAt) - first) / 1000;
+  return {
+    rate: (N - 1) / seconds,
+    baselineRate: (N - 1) / ((baselineDoneAt - first) / 1000),
+    cpuUsPerMsg: (cpu.user + cpu.system) / N,
   };
 }
 
@@ -169,12 +232,18 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rate = (k) => median(samples[k].map((x) => x.rate));
 const ratio = (k) => median(samples[k].map((x, i) => x.rate / samples.plain[i].rate));
 const cpu = (k) => median(samples[k].map((x) => x.cpuUsPerMsg));
+const clearedRatio = (k) =>
+  samples[k][0].baselineRate === undefined
+    ? undefined
+    : median(samples[k].map((x, i) => x.baselineRate / samples.plain[i].rate));
 const rows = Object.keys(samples).map((scenario) => ({
   scenario,
   'msgs/s (median)': fmt(rate(scenario), 0),
   samples: samples[scenario].map((x) => fmt(x.rate, 0)).join(' '),
   'vs plain (median of per-round ratios)': `${fmt(ratio(scenario) * 100, 1)}%`,
   'client CPU µs/msg': fmt(cpu(scenario), 1),
+  'baseline queue cleared vs plain':
+    clearedRatio(scenario) === undefined ? '-' : `${fmt(clearedRatio(scenario) * 100, 1)}%`,
 }));
 printTable(
   `amqp consumer throughput, ${N} messages per sample, prefetch ${PREFETCH}, ${ROUNDS} rounds`,
@@ -190,7 +259,13 @@ saveResults('amqp', {
   results: Object.fromEntries(
     Object.keys(samples).map((k) => [
       k,
-      { medianRate: rate(k), ratio: ratio(k), cpuUsPerMsg: cpu(k), samples: samples[k] },
+      {
+        medianRate: rate(k),
+        ratio: ratio(k),
+        baselineClearedRatio: clearedRatio(k),
+        cpuUsPerMsg: cpu(k),
+        samples: samples[k],
+      },
     ]),
   ),
 });

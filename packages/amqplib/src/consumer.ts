@@ -22,6 +22,7 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqp
 import { RETURNED_HEADER, TIME_HEADER } from './headers.js';
 import {
   ConfirmedMover,
+  coalesceWrites,
   declareSandboxQueue,
   errorCode,
   movedHeaders,
@@ -271,6 +272,7 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
     const closed = new Promise<void>((r) => {
       markClosed = r;
     });
+    coalesceWrites(model);
     model.on('error', (err: Error) =>
       logger().debug('branchline: RabbitMQ connection error', { err: String(err) }),
     );
