@@ -200,6 +200,33 @@ describe.each([
     await eventually(sandboxSeen.cancelled, 'sandbox-pr-7:chat');
   });
 
+  it('keeps the caller connection open while only forwarded streams are active (grpc-js idle timeout)', async () => {
+    // A baseline that closes connections idle for 300 ms must not count a connection whose only
+    // stream is being relayed as idle.
+    const idle = await bed.routedServer('baseline-idle', {
+      old: true,
+      routing: baselineOptions,
+      serverOptions: { 'grpc.max_connection_idle_ms': 300 },
+    });
+    const c = bed.client(idle.addr);
+    const states: grpc.connectivityState[] = [];
+    const texts = await withRoutingKey('pr-7', async () => {
+      const first = await unary(c, { text: 'warm' });
+      expect(first.instance).toBe('sandbox-pr-7');
+      const channel = c.getChannel();
+      const watch = (s: grpc.connectivityState) =>
+        channel.watchConnectivityState(s, Infinity, () => {
+          const next = channel.getConnectivityState(false);
+          states.push(next);
+          watch(next);
+        });
+      watch(channel.getConnectivityState(false));
+      return fanout(c, { text: 'slow', count: 8, delayMs: 100 });
+    });
+    expect(texts.map((r) => r.text)).toEqual(Array.from({ length: 8 }, (_, i) => `slow-${i}`));
+    expect(states).toEqual([]);
+  });
+
   it('propagates a cancel by the caller midway through a server stream to the sandbox', async () => {
     sandboxSeen.cancelled.length = 0;
     const texts = await withRoutingKey('pr-7', () => {

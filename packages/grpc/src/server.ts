@@ -79,6 +79,16 @@ export function streamHandlerShape(handler: unknown): 'stream-first' | 'extra-fi
 }
 
 /**
+ * Tells grpc-js about a stream the relay took, as its own handler does first thing: with
+ * `grpc.max_connection_idle_ms` set, grpc-js (1.11 and later) closes a connection it counts no
+ * open stream on, even while calls are being relayed over it. A grpc-js internal too; 1.10 has
+ * no idle timeout and no such method.
+ */
+function countStream(server: Server, stream: ServerHttp2Stream): void {
+  (server as unknown as { onStreamOpened?: (s: ServerHttp2Stream) => void }).onStreamOpened?.(stream);
+}
+
+/**
  * Puts the stream-level relay in front of grpc-js's stream handler, so a call that goes to a
  * sandbox is relayed there before grpc-js parses it. The relay reads the key once; for a call it
  * leaves to grpc-js, what it found is handed to the routing interceptor grpc-js creates for that
@@ -113,7 +123,7 @@ function installStreamRelay(server: Server, routing: ServerRouting): StreamRelay
             headers: IncomingHttpHeaders,
           ) {
             const handoff = relay.route(stream, headers);
-            if (handoff === undefined) return;
+            if (handoff === undefined) return countStream(this, stream);
             routing.handoff = handoff;
             try {
               original.call(this, extra, stream, headers);
@@ -128,7 +138,7 @@ function installStreamRelay(server: Server, routing: ServerRouting): StreamRelay
             headers: IncomingHttpHeaders,
           ) {
             const handoff = relay.route(stream, headers);
-            if (handoff === undefined) return;
+            if (handoff === undefined) return countStream(this, stream);
             routing.handoff = handoff;
             try {
               original.call(this, stream, headers);

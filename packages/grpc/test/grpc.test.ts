@@ -182,6 +182,13 @@ describe('@branchline/grpc', () => {
           'Adapt installStreamRelay in src/server.ts to this version, then update GRPC_JS_VERIFIED.',
       ).toBeDefined();
     }
+    // 1.11 and later count open streams for grpc.max_connection_idle_ms; relayed ones must be counted too.
+    if (streamHandlerShape(server._streamHandler) === 'extra-first')
+      expect(
+        typeof server.onStreamOpened,
+        `grpc-js ${grpcJsVersion} has no Server.onStreamOpened(stream): relayed streams would not keep a connection from idling out. ` +
+          'Adapt countStream in src/server.ts to this version, then update GRPC_JS_VERIFIED.',
+      ).toBe('function');
     const [lo, hi] = GRPC_JS_VERIFIED.split(' ').map((r) => r.replace(/^[<>=]+/, ''));
     const n = (v: string) => v.split('.').reduce((acc, x) => acc * 1000 + Number.parseInt(x, 10), 0);
     expect(
