@@ -201,12 +201,12 @@ describe.each([
   });
 
   it('keeps the caller connection open while only forwarded streams are active (grpc-js idle timeout)', async () => {
-    // A baseline that closes connections idle for 300 ms must not count a connection whose only
+    // A baseline that closes connections idle for 500 ms must not count a connection whose only
     // stream is being relayed as idle.
     const idle = await bed.routedServer('baseline-idle', {
       old: true,
       routing: baselineOptions,
-      serverOptions: { 'grpc.max_connection_idle_ms': 300 },
+      serverOptions: { 'grpc.max_connection_idle_ms': 500 },
     });
     const c = bed.client(idle.addr);
     const states: grpc.connectivityState[] = [];
@@ -221,7 +221,7 @@ describe.each([
           watch(next);
         });
       watch(channel.getConnectivityState(false));
-      return fanout(c, { text: 'slow', count: 8, delayMs: 100 });
+      return fanout(c, { text: 'slow', count: 8, delayMs: 150 });
     });
     expect(texts.map((r) => r.text)).toEqual(Array.from({ length: 8 }, (_, i) => `slow-${i}`));
     expect(states).toEqual([]);
