@@ -1,4 +1,5 @@
 import { channel } from 'node:diagnostics_channel';
+import { createRequire } from 'node:module';
 import {
   activeContext,
   contextWithRoutingKey,
@@ -8,7 +9,7 @@ import {
   runInContext,
 } from '@branchline/core';
 import { propagation } from '@opentelemetry/api';
-import { Agent, type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { headersWithKey, OutgoingRouter } from './outgoing.js';
 import type { OutgoingRoutingOptions } from './types.js';
 
@@ -61,6 +62,14 @@ export function createRoutingInterceptor(
 
 let installed: { previous: Dispatcher } | undefined;
 
+// undici is loaded on first use, not with this package: a service that only receives requests
+// (the framework adapters) then carries none of its ~4 MB of heap.
+let undiciModule: typeof import('undici') | undefined;
+function undici(): typeof import('undici') {
+  undiciModule ??= createRequire(import.meta.url)('undici') as typeof import('undici');
+  return undiciModule;
+}
+
 /**
  * Routes global `fetch` (and undici's own `request`/`fetch` without an explicit dispatcher) by
  * composing the routing interceptor onto the global dispatcher. Returns a function that puts
@@ -70,6 +79,7 @@ export function installFetchRouting(
   options: OutgoingRoutingOptions & { dispatcher?: Dispatcher } = {},
 ): () => void {
   const { dispatcher, ...routing } = options;
+  const { Agent, getGlobalDispatcher, setGlobalDispatcher } = undici();
   const previous = getGlobalDispatcher();
   const base = dispatcher ?? (installed ? installed.previous : previous) ?? new Agent();
   setGlobalDispatcher(base.compose(createRoutingInterceptor(routing)));
