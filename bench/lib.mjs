@@ -1,5 +1,8 @@
-// Small shared helpers for the benchmarks: timing loops, percentiles, result files.
-import { mkdirSync, writeFileSync } from 'node:fs';
+// Small shared helpers for the benchmarks: timing loops, percentiles, tables, result files, and
+// for the benchmarks that compare a forwarding hop with nginx (http, grpc): ports, nginx, medians.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -54,4 +57,55 @@ export function saveResults(name, data) {
   };
   writeFileSync(file, `${JSON.stringify(doc, null, 2)}\n`);
   console.log(`\nresults saved to ${file}`);
+}
+
+// ---- shared by the benchmarks that start servers and compare against nginx (http, grpc) ----
+
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** A TCP port free on 127.0.0.1 right now. */
+export async function freePort() {
+  const srv = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** Debian's nginx binary and its version line, or undefined when it is not installed. */
+export function findNginx() {
+  for (const bin of ['nginx', '/usr/sbin/nginx']) {
+    const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
+    if (r.status === 0) return { bin, version: (r.stderr || r.stdout).trim() };
+  }
+  return undefined;
+}
+
+/**
+ * CPU time (µs) of nginx's worker process, from /proc (Linux; 10 ms ticks, fine over thousands
+ * of requests). Undefined elsewhere: tables then show no CPU for nginx.
+ */
+export function nginxWorkerCpu(masterPid) {
+  const ticks = (pid) => {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return { ppid: Number(f[1]), cpu: Number(f[11]) + Number(f[12]) };
+  };
+  const worker = () => {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        if (ticks(name).ppid === masterPid) return name;
+      } catch {}
+    }
+    return undefined;
+  };
+  if (!existsSync('/proc/self/stat')) return undefined;
+  return async () => {
+    for (let i = 0; i < 50; i++) {
+      const pid = worker();
+      if (pid) return (ticks(pid).cpu * 1e6) / 100; // USER_HZ is 100 on Linux
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return Number.NaN;
+  };
 }

@@ -5,9 +5,8 @@
 //     baseline → sandbox, vs a bare node:http2 relay, vs client → nginx `grpc_pass` → sandbox
 //     (p50/p99), and the CPU each proxy process spends per call.
 // Servers run in child processes; the load comes from this process. Results: bench/results/grpc.json.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +14,16 @@ import { withRoutingKey } from '@branchline/core';
 import { createClientInterceptor } from '@branchline/grpc';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
+import {
+  findNginx,
+  fmt,
+  freePort,
+  median,
+  nginxWorkerCpu,
+  percentile,
+  printTable,
+  saveResults,
+} from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const def = protoLoader.loadSync(join(here, 'bench.proto'), { longs: Number, defaults: true });
@@ -115,24 +123,6 @@ async function latencies(client, n, key) {
   return out;
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-async function freePort() {
-  const srv = createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => srv.once('listening', r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-function findNginx() {
-  for (const bin of ['nginx', '/usr/sbin/nginx']) {
-    const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
-    if (r.status === 0) return { bin, version: (r.stderr || r.stdout).trim() };
-  }
-  return undefined;
-}
-
 async function startNginx(bin, sandboxAddr) {
   const dir = mkdtempSync(join(tmpdir(), 'branchline-bench-grpc-nginx-'));
   const port = await freePort();
@@ -169,35 +159,6 @@ http {
     rmSync(dir, { recursive: true, force: true });
   };
   return { addr: `127.0.0.1:${port}`, stop, cpu: nginxWorkerCpu(child.pid) };
-}
-
-/**
- * CPU time (µs) of nginx's worker process, from /proc (Linux; 10 ms ticks, fine over thousands
- * of calls). Undefined elsewhere: the table then shows no CPU for nginx.
- */
-function nginxWorkerCpu(masterPid) {
-  const ticks = (pid) => {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return { ppid: Number(f[1]), cpu: Number(f[11]) + Number(f[12]) };
-  };
-  const worker = () => {
-    for (const name of readdirSync('/proc')) {
-      if (!/^\d+$/.test(name)) continue;
-      try {
-        if (ticks(name).ppid === masterPid) return name;
-      } catch {}
-    }
-    return undefined;
-  };
-  if (!existsSync('/proc/self/stat')) return undefined;
-  return async () => {
-    for (let i = 0; i < 50; i++) {
-      const pid = worker();
-      if (pid) return (ticks(pid).cpu * 1e6) / 100; // USER_HZ is 100 on Linux
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return Number.NaN;
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
