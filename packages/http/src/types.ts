@@ -44,7 +44,10 @@ export interface ForwardOptions {
   fallbackToBaseline?: boolean;
   /** Keep-alive connections per sandbox endpoint. Default 128. */
   connections?: number;
-  /** HTTP/1.1 pipelining depth per connection (idempotent requests only). Default 1. */
+  /**
+   * Accepted for compatibility and ignored: the forwarder sends one request at a time per
+   * connection (pipelining would let one slow response hold up the ones behind it).
+   */
   pipelining?: number;
   /** Keep the client's `Host` header (default `true`); `false` sends the endpoint's host. */
   preserveHost?: boolean;

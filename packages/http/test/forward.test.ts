@@ -314,3 +314,29 @@ describe('the forwarding client', () => {
     }
   });
 });
+
+describe('request trailers', () => {
+  it('are forwarded with a chunked request body', async () => {
+    let trailers: Record<string, string | undefined> = {};
+    const s = await startServer('trailers', (req, res, body) => {
+      trailers = req.trailers;
+      res.end(body);
+    });
+    try {
+      const b = await baseline(s.url);
+      const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+        const r = httpRequest(b.url, { method: 'POST', headers: { ...KEY, trailer: 'x-sum' } }, resolve);
+        r.on('error', reject);
+        r.write('abc');
+        r.addTrailers({ 'x-sum': '42' });
+        r.end();
+      });
+      let text = '';
+      for await (const c of res) text += c;
+      expect(text).toBe('abc');
+      expect(trailers).toEqual({ 'x-sum': '42' });
+    } finally {
+      await s.close();
+    }
+  });
+});
