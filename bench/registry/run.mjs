@@ -76,16 +76,26 @@ async function freePort() {
 async function startRegistry(dir, name) {
   const port = await freePort();
   const store = join(dir, `${name}.db`);
+  // BENCH_FLUSH_MS: the registry's --watch-flush-interval (its default when unset).
+  const flush = process.env.BENCH_FLUSH_MS;
   const args = build
     ? [
         '--input-type=module',
         '-e',
         `const { createRegistryServer } = await import(${JSON.stringify(join(build, 'registry', 'index.js'))});
-         const s = createRegistryServer({ store: ${JSON.stringify(store)}, log() {} });
+         const s = createRegistryServer({ store: ${JSON.stringify(store)}, log() {}${flush ? `, watchFlushIntervalMs: ${Number(flush)}` : ''} });
          console.log('listening on', await s.listen(${port}));
          process.on('SIGTERM', () => s.close().then(() => process.exit(0)));`,
       ]
-    : [join(root, 'packages/cli/dist/bin.js'), 'registry', '--port', String(port), '--store', store];
+    : [
+        join(root, 'packages/cli/dist/bin.js'),
+        'registry',
+        '--port',
+        String(port),
+        '--store',
+        store,
+        ...(flush ? ['--watch-flush-interval', Number(flush) ? `${Number(flush)}ms` : '0'] : []),
+      ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, BRANCHLINE_LOG_LEVEL: 'error' },
