@@ -150,7 +150,8 @@ export class RegistryServer {
   private ring: { change: Change; text: string }[] = [];
   /** Frames waiting for the end of this event-loop turn (see `broadcast`). */
   private pendingFrames: string[] = [];
-  private flushing: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** The next write; `deferred` when it waits for the flush interval rather than this turn. */
+  private flushing: { promise: Promise<void>; resolve: () => void; deferred: boolean } | undefined;
   private lastFlushAt = Number.NEGATIVE_INFINITY;
   private completeUntil: number | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -356,8 +357,8 @@ export class RegistryServer {
       const promise = new Promise<void>((r) => {
         resolve = r;
       });
-      this.flushing = { promise, resolve };
       const wait = this.lastFlushAt + this.opts.watchFlushIntervalMs - performance.now();
+      this.flushing = { promise, resolve, deferred: wait > 0 };
       if (wait > 0) setTimeout(() => this.flush(), wait);
       else setImmediate(() => this.flush());
     }
@@ -395,8 +396,9 @@ export class RegistryServer {
 
   /**
    * Like `mutate`, also returning the revision of this write's last change (or the current one).
-   * Resolves once the change has been written to every watcher, so a client that got its answer
-   * knows the change is already on its way to every SDK.
+   * A change written this turn is answered once it has been written to every watcher (it is on
+   * its way to every SDK); one that waits for the flush interval is answered at once, so a
+   * client writing one change after another is not slowed to one per interval.
    */
   private async mutateAt<T>(
     decide: (time: number) => { changes: PendingChange[]; result: T },
@@ -408,7 +410,7 @@ export class RegistryServer {
         return decide(time);
       });
       for (const c of committed) this.applyCommitted(c);
-      sent = this.flushing?.promise;
+      if (this.flushing && !this.flushing.deferred) sent = this.flushing.promise;
       return { result, revision: committed.at(-1)?.revision ?? this.state.revision };
     });
     await sent;
