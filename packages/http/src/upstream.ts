@@ -39,6 +39,7 @@ export interface UpstreamOptions {
 }
 
 const CRLF = Buffer.from('\r\n');
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const MAX_HEAD = 64 * 1024;
 const MAX_LINE = 8 * 1024;
@@ -85,15 +86,35 @@ export class Connection {
   armedAt = 0;
   idleTimeout = IDLE_TIMEOUT;
   private lastHint: string | undefined = undefined;
+  /** The bytes being parsed live in READ_BUFFER: copy what must outlive this call. */
+  private shared = false;
 
   constructor(
     private readonly endpoint: Endpoint,
     first: Exchange,
   ) {
     const e = endpoint;
+    // Plain TCP reads land in one buffer shared by every connection (`onread`), handed over
+    // synchronously: no Buffer and no stream machinery per read. Whatever outlives the call
+    // (a body chunk, a partial head) is copied (see keep()).
     this.socket = e.tls
       ? tlsConnect({ host: e.host, port: e.port, servername: e.servername, ALPNProtocols: ['http/1.1'] })
-      : netConnect({ host: e.host, port: e.port });
+      : netConnect({
+          host: e.host,
+          port: e.port,
+          onread: {
+            buffer: READ_BUFFER,
+            callback: (n: number) => {
+              this.shared = true;
+              try {
+                this.onSocketData(READ_BUFFER.subarray(0, n));
+              } finally {
+                this.shared = false;
+              }
+              return true;
+            },
+          },
+        });
     this.socket.setNoDelay(true);
     this.ex = first;
     this.arm(Timer.Connect);
@@ -244,6 +265,10 @@ export class Connection {
     ex?.onError(upstreamError('UPSTREAM_BAD_RESPONSE', message));
   }
 
+  private keep(b: Buffer): Buffer {
+    return this.shared ? Buffer.from(b) : b;
+  }
+
   private onSocketData(chunk: Buffer): void {
     if (this.ex === undefined || this.phase === Phase.Idle || this.phase === Phase.Done) {
       // Bytes nobody asked for: the connection is out of step, do not reuse it.
@@ -276,7 +301,7 @@ export class Connection {
               this.fail('response head too large');
               return;
             }
-            this.pending = buf.subarray(off);
+            this.pending = this.keep(buf.subarray(off));
             return;
           }
           const head = buf.toString('latin1', off, end);
@@ -294,7 +319,7 @@ export class Connection {
         case Phase.UntilClose: {
           const avail = n - off;
           const take = this.phase === Phase.UntilClose || avail < this.remaining ? avail : this.remaining;
-          const slice = off === 0 && take === n ? buf : buf.subarray(off, off + take);
+          const slice = this.keep(off === 0 && take === n ? buf : buf.subarray(off, off + take));
           off += take;
           if (this.phase === Phase.UntilClose) {
             ex.onData(slice, false);
@@ -323,7 +348,7 @@ export class Connection {
               this.fail('chunk size line too long');
               return;
             }
-            this.pending = buf.subarray(off);
+            this.pending = this.keep(buf.subarray(off));
             return;
           }
           let line = buf.toString('latin1', off, eol);
@@ -345,7 +370,7 @@ export class Connection {
         }
         case Phase.ChunkEnd: {
           if (n - off < 2) {
-            this.pending = buf.subarray(off);
+            this.pending = this.keep(buf.subarray(off));
             return;
           }
           if (buf[off] !== 13 || buf[off + 1] !== 10) {
@@ -358,7 +383,7 @@ export class Connection {
         }
         case Phase.Trailers: {
           if (n - off < 2) {
-            this.pending = buf.subarray(off);
+            this.pending = this.keep(buf.subarray(off));
             return;
           }
           let end: number;
@@ -370,7 +395,7 @@ export class Connection {
                 this.fail('trailers too large');
                 return;
               }
-              this.pending = buf.subarray(off);
+              this.pending = this.keep(buf.subarray(off));
               return;
             }
             const trailers: string[] = [];
