@@ -217,6 +217,8 @@ describe.each([
       const watch = (s: grpc.connectivityState) =>
         channel.watchConnectivityState(s, Infinity, () => {
           const next = channel.getConnectivityState(false);
+          // The client is closed when the file's tests end: stop watching then.
+          if (next === grpc.connectivityState.SHUTDOWN) return;
           states.push(next);
           watch(next);
         });

@@ -64,11 +64,21 @@ export function runInContext<R>(ctx: Context, fn: () => R): R {
   return fallback.run(ctx, fn);
 }
 
+// The last context asked about, and its answer. Contexts are immutable, so the same context
+// (every call a caller makes inside one withRoutingKey, say) always carries the same key.
+let lastContext: Context | undefined;
+let lastContextMember = '';
+let lastContextKey: string | undefined;
+
 /** The routing key carried by `ctx` (default: the active context), or undefined. */
 export function getRoutingKey(ctx: Context = activeContext()): string | undefined {
+  if (ctx === lastContext && lastContextMember === baggageKey) return lastContextKey;
   const entry = propagation.getBaggage(ctx)?.getEntry(baggageKey);
-  if (entry === undefined) return undefined;
-  return isValidRoutingKey(entry.value) ? entry.value : undefined;
+  const key = entry !== undefined && isValidRoutingKey(entry.value) ? entry.value : undefined;
+  lastContext = ctx;
+  lastContextMember = baggageKey;
+  lastContextKey = key;
+  return key;
 }
 
 /** A copy of `ctx` whose baggage carries `key` (other entries kept). `undefined` removes it. */

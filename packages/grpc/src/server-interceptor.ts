@@ -117,15 +117,25 @@ function keyContext(key: string): Context {
   const active = activeContext();
   if (active !== ROOT_CONTEXT) return contextWithRoutingKey(active, key);
   // The member name is part of the cache key: a runtime may change it (BRANCHLINE_BAGGAGE_KEY).
-  const cacheKey = `${getBaggageKey()}=${key}`;
+  const member = getBaggageKey();
+  if (key === lastRootKey && member === lastRootMember) return lastRootContext!;
+  const cacheKey = `${member}=${key}`;
   let ctx = rootContexts.get(cacheKey);
   if (ctx === undefined) {
     ctx = contextWithRoutingKey(ROOT_CONTEXT, key);
     if (rootContexts.size >= MAX_CACHED_CONTEXTS) rootContexts.clear();
     rootContexts.set(cacheKey, ctx);
   }
+  lastRootKey = key;
+  lastRootMember = member;
+  lastRootContext = ctx;
   return ctx;
 }
+
+// The last root-plus-key context handed out: consecutive calls usually carry the same key.
+let lastRootKey: string | undefined;
+let lastRootMember: string | undefined;
+let lastRootContext: Context | undefined;
 
 /**
  * Sits between grpc-js's call and the handler. It reads the key from the request metadata and
@@ -137,6 +147,13 @@ function keyContext(key: string): Context {
 class RoutingServerCall implements ServerInterceptingCallInterface, InterceptingServerListener {
   private listener: InterceptingServerListener | undefined;
   private ctx: Context | undefined;
+  /**
+   * The context for the events before half-close. Unset when grpc-js's own listener is next and
+   * the method takes a single request (unary, server streaming): grpc-js then only stores the
+   * metadata and the request until half-close, where the handler starts, so entering the
+   * context for them would run no application code.
+   */
+  private early: Context | undefined;
   private forwarded: ForwardedCall | undefined;
   /** What the stream hook already read and decided for this call, if it ran. */
   private readonly handoff: Handoff | undefined;
@@ -147,6 +164,8 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
     private readonly routing: ServerRouting,
     /** Set when the server keeps request bytes raw (createRoutedServer): decode before the handler. */
     private readonly decode: Deserializer | undefined,
+    /** grpc-js's handler listener is the next one (no other interceptor after this one). */
+    private readonly handlerNext: boolean,
   ) {
     this.handoff = routing.handoff;
     routing.handoff = undefined;
@@ -204,6 +223,11 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
     const ctx = keyContext(key);
     (metadata as RoutedMetadata)[CALL_CONTEXT] = ctx;
     this.ctx = ctx;
+    if (this.handlerNext && !this.method.requestStream) {
+      this.listener!.onReceiveMetadata(metadata);
+      return;
+    }
+    this.early = ctx;
     runInContext(ctx, () => this.listener!.onReceiveMetadata(metadata));
   }
 
@@ -224,7 +248,7 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
         return;
       }
     }
-    const ctx = this.ctx;
+    const ctx = this.early;
     if (ctx === undefined) this.listener!.onReceiveMessage(decoded);
     else runInContext(ctx, () => this.listener!.onReceiveMessage(decoded));
   }
@@ -310,13 +334,14 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
 }
 
 /** Builds the interceptor for one resolved routing setup. */
-export function routingInterceptor(routing: ServerRouting): ServerInterceptor {
+export function routingInterceptor(routing: ServerRouting, handlerNext = false): ServerInterceptor {
   return (method, call) =>
     new RoutingServerCall(
       call,
       method,
       routing,
       originalDeserializer(method.requestDeserialize),
+      handlerNext,
     ) as unknown as ServerInterceptingCall;
 }
 

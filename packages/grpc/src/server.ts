@@ -217,6 +217,7 @@ export function createRoutedServer(
   routing: ServerRoutingOptions = {},
 ): Server {
   const r = new ServerRouting(routing);
-  const interceptors = [routingInterceptor(r), ...(serverOptions.interceptors ?? [])];
+  const others = serverOptions.interceptors ?? [];
+  const interceptors = [routingInterceptor(r, others.length === 0), ...others];
   return new RoutedServer({ ...serverOptions, interceptors }, r);
 }

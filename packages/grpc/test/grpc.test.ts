@@ -9,6 +9,7 @@ import {
 } from '@branchline/core';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
+import { DELEGATED_CALL_METHODS, keyedCallCovers } from '../src/client-interceptor.js';
 import {
   createClientInterceptor,
   createRoutedServer,
@@ -264,5 +265,71 @@ describe('@branchline/grpc', () => {
     expect(counters.malformedBaggage - before.malformedBaggage).toBe(1);
     expect(counters.loopPrevented - before.loopPrevented).toBe(1);
     expect(counters.forwarded - before.forwarded).toBe(0);
+  });
+  it(`the client interceptor's pass-through call covers grpc-js ${grpcJsVersion}'s InterceptingCall methods`, () => {
+    // If this fails, a grpc-js release added a method to InterceptingCall: add it to KeyedCall
+    // (and DELEGATED_CALL_METHODS). Until then the interceptor falls back to InterceptingCall.
+    const missing = Object.getOwnPropertyNames(grpc.InterceptingCall.prototype).filter(
+      (m) =>
+        !['constructor', 'processPendingMessage', 'processPendingHalfClose'].includes(m) &&
+        !(DELEGATED_CALL_METHODS as readonly string[]).includes(m),
+    );
+    expect(missing).toEqual([]);
+    expect(keyedCallCovers()).toBe(true);
+    class Newer extends grpc.InterceptingCall {
+      resume(): void {}
+    }
+    expect(keyedCallCovers(Newer.prototype)).toBe(false);
+  });
+
+  it('merges the key into baggage the caller set, and adds it to calls that have none, call after call', async () => {
+    const seen: string[] = [];
+    const echo = createRoutedServer({}, { runtime: createRuntime({ service: 'who', routeSource: {} }) });
+    echo.addService(service, {
+      who(call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) {
+        seen.push(call.metadata.get('baggage').join('|'));
+        cb(null, { who: 'echo', key: getRoutingKey() ?? '' });
+      },
+    });
+    servers.push(echo);
+    const port = await new Promise<number>((resolve, reject) =>
+      echo.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    const c = client(`127.0.0.1:${port}`);
+    const withMd = (md: grpc.Metadata) =>
+      new Promise<Msg>((resolve, reject) =>
+        c.who({}, md, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r))),
+      );
+    const own = () => {
+      const md = new grpc.Metadata();
+      md.set('baggage', 'app=1');
+      return md;
+    };
+    const keys = await withRoutingKey('pr-3', async () => [
+      (await ask(c)).key,
+      (await withMd(own())).key,
+      (await ask(c)).key,
+      await withRoutingKey('pr-4', async () => (await ask(c)).key),
+    ]);
+    expect(keys).toEqual(['pr-3', 'pr-3', 'pr-3', 'pr-4']);
+    expect(seen).toEqual(['branchline=pr-3', 'app=1,branchline=pr-3', 'branchline=pr-3', 'branchline=pr-4']);
+  });
+
+  it('decides again when the route table changes, for a baggage header it has seen before', async () => {
+    const routes = new StaticRouteSource({});
+    const sandboxAddr = await serve(new grpc.Server(), 'sandbox');
+    const baselineAddr = await serve(
+      createRoutedServer({}, { runtime: createRuntime({ service: 'who', routeSource: routes }) }),
+      'baseline',
+    );
+    const c = client(baselineAddr);
+    expect(await ask(c, 'pr-5')).toMatchObject({ who: 'baseline', key: 'pr-5' });
+    expect(await ask(c, 'pr-5')).toMatchObject({ who: 'baseline', key: 'pr-5' });
+    routes.update(table(sandboxAddr));
+    expect(await ask(c, 'pr-5')).toMatchObject({ who: 'sandbox' });
+    routes.update({});
+    expect(await ask(c, 'pr-5')).toMatchObject({ who: 'baseline', key: 'pr-5' });
   });
 });
