@@ -8,14 +8,22 @@
 //     32 connections at least half of nginx's throughput.
 // Servers run in their own processes; autocannon drives them from this one.
 // BENCH_HTTP_SECONDS (default 5) sets each measurement's duration.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { fmt, nsPerOp, printTable, saveResults } from '../lib.mjs';
+import {
+  findNginx,
+  fmt,
+  freePort,
+  median,
+  nginxWorkerCpu,
+  nsPerOp,
+  printTable,
+  saveResults,
+} from '../lib.mjs';
 import { load } from './load.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -26,14 +34,6 @@ process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
   nginxMaster?.kill('SIGTERM');
 });
-
-async function freePort() {
-  const srv = createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => srv.once('listening', r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 function start(mode, port, extra = []) {
   const child = spawn(process.execPath, [join(here, 'servers.mjs'), mode, String(port), ...extra], {
@@ -57,10 +57,11 @@ function start(mode, port, extra = []) {
 
 const cpuOf = new Map();
 
-/** The server process's CPU time (user + system, µs). */
+/** The server process's CPU time (user + system, µs); nginx's worker's from /proc. */
 function cpuTime(url) {
   const child = cpuOf.get(url);
   if (!child) return Promise.resolve(Number.NaN);
+  if (child.cpu) return child.cpu();
   return new Promise((resolve) => {
     child.once('message', (u) => resolve(u.user + u.system));
     child.send('cpu');
@@ -86,9 +87,8 @@ async function cannon(url, { connections = 10, headers = {}, duration = seconds 
   };
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const KEY = { baggage: 'userid=alice,branchline=other-key' };
-const results = { seconds, frameworks: [], hop: [], targets: {} };
+const results = { seconds, loadAverageAtStart: loadavg(), frameworks: [], hop: [], targets: {} };
 
 // 1. Framework overhead: alternate plain and Branchline runs to spread the machine's noise.
 const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
@@ -167,16 +167,8 @@ http {
 `;
 }
 
-function findNginx() {
-  for (const bin of ['nginx', '/usr/sbin/nginx']) {
-    const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
-    if (r.status === 0) return bin;
-  }
-  return undefined;
-}
-
 async function startNginx(upstream) {
-  const bin = findNginx();
+  const bin = findNginx()?.bin;
   if (!bin) {
     console.log(
       '\nnginx is not installed: skipping the nginx comparison. Install it with\n  apt-get update && apt-get install -y nginx\n(see bench/http/README.md); the benchmark runs it itself with its own config.',
@@ -191,6 +183,8 @@ async function startNginx(upstream) {
   nginxMaster = child;
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   const url = `http://127.0.0.1:${port}`;
+  const cpu = nginxWorkerCpu(child.pid);
+  if (cpu) cpuOf.set(url, { cpu });
   for (let i = 0; i < 100; i++) {
     try {
       await fetch(url);
@@ -222,7 +216,9 @@ async function hop() {
     const rounds = 3;
     for (let i = 0; i < rounds; i++) {
       for (const [name, [url, headers]] of Object.entries(paths)) {
+        const cpu0 = await cpuTime(url);
         const r = await load(url, { headers, connections, duration: seconds / 2 });
+        r.cpu = ((await cpuTime(url)) - cpu0) / r.requests;
         if (r.errors) throw new Error(`${name}: ${r.errors} failed requests`);
         acc[name] ??= [];
         acc[name].push(r);
@@ -236,6 +232,7 @@ async function hop() {
         p50: median(runs.map((r) => r.p50)),
         p90: median(runs.map((r) => r.p90)),
         p99: median(runs.map((r) => r.p99)),
+        cpu: median(runs.map((r) => r.cpu)),
       };
       summary[name] = s;
       rows.push({
@@ -250,6 +247,8 @@ async function hop() {
         'p50 µs': fmt(s.p50, 0),
         'p90 µs': fmt(s.p90, 0),
         'p99 µs': fmt(s.p99, 0),
+        // The CPU the proxy (the sandbox itself on the direct path) spent per request.
+        'CPU µs/req': fmt(s.cpu, 1),
       });
     }
     printTable(`forwarding hop, ${connections} connection(s), median of ${rounds} rounds`, rows);
@@ -340,5 +339,9 @@ printTable(
 );
 await inProcess();
 await hop();
+results.loadAverageAtEnd = loadavg();
+console.log(
+  `\n(load average ${results.loadAverageAtStart.map((x) => x.toFixed(1)).join(' ')} at start, ${results.loadAverageAtEnd.map((x) => x.toFixed(1)).join(' ')} at end; other jobs share this machine)`,
+);
 saveResults('http', results);
 process.exit(0);
