@@ -301,9 +301,12 @@ class ForwardExchange implements Exchange {
       return;
     }
     const req = this.req;
-    req[kForward] = this;
-    req.on('data', onRequestData);
-    req.on('end', onRequestEnd);
+    // Started again after a retry: the listeners are already there.
+    if (req[kForward] !== this) {
+      req[kForward] = this;
+      req.on('data', onRequestData);
+      req.on('end', onRequestEnd);
+    }
     if (req.readableEnded) this.requestEnd();
   }
 
