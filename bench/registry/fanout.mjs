@@ -2,13 +2,14 @@
 // child process, raw sockets), PUTs at a fixed rate for 6 s, registry CPU per change from its
 // /metrics. Run: node bench/registry/fanout.mjs [flushMs=20] [changesPerSecond=100]
 // (BENCH_BUILD=<dir> as in run.mjs runs another build; older builds ignore flushMs).
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startRegistry } from './registry-process.mjs';
 
 const WATCHERS = 1000;
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -25,42 +26,15 @@ if (process.argv[2] === 'drain') {
   const rate = Number(process.argv[3] ?? 100);
   const build = process.env.BENCH_BUILD ? join(root, process.env.BENCH_BUILD) : undefined;
   const dir = mkdtempSync(join(tmpdir(), 'branchline-fanout-'));
-  const free = createServer().listen(0, '127.0.0.1');
-  await once(free, 'listening');
-  const port = free.address().port;
-  free.close();
-  const store = join(dir, 'registry.db');
-  const args = build
-    ? [
-        '--input-type=module',
-        '-e',
-        `const { createRegistryServer } = await import(${JSON.stringify(join(build, 'registry', 'index.js'))});
-         const s = createRegistryServer({ store: ${JSON.stringify(store)}, log() {}, watchFlushIntervalMs: ${flush} });
-         console.log('listening on', await s.listen(${port}));`,
-      ]
-    : [
-        join(root, 'packages/cli/dist/bin.js'),
-        'registry',
-        '--port',
-        String(port),
-        '--store',
-        store,
-        '--watch-flush-interval',
-        flush ? `${flush}ms` : '0',
-      ];
-  const reg = spawn(process.execPath, args, {
-    stdio: ['ignore', 'pipe', 'ignore'],
-    env: { ...process.env, BRANCHLINE_LOG_LEVEL: 'error' },
+  const reg = await startRegistry({
+    root,
+    build,
+    store: join(dir, 'registry.db'),
+    flushMs: flush,
+    stderr: 'ignore',
   });
-  let out = '';
-  reg.stdout.on('data', (d) => {
-    out += d;
-  });
-  while (!out.includes('listening on')) await new Promise((r) => setTimeout(r, 50));
-  const url = `http://127.0.0.1:${port}`;
-  const metric = async (name) =>
-    Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(`${url}/metrics`)).text())?.[1]);
-  const drain = fork(fileURLToPath(import.meta.url), ['drain', String(port)]);
+  const { url, metric } = reg;
+  const drain = fork(fileURLToPath(import.meta.url), ['drain', new URL(url).port]);
   while ((await metric('branchline_registry_watchers')) < WATCHERS)
     await new Promise((r) => setTimeout(r, 100));
   const cpu0 = await metric('process_cpu_seconds_total');
@@ -93,7 +67,7 @@ if (process.argv[2] === 'drain') {
       `load average ${load0.toFixed(1)}→${loadavg()[0].toFixed(1)}`,
   );
   drain.kill();
-  reg.kill();
-  await once(reg, 'exit');
+  reg.child.kill();
+  await once(reg.child, 'exit');
   rmSync(dir, { recursive: true, force: true });
 }

@@ -5,11 +5,11 @@
 import { fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { loadavg, setPriority, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
+import { startRegistry as startRegistryProcess } from './registry-process.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -65,52 +65,15 @@ if (process.argv[2] === 'worker') {
   await main();
 }
 
-async function freePort() {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const p = s.address().port;
-  s.close();
-  return p;
-}
-
-async function startRegistry(dir, name) {
-  const port = await freePort();
-  const store = join(dir, `${name}.db`);
+function startRegistry(dir, name) {
   // BENCH_FLUSH_MS: the registry's --watch-flush-interval (its default when unset).
   const flush = process.env.BENCH_FLUSH_MS;
-  const args = build
-    ? [
-        '--input-type=module',
-        '-e',
-        `const { createRegistryServer } = await import(${JSON.stringify(join(build, 'registry', 'index.js'))});
-         const s = createRegistryServer({ store: ${JSON.stringify(store)}, log() {}${flush ? `, watchFlushIntervalMs: ${Number(flush)}` : ''} });
-         console.log('listening on', await s.listen(${port}));
-         process.on('SIGTERM', () => s.close().then(() => process.exit(0)));`,
-      ]
-    : [
-        join(root, 'packages/cli/dist/bin.js'),
-        'registry',
-        '--port',
-        String(port),
-        '--store',
-        store,
-        ...(flush ? ['--watch-flush-interval', Number(flush) ? `${Number(flush)}ms` : '0'] : []),
-      ];
-  const child = spawn(process.execPath, args, {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, BRANCHLINE_LOG_LEVEL: 'error' },
+  return startRegistryProcess({
+    root,
+    build,
+    store: join(dir, `${name}.db`),
+    flushMs: flush === undefined || flush === '' ? undefined : Number(flush),
   });
-  let out = '';
-  child.stdout.on('data', (d) => {
-    out += d;
-  });
-  while (!out.includes('listening on')) await new Promise((r) => setTimeout(r, 50));
-  return { child, url: `http://127.0.0.1:${port}` };
-}
-
-async function metric(url, name) {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
 }
 
 async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS }) {
@@ -133,7 +96,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   console.log(
     `${CLIENTS} SDK clients watching ${reg.url} from ${WORKERS} processes; ${RATE} changes/s for ${SECONDS} s`,
   );
-  const regCpu0 = await metric(reg.url, 'process_cpu_seconds_total');
+  const regCpu0 = await reg.metric('process_cpu_seconds_total');
   const load0 = loadavg()[0];
   const putAt = new Map();
   // How long each PUT took to answer: a registry that falls behind answers late, and the
@@ -171,7 +134,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
       return m;
     }),
   );
-  const regCpu = (await metric(reg.url, 'process_cpu_seconds_total')) - regCpu0;
+  const regCpu = (await reg.metric('process_cpu_seconds_total')) - regCpu0;
   const clientCpuMicros = reports.reduce((a, m) => a + m.cpuMicros, 0);
   // CPU the registry and the clients got per second of the run: on a shared machine, a figure
   // well under what they need means the latencies above are mostly waiting for a CPU.
@@ -280,8 +243,8 @@ async function main() {
   // ---- memory with 10,000 sandboxes ---------------------------------------------------------
   const mem = await startRegistry(dir, 'memory');
   await new Promise((r) => setTimeout(r, 500));
-  const rssEmpty = await metric(mem.url, 'process_resident_memory_bytes');
-  const heapEmpty = await metric(mem.url, 'nodejs_heap_used_bytes');
+  const rssEmpty = await mem.metric('process_resident_memory_bytes');
+  const heapEmpty = await mem.metric('nodejs_heap_used_bytes');
   const N = 10_000;
   const t0 = now();
   let next = 0;
@@ -306,8 +269,8 @@ async function main() {
   );
   const fillSeconds = (now() - t0) / 1000;
   console.log(`${N} sandboxes created in ${fmt(fillSeconds)} s`);
-  const rssFull = await metric(mem.url, 'process_resident_memory_bytes');
-  const heapFull = await metric(mem.url, 'nodejs_heap_used_bytes');
+  const rssFull = await mem.metric('process_resident_memory_bytes');
+  const heapFull = await mem.metric('nodejs_heap_used_bytes');
   const snapT = now();
   const snap = await fetch(`${mem.url}/v1/watch`);
   const reader = snap.body.getReader();
