@@ -237,7 +237,9 @@ function requestHead(
 ): string {
   const raw = req.rawHeaders;
   const listed = listedInConnection(raw);
-  let head = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\n`;
+  // Pieces joined once: a flat string, instead of a chain of concatenations that the socket
+  // write then has to flatten (fewer short-lived objects per forwarded request).
+  const parts: string[] = [req.method ?? 'GET', ' ', req.url ?? '/', ' HTTP/1.1\r\n'];
   let host = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
@@ -247,11 +249,12 @@ function requestHead(
       host = true;
     }
     if (listed?.has(name.toLowerCase())) continue;
-    head += `${name}: ${raw[i + 1]}\r\n`;
+    parts.push(name, ': ', raw[i + 1]!, '\r\n');
   }
-  if (!host) head += `host: ${authority}\r\n`;
-  if (chunked) head += 'transfer-encoding: chunked\r\n';
-  return `${head}${HOP_HEADER}: ${hop}\r\n\r\n`;
+  if (!host) parts.push('host: ', authority, '\r\n');
+  if (chunked) parts.push('transfer-encoding: chunked\r\n');
+  parts.push(HOP_HEADER, ': ', hop, '\r\n\r\n');
+  return parts.join('');
 }
 
 function trailerObject(flat: string[]): Record<string, string> {

@@ -11,6 +11,7 @@ import {
   defaultRuntime,
   getRoutingKey,
   hasOtelContextManager,
+  type RouteTable,
   runInContext,
   warnRateLimited,
 } from '@branchline/core';
@@ -107,6 +108,7 @@ export class IncomingRouter {
   private lastBaggage: string | undefined = undefined;
   private lastKey: string | undefined = undefined;
   private readonly baggageOnly: boolean;
+  private lastForward: { table: RouteTable; key: string; route: IncomingRoute } | undefined = undefined;
 
   private readKey(raw: string[]): string | undefined {
     if (!this.baggageOnly) return this.runtime.keys.read(raw, rawHeadersGetter);
@@ -148,12 +150,26 @@ export class IncomingRouter {
       transport: 'http',
     });
     if (d.action === 'forward') {
-      return {
-        info: { key, sandbox: d.rule.sandbox, forwarded },
-        target: { endpoint: d.endpoint, sandbox: d.rule.sandbox, service: this.service },
+      // Requests with the same key under the same table and a single endpoint get the same
+      // (frozen) route: no route, info and target objects per forwarded request.
+      const cached = this.lastForward;
+      if (
+        cached !== undefined &&
+        cached.table === table &&
+        cached.key === key &&
+        cached.route.context === context &&
+        cached.route.target!.endpoint === d.endpoint
+      )
+        return cached.route;
+      const route: IncomingRoute = Object.freeze({
+        info: Object.freeze({ key, sandbox: d.rule.sandbox, forwarded }),
+        target: Object.freeze({ endpoint: d.endpoint, sandbox: d.rule.sandbox, service: this.service }),
         context,
         enter,
-      };
+      });
+      // Not remembered when context is per request (OpenTelemetry) or endpoints rotate.
+      if (enter && ctx === ROOT_CONTEXT && d.rule.http.length === 1) this.lastForward = { table, key, route };
+      return route;
     }
     if (d.reason === 'loop') {
       counters.loopPrevented++;

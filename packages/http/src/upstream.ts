@@ -439,14 +439,14 @@ export class Connection {
       return true;
     }
     const headers: string[] = [];
-    const info: HeadInfo = {
-      length: -1,
-      chunked: false,
-      te: false,
-      close: false,
-      keepAlive: false,
-      eventStream: false,
-    };
+    // One HeadInfo per process, reset per head: it never outlives this call.
+    const info = HEAD_INFO;
+    info.length = -1;
+    info.chunked = false;
+    info.te = false;
+    info.close = false;
+    info.keepAlive = false;
+    info.eventStream = false;
     if (eol < head.length && !parseResponseFields(head, eol + 2, headers, info, this)) {
       this.fail('malformed response header');
       return false;
@@ -503,6 +503,57 @@ interface HeadInfo {
   eventStream: boolean;
 }
 
+const HEAD_INFO: HeadInfo = {
+  length: -1,
+  chunked: false,
+  te: false,
+  close: false,
+  keepAlive: false,
+  eventStream: false,
+};
+
+function isWhitespace(c: number): boolean {
+  return c === 32 || c === 9;
+}
+
+/**
+ * The header name at `text[at, at + len)` as a constant when it is one a sandbox commonly sends
+ * in that spelling (Node writes `Date`, `Connection`, `Keep-Alive` itself): no string is sliced
+ * for it.
+ */
+function knownName(text: string, at: number, len: number): string | undefined {
+  let c: string;
+  switch (len) {
+    case 4:
+      c = 'Date';
+      break;
+    case 10:
+      c = text.charCodeAt(at) === 67 ? 'Connection' : 'Keep-Alive';
+      break;
+    case 12:
+      c = 'content-type';
+      break;
+    case 14:
+      c = 'content-length';
+      break;
+    case 17:
+      c = 'transfer-encoding';
+      break;
+    default:
+      return undefined;
+  }
+  return text.startsWith(c, at) ? c : undefined;
+}
+
+/**
+ * `name` lowercased. Sandboxes mostly send a header name in one of two spellings (Node writes
+ * its own `Connection`, `Keep-Alive`, `Date` capitalised, the application's names as given),
+ * so checking those first saves allocating a lowercased copy per header per response.
+ */
+function lowerName(name: string, lower: string, capitalised: string): string {
+  return name === lower || name === capitalised ? lower : name.toLowerCase();
+}
+
 /** The status code of `HTTP/1.x SSS[ reason]`, or -1. */
 function statusOf(head: string): number {
   if (head.length < 12 || head.charCodeAt(8) !== 32) return -1;
@@ -555,16 +606,30 @@ function parseResponseFields(
     if (colon <= i || colon > eol) return false;
     const c = text.charCodeAt(i);
     if (c === 32 || c === 9) return false;
-    const name = text.slice(i, colon);
-    const value = text.slice(colon + 1, eol).trim();
+    const name = knownName(text, i, colon - i) ?? text.slice(i, colon);
+    // The value without surrounding whitespace, sliced once (no trim() copy).
+    let vs = colon + 1;
+    let ve = eol;
+    while (vs < ve && isWhitespace(text.charCodeAt(vs))) vs++;
+    while (ve > vs && isWhitespace(text.charCodeAt(ve - 1))) ve--;
+    const value = text.slice(vs, ve);
     i = eol + 2;
     switch (name.length) {
       case 7:
-        if (name.toLowerCase() === 'upgrade') continue;
+        if (lowerName(name, 'upgrade', 'Upgrade') === 'upgrade') continue;
         break;
       case 10: {
-        const l = name.toLowerCase();
+        const l =
+          name === 'Connection' ? 'connection' : name === 'Keep-Alive' ? 'keep-alive' : name.toLowerCase();
         if (l === 'connection') {
+          if (value === 'keep-alive') {
+            info.keepAlive = true;
+            continue;
+          }
+          if (value === 'close') {
+            info.close = true;
+            continue;
+          }
           for (const t of value.split(',')) {
             const tok = t.trim().toLowerCase();
             if (tok === 'close') info.close = true;
@@ -583,11 +648,14 @@ function parseResponseFields(
         break;
       }
       case 12:
-        if (name.toLowerCase() === 'content-type' && value.startsWith('text/event-stream'))
+        if (
+          lowerName(name, 'content-type', 'Content-Type') === 'content-type' &&
+          value.startsWith('text/event-stream')
+        )
           info.eventStream = true;
         break;
       case 14:
-        if (name.toLowerCase() === 'content-length') {
+        if (lowerName(name, 'content-length', 'Content-Length') === 'content-length') {
           if (!/^\d{1,15}$/.test(value)) return false;
           const len = Number(value);
           if (info.length !== -1 && info.length !== len) return false;

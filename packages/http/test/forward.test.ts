@@ -244,6 +244,34 @@ describe('the forwarding client', () => {
     }
   });
 
+  it('reads response header names in any case and values without surrounding whitespace, and honours Connection', async () => {
+    const sockets = new Set<unknown>();
+    const raw = await rawSandbox((head, socket) => {
+      sockets.add(socket);
+      if (head.includes('/close'))
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+      else
+        socket.write(
+          'HTTP/1.1 200 OK\r\nCONTENT-LENGTH:\t3 \r\nConnection: Keep-Alive, X-Private\r\nX-Private: secret\r\nX-Public:  \tv1\t\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\nabc',
+        );
+    });
+    try {
+      const b = await baseline(raw.url);
+      for (let i = 0; i < 2; i++) {
+        const r = await get(`${b.url}/listed`);
+        expect([r.text, r.headers.get('x-private'), r.headers.get('x-public')]).toEqual(['abc', null, 'v1']);
+        expect(r.headers.get('date')).toBe('Mon, 01 Jan 2024 00:00:00 GMT');
+      }
+      expect(sockets.size).toBe(1);
+      expect((await get(`${b.url}/close`)).text).toBe('ok');
+      // The sandbox said close: the next request opens a new connection.
+      expect((await get(`${b.url}/listed`)).text).toBe('abc');
+      expect(sockets.size).toBe(2);
+    } finally {
+      await raw.close();
+    }
+  });
+
   it('answers 502 naming the sandbox when the response is malformed', async () => {
     const raw = await rawSandbox((_head, socket) => socket.write('NOT HTTP AT ALL\r\n\r\n'));
     try {
