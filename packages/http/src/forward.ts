@@ -9,6 +9,7 @@ import {
   type Connection,
   Endpoint,
   type Exchange,
+  SMALL_BODY,
   type UpstreamError,
 } from './upstream.js';
 
@@ -390,7 +391,10 @@ class ForwardExchange implements Exchange {
       this.ended = true;
       res[kForward] = undefined;
       if (this.hasBody) this.detachRequest();
-      res.end(chunk);
+      // A small body as a latin1 string (byte for byte the same): Node then sends head and
+      // body as one string in one write, without queueing a Buffer next to the head.
+      if (chunk.length <= SMALL_BODY) res.end(chunk.toString('latin1'), 'latin1');
+      else res.end(chunk);
       return;
     }
     if (!res.write(chunk)) {

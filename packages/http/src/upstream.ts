@@ -19,7 +19,10 @@ export interface Exchange {
   /** The connection is ready: write the request. */
   start(conn: Connection): void;
   onHead(status: number, reason: string, headers: string[], eventStream: boolean): void;
-  /** A piece of the body; `last` when it completes it (onEnd follows). */
+  /**
+   * A piece of the body; `last` when it completes it (onEnd follows). A last piece of at most
+   * SMALL_BODY bytes may live in a buffer reused after the call: use it before returning.
+   */
   onData(chunk: Buffer, last: boolean): void;
   onEnd(trailers: string[] | undefined): void;
   onError(err: UpstreamError): void;
@@ -43,6 +46,8 @@ const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const MAX_HEAD = 64 * 1024;
 const MAX_LINE = 8 * 1024;
+/** The largest final body piece handed over without a copy (see Exchange.onData). */
+export const SMALL_BODY = 4096;
 /** Idle connections are closed after this long (Node servers drop them after 5 s by default). */
 const IDLE_TIMEOUT = 4000;
 
@@ -319,8 +324,18 @@ export class Connection {
         case Phase.UntilClose: {
           const avail = n - off;
           const take = this.phase === Phase.UntilClose || avail < this.remaining ? avail : this.remaining;
-          const slice = this.keep(off === 0 && take === n ? buf : buf.subarray(off, off + take));
+          const piece = off === 0 && take === n ? buf : buf.subarray(off, off + take);
           off += take;
+          if (this.phase === Phase.Length && take === this.remaining && take <= SMALL_BODY) {
+            // The whole rest of a small body: used before onData returns, so not copied.
+            this.remaining = 0;
+            this.phase = Phase.Done;
+            ex.onData(piece, true);
+            this.finish(ex);
+            if (off < n) this.reusable = false;
+            return;
+          }
+          const slice = this.keep(piece);
           if (this.phase === Phase.UntilClose) {
             ex.onData(slice, false);
             break;

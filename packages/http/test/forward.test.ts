@@ -272,6 +272,28 @@ describe('the forwarding client', () => {
     }
   });
 
+  it('relays small and large bodies byte for byte', async () => {
+    const small = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    const large = Buffer.alloc(70_000, small);
+    const raw = await rawSandbox((head, socket) => {
+      const body = head.includes('/large') ? large : Buffer.concat([small, Buffer.from('é€😀')]);
+      socket.write(
+        Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n`), body]),
+      );
+    });
+    try {
+      const b = await baseline(raw.url);
+      for (const path of ['/small', '/large', '/small']) {
+        const r = await fetch(`${b.url}${path}`, { headers: KEY });
+        const got = Buffer.from(await r.arrayBuffer());
+        const want = path === '/large' ? large : Buffer.concat([small, Buffer.from('é€😀')]);
+        expect(got.equals(want)).toBe(true);
+      }
+    } finally {
+      await raw.close();
+    }
+  });
+
   it('answers 502 naming the sandbox when the response is malformed', async () => {
     const raw = await rawSandbox((_head, socket) => socket.write('NOT HTTP AT ALL\r\n\r\n'));
     try {
