@@ -1,23 +1,17 @@
+import type { ResourceContext, ResourceHook } from '@branchline/core';
 import type { ChannelModel } from 'amqplib';
 import { declareSandboxQueue, quiet, removeSandboxQueues, sandboxQueueName } from './queues.js';
 import type { ConnectTarget } from './types.js';
 
-/**
- * The registry's resource-hook shape (see @branchline/registry, `ResourceHook`), repeated
- * structurally so this package does not depend on the registry.
- */
-export interface AmqpResourceContext {
-  sandbox: { name: string; key: string; labels: Record<string, string> };
-  resource: { name: string; type: string; spec: Record<string, unknown> };
-  report(progress: { phase: string; done?: number; total?: number; unit?: string; message?: string }): void;
-  signal: AbortSignal;
-}
+/** The resource-hook context (core's `ResourceContext`), under the name this package exported. */
+export type AmqpResourceContext = ResourceContext;
 
-export interface AmqpQueueResourceHook {
+/** core's `ResourceHook` contract, with the methods this hook implements made required. */
+export interface AmqpQueueResourceHook extends ResourceHook {
   type: 'amqp-queue';
   validate(spec: Record<string, unknown>): void;
-  provision(ctx: AmqpResourceContext): Promise<Record<string, unknown>>;
-  deprovision(ctx: AmqpResourceContext & { outputs?: Record<string, unknown> }): Promise<void>;
+  provision(ctx: ResourceContext): Promise<Record<string, unknown>>;
+  deprovision(ctx: ResourceContext & { outputs?: Record<string, unknown> }): Promise<void>;
 }
 
 export interface AmqpQueueResourceHookOptions {

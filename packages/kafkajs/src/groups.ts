@@ -1,4 +1,4 @@
-import { isValidRoutingKey, logger } from '@branchline/core';
+import { isValidRoutingKey, logger, type ResourceContext, type ResourceHook } from '@branchline/core';
 import type { Admin } from 'kafkajs';
 import type { KafkaAdminTarget } from './types.js';
 
@@ -99,15 +99,12 @@ export interface KafkaConsumerGroupsHookOptions {
   abandonAfterMs?: number;
 }
 
-/** The parts of the registry's ResourceHook contract this hook implements (structural). */
-export interface KafkaConsumerGroupsHook {
+/** core's `ResourceHook` contract, with the methods this hook implements made required. */
+export interface KafkaConsumerGroupsHook extends ResourceHook {
   type: 'kafka-consumer-groups';
   validate(spec: Record<string, unknown>): void;
-  provision(ctx: { sandbox: { name: string } }): Promise<Record<string, unknown>>;
-  deprovision(ctx: {
-    sandbox: { name: string };
-    resource?: { spec?: Record<string, unknown> };
-  }): Promise<void>;
+  provision(ctx: ResourceContext): Promise<Record<string, unknown>>;
+  deprovision(ctx: ResourceContext & { outputs?: Record<string, unknown> }): Promise<void>;
   sweep(liveSandboxes: string[]): Promise<void>;
 }
 
@@ -187,7 +184,7 @@ export function kafkaConsumerGroupsHook(
       return { prefix: `*${SEPARATOR}${ctx.sandbox.name}` };
     },
     async deprovision(ctx) {
-      const only = ctx.resource?.spec?.groups as string[] | undefined;
+      const only = ctx.resource.spec.groups as string[] | undefined;
       await withAdmin(target, async (admin) => {
         const ids = only
           ? only.map((g) => sandboxGroupId(g, ctx.sandbox.name))

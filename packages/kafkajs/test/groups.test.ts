@@ -1,3 +1,4 @@
+import type { ResourceContext } from '@branchline/core';
 import type { Admin } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -11,6 +12,14 @@ import { brokers, consumerTuning, createTopic, kafkaClient, unique, until } from
 const kafka = kafkaClient('groups-test');
 let admin: Admin;
 let topic: string;
+
+/** The context the registry passes to a hook, for sandbox `name` (as in core's ResourceContext). */
+const ctx = (name: string): ResourceContext => ({
+  sandbox: { name, key: name, labels: {} },
+  resource: { name: 'kafka', type: 'kafka-consumer-groups', spec: {} },
+  report() {},
+  signal: new AbortController().signal,
+});
 
 beforeAll(async () => {
   admin = kafka.admin();
@@ -54,14 +63,14 @@ describe('kafkaConsumerGroupsHook (registry resource hook, real broker)', () => 
         committedGroup,
       ),
     );
-    await hook.deprovision({ sandbox: { name: 'pr-1' } });
+    await hook.deprovision(ctx('pr-1'));
     const left = await groupIds();
     expect(left).not.toContain(sandboxGroupId(a, 'pr-1'));
     expect(left).not.toContain(sandboxGroupId(b, 'pr-1'));
     expect(left).toContain(sandboxGroupId(a, 'pr-2'));
     expect(left).toContain(a);
     // Idempotent: running it again (the registry retries after a crash) succeeds.
-    await hook.deprovision({ sandbox: { name: 'pr-1' } });
+    await hook.deprovision(ctx('pr-1'));
   });
 
   it('refuses (so the registry retries) while a sandbox consumer is still in its group, e.g. draining', async () => {
@@ -80,14 +89,12 @@ describe('kafkaConsumerGroupsHook (registry resource hook, real broker)', () => 
     await consumer.subscribe({ topics: [topic] });
     await consumer.run({ eachMessage: async () => {} });
     try {
-      await expect(hook.deprovision({ sandbox: { name: 'pr-3' } })).rejects.toThrow(
-        /still have active members/,
-      );
+      await expect(hook.deprovision(ctx('pr-3'))).rejects.toThrow(/still have active members/);
       expect(await groupIds()).toContain(sandboxGroupId(a, 'pr-3'));
     } finally {
       await consumer.disconnect();
     }
-    await hook.deprovision({ sandbox: { name: 'pr-3' } });
+    await hook.deprovision(ctx('pr-3'));
     expect(await groupIds()).not.toContain(sandboxGroupId(a, 'pr-3'));
   });
 
@@ -96,12 +103,10 @@ describe('kafkaConsumerGroupsHook (registry resource hook, real broker)', () => 
     const hook = kafkaConsumerGroupsHook({ brokers }, { groups: [a], abandonAfterMs: 1500 });
     const id = sandboxGroupId(a, 'pr-4');
     await committedGroup(id);
-    await expect(hook.deprovision({ sandbox: { name: 'pr-4' } })).rejects.toThrow(
-      /stopped before it drained/,
-    );
+    await expect(hook.deprovision(ctx('pr-4'))).rejects.toThrow(/stopped before it drained/);
     expect(await groupIds()).toContain(id);
     await new Promise((r) => setTimeout(r, 1600));
-    await hook.deprovision({ sandbox: { name: 'pr-4' } });
+    await hook.deprovision(ctx('pr-4'));
     expect(await groupIds()).not.toContain(id);
   });
 

@@ -1,6 +1,6 @@
-export { parseTokens, readTokensFile, type Scope, type TokenEntry } from './auth.js';
-export { formatDuration, parseDuration } from './duration.js';
-export { PostgresStore } from './postgres-store.js';
+// The resource-hook contract is defined in @branchline/core (transport packages implement it
+// without depending on the registry) and re-exported here. See docs/registry.md.
+
 export type {
   ResourceContext,
   ResourceHook,
@@ -8,7 +8,10 @@ export type {
   ResourceState,
   ResourceStatus,
   SandboxDeletedListener,
-} from './resources.js';
+} from '@branchline/core';
+export { parseTokens, readTokensFile, type Scope, type TokenEntry } from './auth.js';
+export { formatDuration, parseDuration } from './duration.js';
+export { PostgresStore } from './postgres-store.js';
 export {
   createRegistryServer,
   RegistryServer,

@@ -2,6 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import type {
+  ResourceContext,
+  ResourceHook,
+  ResourceProgress,
+  ResourceState,
+  SandboxDeletedListener,
+} from '@branchline/core';
 import { RouteTable } from '@branchline/core';
 import { ActivityLog } from './activity.js';
 import {
@@ -18,13 +25,6 @@ import { parseDuration } from './duration.js';
 import { RegistryMetrics } from './metrics.js';
 import { Mutex } from './mutex.js';
 import { PostgresStore } from './postgres-store.js';
-import type {
-  ResourceContext,
-  ResourceHook,
-  ResourceProgress,
-  ResourceState,
-  SandboxDeletedListener,
-} from './resources.js';
 import { checkName, groupBody, heartbeatBody, parseBody, sandboxBody } from './schemas.js';
 import { SqliteStore } from './sqlite-store.js';
 import {

@@ -1,5 +1,4 @@
-import type { EndpointSpec, Interval } from '@branchline/core';
-import type { ResourceState } from './resources.js';
+import type { EndpointSpec, Interval, ResourceState } from '@branchline/core';
 
 /** Where a sandbox stands: its resources' provisioning, or its deletion. */
 export type SandboxStatus = 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
