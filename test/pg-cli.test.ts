@@ -1,19 +1,26 @@
 // The `branchline db` command file (packages/cli/src/db-command.ts) against a real PostgreSQL
 // and a real registry: snapshot refresh, and the `--db` helpers for `sandbox create`.
-import { randomBytes } from 'node:crypto';
 import { postgresResourceHook } from '@branchline/pg';
 import { createRegistryServer } from '@branchline/registry';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databaseDetails, dbResources, registerDbCommand } from '../packages/cli/src/db-command.js';
 import { main } from '../packages/cli/src/program.js';
-import { admin, PG, withClient } from '../packages/pg/test/helpers.js';
+import { admin, cleanup, PG, uniqueNames, withClient } from '../packages/pg/test/helpers.js';
 
-const id = randomBytes(3).toString('hex');
-const baseline = `blt_base_c${id}`;
-const prefix = `bltc${id}_`;
-const snapshotPrefix = `bltcs${id}_`;
-const catalogue = `blt_catalogue_c${id}`;
+const names = uniqueNames('c');
+const { baseline, prefix, snapshotPrefix, catalogue } = names;
+
+/** A registry with the postgres resource hook and a read+write token `w`. */
+async function startRegistry() {
+  const server = createRegistryServer({
+    store: ':memory:',
+    tokens: [{ token: 'w', scopes: ['read', 'write'] }],
+    resourceHooks: [postgresResourceHook({ connection: PG, prefix, snapshotPrefix, catalogue })],
+    log: () => {},
+  });
+  return { server, url: await server.listen(0) };
+}
 
 async function run(...args: string[]): Promise<string[]> {
   const lines: string[] = [];
@@ -32,14 +39,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await admin(async (c) => {
-    const r = await c.query<{ datname: string }>(
-      'SELECT datname FROM pg_database WHERE starts_with(datname, $1) OR starts_with(datname, $2) OR datname = $3',
-      [prefix, snapshotPrefix, baseline],
-    );
-    for (const { datname } of r.rows) await c.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
-    await c.query(`DROP TABLE IF EXISTS "${catalogue}"`);
-  });
+  await cleanup(names);
 });
 
 describe('branchline db', () => {
@@ -68,13 +68,7 @@ describe('branchline db', () => {
       'orders-db': { type: 'postgres', spec: { from: 'orders' } },
       'billing-db-db': { type: 'postgres', spec: { from: 'Billing_DB' } },
     });
-    const server = createRegistryServer({
-      store: ':memory:',
-      tokens: [{ token: 'w', scopes: ['read', 'write'] }],
-      resourceHooks: [postgresResourceHook({ connection: PG, prefix, snapshotPrefix, catalogue })],
-      log: () => {},
-    });
-    const url = await server.listen(0);
+    const { server, url } = await startRegistry();
     try {
       const res = await fetch(`${url}/v1/sandboxes/pr-cli`, {
         method: 'PUT',
@@ -103,13 +97,7 @@ describe('branchline db', () => {
   });
 
   it('sandbox create --db waits with a progress bar and prints the connection details of the copy', async () => {
-    const server = createRegistryServer({
-      store: ':memory:',
-      tokens: [{ token: 'w', scopes: ['read', 'write'] }],
-      resourceHooks: [postgresResourceHook({ connection: PG, prefix, snapshotPrefix, catalogue })],
-      log: () => {},
-    });
-    const url = await server.listen(0);
+    const { server, url } = await startRegistry();
     try {
       const lines: string[] = [];
       const errs: string[] = [];

@@ -1,7 +1,7 @@
 // @branchline/pg plugged into the registry: a sandbox that declares a postgres resource gets
 // its own database through the sandbox lifecycle (create, progress, private outputs, delete,
 // TTL expiry, sweep), against a real registry and a real PostgreSQL.
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
 import {
   createRoutedPool,
@@ -12,13 +12,11 @@ import {
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { admin, PG, withClient } from '../packages/pg/test/helpers.js';
+import { admin, cleanup, PG, uniqueNames, withClient } from '../packages/pg/test/helpers.js';
 
-const id = randomBytes(3).toString('hex');
-const prefix = `blte${id}_`;
-const snapshotPrefix = `bltes${id}_`;
-const catalogue = `blt_catalogue_e${id}`;
-const baseline = `blt_base_e${id}`;
+const names = uniqueNames('e');
+const { baseline, prefix, snapshotPrefix, catalogue } = names;
+
 const WRITE = 'write-token';
 const READ = 'read-token';
 
@@ -84,14 +82,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.close();
   await baselineUser?.end().catch(() => {});
-  await admin(async (c) => {
-    const r = await c.query<{ datname: string }>(
-      'SELECT datname FROM pg_database WHERE starts_with(datname, $1) OR starts_with(datname, $2) OR datname = $3',
-      [prefix, snapshotPrefix, baseline],
-    );
-    for (const { datname } of r.rows) await c.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
-    await c.query(`DROP TABLE IF EXISTS "${catalogue}"`);
-  });
+  await cleanup(names);
 });
 
 describe('postgres resources through the registry', () => {

@@ -23,6 +23,7 @@ import { RETURNED_HEADER, TIME_HEADER } from './headers.js';
 import {
   ConfirmedMover,
   coalesceWrites,
+  connectTo,
   declareSandboxQueue,
   errorCode,
   movedHeaders,
@@ -210,17 +211,8 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
 
   // ---- connection lifecycle -------------------------------------------------------------
 
-  private async connect(): Promise<ChannelModel> {
-    const target = this.options.connection;
-    if (typeof target === 'function') return target();
-    const amqp = (await import('amqplib')) as unknown as {
-      connect?: (u: unknown, o?: unknown) => Promise<ChannelModel>;
-      default?: { connect: (u: unknown, o?: unknown) => Promise<ChannelModel> };
-    };
-    const connect = amqp.connect ?? amqp.default?.connect;
-    if (!connect)
-      throw new Error('branchline: could not load amqplib; install it next to @branchline/amqplib');
-    return connect(target, this.options.socketOptions);
+  private connect(): Promise<ChannelModel> {
+    return connectTo(this.options.connection, this.options.socketOptions);
   }
 
   private backoff(attempt: number): number {

@@ -1,6 +1,6 @@
 import type { ResourceContext, ResourceHook } from '@branchline/core';
 import type { ChannelModel } from 'amqplib';
-import { declareSandboxQueue, quiet, removeSandboxQueues, sandboxQueueName } from './queues.js';
+import { connectTo, declareSandboxQueue, quiet, removeSandboxQueues, sandboxQueueName } from './queues.js';
 import type { ConnectTarget } from './types.js';
 
 /** The resource-hook context (core's `ResourceContext`), under the name this package exported. */
@@ -35,16 +35,8 @@ function queuesOf(spec: Record<string, unknown>): string[] {
   return list as string[];
 }
 
-async function open(options: AmqpQueueResourceHookOptions): Promise<ChannelModel> {
-  const target = options.connection;
-  if (typeof target === 'function') return target();
-  const amqp = (await import('amqplib')) as unknown as {
-    connect?: (u: unknown, o?: unknown) => Promise<ChannelModel>;
-    default?: { connect: (u: unknown, o?: unknown) => Promise<ChannelModel> };
-  };
-  const connect = amqp.connect ?? amqp.default?.connect;
-  if (!connect) throw new Error('branchline: could not load amqplib; install it next to @branchline/amqplib');
-  return connect(target, options.socketOptions);
+function open(options: AmqpQueueResourceHookOptions): Promise<ChannelModel> {
+  return connectTo(options.connection, options.socketOptions);
 }
 
 /**

@@ -9,7 +9,7 @@ import {
   RETURNED_HEADER,
   ROUTING_KEY_HEADER,
 } from './headers.js';
-import type { SandboxQueueCleanupOptions, SandboxQueueCleanupResult } from './types.js';
+import type { ConnectTarget, SandboxQueueCleanupOptions, SandboxQueueCleanupResult } from './types.js';
 
 /** AMQP limits queue names to 255 bytes. */
 const MAX_QUEUE_NAME = 255;
@@ -47,6 +47,18 @@ export async function declareSandboxQueue(
   await ch.assertExchange(SANDBOX_EXCHANGE, 'direct', { durable: true });
   await ch.assertQueue(queue, sandboxQueueOptions(args));
   await ch.bindQueue(queue, SANDBOX_EXCHANGE, queue);
+}
+
+/** Opens a connection to `target` (a URL, amqplib connect options, or a function that connects). */
+export async function connectTo(target: ConnectTarget, socketOptions?: unknown): Promise<ChannelModel> {
+  if (typeof target === 'function') return target();
+  const amqp = (await import('amqplib')) as unknown as {
+    connect?: (u: unknown, o?: unknown) => Promise<ChannelModel>;
+    default?: { connect: (u: unknown, o?: unknown) => Promise<ChannelModel> };
+  };
+  const connect = amqp.connect ?? amqp.default?.connect;
+  if (!connect) throw new Error('branchline: could not load amqplib; install it next to @branchline/amqplib');
+  return connect(target, socketOptions);
 }
 
 export function errorCode(err: unknown): number | undefined {
