@@ -46,14 +46,9 @@ function shownAt(name: string, what: 'shown' | 'removed'): Promise<number> {
   );
 }
 
-beforeAll(async () => {
-  if (!existsSync(CHROMIUM))
-    throw new Error(
-      `Chromium is not installed at ${CHROMIUM}: the dashboard test needs a real browser. ` +
-        'Run `bash scripts/install-browser.sh` (apt-get install -y chromium), or set BRANCHLINE_CHROMIUM to a Chromium binary.',
-    );
-  dir = await mkdtemp(join(tmpdir(), 'branchline-dashboard-'));
-  registry = createRegistryServer({
+/** The registry under test; created again on the same store to test a restart. */
+function newRegistry() {
+  return createRegistryServer({
     store: join(dir, 'registry.db'),
     tokens: [
       { token: WRITE, scopes: ['write'], name: 'ci' },
@@ -62,6 +57,16 @@ beforeAll(async () => {
     heartbeatIntervalMs: 250,
     log: () => {},
   });
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `Chromium is not installed at ${CHROMIUM}: the dashboard test needs a real browser. ` +
+        'Run `bash scripts/install-browser.sh` (apt-get install -y chromium), or set BRANCHLINE_CHROMIUM to a Chromium binary.',
+    );
+  dir = await mkdtemp(join(tmpdir(), 'branchline-dashboard-'));
+  registry = newRegistry();
   url = await registry.listen(0);
   context = await chromium.launchPersistentContext(join(dir, 'profile'), {
     executablePath: CHROMIUM,
@@ -207,15 +212,7 @@ describe('the registry dashboard in headless Chromium', () => {
     await page
       .locator('html[data-connection="reconnecting"]')
       .waitFor({ state: 'attached', timeout: 10_000 });
-    registry = createRegistryServer({
-      store: join(dir, 'registry.db'),
-      tokens: [
-        { token: WRITE, scopes: ['write'], name: 'ci' },
-        { token: READ, scopes: ['read'], name: 'dashboard' },
-      ],
-      heartbeatIntervalMs: 250,
-      log: () => {},
-    });
+    registry = newRegistry(); // the same store: the restarted registry has the same sandboxes
     await registry.listen(port);
     await page.locator('html[data-connection="live"]').waitFor({ state: 'attached', timeout: 15_000 });
     expect((await api('PUT', '/v1/sandboxes/after-restart', {})).status).toBe(201);
