@@ -300,15 +300,8 @@ export class Connection {
       if (ex === undefined) return;
       switch (this.phase) {
         case Phase.Head: {
-          const end = buf.indexOf(CRLFCRLF, off);
-          if (end === -1) {
-            if (n - off > MAX_HEAD) {
-              this.fail('response head too large');
-              return;
-            }
-            this.pending = this.keep(buf.subarray(off));
-            return;
-          }
+          const end = this.find(buf, off, CRLFCRLF, MAX_HEAD, 'response head too large');
+          if (end === -1) return;
           const head = buf.toString('latin1', off, end);
           off = end + 4;
           if (!this.onHead(head, ex)) return;
@@ -357,15 +350,8 @@ export class Connection {
           return;
         }
         case Phase.ChunkSize: {
-          const eol = buf.indexOf(CRLF, off);
-          if (eol === -1) {
-            if (n - off > MAX_LINE) {
-              this.fail('chunk size line too long');
-              return;
-            }
-            this.pending = this.keep(buf.subarray(off));
-            return;
-          }
+          const eol = this.find(buf, off, CRLF, MAX_LINE, 'chunk size line too long');
+          if (eol === -1) return;
           let line = buf.toString('latin1', off, eol);
           off = eol + 2;
           const semi = line.indexOf(';');
@@ -404,15 +390,8 @@ export class Connection {
           let end: number;
           if (buf[off] === 13 && buf[off + 1] === 10) end = off;
           else {
-            end = buf.indexOf(CRLFCRLF, off);
-            if (end === -1) {
-              if (n - off > MAX_HEAD) {
-                this.fail('trailers too large');
-                return;
-              }
-              this.pending = this.keep(buf.subarray(off));
-              return;
-            }
+            end = this.find(buf, off, CRLFCRLF, MAX_HEAD, 'trailers too large');
+            if (end === -1) return;
             const trailers: string[] = [];
             if (!parseFields(buf.toString('latin1', off, end), 0, trailers)) {
               this.fail('bad trailer line');
@@ -431,6 +410,18 @@ export class Connection {
           return;
       }
     }
+  }
+
+  /**
+   * Where `delim` starts in `buf` from `off`. When it is not there yet, the rest is kept for the
+   * next read (or, past `max` bytes, the exchange fails with `what`) and the answer is -1.
+   */
+  private find(buf: Buffer, off: number, delim: Buffer, max: number, what: string): number {
+    const at = buf.indexOf(delim, off);
+    if (at !== -1) return at;
+    if (buf.length - off > max) this.fail(what);
+    else this.pending = this.keep(buf.subarray(off));
+    return -1;
   }
 
   /** Parses a response head; false when the exchange failed. */
