@@ -310,6 +310,31 @@ describe('the forwarding client', () => {
     }
   });
 
+  it('answers 502 when the sandbox sends a response head past the limit, and cuts a body whose chunk-size line is', async () => {
+    // A head that never ends (no blank line within 64 KB): nothing was sent yet, so a 502.
+    const endlessHead = await rawSandbox((_head, socket) =>
+      socket.write(`HTTP/1.1 200 OK\r\nx-big: ${'x'.repeat(70 * 1024)}`),
+    );
+    try {
+      const r = await get((await baseline(endlessHead.url)).url);
+      expect(r.status).toBe(502);
+      expect(JSON.parse(r.text)).toMatchObject({ sandbox: 'sb', endpoint: endlessHead.url });
+    } finally {
+      await endlessHead.close();
+    }
+    // A chunk-size line that never ends (no CRLF within 8 KB) after a good head: the response
+    // to the client is cut off (as a proxy must), not left hanging.
+    const endlessChunk = await rawSandbox((_head, socket) =>
+      socket.write(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n${'f'.repeat(10 * 1024)}`),
+    );
+    try {
+      const b = await baseline(endlessChunk.url);
+      await expect(get(b.url)).rejects.toThrow();
+    } finally {
+      await endlessChunk.close();
+    }
+  });
+
   it('sends a chunked request body chunked, with the hop marker and the endpoint host when preserveHost is off', async () => {
     const b = await baseline(sandboxA.url, { preserveHost: false });
     const { Readable } = await import('node:stream');
