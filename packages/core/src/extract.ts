@@ -80,10 +80,15 @@ export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
     sources.push({ kind: 'plain', header: SIGNADOT_KEY, decode: false });
   }
   const onlyBaggage = sources.length === 1;
+  let lastRaw: string | undefined;
+  let lastKey: string | undefined;
 
   function readSource<C>(s: Source, carrier: C, getter: CarrierGetter<C>): string | undefined | null {
     const raw = joinHeaderValue(getter.get(carrier, s.header));
-    if (raw === undefined) return undefined;
+    return raw === undefined ? undefined : parseSource(s, raw);
+  }
+
+  function parseSource(s: Source, raw: string): string | undefined | null {
     if (s.kind === 'baggage') {
       const r = findBaggageMember(raw, s.member);
       if (r.found) return r.value;
@@ -117,8 +122,19 @@ export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
     read<C>(carrier: C, getter: CarrierGetter<C>): string | undefined {
       // Hot path: no aliases and no baggage header costs one lookup.
       if (onlyBaggage) {
-        const v = readSource(sources[0]!, carrier, getter);
-        return v == null ? undefined : validate(v);
+        const raw = joinHeaderValue(getter.get(carrier, 'baggage'));
+        if (raw === undefined) return undefined;
+        // Callers tend to send the same header on every request: the last one that carried a
+        // valid key is answered by a string compare. Invalid or malformed headers are parsed
+        // (and counted) every time.
+        if (raw === lastRaw) return lastKey;
+        const v = parseSource(sources[0]!, raw);
+        const key = v == null ? undefined : validate(v);
+        if (key !== undefined) {
+          lastRaw = raw;
+          lastKey = key;
+        }
+        return key;
       }
       for (const s of sources) {
         const v = readSource(s, carrier, getter);

@@ -22,6 +22,21 @@ describe('reading the routing key from a carrier', () => {
     expect(counters.invalidKey).toBe(1);
   });
 
+  it('answers a repeated header like a new one, and counts a bad header every time it comes', () => {
+    const r = createKeyReader();
+    const h = (baggage: string) => ({ baggage });
+    expect(r.read(h('branchline=pr-1'), nodeHeadersGetter)).toBe('pr-1');
+    expect(r.read(h('branchline=pr-1'), nodeHeadersGetter)).toBe('pr-1');
+    expect(r.read(h('branchline=pr-2'), nodeHeadersGetter)).toBe('pr-2');
+    expect(r.read(h('a=1'), nodeHeadersGetter)).toBeUndefined();
+    expect(r.read(h('branchline=pr-2'), nodeHeadersGetter)).toBe('pr-2');
+    expect(r.read({}, nodeHeadersGetter)).toBeUndefined();
+    expect(r.read(h('branchline=Bad_Key'), nodeHeadersGetter)).toBeUndefined();
+    expect(r.read(h('branchline=Bad_Key'), nodeHeadersGetter)).toBeUndefined();
+    expect(counters.invalidKey).toBe(2);
+    expect(r.read(h('branchline=pr-2'), nodeHeadersGetter)).toBe('pr-2');
+  });
+
   it('counts malformed and oversize headers', () => {
     const r = createKeyReader();
     expect(r.read({ baggage: 'branchline=ok,"' }, nodeHeadersGetter)).toBeUndefined();

@@ -73,7 +73,6 @@ export class IncomingRouter {
       options.runtime ??
       (Object.keys(runtimeOptions).length === 0 ? defaultRuntime() : createRuntime(runtimeOptions));
     this.service = this.runtime.config.service;
-    this.baggageOnly = this.runtime.keys.sources.length === 1;
     this.sandbox = this.runtime.config.sandbox;
     this.forwarder = new SandboxForwarder({
       ...options,
@@ -102,26 +101,7 @@ export class IncomingRouter {
     return c;
   }
 
-  // The last baggage header that carried a valid key, and that key. Clients tend to send the
-  // same header on every request, so comparing strings saves parsing it again. Only valid keys
-  // are remembered: invalid or malformed headers go through the reader, which counts them.
-  private lastBaggage: string | undefined = undefined;
-  private lastKey: string | undefined = undefined;
-  private readonly baggageOnly: boolean;
   private lastForward: { table: RouteTable; key: string; route: IncomingRoute } | undefined = undefined;
-
-  private readKey(raw: string[]): string | undefined {
-    if (!this.baggageOnly) return this.runtime.keys.read(raw, rawHeadersGetter);
-    const value = rawHeadersGetter.get(raw, 'baggage');
-    if (value === undefined) return undefined;
-    if (value === this.lastBaggage) return this.lastKey;
-    const key = this.runtime.keys.read(raw, rawHeadersGetter);
-    if (key !== undefined && typeof value === 'string') {
-      this.lastBaggage = value;
-      this.lastKey = key;
-    }
-    return key;
-  }
 
   /** Routes one request. Without a key this is a context lookup and one header lookup. */
   route(req: IncomingMessage): IncomingRoute {
@@ -131,7 +111,7 @@ export class IncomingRouter {
     if (key === undefined) {
       // rawHeaders, not req.headers: Node builds the headers object lazily, and a framework that
       // never reads it (Fastify on a GET) should not pay for it because of us.
-      key = this.readKey(req.rawHeaders);
+      key = this.runtime.keys.read(req.rawHeaders, rawHeadersGetter);
       if (key === undefined) return NO_KEY;
       fromHeader = true;
     }
