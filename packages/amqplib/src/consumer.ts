@@ -50,9 +50,6 @@ function trace(event: string, msg: ConsumeMessage | undefined, fields: Record<st
   logger().debug(`branchline: ${event}`, { id: msg?.properties.messageId, ...fields });
 }
 
-/** Contexts are immutable, so one per routing key serves every message with that key. */
-const keyContexts = new Map<string, Context>();
-
 /** One connection's worth of state; replaced on every reconnect. */
 interface Session {
   model: ChannelModel;
@@ -525,15 +522,8 @@ class SelectiveConsumerImpl extends EventEmitter implements SelectiveConsumer {
         key,
       );
     }
-    if (key === undefined) return ROOT_CONTEXT;
-    // Without a propagator the context depends on the key alone: build it once per key.
-    let ctx = keyContexts.get(key);
-    if (!ctx) {
-      if (keyContexts.size >= 1024) keyContexts.clear();
-      ctx = contextWithRoutingKey(ROOT_CONTEXT, key);
-      keyContexts.set(key, ctx);
-    }
-    return ctx;
+    // Without a propagator the context depends on the key alone (core builds it once per key).
+    return key === undefined ? ROOT_CONTEXT : contextWithRoutingKey(ROOT_CONTEXT, key);
   }
 
   private process(session: Session, msg: ConsumeMessage, key: string | undefined): void {

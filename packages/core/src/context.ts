@@ -46,6 +46,8 @@ let baggageKey = DEFAULT_BAGGAGE_KEY;
 /** Sets the baggage member name used by getRoutingKey/withRoutingKey (env `BRANCHLINE_BAGGAGE_KEY`). */
 export function setBaggageKey(name: string): void {
   baggageKey = name;
+  rootKeyContexts.clear();
+  lastRootKey = undefined;
 }
 
 export function getBaggageKey(): string {
@@ -83,6 +85,31 @@ export function getRoutingKey(ctx: Context = activeContext()): string | undefine
 
 /** A copy of `ctx` whose baggage carries `key` (other entries kept). `undefined` removes it. */
 export function contextWithRoutingKey(ctx: Context, key: string | undefined): Context {
+  if (ctx === ROOT_CONTEXT && key !== undefined) return rootContextWithKey(key);
+  return withKey(ctx, key);
+}
+
+// Transports receive requests and messages in the root context (unless OpenTelemetry manages
+// context), and contexts are immutable: "root + key" is built once per key and shared by every
+// transport. Bounded, since keys come from callers; the last one is a compare away.
+const rootKeyContexts = new Map<string, Context>();
+let lastRootKey: string | undefined;
+let lastRootContext: Context = ROOT_CONTEXT;
+
+function rootContextWithKey(key: string): Context {
+  if (key === lastRootKey) return lastRootContext;
+  let ctx = rootKeyContexts.get(key);
+  if (ctx === undefined) {
+    if (rootKeyContexts.size >= 1024) rootKeyContexts.clear();
+    ctx = withKey(ROOT_CONTEXT, key);
+    rootKeyContexts.set(key, ctx);
+  }
+  lastRootKey = key;
+  lastRootContext = ctx;
+  return ctx;
+}
+
+function withKey(ctx: Context, key: string | undefined): Context {
   const current = propagation.getBaggage(ctx);
   if (key === undefined) {
     return current?.getEntry(baggageKey) ? propagation.setBaggage(ctx, current.removeEntry(baggageKey)) : ctx;

@@ -5,7 +5,6 @@ import {
   counters,
   decideIncoming,
   defaultRuntime,
-  getBaggageKey,
   grpcMetadataGetter,
   type IncomingDecision,
   type KeyReader,
@@ -23,7 +22,7 @@ import {
   type ServerMethodDefinition,
   status,
 } from '@grpc/grpc-js';
-import { type Context, ROOT_CONTEXT } from '@opentelemetry/api';
+import { type Context, } from '@opentelemetry/api';
 import { ChannelPool } from './channel-pool.js';
 import { ForwardedCall } from './forward.js';
 import { isForwarded } from './metadata.js';
@@ -104,38 +103,6 @@ export class ServerRouting {
     this.pool?.close();
   }
 }
-
-const rootContexts = new Map<string, Context>();
-const MAX_CACHED_CONTEXTS = 1024;
-
-/**
- * The context a call with `key` runs in. Calls arrive in the root context, and a context is
- * immutable, so the root-plus-key context is built once per key (bounded: keys come from
- * callers) instead of copying baggage on every call.
- */
-function keyContext(key: string): Context {
-  const active = activeContext();
-  if (active !== ROOT_CONTEXT) return contextWithRoutingKey(active, key);
-  // The member name is part of the cache key: a runtime may change it (BRANCHLINE_BAGGAGE_KEY).
-  const member = getBaggageKey();
-  if (key === lastRootKey && member === lastRootMember) return lastRootContext!;
-  const cacheKey = `${member}=${key}`;
-  let ctx = rootContexts.get(cacheKey);
-  if (ctx === undefined) {
-    ctx = contextWithRoutingKey(ROOT_CONTEXT, key);
-    if (rootContexts.size >= MAX_CACHED_CONTEXTS) rootContexts.clear();
-    rootContexts.set(cacheKey, ctx);
-  }
-  lastRootKey = key;
-  lastRootMember = member;
-  lastRootContext = ctx;
-  return ctx;
-}
-
-// The last root-plus-key context handed out: consecutive calls usually carry the same key.
-let lastRootKey: string | undefined;
-let lastRootMember: string | undefined;
-let lastRootContext: Context | undefined;
 
 /**
  * Sits between grpc-js's call and the handler. It reads the key from the request metadata and
@@ -220,7 +187,7 @@ class RoutingServerCall implements ServerInterceptingCallInterface, Intercepting
     }
     if (r.service !== undefined && r.forward && this.routeToSandbox(metadata, key, r.service, h?.decision))
       return;
-    const ctx = keyContext(key);
+    const ctx = contextWithRoutingKey(activeContext(), key);
     (metadata as RoutedMetadata)[CALL_CONTEXT] = ctx;
     this.ctx = ctx;
     if (this.handlerNext && !this.method.requestStream) {

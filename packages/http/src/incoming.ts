@@ -86,21 +86,6 @@ export class IncomingRouter {
       );
   }
 
-  // Without OpenTelemetry the active context is the root one, so "root + key" is the same
-  // immutable context for every request with that key: build it once per key.
-  private readonly rootContexts = new Map<string, Context>();
-
-  private contextFor(ctx: Context, key: string): Context {
-    if (ctx !== ROOT_CONTEXT) return contextWithRoutingKey(ctx, key);
-    let c = this.rootContexts.get(key);
-    if (c === undefined) {
-      if (this.rootContexts.size >= 1024) this.rootContexts.clear();
-      c = contextWithRoutingKey(ctx, key);
-      this.rootContexts.set(key, c);
-    }
-    return c;
-  }
-
   private lastForward: { table: RouteTable; key: string; route: IncomingRoute } | undefined = undefined;
 
   /** Routes one request. Without a key this is a context lookup and one header lookup. */
@@ -117,7 +102,7 @@ export class IncomingRouter {
     }
     const forwarded = rawHeadersGetter.get(req.rawHeaders, HOP_HEADER) !== undefined;
     const table = this.runtime.routes.table;
-    const context = fromHeader ? this.contextFor(ctx, key) : ctx;
+    const context = fromHeader ? contextWithRoutingKey(ctx, key) : ctx;
     const enter = fromHeader;
     if (table === undefined || this.service === undefined)
       return { info: { key, sandbox: undefined, forwarded }, target: undefined, context, enter };

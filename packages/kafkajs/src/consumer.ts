@@ -223,23 +223,9 @@ export function createSelectiveConsumer(kafka: Kafka, options: SelectiveConsumer
     return key;
   }
 
-  // Contexts are immutable: the one for (base context, key) is built once and reused.
-  let ctxBase: Context | undefined;
-  const ctxCache = new Map<string | undefined, Context>();
-
+  // The handler's context: the active one plus the message's key (core reuses root + key).
   function contextFor(key: string | undefined): Context {
-    const base = activeContext();
-    if (base !== ctxBase) {
-      ctxBase = base;
-      ctxCache.clear();
-    }
-    let ctx = ctxCache.get(key);
-    if (ctx === undefined) {
-      ctx = contextWithRoutingKey(base, key);
-      if (ctxCache.size >= 1024) ctxCache.clear();
-      ctxCache.set(key, ctx);
-    }
-    return ctx;
+    return contextWithRoutingKey(activeContext(), key);
   }
 
   // ---- decisions -------------------------------------------------------------------------
