@@ -1,4 +1,4 @@
-import { findBaggageMember, mergeBaggageMember } from './baggage.js';
+import { encodeBaggageValue, findBaggageMember, mergeBaggageMember } from './baggage.js';
 import { type CarrierGetter, type CarrierSetter, joinHeaderValue } from './carriers.js';
 import { isValidRoutingKey } from './key.js';
 import { warnRateLimited } from './log.js';
@@ -172,6 +172,11 @@ export function tracestateMember(header: string, member: string): string | undef
   return undefined;
 }
 
+// The header injectRoutingKey last built for a carrier without baggage.
+let lastInjectedKey: string | undefined;
+let lastInjectedMember: string | undefined;
+let lastInjectedHeader = '';
+
 /**
  * Writes `baggageKey=key` into the carrier's baggage header, merged with what is there. A member
  * of that name the application already set is left alone; other members are never dropped;
@@ -186,10 +191,17 @@ export function injectRoutingKey<C>(
   baggageKey: string = DEFAULT_BAGGAGE_KEY,
 ): boolean {
   const existing = joinHeaderValue(getter.get(carrier, 'baggage'));
-  if (existing !== undefined && existing.length > 0) {
-    const found = findBaggageMember(existing, baggageKey);
-    if (found.found) return true;
+  if (existing === undefined || existing.length === 0) {
+    // The common case, a carrier with no baggage yet: `member=key`, built once per (member, key).
+    if (key !== lastInjectedKey || baggageKey !== lastInjectedMember) {
+      lastInjectedHeader = `${baggageKey}=${encodeBaggageValue(key)}`;
+      lastInjectedKey = key;
+      lastInjectedMember = baggageKey;
+    }
+    setter.set(carrier, 'baggage', lastInjectedHeader);
+    return true;
   }
+  if (findBaggageMember(existing, baggageKey).found) return true;
   const merged = mergeBaggageMember(existing, baggageKey, key);
   if (!merged.ok) {
     warnRateLimited(

@@ -4,7 +4,6 @@ import {
   grpcMetadataGetter,
   grpcMetadataSetter,
   injectRoutingKey,
-  mergeBaggageMember,
 } from '@branchline/core';
 import {
   InterceptingCall,
@@ -65,7 +64,7 @@ class KeyedCall {
   ) {}
 
   start(metadata: Metadata, listener?: Partial<InterceptingListener>): void {
-    addKey(metadata, this.key, this.baggageKey);
+    injectRoutingKey(metadata, grpcMetadataGetter, grpcMetadataSetter, this.key, this.baggageKey);
     this.next.start(metadata, listener);
   }
   cancelWithStatus(code: StatusObject['code'], details: string): void {
@@ -93,28 +92,6 @@ class KeyedCall {
   }
 }
 
-// The baggage header of a call that has none yet: `member=key`, built by core's merge once per
-// (member, key) and reused while calls keep carrying the same key.
-let lastMember: string | undefined;
-let lastKey: string | undefined;
-let lastHeader = '';
-
-function addKey(metadata: Metadata, key: string, baggageKey: string): void {
-  if (metadata.get('baggage').length === 0) {
-    if (key !== lastKey || baggageKey !== lastMember) {
-      const merged = mergeBaggageMember(undefined, baggageKey, key);
-      if (!merged.ok)
-        return void injectRoutingKey(metadata, grpcMetadataGetter, grpcMetadataSetter, key, baggageKey);
-      lastHeader = merged.header;
-      lastKey = key;
-      lastMember = baggageKey;
-    }
-    metadata.set('baggage', lastHeader);
-    return;
-  }
-  injectRoutingKey(metadata, grpcMetadataGetter, grpcMetadataSetter, key, baggageKey);
-}
-
 /**
  * A client interceptor that writes the active routing key into the call's `baggage` metadata,
  * merged with baggage already there (OpenTelemetry's, the application's), never duplicated.
@@ -134,7 +111,7 @@ export function createClientInterceptor(options: ClientInterceptorOptions = {}):
       return new KeyedCall(nextCall(callOptions), key, baggageKey) as unknown as InterceptingCall;
     return new InterceptingCall(nextCall(callOptions), {
       start(metadata: Metadata, listener, next) {
-        addKey(metadata, key, baggageKey);
+        injectRoutingKey(metadata, grpcMetadataGetter, grpcMetadataSetter, key, baggageKey);
         next(metadata, listener);
       },
     });
