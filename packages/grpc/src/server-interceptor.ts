@@ -22,7 +22,7 @@ import {
   type ServerMethodDefinition,
   status,
 } from '@grpc/grpc-js';
-import { type Context, } from '@opentelemetry/api';
+import type { Context } from '@opentelemetry/api';
 import { ChannelPool } from './channel-pool.js';
 import { ForwardedCall } from './forward.js';
 import { isForwarded } from './metadata.js';
