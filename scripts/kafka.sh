@@ -97,6 +97,9 @@ start() {
     format
     say "starting Kafka $version on 127.0.0.1:$port (log: $logfile)"
     : >"$logfile"
+    # A pid file left by a broker that died without `stop` (a killed machine, a lost container)
+    # would be read below as the new broker's pid, and its absence taken for a failed start.
+    rm -f "$pidfile"
     # setsid + nohup: the broker outlives the shell (and the test run) that started it.
     # shellcheck disable=SC2086
     setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" \
@@ -107,6 +110,7 @@ start() {
       [ -s "$pidfile" ] && break
       sleep 0.1
     done
+    [ -s "$pidfile" ] || die "the broker process did not start within 5 s (no pid in $pidfile); see $logfile"
     pid="$(cat "$pidfile")"
   fi
   local deadline=$((SECONDS + timeout))
