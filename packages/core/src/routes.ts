@@ -268,6 +268,7 @@ function groupActiveAt(g: RouteGroupSpec, at: number): boolean {
 
 const EMPTY: readonly string[] = Object.freeze([]);
 const EMPTY_SANDBOXES: readonly SandboxSpec[] = Object.freeze([]);
+const EMPTY_CONFLICTS: readonly RouteConflict[] = Object.freeze([]);
 
 function freezeList(list: string[]): readonly string[] {
   return list.length ? Object.freeze(list) : EMPTY;
@@ -327,6 +328,113 @@ function compileGroup(
   return { rules, conflicts };
 }
 
+/** The compiled maps a table answers from; a derived table shares every one it did not change. */
+interface Compiled {
+  byKey: Map<string, Map<string, Rule>>;
+  historyByKey: Map<string, KeyHistory>;
+  byName: Map<string, SandboxSpec>;
+  services: Set<string>;
+  /** Live sandboxes overriding each service, so `derive` can keep `services` without a scan. */
+  serviceCount: Map<string, number>;
+  liveMembers: Map<string, readonly SandboxSpec[]>;
+  groupConflicts: Map<string, readonly RouteConflict[]>;
+  conflicts: readonly RouteConflict[];
+}
+
+/** A map that is copied on its first write, for `derive`: unchanged maps stay shared. */
+class CopyOnWrite<K, V> {
+  private owned = false;
+  constructor(private map: Map<K, V>) {}
+  get(k: K): V | undefined {
+    return this.map.get(k);
+  }
+  has(k: K): boolean {
+    return this.map.has(k);
+  }
+  set(k: K, v: V): void {
+    if (this.map.get(k) !== v || !this.map.has(k)) this.writable().set(k, v);
+  }
+  delete(k: K): void {
+    if (this.map.has(k)) this.writable().delete(k);
+  }
+  get result(): Map<K, V> {
+    return this.map;
+  }
+  private writable(): Map<K, V> {
+    if (!this.owned) {
+      this.map = new Map(this.map);
+      this.owned = true;
+    }
+    return this.map;
+  }
+}
+
+function compile(
+  all: readonly SandboxSpec[],
+  live: readonly SandboxSpec[],
+  groups: readonly RouteGroupSpec[],
+): Compiled {
+  const c: Compiled = {
+    byKey: new Map(),
+    historyByKey: new Map(),
+    byName: new Map(),
+    services: new Set(),
+    serviceCount: new Map(),
+    liveMembers: new Map(),
+    groupConflicts: new Map(),
+    conflicts: EMPTY_CONFLICTS,
+  };
+  const historyOf = (key: string): KeyHistory => {
+    let h = c.historyByKey.get(key);
+    if (!h) {
+      h = { sandboxes: [], groups: [] };
+      c.historyByKey.set(key, h);
+    }
+    return h;
+  };
+  const put = (rule: Rule): void => {
+    let m = c.byKey.get(rule.key);
+    if (!m) {
+      m = new Map();
+      c.byKey.set(rule.key, m);
+    }
+    m.set(rule.service, Object.freeze(rule));
+  };
+  for (const s of all) {
+    historyOf(s.key).sandboxes.push(s);
+    if (s.deletedAt != null) continue;
+    c.byName.set(s.name, s);
+    for (const [service, ep] of Object.entries(s.overrides ?? {})) {
+      c.services.add(service);
+      c.serviceCount.set(service, (c.serviceCount.get(service) ?? 0) + 1);
+      put({ service, key: s.key, sandbox: s.name, ...compileEndpoints(ep) });
+    }
+  }
+  const conflicts: RouteConflict[] = [];
+  for (const g of groups) {
+    historyOf(g.key).groups.push(g);
+    if (g.deletedAt != null) continue;
+    const members = live.filter((s) => matches(g, s)).sort(byAge);
+    c.liveMembers.set(g.key, Object.freeze(members));
+    const compiled = compileGroup(g, members);
+    for (const rule of compiled.rules.values()) put(rule);
+    c.groupConflicts.set(g.key, compiled.conflicts);
+    conflicts.push(...compiled.conflicts);
+  }
+  if (conflicts.length) c.conflicts = Object.freeze(conflicts);
+  return c;
+}
+
+/** Whether two sandbox versions override the same services (in the same order). */
+function sameServices(a: SandboxSpec, b: SandboxSpec): boolean {
+  if (a.overrides === b.overrides) return true;
+  const x = Object.keys(a.overrides ?? {});
+  const y = Object.keys(b.overrides ?? {});
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
 /**
  * An immutable, compiled route table. Sources build a new one per change and swap the
  * reference, so a reader never sees half an update. `resolve` is two Map lookups.
@@ -334,18 +442,20 @@ function compileGroup(
 export class RouteTable {
   readonly revision: number;
   readonly completeUntil: number;
-  readonly sandboxes: readonly SandboxSpec[];
   readonly groups: readonly RouteGroupSpec[];
   readonly conflicts: readonly RouteConflict[];
-  private readonly byKey = new Map<string, Map<string, Rule>>();
-  private readonly historyByKey = new Map<string, KeyHistory>();
-  private readonly byName = new Map<string, SandboxSpec>();
-  private readonly services = new Set<string>();
-  /** Live sandboxes overriding each service, so `derive` can keep `services` without a scan. */
-  private readonly serviceCount = new Map<string, number>();
-  private readonly allMembers = new WeakMap<RouteGroupSpec, SandboxSpec[]>();
-  private readonly liveMembers = new Map<string, readonly SandboxSpec[]>();
-  private readonly groupConflicts = new Map<string, readonly RouteConflict[]>();
+  /** The documents the table was built from, tombstones included; `sandboxes` filters them once. */
+  private readonly allSandboxes: readonly SandboxSpec[];
+  private liveSandboxes: readonly SandboxSpec[] | undefined;
+  private readonly byKey: Map<string, Map<string, Rule>>;
+  private readonly historyByKey: Map<string, KeyHistory>;
+  private readonly byName: Map<string, SandboxSpec>;
+  private readonly services: Set<string>;
+  private readonly serviceCount: Map<string, number>;
+  private readonly liveMembers: Map<string, readonly SandboxSpec[]>;
+  private readonly groupConflicts: Map<string, readonly RouteConflict[]>;
+  /** Every member (tombstones included) of a group, for `owner`; filled on first use. */
+  private allMembers: WeakMap<RouteGroupSpec, SandboxSpec[]> | undefined;
 
   static readonly empty = new RouteTable({});
 
@@ -354,63 +464,59 @@ export class RouteTable {
     return new RouteTable(validateRouteTableSpec(spec));
   }
 
-  /** Compiles an already-validated spec (use `RouteTable.from` for untrusted input). */
-  constructor(spec: RouteTableSpec) {
-    this.revision = spec.revision ?? 0;
-    this.completeUntil = spec.completeUntil ?? Number.POSITIVE_INFINITY;
+  /**
+   * Compiles an already-validated spec (use `RouteTable.from` for untrusted input). `derive`
+   * passes the compiled maps instead; both ways give tables of one shape, so `resolve` on the
+   * request path stays monomorphic.
+   */
+  constructor(spec: RouteTableSpec, compiled?: Compiled) {
     const all = spec.sandboxes ?? [];
     const groups = spec.groups ?? [];
-    this.sandboxes = all.filter((s) => s.deletedAt == null);
-    this.groups = groups.filter((g) => g.deletedAt == null);
-    const conflicts: RouteConflict[] = [];
+    this.revision = spec.revision ?? 0;
+    this.completeUntil = spec.completeUntil ?? Number.POSITIVE_INFINITY;
+    this.groups = compiled ? groups : groups.filter((g) => g.deletedAt == null);
+    this.allSandboxes = all;
+    this.liveSandboxes = compiled ? undefined : all.filter((s) => s.deletedAt == null);
+    const c = compiled ?? compile(all, this.liveSandboxes!, groups);
+    this.conflicts = c.conflicts;
+    this.byKey = c.byKey;
+    this.historyByKey = c.historyByKey;
+    this.byName = c.byName;
+    this.services = c.services;
+    this.serviceCount = c.serviceCount;
+    this.liveMembers = c.liveMembers;
+    this.groupConflicts = c.groupConflicts;
+    this.allMembers = undefined;
+  }
 
-    for (const s of all) {
-      this.history(s.key).sandboxes.push(s);
-      if (s.deletedAt != null) continue;
-      this.byName.set(s.name, s);
-      for (const [service, ep] of Object.entries(s.overrides ?? {})) {
-        this.services.add(service);
-        this.serviceCount.set(service, (this.serviceCount.get(service) ?? 0) + 1);
-        this.put({ service, key: s.key, sandbox: s.name, ...compileEndpoints(ep) });
-      }
-    }
-    for (const g of groups) {
-      this.history(g.key).groups.push(g);
-      if (g.deletedAt != null) continue;
-      const members = this.sandboxes.filter((s) => matches(g, s)).sort(byAge);
-      this.liveMembers.set(g.key, Object.freeze(members));
-      const compiled = compileGroup(g, members);
-      for (const rule of compiled.rules.values()) this.put(rule);
-      this.groupConflicts.set(g.key, compiled.conflicts);
-      conflicts.push(...compiled.conflicts);
-    }
-    this.conflicts = Object.freeze(conflicts);
+  /** The live sandboxes, in the order of the documents the table was built from. */
+  get sandboxes(): readonly SandboxSpec[] {
+    this.liveSandboxes ??= this.allSandboxes.filter((s) => s.deletedAt == null);
+    return this.liveSandboxes;
   }
 
   /**
    * The table after `change`, computed from this one: only the changed sandboxes are compiled
-   * and the route groups they match (before or after) re-evaluated; everything else is shared.
-   * The result answers exactly as `new RouteTable({revision, completeUntil, sandboxes, groups})`
-   * would (which it falls back to for route-group changes and large batches). A registry
-   * source applies each change this way instead of recompiling every sandbox.
+   * and the route groups they match (before or after) re-evaluated; every map nothing wrote to
+   * is shared. The result answers exactly as `new RouteTable({revision, completeUntil,
+   * sandboxes, groups})` would (which it falls back to for route-group changes and large
+   * batches). A registry source applies each change this way instead of recompiling every
+   * sandbox.
    */
   derive(change: RouteTableChange): RouteTable {
+    const revision = change.revision ?? this.revision;
+    const completeUntil = change.completeUntil ?? this.completeUntil;
     const rebuild = () =>
-      new RouteTable({
-        revision: change.revision ?? this.revision,
-        completeUntil: change.completeUntil ?? this.completeUntil,
-        sandboxes: change.sandboxes,
-        groups: change.groups,
-      });
+      new RouteTable({ revision, completeUntil, sandboxes: change.sandboxes, groups: change.groups });
     const n = change.changedSandboxes.length;
     // Many changes at once (a resumed stream catching up): compiling everything costs about as much.
     if (change.groupsChanged || n > Math.max(32, change.sandboxes.length / 8)) return rebuild();
-    const byKey = new Map(this.byKey);
-    const historyByKey = new Map(this.historyByKey);
-    const byName = new Map(this.byName);
-    const serviceCount = new Map(this.serviceCount);
-    const liveMembers = new Map(this.liveMembers);
-    const groupConflicts = new Map(this.groupConflicts);
+    const byKey = new CopyOnWrite(this.byKey);
+    const historyByKey = new CopyOnWrite(this.historyByKey);
+    const byName = new CopyOnWrite(this.byName);
+    const serviceCount = new CopyOnWrite(this.serviceCount);
+    const liveMembers = new CopyOnWrite(this.liveMembers);
+    const groupConflicts = new CopyOnWrite(this.groupConflicts);
     // Inner maps and history entries are shared with this table until first written.
     const copied = new Set<unknown>();
     const rulesOf = (key: string): Map<string, Rule> => {
@@ -431,12 +537,21 @@ export class RouteTable {
       }
       return h;
     };
+    const grouped = this.groups.length > 0;
     const touched = new Set<RouteGroupSpec>();
     const gone = new Set<SandboxSpec>();
     let servicesChanged = false;
     for (const [before, after] of change.changedSandboxes) {
       // A sandbox sharing a key with a live group: let the rebuild decide as it always has.
       if ((before && liveMembers.has(before.key)) || (after && liveMembers.has(after.key))) return rebuild();
+      // A live sandbox replaced by a live version of itself with the same services: the
+      // per-service counts (and so the set of overridden services) stay as they are.
+      const sameCount =
+        before !== undefined &&
+        after !== undefined &&
+        before.deletedAt == null &&
+        after.deletedAt == null &&
+        sameServices(before, after);
       if (before) {
         const h = historyOf(before.key);
         const i = h.sandboxes.indexOf(before);
@@ -445,13 +560,14 @@ export class RouteTable {
         else h.sandboxes.splice(i, 1);
         if (h.sandboxes.length === 0 && h.groups.length === 0) historyByKey.delete(before.key);
         if (before.deletedAt == null) {
-          gone.add(before);
+          if (grouped) gone.add(before);
           if (byName.get(before.name) === before) byName.delete(before.name);
           const services = Object.keys(before.overrides ?? {});
           if (services.length) {
             const rules = rulesOf(before.key);
             for (const service of services) {
               if (rules.get(service)?.sandbox === before.name) rules.delete(service);
+              if (sameCount) continue;
               const left = (serviceCount.get(service) ?? 1) - 1;
               if (left > 0) serviceCount.set(service, left);
               else {
@@ -466,15 +582,17 @@ export class RouteTable {
       if (after) {
         if (!before || after.key !== before.key) historyOf(after.key).sandboxes.push(after);
         if (after.deletedAt == null) {
-          gone.delete(after);
+          if (grouped) gone.delete(after);
           byName.set(after.name, after);
           const entries = Object.entries(after.overrides ?? {});
           if (entries.length) {
             const rules = rulesOf(after.key);
             for (const [service, ep] of entries) {
-              const count = serviceCount.get(service) ?? 0;
-              if (count === 0) servicesChanged = true;
-              serviceCount.set(service, count + 1);
+              if (!sameCount) {
+                const count = serviceCount.get(service) ?? 0;
+                if (count === 0) servicesChanged = true;
+                serviceCount.set(service, count + 1);
+              }
               rules.set(
                 service,
                 Object.freeze({ service, key: after.key, sandbox: after.name, ...compileEndpoints(ep) }),
@@ -483,12 +601,13 @@ export class RouteTable {
           }
         }
       }
-      for (const g of this.groups)
-        if (
-          (before && before.deletedAt == null && matches(g, before)) ||
-          (after && after.deletedAt == null && matches(g, after))
-        )
-          touched.add(g);
+      if (grouped)
+        for (const g of this.groups)
+          if (
+            (before && before.deletedAt == null && matches(g, before)) ||
+            (after && after.deletedAt == null && matches(g, after))
+          )
+            touched.add(g);
     }
     let conflicts = this.conflicts;
     if (touched.size) {
@@ -506,28 +625,27 @@ export class RouteTable {
         else byKey.delete(g.key);
         groupConflicts.set(g.key, compiled.conflicts);
       }
-      conflicts = Object.freeze(this.groups.flatMap((g) => groupConflicts.get(g.key) ?? []));
+      const all = this.groups.flatMap((g) => groupConflicts.get(g.key) ?? []);
+      conflicts = all.length ? Object.freeze(all) : EMPTY_CONFLICTS;
     }
-    const table = Object.create(RouteTable.prototype) as RouteTable;
-    return Object.assign(table, {
-      revision: change.revision ?? this.revision,
-      completeUntil: change.completeUntil ?? this.completeUntil,
-      sandboxes: change.sandboxes.filter((s) => s.deletedAt == null),
-      groups: this.groups,
-      conflicts,
-      byKey,
-      historyByKey,
-      byName,
-      services: servicesChanged ? new Set(serviceCount.keys()) : this.services,
-      serviceCount,
-      allMembers: new WeakMap(),
-      liveMembers,
-      groupConflicts,
-    });
+    return new RouteTable(
+      { revision, completeUntil, sandboxes: change.sandboxes, groups: this.groups as RouteGroupSpec[] },
+      {
+        byKey: byKey.result,
+        historyByKey: historyByKey.result,
+        byName: byName.result,
+        services: servicesChanged ? new Set(serviceCount.result.keys()) : this.services,
+        serviceCount: serviceCount.result,
+        liveMembers: liveMembers.result,
+        groupConflicts: groupConflicts.result,
+        conflicts,
+      },
+    );
   }
 
   /** Every sandbox (tombstones included) a group's labels match, oldest first; computed once. */
   private membersOf(g: RouteGroupSpec): SandboxSpec[] {
+    this.allMembers ??= new WeakMap();
     let list = this.allMembers.get(g);
     if (!list) {
       list = [];
@@ -537,24 +655,6 @@ export class RouteTable {
       this.allMembers.set(g, list);
     }
     return list;
-  }
-
-  private history(key: string): KeyHistory {
-    let h = this.historyByKey.get(key);
-    if (!h) {
-      h = { sandboxes: [], groups: [] };
-      this.historyByKey.set(key, h);
-    }
-    return h;
-  }
-
-  private put(rule: Rule): void {
-    let m = this.byKey.get(rule.key);
-    if (!m) {
-      m = new Map();
-      this.byKey.set(rule.key, m);
-    }
-    m.set(rule.service, Object.freeze(rule));
   }
 
   /** The rule that sends (service, key) to a sandbox now, or undefined for baseline. */
