@@ -5,6 +5,9 @@ export class RegistryMetrics {
   events = 0;
   watchRestarts = 0;
   hookFailures = 0;
+  /** Writes of queued frames to every watcher, and the time they took. */
+  fanOuts = 0;
+  fanOutSeconds = 0;
   private readonly durations = new Map<string, { counts: number[]; sum: number; count: number }>();
 
   observe(method: string, route: string, code: number, seconds: number): void {
@@ -50,6 +53,10 @@ export class RegistryMetrics {
       '# HELP branchline_registry_hook_failures_total Resource hook calls that failed.',
       '# TYPE branchline_registry_hook_failures_total counter',
       `branchline_registry_hook_failures_total ${this.hookFailures}`,
+      '# HELP branchline_registry_watch_fanout_seconds Time spent writing queued frames to every watcher.',
+      '# TYPE branchline_registry_watch_fanout_seconds summary',
+      `branchline_registry_watch_fanout_seconds_sum ${this.fanOutSeconds}`,
+      `branchline_registry_watch_fanout_seconds_count ${this.fanOuts}`,
       '# TYPE process_cpu_seconds_total counter',
       `process_cpu_seconds_total ${(cpu.user + cpu.system) / 1e6}`,
       '# TYPE process_resident_memory_bytes gauge',
