@@ -46,23 +46,45 @@ if (process.argv[2] === 'worker') {
     clients.push(src);
   }
   await Promise.all(clients.map((c) => c.ready(60_000)));
-  const cpu0 = process.cpuUsage();
+  let cpu0 = process.cpuUsage();
   process.send({ type: 'ready' });
-  process.on('message', async (m) => {
-    if (m.type !== 'report') return;
-    // Report once every client holds the last change (or after 60 s: the rest count as missing).
+  // Until every client holds `revision` (or 60 s passed: the rest count as missing).
+  const caughtUp = async (revision) => {
     const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline && clients.some((c) => (c.table?.revision ?? 0) < m.finalRevision))
+    while (Date.now() < deadline && clients.some((c) => (c.table?.revision ?? 0) < revision))
       await new Promise((r) => setTimeout(r, 50));
-    const cpu = process.cpuUsage(cpu0);
-    await Promise.all(clients.map((c) => c.close()));
-    // Exit only once the (large) report has been handed to the parent.
-    process.send({ type: 'report', times: Object.fromEntries(times), cpuMicros: cpu.user + cpu.system }, () =>
-      process.exit(0),
-    );
+  };
+  process.on('message', async (m) => {
+    if (m.type === 'cpu-start') cpu0 = process.cpuUsage();
+    else if (m.type === 'reached') {
+      // The warm-up's times, then a fresh start for the measured changes.
+      await caughtUp(m.revision);
+      process.send({ type: 'reached', times: Object.fromEntries(times) });
+      times.clear();
+    } else if (m.type === 'report') {
+      await caughtUp(m.finalRevision);
+      const cpu = process.cpuUsage(cpu0);
+      await Promise.all(clients.map((c) => c.close()));
+      // Exit only once the (large) report has been handed to the parent.
+      process.send(
+        { type: 'report', times: Object.fromEntries(times), cpuMicros: cpu.user + cpu.system },
+        () => process.exit(0),
+      );
+    }
   });
 } else {
   await main();
+}
+
+/** Waits until every worker's clients hold `revision`; each worker's times per revision. */
+function reached(workers, revision) {
+  return Promise.all(
+    workers.map(async (w) => {
+      w.send({ type: 'reached', revision });
+      const [m] = await once(w, 'message');
+      return m.times;
+    }),
+  );
 }
 
 function startRegistry(dir, name) {
@@ -83,6 +105,10 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   const workers = Array.from({ length: WORKERS }, () =>
     fork(fileURLToPath(import.meta.url), ['worker', reg.url, String(CLIENTS / WORKERS)], {
       stdio: 'inherit',
+      // BENCH_CPU_PROF=<dir>: each client worker writes a V8 CPU profile there on exit.
+      execArgv: process.env.BENCH_CPU_PROF
+        ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+        : [],
     }),
   );
   // In production every client is a service on its own machine and the registry has its own
@@ -96,35 +122,57 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   console.log(
     `${CLIENTS} SDK clients watching ${reg.url} from ${WORKERS} processes; ${RATE} changes/s for ${SECONDS} s`,
   );
+  // Sends `count` changes at RATE per second, open loop: each goes out on schedule whether or
+  // not the previous one answered. Records when each revision was answered, and how long each
+  // PUT took (a registry that falls behind answers late, and the propagation figures, measured
+  // from the answer, would then hide its backlog).
+  const send = async (count, first, answeredAt, putMs) => {
+    const inflight = [];
+    const start = now();
+    for (let j = 0; j < count; j++) {
+      const due = start + (j * 1000) / RATE;
+      const wait = due - now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const sentAt = now();
+      const n = first + j;
+      inflight.push(
+        fetch(`${reg.url}/v1/sandboxes/s-${n % SANDBOXES}`, {
+          method: 'PUT',
+          body: JSON.stringify({ overrides: { svc: { http: `http://127.0.0.1:${10_000 + n}` } } }),
+        }).then(async (res) => {
+          const t = now();
+          const body = await res.json();
+          answeredAt.set(body.revision, t);
+          putMs.push(t - sentAt);
+        }),
+      );
+    }
+    const seconds = (now() - start) / 1000;
+    await Promise.all(inflight);
+    return seconds;
+  };
+  // Warm-up (BENCH_WARMUP_SECONDS, default 2): the first changes run through code the JIT has
+  // not optimized yet, in 1,000 clients at once on two cores; they are reported apart so the
+  // figures below are the steady state a long-running service sees.
+  const warmupSeconds = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
+  const warmAt = new Map();
+  const warmStart = now();
+  await send(Math.round(RATE * warmupSeconds), 0, warmAt, []);
+  const warmupReached = await reached(workers, Math.max(0, ...warmAt.keys()));
+  const warmWorst = [...warmAt].map(([rev, t0]) =>
+    Math.max(...warmupReached.map((times) => Math.max(...(times[rev] ?? [Number.NaN])) - t0)),
+  );
+  warmWorst.sort((a, b) => a - b);
+  const warmup = { seconds: warmupSeconds, allClientsP99: percentile(warmWorst, 99), ms: now() - warmStart };
+
   const regCpu0 = await reg.metric('process_cpu_seconds_total');
+  for (const w of workers) w.send({ type: 'cpu-start' });
   const load0 = loadavg()[0];
   const putAt = new Map();
-  // How long each PUT took to answer: a registry that falls behind answers late, and the
-  // propagation figures (measured from the answer) would then hide its backlog.
   const putMs = [];
-  const inflight = [];
   const total = RATE * SECONDS;
   const start = now();
-  for (let j = 0; j < total; j++) {
-    const due = start + (j * 1000) / RATE;
-    const wait = due - now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    const sentAt = now();
-    // Open loop: each change goes out on schedule, whether or not the previous one answered.
-    inflight.push(
-      fetch(`${reg.url}/v1/sandboxes/s-${j % SANDBOXES}`, {
-        method: 'PUT',
-        body: JSON.stringify({ overrides: { svc: { http: `http://127.0.0.1:${10_000 + j}` } } }),
-      }).then(async (res) => {
-        const t = now();
-        const body = await res.json();
-        putAt.set(body.revision, t);
-        putMs.push(t - sentAt);
-      }),
-    );
-  }
-  const sendSeconds = (now() - start) / 1000;
-  await Promise.all(inflight);
+  const sendSeconds = await send(total, warmAt.size, putAt, putMs);
   const achievedRate = total / sendSeconds;
   const finalRevision = Math.max(...putAt.keys());
   const reports = await Promise.all(
@@ -135,6 +183,9 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     }),
   );
   const regCpu = (await reg.metric('process_cpu_seconds_total')) - regCpu0;
+  // How long one write to every watcher takes, and how many there were per change.
+  const fanOuts = await reg.metric('branchline_registry_watch_fanout_seconds_count');
+  const fanOutMs = (1000 * (await reg.metric('branchline_registry_watch_fanout_seconds_sum'))) / fanOuts;
   const clientCpuMicros = reports.reduce((a, m) => a + m.cpuMicros, 0);
   // CPU the registry and the clients got per second of the run: on a shared machine, a figure
   // well under what they need means the latencies above are mostly waiting for a CPU.
@@ -182,11 +233,14 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     changes: total,
     achievedRate,
     missingObservations: missing,
+    warmup,
     allClientsMs: { p50: percentile(perChange, 50), p99: percentile(perChange, 99), max: perChange.at(-1) },
     perClientMs: { p50: percentile(perClient, 50), p99: percentile(perClient, 99), max: perClient.at(-1) },
     putMs: { p50: percentile(putMs, 50), p99: percentile(putMs, 99), max: putMs.at(-1) },
     // CPU per change: the registry's (fan-out to every watcher) and the clients' (per client).
     registryCpuMsPerChange: (regCpu * 1000) / total,
+    fanOutMs,
+    fanOutsPerSecond: fanOuts / wallSeconds,
     cpuShare,
     loadAverage1m: load,
     clientCpuMicrosPerUpdate: clientCpuMicros / (CLIENTS * total),
@@ -197,7 +251,7 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'branchline-bench-registry-'));
   const scenarios = (process.env.BENCH_SCENARIOS ?? '1000x100,1000x10,100x100').split(',').map((x) => {
     const [clients, rate] = x.split('x').map(Number);
-    return { clients, rate, seconds: Number(process.env.BENCH_SECONDS ?? 3) };
+    return { clients, rate, seconds: Number(process.env.BENCH_SECONDS ?? 6) };
   });
   const runs = [];
   for (const sc of scenarios) runs.push(await propagation(dir, sc));
@@ -213,8 +267,10 @@ async function main() {
         'each p50': fmt(r.perClientMs.p50),
         'each p99': fmt(r.perClientMs.p99),
         missing: r.missingObservations,
+        'warm-up p99': `${fmt(r.warmup.allClientsP99)} (${r.warmup.seconds} s)`,
         'PUT p50/p99': `${fmt(r.putMs.p50)}/${fmt(r.putMs.p99)}`,
         'registry CPU ms/change': fmt(r.registryCpuMsPerChange, 2),
+        'fan-out ms × /s': `${fmt(r.fanOutMs, 1)} × ${fmt(r.fanOutsPerSecond, 0)}`,
         'client CPU µs/update': fmt(r.clientCpuMicrosPerUpdate, 1),
         'CPUs used': fmt(r.cpuShare, 2),
         load: r.loadAverage1m.map((x) => fmt(x)).join('→'),
@@ -229,8 +285,10 @@ async function main() {
         'each p50': '2500.0',
         'each p99': fmt(POLL_P99),
         missing: '-',
+        'warm-up p99': '-',
         'PUT p50/p99': '-',
         'registry CPU ms/change': '-',
+        'fan-out ms × /s': '-',
         'client CPU µs/update': '-',
         'CPUs used': '-',
         load: '-',
