@@ -342,6 +342,65 @@ describe('registry on SQLite (real processes)', () => {
     await r2.proc.stop();
   });
 
+  it('?view=routing sends sandboxes without their editing fields, in the snapshot, the live stream and a resume', async () => {
+    const r = await startRegistry(['--store', join(dir, 'view.db')]);
+    await api(r.url, 'PUT', '/v1/sandboxes/lean', { overrides: svc(4040), labels: { team: 'a' } });
+    const ctl = new AbortController();
+    const res = await fetch(`${r.url}/v1/watch?view=routing`, { signal: ctl.signal });
+    const full = await fetch(`${r.url}/v1/watch`, { signal: ctl.signal });
+    const dec = new TextDecoder();
+    const reader = (body: ReadableStream<Uint8Array>) => {
+      const it = body.getReader();
+      let text = '';
+      return async (stopAt: (t: string) => boolean) => {
+        while (!stopAt(text)) text += dec.decode((await it.read()).value, { stream: true });
+        return text;
+      };
+    };
+    const lean = reader(res.body!);
+    const whole = reader(full.body!);
+    await api(r.url, 'PUT', '/v1/sandboxes/lean', { overrides: svc(4041), labels: { team: 'a' } });
+    const events = (t: string) =>
+      [...t.matchAll(/^event: (\w+)\ndata: (.*)$/gm)]
+        .filter((m) => m[1] !== 'heartbeat' && m[1] !== 'synced')
+        .map((m) => [m[1], JSON.parse(m[2]!)] as const);
+    const leanText = await lean((t) => t.includes('event: replace'));
+    const wholeText = await whole((t) => t.includes('event: replace'));
+    ctl.abort();
+    const [snap, change] = events(leanText);
+    const [, wholeChange] = events(wholeText);
+    const doc = snap![1].sandboxes[0];
+    for (const d of [doc, change![1].object]) {
+      expect(Object.keys(d).sort()).toEqual([
+        'createdAt',
+        'deletedAt',
+        'expiresAt',
+        'history',
+        'id',
+        'key',
+        'labels',
+        'name',
+        'overrides',
+        'resources',
+      ]);
+    }
+    expect(change![1].object.overrides).toEqual(svc(4041));
+    expect(change![1]).not.toHaveProperty('time');
+    // Without the view, watchers get whole documents, as the dashboard needs them.
+    expect(wholeChange![1].object).toMatchObject({ declared: svc(4041), status: 'ready' });
+    expect(wholeChange![1]).toHaveProperty('time');
+    // A resume in the routing view replays the routing frames.
+    const rev = change![1].revision as number;
+    const ctl2 = new AbortController();
+    const resumed = await fetch(`${r.url}/v1/watch?view=routing&since=${rev - 1}`, { signal: ctl2.signal });
+    const replay = await reader(resumed.body!)((t) => t.includes('event: synced'));
+    ctl2.abort();
+    expect(events(replay).map(([e, d]) => [e, Object.hasOwn(d.object, 'declared')])).toEqual([
+      ['replace', false],
+    ]);
+    await r.proc.stop();
+  });
+
   it('a core RouteTable from the SDK source decides by time from history and tombstones', async () => {
     const r = await startRegistry(['--store', join(dir, 'history.db')]);
     const src = follow(r.url);

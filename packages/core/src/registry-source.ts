@@ -108,6 +108,8 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
   private connect(): void {
     if (this.closed) return;
     const url = new URL('v1/watch', this.base);
+    // Only what routing needs: no editing fields (a registry without views sends them anyway).
+    url.searchParams.set('view', 'routing');
     if (this.everConnected) url.searchParams.set('since', String(this.status.revision));
     const headers: Record<string, string> = { accept: 'text/event-stream' };
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;

@@ -142,7 +142,7 @@ describe('RegistryRouteSource', () => {
     });
     expect(source.table?.resolve('payments', 'a')).toBeDefined();
     const resumed = await nextTable(source, (t) => t.revision === 8);
-    expect(conns[1]!.req.url).toBe('/v1/watch?since=7');
+    expect(conns[1]!.req.url).toBe('/v1/watch?view=routing&since=7');
     expect(resumed.resolve('payments', 'a')).toBeDefined();
     expect(resumed.resolve('payments', 'c')).toBeDefined();
     expect(source.status.reconnects).toBe(1);
@@ -160,6 +160,6 @@ describe('RegistryRouteSource', () => {
       const check = () => (conns.length >= 2 ? resolve() : setTimeout(check, 20));
       check();
     });
-    expect(conns[1]!.req.url).toBe('/v1/watch?since=1');
+    expect(conns[1]!.req.url).toBe('/v1/watch?view=routing&since=1');
   });
 });
