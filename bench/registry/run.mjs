@@ -47,6 +47,17 @@ if (process.argv[2] === 'worker') {
   }
   await Promise.all(clients.map((c) => c.ready(60_000)));
   let cpu0 = process.cpuUsage();
+  // Garbage-collection pauses in this worker during the measured changes (longest, and total).
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  const gc = { max: 0, total: 0, count: 0, on: false };
+  new PerformanceObserver((list) => {
+    if (!gc.on) return;
+    for (const e of list.getEntries()) {
+      gc.max = Math.max(gc.max, e.duration);
+      gc.total += e.duration;
+      gc.count++;
+    }
+  }).observe({ entryTypes: ['gc'] });
   process.send({ type: 'ready' });
   // Until every client holds `revision` (or 60 s passed: the rest count as missing).
   const caughtUp = async (revision) => {
@@ -55,8 +66,10 @@ if (process.argv[2] === 'worker') {
       await new Promise((r) => setTimeout(r, 50));
   };
   process.on('message', async (m) => {
-    if (m.type === 'cpu-start') cpu0 = process.cpuUsage();
-    else if (m.type === 'reached') {
+    if (m.type === 'cpu-start') {
+      cpu0 = process.cpuUsage();
+      gc.on = true;
+    } else if (m.type === 'reached') {
       // The warm-up's times, then a fresh start for the measured changes.
       await caughtUp(m.revision);
       process.send({ type: 'reached', times: Object.fromEntries(times) });
@@ -67,7 +80,7 @@ if (process.argv[2] === 'worker') {
       await Promise.all(clients.map((c) => c.close()));
       // Exit only once the (large) report has been handed to the parent.
       process.send(
-        { type: 'report', times: Object.fromEntries(times), cpuMicros: cpu.user + cpu.system },
+        { type: 'report', times: Object.fromEntries(times), cpuMicros: cpu.user + cpu.system, gc },
         () => process.exit(0),
       );
     }
@@ -164,6 +177,8 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   );
   warmWorst.sort((a, b) => a - b);
   const warmup = { seconds: warmupSeconds, allClientsP99: percentile(warmWorst, 99), ms: now() - warmStart };
+  // Let the hand-over of the warm-up's times (IPC, parsing, garbage) settle before measuring.
+  await new Promise((r) => setTimeout(r, 1000));
 
   const regCpu0 = await reg.metric('process_cpu_seconds_total');
   for (const w of workers) w.send({ type: 'cpu-start' });
@@ -187,6 +202,8 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   const fanOuts = await reg.metric('branchline_registry_watch_fanout_seconds_count');
   const fanOutMs = (1000 * (await reg.metric('branchline_registry_watch_fanout_seconds_sum'))) / fanOuts;
   const clientCpuMicros = reports.reduce((a, m) => a + m.cpuMicros, 0);
+  const gcMaxMs = Math.max(...reports.map((m) => m.gc.max));
+  const gcMsPerSecond = reports.reduce((a, m) => a + m.gc.total, 0) / reports.length / SECONDS;
   // CPU the registry and the clients got per second of the run: on a shared machine, a figure
   // well under what they need means the latencies above are mostly waiting for a CPU.
   const wallSeconds = (now() - start) / 1000;
@@ -244,6 +261,8 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
     cpuShare,
     loadAverage1m: load,
     clientCpuMicrosPerUpdate: clientCpuMicros / (CLIENTS * total),
+    // Longest garbage-collection pause in any client worker, and GC time per worker per second.
+    clientGc: { maxPauseMs: gcMaxMs, msPerSecond: gcMsPerSecond },
   };
 }
 
@@ -272,6 +291,7 @@ async function main() {
         'registry CPU ms/change': fmt(r.registryCpuMsPerChange, 2),
         'fan-out ms × /s': `${fmt(r.fanOutMs, 1)} × ${fmt(r.fanOutsPerSecond, 0)}`,
         'client CPU µs/update': fmt(r.clientCpuMicrosPerUpdate, 1),
+        'client GC max ms': fmt(r.clientGc.maxPauseMs, 1),
         'CPUs used': fmt(r.cpuShare, 2),
         load: r.loadAverage1m.map((x) => fmt(x)).join('→'),
         'p99 / 100 ms target': fmt(r.allClientsMs.p99 / 100, 2),
@@ -290,6 +310,7 @@ async function main() {
         'registry CPU ms/change': '-',
         'fan-out ms × /s': '-',
         'client CPU µs/update': '-',
+        'client GC max ms': '-',
         'CPUs used': '-',
         load: '-',
         'p99 / 100 ms target': '-',
