@@ -14,6 +14,7 @@ beforeAll(async () => {
   sandbox = createServer((req, res) => {
     let n = 0;
     req.on('data', (d) => (n += d.length));
+    if (req.url?.includes('powered')) res.setHeader('x-powered-by', 'sandbox-app');
     req.on('end', () => res.end(JSON.stringify({ instance: 'sandbox', url: req.url, bytes: n })));
   });
   sandbox.listen(0, '127.0.0.1');
@@ -89,6 +90,25 @@ for (const [name, express] of Object.entries(versions)) {
         url: '/echo?q=1',
         bytes: 7,
       });
+    });
+
+    it('relays the sandbox response without the headers Express had set at baseline (X-Powered-By)', async () => {
+      const send = (path: string, headers: Record<string, string>) =>
+        fetch(`${url}${path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...headers },
+          body: '{}',
+        });
+      const atBaseline = await send('/echo', {});
+      expect((await atBaseline.json()).instance).toBe('baseline');
+      expect(atBaseline.headers.get('x-powered-by')).toBe('Express');
+      const relayed = await send('/echo', { baggage: 'branchline=ord-key' });
+      expect((await relayed.json()).instance).toBe('sandbox');
+      expect(relayed.headers.get('x-powered-by')).toBeNull();
+      // The sandbox's own header arrives once, not next to the baseline's.
+      const own = await send('/echo?powered', { baggage: 'branchline=ord-key' });
+      expect((await own.json()).instance).toBe('sandbox');
+      expect(own.headers.get('x-powered-by')).toBe('sandbox-app');
     });
 
     it('serves a request that already carries the hop marker here (loop guard)', async () => {

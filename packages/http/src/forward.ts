@@ -369,6 +369,7 @@ class ForwardExchange implements Exchange {
     if (this.failed) return;
     this.started = true;
     const res = this.res;
+    dropPresetHeaders(res);
     try {
       if (reason) res.writeHead(status, reason, headers);
       else res.writeHead(status, headers);
@@ -454,6 +455,29 @@ class ForwardExchange implements Exchange {
  * longer in it are closed once idle, so new requests never ride an old connection to a
  * previous endpoint.
  */
+
+/** Node's slot for headers set with `setHeader` (an internal symbol, looked up on first use). */
+let outHeaders: symbol | null | undefined;
+
+/**
+ * The relayed response is the sandbox's own. Headers the baseline set before forwarding (Express
+ * sets `X-Powered-By` on every response before any middleware runs) would otherwise be added to
+ * it, or duplicated when the sandbox sets them too; and any header set that way sends
+ * `writeHead` down Node's slow path, which validates and copies every relayed header again.
+ * A fallback to baseline keeps them: only a relay drops them.
+ */
+function dropPresetHeaders(res: ServerResponse): void {
+  if (outHeaders === undefined)
+    outHeaders = Object.getOwnPropertySymbols(res).find((s) => s.description === 'kOutHeaders') ?? null;
+  if (outHeaders !== null) {
+    // null is what Node starts every response with: no header set.
+    const r = res as unknown as Record<symbol, unknown>;
+    if (r[outHeaders] != null) r[outHeaders] = null;
+    return;
+  }
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+}
+
 export class SandboxForwarder {
   readonly options: ResolvedForwardOptions;
   private readonly pools = new Map<string, Endpoint>();
