@@ -257,7 +257,7 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
     if (!this.status.synced) return;
     const current = this.table;
     if (changed || !current) this.rebuild();
-    else if (advanced) this.publish(withCompleteUntil(current, this.status.completeUntil));
+    else if (advanced) this.publish(current.withCompleteUntil(this.status.completeUntil));
   }
 
   /**
@@ -295,14 +295,6 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
     }
     this.publish(table);
   }
-}
-
-/**
- * The same compiled table with a later `completeUntil`: a heartbeat (twice a second) must not
- * recompile every sandbox. The copy shares the table's immutable maps.
- */
-function withCompleteUntil(table: RouteTable, completeUntil: number): RouteTable {
-  return Object.assign(Object.create(Object.getPrototypeOf(table)) as RouteTable, table, { completeUntil });
 }
 
 function parseFrame(text: string): Frame | undefined {

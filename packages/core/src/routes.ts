@@ -489,6 +489,31 @@ export class RouteTable {
     this.allMembers = undefined;
   }
 
+  /**
+   * This table with a later `completeUntil` (a registry heartbeat): the compiled maps are
+   * shared, nothing is recompiled.
+   */
+  withCompleteUntil(completeUntil: number): RouteTable {
+    return new RouteTable(
+      {
+        revision: this.revision,
+        completeUntil,
+        sandboxes: this.allSandboxes as SandboxSpec[],
+        groups: this.groups as RouteGroupSpec[],
+      },
+      {
+        byKey: this.byKey,
+        historyByKey: this.historyByKey,
+        byName: this.byName,
+        services: this.services,
+        serviceCount: this.serviceCount,
+        liveMembers: this.liveMembers,
+        groupConflicts: this.groupConflicts,
+        conflicts: this.conflicts,
+      },
+    );
+  }
+
   /** The live sandboxes, in the order of the documents the table was built from. */
   get sandboxes(): readonly SandboxSpec[] {
     this.liveSandboxes ??= this.allSandboxes.filter((s) => s.deletedAt == null);

@@ -108,6 +108,26 @@ describe('RouteTable.derive', () => {
     }
   });
 
+  it('withCompleteUntil moves only the horizon: same answers, same rules, the earlier table untouched', () => {
+    const a: SandboxSpec = {
+      name: 'a',
+      key: 'a',
+      createdAt: 100,
+      deletedAt: 200,
+      overrides: { payments: { http: 'http://10.0.0.1:80' } },
+    };
+    const b: SandboxSpec = { name: 'b', key: 'b', overrides: { orders: { http: 'http://10.0.0.2:80' } } };
+    const t1 = new RouteTable({ revision: 4, completeUntil: 1000, sandboxes: [a, b] });
+    const t2 = t1.withCompleteUntil(1500);
+    expect(t2.completeUntil).toBe(1500);
+    expect(t1.completeUntil).toBe(1000);
+    expect(t2.revision).toBe(4);
+    expect(t2.resolve('orders', 'b')).toBe(t1.resolve('orders', 'b'));
+    expect(t2.sandboxes.map((s) => s.name)).toEqual(['b']);
+    expect(t2.owner('payments', 'a', 150)).toBe('a');
+    expect(t2.owner('payments', 'a', 250)).toBeUndefined();
+  });
+
   it('shares what did not change and leaves the earlier table as it was', () => {
     const a: SandboxSpec = { name: 'a', key: 'a', overrides: { payments: { http: 'http://10.0.0.1:80' } } };
     const b: SandboxSpec = { name: 'b', key: 'b', overrides: { orders: { http: 'http://10.0.0.2:80' } } };
