@@ -133,7 +133,9 @@ const MAX_FLUSH_GAP_MS = 50;
  * fields (`declared`, `announced`, `status`, `updatedAt`, `deleteReason`) stay out, which makes
  * each change about a third smaller to send and to parse in every watching service.
  */
-function routingDoc(s: SandboxDoc): Omit<SandboxDoc, 'declared' | 'announced' | 'status' | 'updatedAt'> {
+function routingDoc(
+  s: SandboxDoc,
+): Omit<SandboxDoc, 'declared' | 'announced' | 'status' | 'updatedAt' | 'deleteReason'> {
   return {
     id: s.id,
     name: s.name,
@@ -182,8 +184,7 @@ export class RegistryServer {
   private readonly deletedListeners: SandboxDeletedListener[] = [];
   private readonly watchers = new Set<Watcher>();
   private ring: ChangeFrame[] = [];
-  /** Frames waiting for the end of this event-loop turn (see `broadcast`). */
-  /** Frames queued for the next write: as full watchers get them, and as routing watchers do. */
+  /** Frames queued for the next write (see `broadcast`): as full watchers get them, and as routing watchers do. */
   private pendingFrames: string[] = [];
   private pendingRouting: string[] = [];
   private routingWatchers = 0;
