@@ -74,6 +74,26 @@ function follow(url: string, token?: string): RegistryRouteSource {
 
 const svc = (port: number) => ({ payments: { http: `http://127.0.0.1:${port}` } });
 
+/** Opens `GET url` (a watch stream); `until` reads until the text so far satisfies `stopAt`. */
+async function openStream(url: string) {
+  const ctl = new AbortController();
+  const res = await fetch(url, { signal: ctl.signal });
+  const it = res.body!.getReader();
+  const dec = new TextDecoder();
+  let text = '';
+  return {
+    async until(stopAt: (t: string) => boolean): Promise<string> {
+      while (!stopAt(text)) {
+        const { done, value } = await it.read();
+        if (done) throw new Error(`the stream ended before the expected text; got: ${text.slice(-300)}`);
+        text += dec.decode(value, { stream: true });
+      }
+      return text;
+    },
+    close: () => ctl.abort(),
+  };
+}
+
 describe('registry on SQLite (real processes)', () => {
   it('keeps every sandbox and group across a restart, even after SIGKILL', async () => {
     const db = join(dir, 'restart.db');
@@ -302,15 +322,9 @@ describe('registry on SQLite (real processes)', () => {
     const r1 = await startRegistry(['--store', db]);
     await api(r1.url, 'PUT', '/v1/sandboxes/first', { overrides: svc(4030) });
     const read = async (path: string, stopAt: (t: string) => boolean) => {
-      const ctl = new AbortController();
-      const res = await fetch(r1.url + path, { signal: ctl.signal });
-      const dec = new TextDecoder();
-      let text = '';
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        text += dec.decode(chunk, { stream: true });
-        if (stopAt(text)) break;
-      }
-      ctl.abort();
+      const stream = await openStream(r1.url + path);
+      const text = await stream.until(stopAt);
+      stream.close();
       return text;
     };
     const first = await read('/v1/watch', (t) => t.includes('event: synced'));
@@ -345,28 +359,17 @@ describe('registry on SQLite (real processes)', () => {
   it('?view=routing sends sandboxes without their editing fields, in the snapshot, the live stream and a resume', async () => {
     const r = await startRegistry(['--store', join(dir, 'view.db')]);
     await api(r.url, 'PUT', '/v1/sandboxes/lean', { overrides: svc(4040), labels: { team: 'a' } });
-    const ctl = new AbortController();
-    const res = await fetch(`${r.url}/v1/watch?view=routing`, { signal: ctl.signal });
-    const full = await fetch(`${r.url}/v1/watch`, { signal: ctl.signal });
-    const dec = new TextDecoder();
-    const reader = (body: ReadableStream<Uint8Array>) => {
-      const it = body.getReader();
-      let text = '';
-      return async (stopAt: (t: string) => boolean) => {
-        while (!stopAt(text)) text += dec.decode((await it.read()).value, { stream: true });
-        return text;
-      };
-    };
-    const lean = reader(res.body!);
-    const whole = reader(full.body!);
+    const lean = await openStream(`${r.url}/v1/watch?view=routing`);
+    const whole = await openStream(`${r.url}/v1/watch`);
     await api(r.url, 'PUT', '/v1/sandboxes/lean', { overrides: svc(4041), labels: { team: 'a' } });
     const events = (t: string) =>
       [...t.matchAll(/^event: (\w+)\ndata: (.*)$/gm)]
         .filter((m) => m[1] !== 'heartbeat' && m[1] !== 'synced')
         .map((m) => [m[1], JSON.parse(m[2]!)] as const);
-    const leanText = await lean((t) => t.includes('event: replace'));
-    const wholeText = await whole((t) => t.includes('event: replace'));
-    ctl.abort();
+    const leanText = await lean.until((t) => t.includes('event: replace'));
+    const wholeText = await whole.until((t) => t.includes('event: replace'));
+    lean.close();
+    whole.close();
     const [snap, change] = events(leanText);
     const [, wholeChange] = events(wholeText);
     const doc = snap![1].sandboxes[0];
@@ -391,10 +394,9 @@ describe('registry on SQLite (real processes)', () => {
     expect(wholeChange![1]).toHaveProperty('time');
     // A resume in the routing view replays the routing frames.
     const rev = change![1].revision as number;
-    const ctl2 = new AbortController();
-    const resumed = await fetch(`${r.url}/v1/watch?view=routing&since=${rev - 1}`, { signal: ctl2.signal });
-    const replay = await reader(resumed.body!)((t) => t.includes('event: synced'));
-    ctl2.abort();
+    const resumed = await openStream(`${r.url}/v1/watch?view=routing&since=${rev - 1}`);
+    const replay = await resumed.until((t) => t.includes('event: synced'));
+    resumed.close();
     expect(events(replay).map(([e, d]) => [e, Object.hasOwn(d.object, 'declared')])).toEqual([
       ['replace', false],
     ]);
