@@ -49,12 +49,6 @@ const NO_KEY: Handoff = Object.freeze({ key: undefined });
  */
 export class StreamRelay {
   private readonly sessions = new Map<string, ClientHttp2Session>();
-  // The last baggage header whose call was served here, the table it was decided under, and
-  // what was handed to the interceptor (only valid keys: bad input goes through the reader,
-  // which counts it).
-  private lastBaggage: string | undefined;
-  private lastTable: RouteTable | undefined;
-  private lastHandoff: Handoff | undefined;
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -72,15 +66,10 @@ export class StreamRelay {
    */
   route(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Handoff | undefined {
     const r = this.routing;
-    const baggage = headers.baggage;
-    const onlyBaggage = r.keys.sources.length === 1;
-    if (baggage === undefined && onlyBaggage) return NO_KEY;
+    if (headers.baggage === undefined && r.keys.sources.length === 1) return NO_KEY;
     const table = r.runtime.routes.table ?? RouteTable.empty;
     const forwarded = r.sandbox === undefined && headers[HOP_METADATA] !== undefined;
-    // Callers tend to send the same header call after call: the same header under the same
-    // table, not forwarded, is answered as last time without parsing or deciding again.
-    if (baggage === this.lastBaggage && table === this.lastTable && !forwarded && onlyBaggage)
-      return this.lastHandoff;
+    // A header seen on the last call is a string compare in the key reader (core's memo).
     const key = r.keys.read(headers, nodeHeadersGetter);
     if (key === undefined) return NO_KEY;
     const decision = decideIncoming({
@@ -91,22 +80,7 @@ export class StreamRelay {
       forwarded,
       transport: 'grpc',
     });
-    if (decision.action !== 'forward') {
-      const handoff: Handoff = { key, decision };
-      // Only a plain "serve here" is remembered: a prevented loop is counted per call, and
-      // forwarding picks an endpoint per call.
-      if (
-        decision.action === 'serve' &&
-        decision.reason !== 'loop' &&
-        !forwarded &&
-        typeof baggage === 'string'
-      ) {
-        this.lastBaggage = baggage;
-        this.lastTable = table;
-        this.lastHandoff = handoff;
-      }
-      return handoff;
-    }
+    if (decision.action !== 'forward') return { key, decision };
     // grpc-js answers a request that is not gRPC; an endpoint with a scheme needs its relay.
     const contentType = headers['content-type'];
     const authority = authorityOf(decision.endpoint);
