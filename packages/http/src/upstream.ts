@@ -306,8 +306,7 @@ export class Connection {
           off = end + 4;
           if (!this.onHead(head, ex)) return;
           if ((this.phase as Phase) === Phase.Done) {
-            this.finish(ex);
-            if (off < n) this.reusable = false;
+            this.finish(ex, off < n);
             return;
           }
           break;
@@ -324,8 +323,7 @@ export class Connection {
             this.remaining = 0;
             this.phase = Phase.Done;
             ex.onData(piece, true);
-            this.finish(ex);
-            if (off < n) this.reusable = false;
+            this.finish(ex, off < n);
             return;
           }
           const slice = this.keep(piece);
@@ -345,8 +343,7 @@ export class Connection {
           }
           this.phase = Phase.Done;
           ex.onData(slice, true);
-          this.finish(ex);
-          if (off < n) this.reusable = false;
+          this.finish(ex, off < n);
           return;
         }
         case Phase.ChunkSize: {
@@ -402,8 +399,7 @@ export class Connection {
           }
           off = end + 2;
           this.phase = Phase.Done;
-          this.finish(ex);
-          if (off < n) this.reusable = false;
+          this.finish(ex, off < n);
           return;
         }
         default:
@@ -479,7 +475,12 @@ export class Connection {
     return this.ex === ex;
   }
 
-  private finish(ex: Exchange): void {
+  /**
+   * The response is complete. `stray`: the sandbox sent bytes past its end, so the connection is
+   * out of step and must not carry another exchange (decided before it is released).
+   */
+  private finish(ex: Exchange, stray: boolean): void {
+    if (stray) this.reusable = false;
     this.timer = Timer.None;
     const trailers = this.trailers;
     this.trailers = undefined;

@@ -370,6 +370,26 @@ describe('the forwarding client', () => {
     }
   });
 
+  it('does not reuse a connection on which the sandbox sent more than the response, even for a queued request', async () => {
+    const seenOn = new Map<string, import('node:net').Socket>();
+    const raw = await rawSandbox((head, socket) => {
+      const path = head.split(' ')[1]!;
+      seenOn.set(path, socket);
+      // The first answer is followed by bytes nobody asked for: that connection is out of step.
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok${path === '/one' ? 'STRAY' : ''}`);
+    });
+    try {
+      // One connection: the second request waits in the queue while the first is answered.
+      const b = await baseline(raw.url, { connections: 1 });
+      const [one, two] = await Promise.all([get(`${b.url}/one`), get(`${b.url}/two`)]);
+      expect([one.text, two.text]).toEqual(['ok', 'ok']);
+      expect(seenOn.get('/two')).toBeDefined();
+      expect(seenOn.get('/two')).not.toBe(seenOn.get('/one'));
+    } finally {
+      await raw.close();
+    }
+  });
+
   it('opens a fresh connection when the sandbox closed an idle one, and caps connections per endpoint', async () => {
     const s = await startServer('short-keepalive');
     s.server.keepAliveTimeout = 30;
