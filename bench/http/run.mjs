@@ -197,6 +197,7 @@ async function startNginx(upstream) {
 }
 
 // 2. The forwarding hop, measured with the microsecond client in load.mjs.
+const FLOOR = 'node:http minimal relay (floor)';
 async function hop() {
   const sandbox = await start('sandbox', await freePort());
   const forwarders = {
@@ -204,16 +205,20 @@ async function hop() {
     'express + branchline': await start('express-bl', await freePort(), [sandbox]),
     'node:http + branchline': await start('node-bl', await freePort(), [sandbox]),
   };
+  // The least a relay inside a Node HTTP server can do (no Branchline, not a usable proxy): what
+  // any forwarder hosted by the app's own server costs at best.
+  const floor = await start('floor', await freePort(), [sandbox]);
   const nginx = await startNginx(sandbox);
   const ROUTED = { baggage: 'branchline=bench-key' };
   const paths = { direct: [sandbox, {}], ...(nginx ? { nginx: [nginx, {}] } : {}) };
+  paths[FLOOR] = [floor, ROUTED];
   for (const [n, u] of Object.entries(forwarders)) paths[n] = [u, ROUTED];
   const byConn = {};
   for (const connections of [1, 32]) {
     const acc = {};
     for (const [url, headers] of Object.values(paths)) await load(url, { headers, connections, duration: 1 });
     // Rounds interleaved across paths so that the machine's noise hits every path alike.
-    const rounds = 3;
+    const rounds = Number(process.env.BENCH_HTTP_HOP_ROUNDS ?? 5);
     for (let i = 0; i < rounds; i++) {
       for (const [name, [url, headers]] of Object.entries(paths)) {
         const cpu0 = await cpuTime(url);
@@ -257,7 +262,8 @@ async function hop() {
   }
   if (!nginx) return;
   const checks = [];
-  for (const name of Object.keys(forwarders)) {
+  for (const name of [FLOOR, ...Object.keys(forwarders)]) {
+    const ok = (met) => (name === FLOOR ? `(${met ? 'within' : 'over'})` : met ? 'yes' : 'NO');
     for (const connections of [1, 32]) {
       const s = byConn[connections];
       for (const p of ['p50', 'p99']) {
@@ -271,7 +277,7 @@ async function hop() {
           'nginx µs': fmt(theirs, 0),
           ratio: fmt(ratio, 2),
           target: '<= 1.5',
-          ok: theirs > 0 && ratio <= 1.5 ? 'yes' : 'NO',
+          ok: ok(theirs > 0 && ratio <= 1.5),
         });
       }
     }
@@ -283,11 +289,11 @@ async function hop() {
       'nginx µs': fmt(byConn[32].nginx.rps, 0),
       ratio: fmt(tput, 2),
       target: '>= 0.5',
-      ok: tput >= 0.5 ? 'yes' : 'NO',
+      ok: ok(tput >= 0.5),
     });
   }
   printTable(
-    'forwarding hop vs nginx (added latency = path − direct; req/s rows compare throughput)',
+    'forwarding hop vs nginx (added latency = path − direct; req/s rows compare throughput; the floor rows are no Branchline but the least a relay inside a Node HTTP server does)',
     checks,
   );
   results.targets.hop = checks;
@@ -328,17 +334,21 @@ async function inProcess() {
   await mw.close();
 }
 
-console.log(
-  `autocannon, ${seconds}s per measurement; framework overhead (median of ${ROUNDS} alternating rounds, 10 connections):`,
-);
-await overhead('express 5', 'express', 'express-bl');
-await overhead('fastify 5', 'fastify', 'fastify-bl');
-printTable(
-  'throughput vs plain (ratio = branchline / plain req/s; CPU ratio = plain / branchline CPU per request)',
-  results.frameworks.map(({ plainRuns, branchlineRuns, plainCpu, branchlineCpu, ...r }) => r),
-);
-await inProcess();
-await hop();
+// BENCH_HTTP_PARTS=hop runs only the forwarding hop (frameworks, inprocess, hop by default).
+const parts = new Set((process.env.BENCH_HTTP_PARTS ?? 'frameworks,inprocess,hop').split(','));
+if (parts.has('frameworks')) {
+  console.log(
+    `autocannon, ${seconds}s per measurement; framework overhead (median of ${ROUNDS} alternating rounds, 10 connections):`,
+  );
+  await overhead('express 5', 'express', 'express-bl');
+  await overhead('fastify 5', 'fastify', 'fastify-bl');
+  printTable(
+    'throughput vs plain (ratio = branchline / plain req/s; CPU ratio = plain / branchline CPU per request)',
+    results.frameworks.map(({ plainRuns, branchlineRuns, plainCpu, branchlineCpu, ...r }) => r),
+  );
+}
+if (parts.has('inprocess')) await inProcess();
+if (parts.has('hop')) await hop();
 results.loadAverageAtEnd = loadavg();
 console.log(
   `\n(load average ${results.loadAverageAtStart.map((x) => x.toFixed(1)).join(' ')} at start, ${results.loadAverageAtEnd.map((x) => x.toFixed(1)).join(' ')} at end; other jobs share this machine)`,

@@ -3,7 +3,12 @@
 //   express          plain Express 5           | express-bl   Express 5 + branchline()
 //   fastify          plain Fastify 5           | fastify-bl   Fastify 5 + the plugin
 //   node-bl          a bare node:http server that only routes (IncomingRouter + forwarder)
+//   floor            a node:http server that relays every request to the sandbox with the least
+//                    work a relay can do (no Branchline): a fixed request head, the response's
+//                    length and body, a fixed response head. Not a usable proxy; the floor for any
+//                    forwarding done inside a Node HTTP server.
 import http from 'node:http';
+import net from 'node:net';
 
 const [mode, portArg, sandboxUrl] = process.argv.slice(2);
 const port = Number(portArg);
@@ -52,6 +57,39 @@ async function main() {
       if (route.target !== undefined) return router.forwarder.forward(req, res, route.target);
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
+    });
+    server.keepAliveTimeout = 60_000;
+    await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  } else if (mode === 'floor') {
+    const upstream = new URL(sandboxUrl);
+    const head = `GET / HTTP/1.1\r\nhost: ${upstream.host}\r\n\r\n`;
+    const idle = [];
+    const END = Buffer.from('\r\n\r\n');
+    const open = () => {
+      const s = net.connect(Number(upstream.port), upstream.hostname);
+      s.setNoDelay(true);
+      let buf = Buffer.alloc(0);
+      s.on('data', (d) => {
+        buf = buf.length ? Buffer.concat([buf, d]) : d;
+        const end = buf.indexOf(END);
+        if (end === -1) return;
+        const m = /content-length: *(\d+)/i.exec(buf.toString('latin1', 0, end));
+        const need = end + 4 + Number(m[1]);
+        if (buf.length < need) return;
+        const res = s.res;
+        s.res = undefined;
+        const out = buf.toString('latin1', end + 4, need);
+        buf = buf.subarray(need);
+        res.writeHead(200, ['content-type', 'application/json', 'content-length', String(out.length)]);
+        res.end(out, 'latin1');
+        idle.push(s);
+      });
+      return s;
+    };
+    const server = http.createServer((_req, res) => {
+      const s = idle.pop() ?? open();
+      s.res = res;
+      s.write(head, 'latin1');
     });
     server.keepAliveTimeout = 60_000;
     await new Promise((r) => server.listen(port, '127.0.0.1', r));
