@@ -35,11 +35,15 @@ process.on('exit', () => {
   nginxMaster?.kill('SIGTERM');
 });
 
-function start(mode, port, extra = []) {
-  const child = spawn(process.execPath, [join(here, 'servers.mjs'), mode, String(port), ...extra], {
-    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-    env: { ...process.env, BRANCHLINE_LOG_LEVEL: 'error' },
-  });
+function start(mode, port, extra = [], nodeArgs = []) {
+  const child = spawn(
+    process.execPath,
+    [...nodeArgs, join(here, 'servers.mjs'), mode, String(port), ...extra],
+    {
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+      env: { ...process.env, BRANCHLINE_LOG_LEVEL: 'error' },
+    },
+  );
   children.push(child);
   return new Promise((resolve, reject) => {
     let out = '';
@@ -91,11 +95,20 @@ const KEY = { baggage: 'userid=alice,branchline=other-key' };
 const results = { seconds, loadAverageAtStart: loadavg(), frameworks: [], hop: [], targets: {} };
 
 // 1. Framework overhead: alternate plain and Branchline runs to spread the machine's noise.
+// Each pair runs twice: with V8's defaults, and with both processes' young generation pinned
+// at 16 MB semi-spaces. In an app this small, V8 sizes its young generation by heuristics that
+// a few MB more heap (what loading any library adds) moves either way, by several µs per
+// request; pinned, the comparison shows the per-request work alone (see docs/http.md).
 const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
-async function overhead(name, plainMode, blMode) {
+const YOUNG_GEN = {
+  'V8 default': [],
+  'pinned 16 MB': ['--min-semi-space-size=16', '--max-semi-space-size=16'],
+};
+async function overhead(name, plainMode, blMode, youngGen) {
+  const nodeArgs = YOUNG_GEN[youngGen];
   const [plain, bl] = await Promise.all([
-    start(plainMode, await freePort()),
-    start(blMode, await freePort()),
+    start(plainMode, await freePort(), [], nodeArgs),
+    start(blMode, await freePort(), [], nodeArgs),
   ]);
   for (const [label, headers, target] of [
     ['no key', {}, 0.97],
@@ -120,6 +133,7 @@ async function overhead(name, plainMode, blMode) {
     const cpuRatio = median(pc) / median(bc);
     const row = {
       framework: name,
+      'young gen': youngGen,
       request: label,
       'plain req/s': fmt(median(p), 0),
       'branchline req/s': fmt(median(b), 0),
@@ -340,8 +354,10 @@ if (parts.has('frameworks')) {
   console.log(
     `autocannon, ${seconds}s per measurement; framework overhead (median of ${ROUNDS} alternating rounds, 10 connections):`,
   );
-  await overhead('express 5', 'express', 'express-bl');
-  await overhead('fastify 5', 'fastify', 'fastify-bl');
+  for (const youngGen of Object.keys(YOUNG_GEN)) {
+    await overhead('express 5', 'express', 'express-bl', youngGen);
+    await overhead('fastify 5', 'fastify', 'fastify-bl', youngGen);
+  }
   printTable(
     'throughput vs plain (ratio = branchline / plain req/s; CPU ratio = plain / branchline CPU per request)',
     results.frameworks.map(({ plainRuns, branchlineRuns, plainCpu, branchlineCpu, ...r }) => r),
