@@ -72,6 +72,27 @@ export async function freePort() {
   return port;
 }
 
+/**
+ * A complete nginx.conf for a benchmark: one worker in the foreground, every path (pid, logs,
+ * temp files) inside `dir`, no access log. `http` is the rest of the `http { }` block.
+ */
+export function nginxConf(dir, http, { workerConnections = 1024, errorLevel = 'error' } = {}) {
+  return `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log ${errorLevel};
+events { worker_connections ${workerConnections}; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+${http}}
+`;
+}
+
 /** Debian's nginx binary and its version line, or undefined when it is not installed. */
 export function findNginx() {
   for (const bin of ['nginx', '/usr/sbin/nginx']) {

@@ -19,6 +19,7 @@ import {
   fmt,
   freePort,
   median,
+  nginxConf,
   nginxWorkerCpu,
   percentile,
   printTable,
@@ -129,19 +130,9 @@ async function startNginx(bin, sandboxAddr) {
   const conf = join(dir, 'nginx.conf');
   writeFileSync(
     conf,
-    `daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  upstream sandbox {
+    nginxConf(
+      dir,
+      `  upstream sandbox {
     server ${sandboxAddr};
     keepalive 64;
   }
@@ -149,8 +140,9 @@ http {
     listen 127.0.0.1:${port} http2;
     location / { grpc_pass grpc://sandbox; }
   }
-}
 `,
+      { errorLevel: 'warn' },
+    ),
   );
   const child = spawn(bin, ['-p', dir, '-c', conf, '-e', `${dir}/error.log`], { stdio: 'ignore' });
   children.push(child);

@@ -19,6 +19,7 @@ import {
   fmt,
   freePort,
   median,
+  nginxConf,
   nginxWorkerCpu,
   nsPerOp,
   printTable,
@@ -151,19 +152,9 @@ async function overhead(name, plainMode, blMode, youngGen) {
 
 function nginxConfig(dir, listen, upstream) {
   const u = new URL(upstream);
-  return `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log error;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_requests 1000000;
+  return nginxConf(
+    dir,
+    `  keepalive_requests 1000000;
   upstream sandbox {
     server ${u.host};
     keepalive 128;
@@ -177,8 +168,9 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
-`;
+`,
+    { workerConnections: 4096 },
+  );
 }
 
 async function startNginx(upstream) {
