@@ -447,13 +447,8 @@ export class RouteTable {
   /** The documents the table was built from, tombstones included; `sandboxes` filters them once. */
   private readonly allSandboxes: readonly SandboxSpec[];
   private liveSandboxes: readonly SandboxSpec[] | undefined;
-  private readonly byKey: Map<string, Map<string, Rule>>;
-  private readonly historyByKey: Map<string, KeyHistory>;
-  private readonly byName: Map<string, SandboxSpec>;
-  private readonly services: Set<string>;
-  private readonly serviceCount: Map<string, number>;
-  private readonly liveMembers: Map<string, readonly SandboxSpec[]>;
-  private readonly groupConflicts: Map<string, readonly RouteConflict[]>;
+  /** What the table answers from; `withCompleteUntil` hands it whole to the new table. */
+  private readonly compiled: Compiled;
   /** Every member (tombstones included) of a group, for `owner`; filled on first use. */
   private allMembers: WeakMap<RouteGroupSpec, SandboxSpec[]> | undefined;
 
@@ -479,13 +474,7 @@ export class RouteTable {
     this.liveSandboxes = compiled ? undefined : all.filter((s) => s.deletedAt == null);
     const c = compiled ?? compile(all, this.liveSandboxes!, groups);
     this.conflicts = c.conflicts;
-    this.byKey = c.byKey;
-    this.historyByKey = c.historyByKey;
-    this.byName = c.byName;
-    this.services = c.services;
-    this.serviceCount = c.serviceCount;
-    this.liveMembers = c.liveMembers;
-    this.groupConflicts = c.groupConflicts;
+    this.compiled = c;
     this.allMembers = undefined;
   }
 
@@ -501,16 +490,7 @@ export class RouteTable {
         sandboxes: this.allSandboxes as SandboxSpec[],
         groups: this.groups as RouteGroupSpec[],
       },
-      {
-        byKey: this.byKey,
-        historyByKey: this.historyByKey,
-        byName: this.byName,
-        services: this.services,
-        serviceCount: this.serviceCount,
-        liveMembers: this.liveMembers,
-        groupConflicts: this.groupConflicts,
-        conflicts: this.conflicts,
-      },
+      this.compiled,
     );
   }
 
@@ -536,12 +516,12 @@ export class RouteTable {
     const n = change.changedSandboxes.length;
     // Many changes at once (a resumed stream catching up): compiling everything costs about as much.
     if (change.groupsChanged || n > Math.max(32, change.sandboxes.length / 8)) return rebuild();
-    const byKey = new CopyOnWrite(this.byKey);
-    const historyByKey = new CopyOnWrite(this.historyByKey);
-    const byName = new CopyOnWrite(this.byName);
-    const serviceCount = new CopyOnWrite(this.serviceCount);
-    const liveMembers = new CopyOnWrite(this.liveMembers);
-    const groupConflicts = new CopyOnWrite(this.groupConflicts);
+    const byKey = new CopyOnWrite(this.compiled.byKey);
+    const historyByKey = new CopyOnWrite(this.compiled.historyByKey);
+    const byName = new CopyOnWrite(this.compiled.byName);
+    const serviceCount = new CopyOnWrite(this.compiled.serviceCount);
+    const liveMembers = new CopyOnWrite(this.compiled.liveMembers);
+    const groupConflicts = new CopyOnWrite(this.compiled.groupConflicts);
     // Inner maps and history entries are shared with this table until first written.
     const copied = new Set<unknown>();
     const rulesOf = (key: string): Map<string, Rule> => {
@@ -659,7 +639,7 @@ export class RouteTable {
         byKey: byKey.result,
         historyByKey: historyByKey.result,
         byName: byName.result,
-        services: servicesChanged ? new Set(serviceCount.result.keys()) : this.services,
+        services: servicesChanged ? new Set(serviceCount.result.keys()) : this.compiled.services,
         serviceCount: serviceCount.result,
         liveMembers: liveMembers.result,
         groupConflicts: groupConflicts.result,
@@ -674,7 +654,7 @@ export class RouteTable {
     let list = this.allMembers.get(g);
     if (!list) {
       list = [];
-      for (const h of this.historyByKey.values())
+      for (const h of this.compiled.historyByKey.values())
         for (const s of h.sandboxes) if (matches(g, s)) list.push(s);
       list.sort(byAge);
       this.allMembers.set(g, list);
@@ -685,7 +665,7 @@ export class RouteTable {
   /** The rule that sends (service, key) to a sandbox now, or undefined for baseline. */
   resolve(service: string, key: string | undefined): Rule | undefined {
     if (key === undefined) return undefined;
-    return this.byKey.get(key)?.get(service);
+    return this.compiled.byKey.get(key)?.get(service);
   }
 
   /**
@@ -693,23 +673,23 @@ export class RouteTable {
    * which they win conflicts. Empty for an unknown key.
    */
   groupMembers(key: string): readonly SandboxSpec[] {
-    return this.liveMembers.get(key) ?? EMPTY_SANDBOXES;
+    return this.compiled.liveMembers.get(key) ?? EMPTY_SANDBOXES;
   }
 
   /** The live sandbox called `name`. */
   sandbox(name: string): SandboxSpec | undefined {
-    return this.byName.get(name);
+    return this.compiled.byName.get(name);
   }
 
   /** Whether any live sandbox overrides `service`. */
   isOverridden(service: string): boolean {
-    return this.services.has(service);
+    return this.compiled.services.has(service);
   }
 
   /** Every live rule, for listings. */
   rules(): Rule[] {
     const out: Rule[] = [];
-    for (const m of this.byKey.values()) for (const r of m.values()) out.push(r);
+    for (const m of this.compiled.byKey.values()) for (const r of m.values()) out.push(r);
     return out;
   }
 
@@ -721,7 +701,7 @@ export class RouteTable {
   owner(service: string, key: string | undefined, at?: number): string | undefined {
     if (key === undefined) return undefined;
     if (at === undefined) return this.resolve(service, key)?.sandbox;
-    const h = this.historyByKey.get(key);
+    const h = this.compiled.historyByKey.get(key);
     if (!h) return undefined;
     for (const s of h.sandboxes) if (overrideActiveAt(s, service, at)) return s.name;
     for (const g of h.groups) {
