@@ -2,14 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type {
-  ResourceContext,
-  ResourceHook,
-  ResourceProgress,
-  ResourceState,
-  SandboxDeletedListener,
+import {
+  type ResourceContext,
+  type ResourceHook,
+  type ResourceProgress,
+  type ResourceState,
+  RouteTable,
+  type SandboxDeletedListener,
 } from '@branchline/core';
-import { RouteTable } from '@branchline/core';
 import { ActivityLog } from './activity.js';
 import {
   hashToken,
@@ -187,7 +187,6 @@ export class RegistryServer {
   /** Frames queued for the next write (see `broadcast`): as full watchers get them, and as routing watchers do. */
   private pendingFrames: string[] = [];
   private pendingRouting: string[] = [];
-  private routingWatchers = 0;
   /** The next write; `deferred` when it waits for the flush interval rather than this turn. */
   private flushing: { promise: Promise<void>; resolve: () => void; deferred: boolean } | undefined;
   private lastFlushAt = Number.NEGATIVE_INFINITY;
@@ -351,7 +350,6 @@ export class RegistryServer {
     for (const t of this.timers) clearInterval(t);
     for (const w of this.watchers) w.res.end();
     this.watchers.clear();
-    this.routingWatchers = 0;
     for (const j of this.jobs.values()) j.abort.abort();
     await Promise.allSettled([...this.jobs.values()].map((j) => j.done));
     if (this.http.listening) {
@@ -419,10 +417,12 @@ export class RegistryServer {
     this.flushing = undefined;
     if (this.pendingFrames.length > 0) {
       this.lastFlushAt = performance.now();
-      // Encode once per view: a string written to each of N sockets would be encoded N times.
-      const full =
-        this.routingWatchers < this.watchers.size ? Buffer.from(this.pendingFrames.join('')) : undefined;
-      const routing = this.routingWatchers > 0 ? Buffer.from(this.pendingRouting.join('')) : undefined;
+      // Encode once per view, on first use: a string written to each of N sockets would be
+      // encoded N times.
+      const pendingFull = this.pendingFrames;
+      const pendingRouting = this.pendingRouting;
+      let full: Buffer | undefined;
+      let routing: Buffer | undefined;
       this.pendingFrames = [];
       this.pendingRouting = [];
       const t0 = performance.now();
@@ -430,10 +430,16 @@ export class RegistryServer {
         // A watcher that cannot keep up is dropped; it reconnects and resumes from its revision.
         if (w.socket.writableLength > 8 * 1024 * 1024) {
           w.socket.destroy();
-          this.dropWatcher(w);
+          this.watchers.delete(w);
           continue;
         }
-        w.socket.write((w.routing ? routing : full)!);
+        if (w.routing) {
+          routing ??= Buffer.from(pendingRouting.join(''));
+          w.socket.write(routing);
+        } else {
+          full ??= Buffer.from(pendingFull.join(''));
+          w.socket.write(full);
+        }
       }
       // The next write waits at least FANOUT_GAP_FACTOR times as long as this one took: with
       // many watchers the fan-out then takes a bounded share of the registry's CPU (and of its
@@ -1266,14 +1272,9 @@ export class RegistryServer {
     if (!socket || socket.destroyed) return;
     const w: Watcher = { res, socket, routing };
     this.watchers.add(w);
-    if (routing) this.routingWatchers++;
-    const drop = () => this.dropWatcher(w);
+    const drop = () => this.watchers.delete(w);
     res.once('close', drop);
     req.once('close', drop);
-  }
-
-  private dropWatcher(w: Watcher): void {
-    if (this.watchers.delete(w) && w.routing) this.routingWatchers--;
   }
 
   private authorize(req: IncomingMessage, scope: Scope): void {
