@@ -103,27 +103,39 @@ function connectionListed(value: string | undefined): Set<string> | undefined {
   return set;
 }
 
-/** The request's headers as a flat array, hop-by-hop ones removed, hop marker added. */
-export function forwardRequestHeaders(req: IncomingMessage, hop: string, preserveHost: boolean): string[] {
-  const raw = req.rawHeaders;
-  const out: string[] = [];
+/** The names a `Connection` header lists besides the usual tokens (they are hop-by-hop too). */
+function listedInConnection(raw: string[]): Set<string> | undefined {
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (isHopByHop(name)) {
-      if (name.length === 10 && name.toLowerCase() === 'connection') listed = connectionListed(raw[i + 1]);
-      continue;
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      const more = connectionListed(raw[i + 1]);
+      if (more !== undefined) {
+        listed ??= new Set();
+        for (const m of more) listed.add(m);
+      }
     }
-    if (!preserveHost && isHost(name)) continue;
-    out.push(name, raw[i + 1]!);
   }
-  if (listed !== undefined) {
-    const kept: string[] = [];
-    for (let i = 0; i < out.length; i += 2)
-      if (!listed.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
-    kept.push(HOP_HEADER, hop);
-    return kept;
-  }
+  return listed;
+}
+
+/**
+ * Whether a client's request header is relayed to the sandbox: not a hop-by-hop one (nor one
+ * the client's `Connection` listed), and not `Host` when the endpoint's host replaces it.
+ */
+function relayed(name: string, preserveHost: boolean, listed: Set<string> | undefined): boolean {
+  if (isHopByHop(name)) return false;
+  if (!preserveHost && isHost(name)) return false;
+  return listed === undefined || !listed.has(name.toLowerCase());
+}
+
+/** The request's headers as a flat array, hop-by-hop ones removed, hop marker added. */
+export function forwardRequestHeaders(req: IncomingMessage, hop: string, preserveHost: boolean): string[] {
+  const raw = req.rawHeaders;
+  const listed = listedInConnection(raw);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2)
+    if (relayed(raw[i]!, preserveHost, listed)) out.push(raw[i]!, raw[i + 1]!);
   out.push(HOP_HEADER, hop);
   return out;
 }
@@ -207,22 +219,6 @@ function onRequestEnd(this: ForwardableRequest): void {
   this[kForward]?.requestEnd();
 }
 
-/** The names a `Connection` header lists besides the usual tokens (they are hop-by-hop too). */
-function listedInConnection(raw: string[]): Set<string> | undefined {
-  let listed: Set<string> | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.length === 10 && name.toLowerCase() === 'connection') {
-      const more = connectionListed(raw[i + 1]);
-      if (more !== undefined) {
-        listed ??= new Set();
-        for (const m of more) listed.add(m);
-      }
-    }
-  }
-  return listed;
-}
-
 /**
  * The request head sent to the sandbox, as one latin1 string (Node's parser decoded the
  * client's bytes as latin1, so they go out unchanged): the client's header lines minus the
@@ -244,12 +240,8 @@ function requestHead(
   let host = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (isHopByHop(name)) continue;
-    if (isHost(name)) {
-      if (!preserveHost) continue;
-      host = true;
-    }
-    if (listed?.has(name.toLowerCase())) continue;
+    if (!relayed(name, preserveHost, listed)) continue;
+    if (isHost(name)) host = true;
     parts.push(name, ': ', raw[i + 1]!, '\r\n');
   }
   if (!host) parts.push('host: ', authority, '\r\n');
@@ -449,13 +441,6 @@ class ForwardExchange implements Exchange {
   }
 }
 
-/**
- * Forwards incoming requests to sandbox endpoints over keep-alive connections kept per
- * endpoint (see upstream.ts). When the route table changes, the connections of endpoints no
- * longer in it are closed once idle, so new requests never ride an old connection to a
- * previous endpoint.
- */
-
 /** Node's slot for headers set with `setHeader` (an internal symbol, looked up on first use). */
 let outHeaders: symbol | null | undefined;
 
@@ -478,6 +463,12 @@ function dropPresetHeaders(res: ServerResponse): void {
   for (const name of res.getHeaderNames()) res.removeHeader(name);
 }
 
+/**
+ * Forwards incoming requests to sandbox endpoints over keep-alive connections kept per
+ * endpoint (see upstream.ts). When the route table changes, the connections of endpoints no
+ * longer in it are closed once idle, so new requests never ride an old connection to a
+ * previous endpoint.
+ */
 export class SandboxForwarder {
   readonly options: ResolvedForwardOptions;
   private readonly pools = new Map<string, Endpoint>();

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { counters, createRuntime, StaticRouteSource } from '@branchline/core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { HOP_HEADER, IncomingRouter } from '../src/index.js';
+import { forwardRequestHeaders, HOP_HEADER, IncomingRouter } from '../src/index.js';
 import { startServer, type TestServer } from './servers.js';
 
 let sandboxA: TestServer;
@@ -104,6 +104,36 @@ describe('forwarding an incoming request to a sandbox', () => {
     expect(seen.headers['x-secret']).toBeUndefined();
     expect(seen.headers['keep-alive']).toBeUndefined();
     expect(seen.headers.baggage).toBe('branchline=k1');
+  });
+
+  it('forwardRequestHeaders drops what every Connection line lists, like the relay', () => {
+    const req = {
+      rawHeaders: [
+        'Host',
+        'orders:80',
+        'Connection',
+        'x-one',
+        'X-One',
+        '1',
+        'connection',
+        'keep-alive, X-Two',
+        'X-Two',
+        '2',
+        'Keep-Alive',
+        'timeout=5',
+        'X-App',
+        'yes',
+      ],
+    } as unknown as import('node:http').IncomingMessage;
+    expect(forwardRequestHeaders(req, 'orders', true)).toEqual([
+      'Host',
+      'orders:80',
+      'X-App',
+      'yes',
+      HOP_HEADER,
+      'orders',
+    ]);
+    expect(forwardRequestHeaders(req, 'orders', false)).toEqual(['X-App', 'yes', HOP_HEADER, 'orders']);
   });
 
   it('relays the status, status message and trailers', async () => {
