@@ -181,6 +181,9 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   await new Promise((r) => setTimeout(r, 1000));
 
   const regCpu0 = await reg.metric('process_cpu_seconds_total');
+  // The fan-out counters are cumulative: the warm-up's writes are taken off below.
+  const fanOuts0 = await reg.metric('branchline_registry_watch_fanout_seconds_count');
+  const fanOutSeconds0 = await reg.metric('branchline_registry_watch_fanout_seconds_sum');
   for (const w of workers) w.send({ type: 'cpu-start' });
   const load0 = loadavg()[0];
   const putAt = new Map();
@@ -199,8 +202,9 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   );
   const regCpu = (await reg.metric('process_cpu_seconds_total')) - regCpu0;
   // How long one write to every watcher takes, and how many there were per change.
-  const fanOuts = await reg.metric('branchline_registry_watch_fanout_seconds_count');
-  const fanOutMs = (1000 * (await reg.metric('branchline_registry_watch_fanout_seconds_sum'))) / fanOuts;
+  const fanOuts = (await reg.metric('branchline_registry_watch_fanout_seconds_count')) - fanOuts0;
+  const fanOutMs =
+    (1000 * ((await reg.metric('branchline_registry_watch_fanout_seconds_sum')) - fanOutSeconds0)) / fanOuts;
   const clientCpuMicros = reports.reduce((a, m) => a + m.cpuMicros, 0);
   const gcMaxMs = Math.max(...reports.map((m) => m.gc.max));
   const gcMsPerSecond = reports.reduce((a, m) => a + m.gc.total, 0) / reports.length / SECONDS;
