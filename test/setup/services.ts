@@ -16,9 +16,19 @@ export interface ServiceEntry {
   start: () => string;
   /** How long to wait for the port after starting, ms. */
   startTimeoutMs: number;
+  /** Where the server writes why it did not start, named in the error when it stays down. */
+  log?: string;
+  /**
+   * Ensured for every test project. The others are ensured only for a project that names them in
+   * its config: `test: { provide: { services: ['nats'] } }` (see global.ts).
+   */
+  everyProject: boolean;
 }
 
-export const services: Record<string, ServiceEntry> = {
+// Shell-quoted absolute paths: package test runs start in packages/<name>, not the repository root.
+const script = (name: string) => JSON.stringify(join(import.meta.dirname, '..', '..', 'scripts', name));
+
+export const services = {
   postgres: {
     name: 'PostgreSQL',
     host: '127.0.0.1',
@@ -28,6 +38,7 @@ export const services: Record<string, ServiceEntry> = {
       return `pg_ctlcluster --skip-systemctl-redirect ${version} main start`;
     },
     startTimeoutMs: 30_000,
+    everyProject: true,
   },
   rabbitmq: {
     name: 'RabbitMQ',
@@ -35,17 +46,65 @@ export const services: Record<string, ServiceEntry> = {
     port: 5672,
     start: () => 'rabbitmq-server -detached',
     startTimeoutMs: 90_000,
+    everyProject: true,
   },
   kafka: {
     name: 'Apache Kafka',
     host: '127.0.0.1',
     port: 9092,
     // Fetches the broker with Maven on first use, formats a KRaft store, waits until ready.
-    // An absolute path: package test runs start in packages/<name>, not the repository root.
-    start: () => `bash ${JSON.stringify(join(import.meta.dirname, '..', '..', 'scripts', 'kafka.sh'))} start`,
+    start: () => `bash ${script('kafka.sh')} start`,
     startTimeoutMs: 300_000,
+    everyProject: true,
   },
-};
+  nats: {
+    name: 'NATS (JetStream)',
+    host: '127.0.0.1',
+    port: 4222,
+    start: () =>
+      'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- ' +
+      '-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log',
+    startTimeoutMs: 30_000,
+    log: '/var/log/nats-server.log',
+    everyProject: false,
+  },
+  redis: {
+    name: 'Redis',
+    host: '127.0.0.1',
+    port: 6379,
+    // Keeps nothing on disk: a restarted Redis starts empty.
+    start: () =>
+      'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no ' +
+      '--dir /var/lib/redis --logfile /var/log/redis/ci.log',
+    startTimeoutMs: 30_000,
+    log: '/var/log/redis/ci.log',
+    everyProject: false,
+  },
+  mariadb: {
+    name: 'MariaDB',
+    host: '127.0.0.1',
+    port: 3306,
+    // mariadbd switches to the mysql user itself (user = mysql in /etc/mysql) and needs its
+    // socket directory, which a reboot empties from /run.
+    start: () =>
+      'install -d -o mysql -g mysql /run/mysqld && ' +
+      'start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd',
+    startTimeoutMs: 60_000,
+    log: '/var/log/mysql/error.log',
+    everyProject: false,
+  },
+  elasticmq: {
+    name: 'ElasticMQ (SQS)',
+    host: '127.0.0.1',
+    port: 9324,
+    // Fetches the server with Maven on first use, waits until it answers SQS requests.
+    start: () => `bash ${script('elasticmq.sh')} start`,
+    startTimeoutMs: 300_000,
+    everyProject: false,
+  },
+} satisfies Record<string, ServiceEntry>;
+
+export type ServiceName = keyof typeof services;
 
 export function canConnect(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
@@ -83,7 +142,7 @@ export async function ensureService(entry: ServiceEntry): Promise<void> {
   }
   if (!(await waitForPort(entry.host, entry.port, entry.startTimeoutMs))) {
     throw new Error(
-      `[test setup] ${entry.name} did not accept connections on ${entry.host}:${entry.port} within ${entry.startTimeoutMs} ms after "${cmd}"`,
+      `[test setup] ${entry.name} did not accept connections on ${entry.host}:${entry.port} within ${entry.startTimeoutMs} ms after "${cmd}"${entry.log ? `; see ${entry.log}` : ''}`,
     );
   }
 }
