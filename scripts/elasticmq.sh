@@ -18,7 +18,9 @@
 # http://127.0.0.1:9324/000000000000/<queue>.
 #
 # Environment: ELASTICMQ_PORT (9324), ELASTICMQ_HEAP_OPTS (-Xmx256m -Xms32m),
-# ELASTICMQ_START_TIMEOUT (seconds, 60), BRANCHLINE_ELASTICMQ_HOME, BRANCHLINE_CACHE, JAVA_HOME.
+# ELASTICMQ_START_TIMEOUT (seconds, 60), BRANCHLINE_ELASTICMQ_HOME, BRANCHLINE_CACHE, JAVA_HOME,
+# ELASTICMQ_DATA_DIR: when set, queues and messages (with their visibility deadlines) are kept in
+# that directory and survive a restart, for tests that restart the server under a consumer.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -102,6 +104,13 @@ start() {
       die "Java is needed to run ElasticMQ $version and \"$java\" was not found; install it (apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
     fetch
     sed -e "s#@PORT@#$port#g" "$repo/elasticmq/elasticmq.conf.template" >"$config"
+    if [ -n "${ELASTICMQ_DATA_DIR:-}" ]; then
+      mkdir -p "$ELASTICMQ_DATA_DIR"
+      local data
+      data="$(cd "$ELASTICMQ_DATA_DIR" && pwd)"
+      printf '%s\n' "queues-storage { enabled = true, path = \"$data/queues.conf\" }" \
+        "messages-storage { enabled = true, uri = \"jdbc:h2:$data/messages\" }" >>"$config"
+    fi
     say "starting ElasticMQ $version on 127.0.0.1:$port (log: $logfile)"
     : >"$logfile"
     # A pid file left by a server that died without `stop` (a killed machine, a lost container)
