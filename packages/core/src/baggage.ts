@@ -468,55 +468,50 @@ export interface SerializedBaggage {
  * any, is given its room first, so the routing key survives a crowded header.
  */
 export function writeBaggage(members: readonly BaggageMember[], keep?: string): SerializedBaggage {
-  let reserved = -1; // length of the `keep` member, once found
-  let keepAt = -1;
+  const out: SerializedBaggage = { header: '', dropped: 0, propertiesDropped: 0 };
+  let keepAt = -1; // index of the `keep` member
+  let reserveFor = -1; // the same, when it can fit: members before it leave it room
+  let keepText = '';
   if (keep !== undefined) {
     for (let i = 0; i < members.length; i++) {
-      if (members[i]!.key === keep) {
-        keepAt = i;
-        break;
-      }
+      if (members[i]!.key !== keep) continue;
+      keepAt = i;
+      keepText = memberText(members[i]!, out);
+      if (keepText.length > 0 && keepText.length <= MAX_BAGGAGE_BYTES) reserveFor = i;
+      break;
     }
   }
-  const parts: string[] = [];
-  let propertiesDropped = 0;
-  for (const m of members) {
-    const key = encodeBaggageKey(m.key);
-    if (key.length === 0) {
-      parts.push('');
-      continue;
-    }
-    let part = `${key}=${encodeBaggageValue(m.value)}`;
-    if (m.properties !== undefined && m.properties.length > 0) {
-      const properties = cleanProperties(m.properties);
-      if (properties !== undefined) part += `;${properties}`;
-      else propertiesDropped++;
-    }
-    parts.push(part);
-  }
-  // A `keep` member too large to ever fit reserves nothing.
-  if (keepAt >= 0 && parts[keepAt]!.length > 0 && parts[keepAt]!.length <= MAX_BAGGAGE_BYTES)
-    reserved = parts[keepAt]!.length;
-  else keepAt = -1;
   let header = '';
   let count = 0;
-  let dropped = 0;
-  for (let i = 0; i < parts.length; i++) {
-    const part = parts[i]!;
-    if (part.length === 0) {
-      dropped++;
+  for (let i = 0; i < members.length; i++) {
+    const text = i === keepAt ? keepText : memberText(members[i]!, out);
+    if (text.length === 0) {
+      out.dropped++;
       continue;
     }
-    const pending = reserved >= 0 && i < keepAt;
-    const bytes = header.length + (count > 0 ? 1 : 0) + part.length + (pending ? 1 + reserved : 0);
+    const pending = i < reserveFor;
+    const bytes = header.length + (count > 0 ? 1 : 0) + text.length + (pending ? 1 + keepText.length : 0);
     if (bytes > MAX_BAGGAGE_BYTES || count + 1 + (pending ? 1 : 0) > MAX_BAGGAGE_MEMBERS) {
-      dropped++;
+      out.dropped++;
       continue;
     }
-    header += count > 0 ? `,${part}` : part;
+    header += count > 0 ? `,${text}` : text;
     count++;
   }
-  return { header, dropped, propertiesDropped };
+  out.header = header;
+  return out;
+}
+
+/** One member as written: `key=value[;properties]`, or '' when the key is empty. */
+function memberText(m: BaggageMember, out: SerializedBaggage): string {
+  const key = encodeBaggageKey(m.key);
+  if (key.length === 0) return '';
+  const text = `${key}=${encodeBaggageValue(m.value)}`;
+  if (m.properties === undefined || m.properties.length === 0) return text;
+  const properties = cleanProperties(m.properties);
+  if (properties !== undefined) return `${text};${properties}`;
+  out.propertiesDropped++;
+  return text;
 }
 
 /** `writeBaggage(members).header`: the members as a header within the limits. */
