@@ -40,17 +40,20 @@ export interface BaggageParse extends BaggageDrops {
   members: BaggageMember[];
 }
 
+// Character classes, 0 = not in the class, 1 = in it, 2 = in it and written as is (all but `%`).
 // tchar from RFC 9110: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA
 const TOKEN = new Uint8Array(128);
 // baggage-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
 const OCTET = new Uint8Array(128);
-for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 1;
-for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 1;
-for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
-for (const ch of "!#$%&'*+-.^_`|~") TOKEN[ch.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 2;
+for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 2;
+for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 2;
+for (const ch of "!#$&'*+-.^_`|~") TOKEN[ch.charCodeAt(0)] = 2;
+TOKEN[0x25] = 1;
 for (let c = 0x21; c <= 0x7e; c++) {
-  if (c !== 0x22 && c !== 0x2c && c !== 0x3b && c !== 0x5c) OCTET[c] = 1;
+  if (c !== 0x22 && c !== 0x2c && c !== 0x3b && c !== 0x5c) OCTET[c] = 2;
 }
+OCTET[0x25] = 1;
 
 const SP = 0x20;
 const TAB = 0x09;
@@ -64,11 +67,11 @@ function isOws(c: number): boolean {
 }
 
 function isToken(c: number): boolean {
-  return c < 128 && TOKEN[c] === 1;
+  return c < 128 && TOKEN[c] !== 0;
 }
 
 function isOctet(c: number): boolean {
-  return c < 128 && OCTET[c] === 1;
+  return c < 128 && OCTET[c] !== 0;
 }
 
 function byteLength(s: string): number {
@@ -387,14 +390,14 @@ function percentByte(b: number): string {
   return `%${HEX[b >> 4]}${HEX[b & 15]}`;
 }
 
-/** Percent-encodes `s` from `from` on: UTF-8 bytes of every character `keep` refuses, and `%`. */
-function encodeFrom(s: string, from: number, keep: (c: number) => boolean): string {
+/** Percent-encodes `s` from `from` on: the UTF-8 bytes of every character `table` does not mark 2. */
+function encodeFrom(s: string, from: number, table: Uint8Array): string {
   let out = s.slice(0, from);
   const n = s.length;
   for (let i = from; i < n; i++) {
     let c = s.charCodeAt(i);
     if (c < 128) {
-      out += keep(c) && c !== PCT ? s[i] : percentByte(c);
+      out += table[c] === 2 ? s[i] : percentByte(c);
       continue;
     }
     if (c >= 0xd800 && c <= 0xdbff && i + 1 < n) {
@@ -424,7 +427,7 @@ function encodeFrom(s: string, from: number, keep: (c: number) => boolean): stri
 export function encodeBaggageValue(value: string): string {
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
-    if (!isOctet(c) || c === PCT) return encodeFrom(value, i, isOctet);
+    if (c >= 128 || OCTET[c] !== 2) return encodeFrom(value, i, OCTET);
   }
   return value;
 }
@@ -437,7 +440,7 @@ export function encodeBaggageValue(value: string): string {
 export function encodeBaggageKey(key: string): string {
   for (let i = 0; i < key.length; i++) {
     const c = key.charCodeAt(i);
-    if (!isToken(c) || c === PCT) return encodeFrom(key, i, isToken);
+    if (c >= 128 || TOKEN[c] !== 2) return encodeFrom(key, i, TOKEN);
   }
   return key;
 }
