@@ -90,11 +90,31 @@ export const grpcMetadataSetter: CarrierSetter<MetadataLike> = {
   set: (m, key, value) => m.set(key, value),
 };
 
-/** Joins repeated header lines the way HTTP does (list headers are comma-separated). */
-export function joinHeaderValue(v: string | string[] | undefined): string | undefined {
+/**
+ * Joins repeated header lines the way HTTP does (list headers are comma-separated). With
+ * `maxLength`, reading stops once the result is longer than that: at most `maxLength + 1`
+ * characters come back (enough for a parser to see that the value is over its limit), and
+ * lines past that point are never touched, however many there are.
+ */
+export function joinHeaderValue(v: string | string[] | undefined, maxLength?: number): string | undefined {
   if (v === undefined) return undefined;
-  if (typeof v === 'string') return v;
+  if (typeof v === 'string') {
+    return maxLength !== undefined && v.length > maxLength + 1 ? v.slice(0, maxLength + 1) : v;
+  }
   if (v.length === 0) return undefined;
-  if (v.length === 1) return v[0];
-  return v.join(',');
+  if (maxLength === undefined) return v.length === 1 ? v[0] : v.join(',');
+  const cap = maxLength + 1;
+  let out = '';
+  for (let i = 0; i < v.length; i++) {
+    const line = v[i]!;
+    const room = cap - out.length - (i > 0 ? 1 : 0);
+    if (room < 0) break;
+    if (i > 0) out += ',';
+    if (line.length > room) {
+      out += line.slice(0, room);
+      break;
+    }
+    out += line;
+  }
+  return out;
 }

@@ -1,5 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
+  type BaggageEntry,
+  baggageEntryMetadataFromString,
   type Context,
   context,
   propagation,
@@ -9,10 +11,12 @@ import {
   type TextMapSetter,
 } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { parseBaggage, serializeBaggage } from './baggage.js';
-import { DEFAULT_BAGGAGE_KEY } from './extract.js';
+import { type BaggageMember, MAX_BAGGAGE_BYTES, parseBaggage, writeBaggage } from './baggage.js';
+import { joinHeaderValue } from './carriers.js';
+import { DEFAULT_BAGGAGE_KEY, noteBaggageDrops } from './extract.js';
 import { isValidRoutingKey } from './key.js';
-import { logger } from './log.js';
+import { logger, warnRateLimited } from './log.js';
+import { counters } from './metrics.js';
 
 /**
  * The OpenTelemetry API keeps its registered globals on this symbol. Reading it tells us, in a
@@ -125,25 +129,85 @@ export function withRoutingKey<R>(key: string | undefined, fn: () => R): R {
 }
 
 /**
- * A baggage propagator built on Branchline's bounded codec, for apps that register none.
- * It carries every baggage entry, not only the routing key.
+ * A baggage propagator built on Branchline's bounded codec, for apps that register none. It
+ * carries every baggage entry with its metadata, not only the routing key, and what it writes
+ * it reads back unchanged (and so does OpenTelemetry's `W3CBaggagePropagator`).
+ *
+ * Reading keeps the well-formed members of a header and drops the rest, counted; a key that
+ * occurs twice with different values is dropped too, the rule the key reader applies to the
+ * routing key. Writing percent-encodes keys and values, drops metadata that is not valid
+ * member properties, and stays within 8192 bytes and 180 members, giving the routing key its
+ * room first.
  */
 export class BranchlineBaggagePropagator implements TextMapPropagator {
   inject(ctx: Context, carrier: unknown, setter: TextMapSetter): void {
     const bag = propagation.getBaggage(ctx);
     if (!bag) return;
-    const members = bag.getAllEntries().map(([key, e]) => ({ key, value: e.value }));
-    if (members.length) setter.set(carrier, 'baggage', serializeBaggage(members));
+    const entries = bag.getAllEntries();
+    if (entries.length === 0) return;
+    const members: BaggageMember[] = [];
+    for (const [key, entry] of entries) {
+      const m: BaggageMember = {
+        key,
+        value: typeof entry.value === 'string' ? entry.value : String(entry.value),
+      };
+      const metadata = entry.metadata?.toString();
+      if (metadata) m.properties = metadata;
+      members.push(m);
+    }
+    const out = writeBaggage(members, baggageKey);
+    if (out.dropped > 0 || out.propertiesDropped > 0) {
+      counters.baggageMembersDropped += out.dropped;
+      warnRateLimited(
+        'baggage-inject-dropped',
+        'branchline: wrote baggage without some entries (an empty key, or past 8192 bytes or 180 members) or without metadata that is not valid member properties',
+        { dropped: out.dropped, metadataDropped: out.propertiesDropped },
+      );
+    }
+    if (out.header.length > 0) setter.set(carrier, 'baggage', out.header);
   }
 
   extract(ctx: Context, carrier: unknown, getter: TextMapGetter): Context {
-    const raw = getter.get(carrier, 'baggage');
-    const header = Array.isArray(raw) ? raw.join(',') : raw;
+    const header = joinHeaderValue(getter.get(carrier, 'baggage'), MAX_BAGGAGE_BYTES);
     if (!header) return ctx;
     const parsed = parseBaggage(header);
-    if (!parsed.ok || parsed.members.length === 0) return ctx;
-    const entries: Record<string, { value: string }> = {};
-    for (const m of parsed.members) entries[m.key] = { value: m.value };
+    if (parsed.malformed > 0 || parsed.excess > 0 || parsed.truncated)
+      noteBaggageDrops(parsed, header.length);
+    if (parsed.members.length === 0) return ctx;
+    // A plain object (createBaggage copies it; a null-prototype one costs ~1.7x as much), with
+    // own-property checks so that keys like `toString` or `__proto__` are entries like any other.
+    const entries: Record<string, BaggageEntry> = {};
+    let conflicting: Set<string> | undefined;
+    for (const m of parsed.members) {
+      if (Object.hasOwn(entries, m.key)) {
+        if (entries[m.key]!.value !== m.value) {
+          conflicting ??= new Set();
+          conflicting.add(m.key);
+        }
+        continue;
+      }
+      const entry: BaggageEntry =
+        m.properties === undefined
+          ? { value: m.value }
+          : { value: m.value, metadata: baggageEntryMetadataFromString(m.properties) };
+      if (m.key === '__proto__')
+        Object.defineProperty(entries, m.key, {
+          value: entry,
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      else entries[m.key] = entry;
+    }
+    if (conflicting !== undefined) {
+      counters.malformedBaggage++;
+      for (const key of conflicting) delete entries[key];
+      warnRateLimited(
+        'baggage-ambiguous-entry',
+        'branchline: a baggage key occurs twice with different values; that entry was dropped',
+        { keys: [...conflicting].slice(0, 5).join(',') },
+      );
+    }
     return propagation.setBaggage(ctx, propagation.createBaggage(entries));
   }
 

@@ -1,4 +1,12 @@
-import { encodeBaggageValue, findBaggageMember, mergeBaggageMember } from './baggage.js';
+import {
+  type BaggageDrops,
+  encodeBaggageKey,
+  encodeBaggageValue,
+  findBaggageMember,
+  MAX_BAGGAGE_BYTES,
+  type MemberLookup,
+  mergeBaggageMember,
+} from './baggage.js';
 import { type CarrierGetter, type CarrierSetter, joinHeaderValue } from './carriers.js';
 import { isValidRoutingKey } from './key.js';
 import { warnRateLimited } from './log.js';
@@ -84,27 +92,15 @@ export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
   let lastKey: string | undefined;
 
   function readSource<C>(s: Source, carrier: C, getter: CarrierGetter<C>): string | undefined | null {
-    const raw = joinHeaderValue(getter.get(carrier, s.header));
+    const limit = s.kind === 'tracestate' ? MAX_TRACESTATE_LENGTH : MAX_BAGGAGE_BYTES;
+    const raw = joinHeaderValue(getter.get(carrier, s.header), limit);
     return raw === undefined ? undefined : parseSource(s, raw);
   }
 
   function parseSource(s: Source, raw: string): string | undefined | null {
     if (s.kind === 'baggage') {
-      const r = findBaggageMember(raw, s.member);
-      if (r.found) return r.value;
-      if (r.error) {
-        if (r.error === 'oversize' || r.error === 'too-many-members') counters.oversizeBaggage++;
-        else counters.malformedBaggage++;
-        warnRateLimited(
-          `baggage-${r.error}`,
-          `branchline: ignored a ${r.error} baggage header; the request is treated as carrying no routing key`,
-          {
-            bytes: raw.length,
-          },
-        );
-        return null;
-      }
-      return undefined;
+      // The Signadot member reads the same header again: its drops were counted already.
+      return baggageValue(findBaggageMember(raw, s.member), raw, s.member, s === sources[0]);
     }
     if (s.kind === 'tracestate') return tracestateMember(raw, s.member);
     const v = raw.trim();
@@ -122,15 +118,16 @@ export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
     read<C>(carrier: C, getter: CarrierGetter<C>): string | undefined {
       // Hot path: no aliases and no baggage header costs one lookup.
       if (onlyBaggage) {
-        const raw = joinHeaderValue(getter.get(carrier, 'baggage'));
+        const raw = joinHeaderValue(getter.get(carrier, 'baggage'), MAX_BAGGAGE_BYTES);
         if (raw === undefined) return undefined;
         // Callers tend to send the same header on every request: the last one that carried a
-        // valid key is answered by a string compare. Invalid or malformed headers are parsed
-        // (and counted) every time.
+        // valid key, and nothing that had to be dropped, is answered by a string compare.
+        // Headers with invalid keys or dropped members are parsed (and counted) every time.
         if (raw === lastRaw) return lastKey;
-        const v = parseSource(sources[0]!, raw);
+        const r = findBaggageMember(raw, baggageKey);
+        const v = baggageValue(r, raw, baggageKey, true);
         const key = v == null ? undefined : validate(v);
-        if (key !== undefined) {
+        if (key !== undefined && r.dropped === undefined) {
           lastRaw = raw;
           lastKey = key;
         }
@@ -146,6 +143,31 @@ export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
   };
 }
 
+/**
+ * The value a baggage lookup found, counting what the header dropped. `null` when our member was
+ * there but unusable (malformed, or twice with different values): no key, and no fall-through to
+ * a weaker source.
+ */
+function baggageValue(
+  r: MemberLookup,
+  raw: string,
+  member: string,
+  countDrops: boolean,
+): string | undefined | null {
+  if (countDrops && r.dropped !== undefined) noteBaggageDrops(r.dropped, raw.length);
+  if (r.found) return r.value;
+  if (r.error === undefined) return undefined;
+  if (r.error === 'ambiguous') counters.malformedBaggage++;
+  warnRateLimited(
+    `baggage-${r.error}`,
+    r.error === 'ambiguous'
+      ? `branchline: the baggage member ${member} occurs twice with different values; the request is treated as carrying no routing key`
+      : `branchline: the baggage member ${member} is malformed; the request is treated as carrying no routing key`,
+    { bytes: raw.length },
+  );
+  return null;
+}
+
 function validate(v: string): string | undefined {
   const raw: string = v;
   if (isValidRoutingKey(raw)) return raw;
@@ -157,17 +179,53 @@ function validate(v: string): string | undefined {
   return undefined;
 }
 
-/** Value of `member` in a W3C tracestate header (`k1=v1,k2=v2`), or undefined. */
+/**
+ * Counts and reports what reading a baggage header dropped: each dropped member in
+ * `branchline_baggage_members_dropped_total`, and the header once in
+ * `branchline_malformed_baggage_total` (malformed members) or
+ * `branchline_oversize_baggage_total` (past 180 members or 8192 bytes).
+ */
+export function noteBaggageDrops(d: BaggageDrops, bytes: number): void {
+  counters.baggageMembersDropped += d.malformed + d.excess;
+  if (d.malformed > 0) counters.malformedBaggage++;
+  if (d.excess > 0 || d.truncated) counters.oversizeBaggage++;
+  warnRateLimited(
+    'baggage-dropped',
+    'branchline: dropped baggage members that were malformed or over the limits (180 members, 8192 bytes); the others were kept',
+    { malformed: d.malformed, excess: d.excess, truncated: d.truncated, bytes },
+  );
+}
+
+/** Longest tracestate header read (32 members of up to 512 characters); a longer one is ignored. */
+export const MAX_TRACESTATE_LENGTH = 512 * 32;
+
+const COMMA = 0x2c;
+const EQ = 0x3d;
+
+function isOws(c: number): boolean {
+  return c === 0x20 || c === 0x09;
+}
+
+/** Value of `member` in a W3C tracestate header (`k1=v1,k2=v2`), or undefined. One pass, no regex. */
 export function tracestateMember(header: string, member: string): string | undefined {
-  if (header.length > 512 * 32) return undefined;
-  let i = 0;
   const n = header.length;
-  while (i < n) {
-    let j = header.indexOf(',', i);
-    if (j === -1) j = n;
-    const eq = header.indexOf('=', i);
-    if (eq !== -1 && eq < j && header.slice(i, eq).trim() === member) return header.slice(eq + 1, j).trim();
-    i = j + 1;
+  if (n > MAX_TRACESTATE_LENGTH) return undefined;
+  for (let i = 0; i < n; i++) {
+    while (i < n && isOws(header.charCodeAt(i))) i++;
+    const keyStart = i;
+    let c = 0;
+    while (i < n) {
+      c = header.charCodeAt(i);
+      if (c === EQ || c === COMMA) break;
+      i++;
+    }
+    if (i >= n || c !== EQ) continue;
+    let keyEnd = i;
+    while (keyEnd > keyStart && isOws(header.charCodeAt(keyEnd - 1))) keyEnd--;
+    const valueStart = i + 1;
+    while (i < n && header.charCodeAt(i) !== COMMA) i++;
+    if (keyEnd - keyStart === member.length && header.startsWith(member, keyStart))
+      return header.slice(valueStart, i).trim();
   }
   return undefined;
 }
@@ -190,11 +248,11 @@ export function injectRoutingKey<C>(
   key: string,
   baggageKey: string = DEFAULT_BAGGAGE_KEY,
 ): boolean {
-  const existing = joinHeaderValue(getter.get(carrier, 'baggage'));
+  const existing = joinHeaderValue(getter.get(carrier, 'baggage'), MAX_BAGGAGE_BYTES);
   if (existing === undefined || existing.length === 0) {
     // The common case, a carrier with no baggage yet: `member=key`, built once per (member, key).
     if (key !== lastInjectedKey || baggageKey !== lastInjectedMember) {
-      lastInjectedHeader = `${baggageKey}=${encodeBaggageValue(key)}`;
+      lastInjectedHeader = `${encodeBaggageKey(baggageKey)}=${encodeBaggageValue(key)}`;
       lastInjectedKey = key;
       lastInjectedMember = baggageKey;
     }

@@ -12,6 +12,7 @@ export {
   recordActivity,
 } from './activity.js';
 export {
+  type BaggageDrops,
   type BaggageMember,
   type BaggageParse,
   encodeBaggageValue,

@@ -5,10 +5,15 @@
 export interface BranchlineCounters {
   /** A routing key was present but not valid; it was treated as absent. */
   invalidKey: number;
-  /** A baggage header could not be parsed (syntax); no key was taken from it. */
+  /**
+   * A baggage header had malformed members (dropped, the others kept), or carried the routing
+   * key twice with different values (no key taken).
+   */
   malformedBaggage: number;
-  /** A baggage header exceeded 8192 bytes or 180 members; no key was taken from it. */
+  /** A baggage header exceeded 8192 bytes or 180 members; what lay past the limits was dropped. */
   oversizeBaggage: number;
+  /** Baggage members dropped when reading or writing: malformed, or past the limits. */
+  baggageMembersDropped: number;
   /** A request that had already been forwarded once would have been forwarded again. */
   loopPrevented: number;
   /** Requests forwarded to a sandbox. */
@@ -31,6 +36,7 @@ export const counters: BranchlineCounters = {
   invalidKey: 0,
   malformedBaggage: 0,
   oversizeBaggage: 0,
+  baggageMembersDropped: 0,
   loopPrevented: 0,
   forwarded: 0,
   forwardFailed: 0,

@@ -115,8 +115,9 @@ export function headersWithKey(headers: unknown, key: string, baggageKey: string
 /** Removes member `name` from a baggage header; undefined when nothing is left. */
 export function withoutBaggageMember(header: string, name: string): string | undefined {
   const parsed = parseBaggage(header);
-  if (!parsed.ok) return header;
   const kept = parsed.members.filter((m) => m.key !== name);
-  if (kept.length === parsed.members.length) return header;
+  // Sent as it was only if nothing went unread: a malformed or unread member could be ours.
+  if (kept.length === parsed.members.length && parsed.malformed + parsed.excess === 0 && !parsed.truncated)
+    return header;
   return kept.length ? serializeBaggage(kept) : undefined;
 }

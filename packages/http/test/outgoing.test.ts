@@ -157,5 +157,7 @@ describe('header helpers', () => {
     expect(withoutBaggageMember('a=1,branchline=k,b=2', 'branchline')).toBe('a=1,b=2');
     expect(withoutBaggageMember('branchline=k', 'branchline')).toBeUndefined();
     expect(withoutBaggageMember('a=1', 'branchline')).toBe('a=1');
+    expect(withoutBaggageMember('a=1,"x",branchline=k', 'branchline')).toBe('a=1');
+    expect(withoutBaggageMember('a=1,branchline=k k', 'branchline')).toBe('a=1');
   });
 });
