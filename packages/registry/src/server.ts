@@ -103,8 +103,9 @@ export interface RegistryServerOptions {
    */
   allowEndpoints?: string[];
   /**
-   * Origins of web pages allowed to write (`https://tools.example.com`); other browser writes
-   * get 403. Default: none (`BRANCHLINE_REGISTRY_ALLOW_ORIGINS`, comma-separated).
+   * Origins of web pages allowed to call the API (they get CORS headers) and to write
+   * (`https://tools.example.com`); other browser writes get 403. Default: none
+   * (`BRANCHLINE_REGISTRY_ALLOW_ORIGINS`, comma-separated).
    */
   allowOrigins?: string[];
   /** How long an endpoint announced by a heartbeat lasts without the next one. Default 15 s. */
@@ -156,6 +157,13 @@ const SSE_HEADERS = {
   'cache-control': 'no-cache, no-transform',
   connection: 'close',
   'x-accel-buffering': 'no',
+};
+
+/** The answer to a CORS preflight from an allowed origin (see `allowOrigins`). */
+const CORS_PREFLIGHT_HEADERS = {
+  'access-control-allow-methods': 'GET, PUT, POST, DELETE',
+  'access-control-allow-headers': 'authorization, content-type, last-event-id',
+  'access-control-max-age': '600',
 };
 
 /** How many processed GitHub delivery ids the store remembers, to refuse replays. */
@@ -1096,6 +1104,18 @@ export class RegistryServer {
       const method = req.method ?? 'GET';
       if (!this.opened)
         throw new RegistryError(503, 'starting', 'the registry is still opening its store; retry shortly');
+      // Pages on an allowed origin may call the API from the browser: CORS for them only.
+      const origin = req.headers.origin;
+      if (origin !== undefined && this.allowOrigins.has(origin)) {
+        res.setHeader('access-control-allow-origin', origin);
+        res.setHeader('vary', 'origin');
+        if (method === 'OPTIONS') {
+          route = 'preflight';
+          res.writeHead(204, CORS_PREFLIGHT_HEADERS);
+          res.end();
+          return;
+        }
+      }
       if (isWrite(method)) checkBrowserWrite(req, this.allowOrigins, this.auth.enabled);
       if (parts.length === 0 && method === 'GET') {
         route = 'dashboard';

@@ -80,24 +80,29 @@ describe('writes a web page could send', () => {
     expect(rebound.status).toBe(403);
   });
 
-  it('accepts a browser write from an origin listed in allowOrigins', async () => {
-    const { url } = await startRegistry({ allowOrigins: ['https://tools.staging.example'] });
-    const r = await sendJson(
-      url,
-      'PUT',
-      '/v1/sandboxes/from-tools',
-      {},
-      { origin: 'https://tools.staging.example' },
-    );
+  it('accepts a browser write from an origin listed in allowOrigins, and answers its CORS preflight', async () => {
+    const tools = 'https://tools.staging.example';
+    const { url } = await startRegistry({ allowOrigins: [tools] });
+    const preflight = await send(url, 'OPTIONS', '/v1/sandboxes/from-tools', {
+      headers: {
+        origin: tools,
+        'access-control-request-method': 'PUT',
+        'access-control-request-headers': 'content-type',
+      },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers['access-control-allow-origin']).toBe(tools);
+    expect(preflight.headers['access-control-allow-methods']).toContain('PUT');
+    expect(preflight.headers['access-control-allow-headers']).toContain('content-type');
+    const r = await sendJson(url, 'PUT', '/v1/sandboxes/from-tools', {}, { origin: tools });
     expect(r.status).toBe(201);
-    const other = await sendJson(
-      url,
-      'PUT',
-      '/v1/sandboxes/x',
-      {},
-      { origin: 'https://tools.staging.example.evil' },
-    );
+    expect(r.headers['access-control-allow-origin']).toBe(tools);
+    const evil = 'https://tools.staging.example.evil';
+    const other = await sendJson(url, 'PUT', '/v1/sandboxes/x', {}, { origin: evil });
     expect(other.status).toBe(403);
+    expect(other.headers['access-control-allow-origin']).toBeUndefined();
+    const otherPreflight = await send(url, 'OPTIONS', '/v1/sandboxes/x', { headers: { origin: evil } });
+    expect(otherPreflight.headers['access-control-allow-origin']).toBeUndefined();
   });
 
   it("with tokens, accepts a write from the registry's own origin that carries a write token", async () => {

@@ -35,6 +35,7 @@ export async function stopRegistries(): Promise<void> {
 
 export interface Answer {
   status: number;
+  headers: Record<string, string | string[] | undefined>;
   // biome-ignore lint/suspicious/noExplicitAny: JSON documents under test
   json: any;
 }
@@ -61,7 +62,7 @@ export function send(
         } catch {
           json = text;
         }
-        resolve({ status: res.statusCode ?? 0, json });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, json });
       });
     });
     req.on('error', reject);
