@@ -1,7 +1,7 @@
 // @branchline/pg plugged into the registry: a sandbox that declares a postgres resource gets
 // its own database through the sandbox lifecycle (create, progress, private outputs, delete,
 // TTL expiry, sweep), against a real registry and a real PostgreSQL.
-import { createHmac } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
 import {
   createRoutedPool,
@@ -192,6 +192,7 @@ describe('postgres resources through the registry', () => {
       headers: {
         'content-type': 'application/json',
         'x-github-event': 'pull_request',
+        'x-github-delivery': randomUUID(),
         'x-hub-signature-256': `sha256=${createHmac('sha256', 'hook-secret').update(payload).digest('hex')}`,
       },
       body: payload,

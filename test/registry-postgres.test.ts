@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -18,6 +18,7 @@ const database = `branchline_registry_${randomBytes(4).toString('hex')}`;
 const storeUrl = `postgres://postgres@127.0.0.1:5432/${database}`;
 const admin = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
 const procs: RunningProcess[] = [];
+const HOOK_SECRET = 'pg-webhook-secret-0123456789';
 const sources: RegistryRouteSource[] = [];
 
 beforeAll(async () => {
@@ -41,6 +42,8 @@ async function replica() {
     storeUrl,
     '--heartbeat-interval',
     '200ms',
+    '--github-webhook-secret',
+    HOOK_SECRET,
   ]);
   procs.push(proc);
   await proc.waitFor('listening on', 30_000);
@@ -50,6 +53,7 @@ async function replica() {
 async function put(url: string, name: string, port: number) {
   const res = await fetch(`${url}/v1/sandboxes/${name}`, {
     method: 'PUT',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ overrides: { payments: { http: `http://127.0.0.1:${port}` } } }),
   });
   expect(res.status).toBeLessThan(300);
@@ -152,6 +156,58 @@ describe('registry replicas on one PostgreSQL database', () => {
   });
 });
 
+describe('GitHub webhook deliveries on PostgreSQL replicas', () => {
+  let a: string;
+  let b: string;
+  beforeAll(async () => {
+    [a, b] = await Promise.all([replica(), replica()]);
+  });
+
+  const label = (url: string, name: string, pr: string) =>
+    fetch(`${url}/v1/sandboxes/${name}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ labels: { pr } }),
+    });
+  const deliver = (url: string, id: string, pr: number) => {
+    const body = JSON.stringify({
+      action: 'closed',
+      number: pr,
+      pull_request: { number: pr, merged: false },
+    });
+    return fetch(`${url}/v1/webhooks/github`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-github-event': 'pull_request',
+        'x-github-delivery': id,
+        'x-hub-signature-256': `sha256=${createHmac('sha256', HOOK_SECRET).update(body).digest('hex')}`,
+      },
+      body,
+    });
+  };
+
+  it('a delivery processed through replica A is refused by replica B, so its replay deletes nothing there', async () => {
+    expect((await label(a, 'pr-31', '31')).status).toBe(201);
+    const id = randomUUID();
+    const first = await deliver(a, id, 31);
+    expect(first.status).toBe(200);
+    expect(((await first.json()) as Json).deleted).toEqual(['pr-31']);
+    expect((await label(b, 'pr-31', '31')).status).toBe(201);
+    const replay = await deliver(b, id, 31);
+    expect(replay.status).toBe(409);
+    expect(((await replay.json()) as Json).error).toBe('duplicate_delivery');
+    expect((await fetch(`${a}/v1/sandboxes/pr-31`)).status).toBe(200);
+  });
+
+  it('the same delivery sent to both replicas at once is processed by exactly one of them', async () => {
+    await label(a, 'pr-32', '32');
+    const id = randomUUID();
+    const answers = await Promise.all([deliver(a, id, 32), deliver(b, id, 32)]);
+    expect(answers.map((r) => r.status).sort()).toEqual([200, 409]);
+  });
+});
+
 describe('resource provisioning on PostgreSQL replicas', () => {
   const db2 = `${database}_claims`;
   const url2 = `postgres://postgres@127.0.0.1:5432/${db2}`;
@@ -189,6 +245,7 @@ console.log('listening on', await server.listen(Number(process.argv[2])));
     const a = `http://127.0.0.1:${port}`;
     const created = await fetch(`${a}/v1/sandboxes/resumed`, {
       method: 'PUT',
+      headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ resources: { db: { type: 'slowdb', spec: {} } } }),
     });
     expect(created.status).toBe(201);

@@ -60,7 +60,11 @@ describe('resource hooks', () => {
     try {
       await src.ready(5000);
       const put = (body: unknown) =>
-        fetch(`${url}/v1/sandboxes/with-db`, { method: 'PUT', body: JSON.stringify(body) });
+        fetch(`${url}/v1/sandboxes/with-db`, {
+          method: 'PUT',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
       const invalid = await put({ resources: { db: { type: 'test-db', spec: {} } } });
       expect(invalid.status).toBe(400);
       expect(((await invalid.json()) as Json).message).toBe(

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createHmac } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -219,6 +219,7 @@ describe('registry on SQLite (real processes)', () => {
         method: 'POST',
         headers: {
           'x-github-event': 'pull_request',
+          'x-github-delivery': randomUUID(),
           'content-type': 'application/json',
           ...(sig ? { 'x-hub-signature-256': sig } : {}),
         },
@@ -237,6 +238,62 @@ describe('registry on SQLite (real processes)', () => {
     expect(left).toEqual(['pr-7-other-repo', 'pr-8']);
     expect((await api(r.url, 'GET', '/v1/sandboxes/pr-7?deleted=true')).body.deleteReason).toBe('webhook');
     await r.proc.stop();
+  });
+
+  it('--allow-endpoints, --allow-origins and --max-ttl (and their variables) set what writes may ask for', async () => {
+    const r = await startRegistry(['--store', join(dir, 'limits.db'), '--max-ttl', '2h'], {
+      BRANCHLINE_REGISTRY_ALLOW_ENDPOINTS: '10.0.0.0/8, *.staging.example',
+      BRANCHLINE_REGISTRY_ALLOW_ORIGINS: 'https://tools.staging.example',
+    });
+    const inside = {
+      payments: { http: 'http://10.0.3.7:8080' },
+      orders: { grpc: 'orders.staging.example:50051' },
+    };
+    expect((await api(r.url, 'PUT', '/v1/sandboxes/ok', { overrides: inside, ttl: '2h' })).status).toBe(201);
+    const outside = await api(r.url, 'PUT', '/v1/sandboxes/out', { overrides: svc(4000) });
+    expect(outside.status).toBe(400);
+    expect(outside.body.error).toBe('endpoint_not_allowed');
+    expect(outside.body.message).toContain('10.0.0.0/8, *.staging.example');
+    // Without --default-ttl, the default follows a --max-ttl shorter than 24 h.
+    const plain = await api(r.url, 'PUT', '/v1/sandboxes/plain', {});
+    expect(plain.body.expiresAt - plain.body.createdAt).toBe(2 * 3_600_000);
+    const long = await api(r.url, 'PUT', '/v1/sandboxes/long', { ttl: '3h' });
+    expect(long.status).toBe(400);
+    expect(long.body.message).toMatch(/^ttl: at most 2h/);
+    const fromPage = (origin: string) =>
+      fetch(`${r.url}/v1/sandboxes/page`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json', origin },
+        body: '{}',
+      });
+    expect((await fromPage('https://elsewhere.example')).status).toBe(403);
+    expect((await fromPage('https://tools.staging.example')).status).toBe(201);
+    const cliRefused = await cli([
+      'sandbox',
+      'create',
+      'cli-out',
+      '--service',
+      'payments=http://192.168.1.5',
+      '--registry',
+      r.url,
+    ]);
+    expect(cliRefused.code).toBe(2);
+    expect(cliRefused.stderr).toContain('overrides.payments.http');
+    await r.proc.stop();
+    const bad = await cli([
+      'registry',
+      '--port',
+      '0',
+      '--store',
+      ':memory:',
+      '--allow-endpoints',
+      '10.0.0.0/99',
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('10.0.0.0/99');
+    const never = await cli(['registry', '--port', '0', '--store', ':memory:', '--default-ttl', 'none']);
+    expect(never.code).toBe(2);
+    expect(never.stderr).toContain('--max-ttl none');
   });
 
   it('tokens: reads need read, writes need write (401/403 with JSON); the sandbox token may heartbeat', async () => {

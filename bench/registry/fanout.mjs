@@ -50,6 +50,7 @@ if (process.argv[2] === 'drain') {
     inflight.push(
       fetch(`${url}/v1/sandboxes/s-${j % 5}`, {
         method: 'PUT',
+        headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ overrides: { svc: { http: `http://127.0.0.1:${10_000 + j}` } } }),
       }).then(async (r) => {
         await r.arrayBuffer();

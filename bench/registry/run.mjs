@@ -151,6 +151,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
       inflight.push(
         fetch(`${reg.url}/v1/sandboxes/s-${n % SANDBOXES}`, {
           method: 'PUT',
+          headers: { 'content-type': 'application/json' },
           body: JSON.stringify({ overrides: { svc: { http: `http://127.0.0.1:${10_000 + n}` } } }),
         }).then(async (res) => {
           const t = now();
@@ -337,6 +338,7 @@ async function main() {
         const i = next++;
         const r = await fetch(`${mem.url}/v1/sandboxes/sb-${i}`, {
           method: 'PUT',
+          headers: { 'content-type': 'application/json' },
           body: JSON.stringify({
             overrides: {
               payments: { http: `http://10.0.${i >> 8}.${i & 255}:8080` },

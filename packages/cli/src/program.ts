@@ -140,7 +140,24 @@ export function createProgram(out: Out = defaultOut()): Command {
     )
     .option('--public-reads', 'allow reads (GET, watch) without a token even when tokens are configured')
     .option('--tombstone-retention <duration>', 'how long deleted sandboxes stay as tombstones', '6h')
-    .option('--default-ttl <duration>', 'TTL of sandboxes created without one ("none" = never expire)', '24h')
+    .option(
+      '--default-ttl <duration>',
+      'TTL of sandboxes created without one ("none" = never expire, needs --max-ttl none)',
+      '24h',
+    )
+    .option('--max-ttl <duration>', 'longest TTL a request may ask for ("none" = no maximum)', '30d')
+    .addOption(
+      new Option(
+        '--allow-endpoints <list>',
+        'comma-separated networks and host patterns endpoints must be in (10.0.0.0/8,*.staging.svc.cluster.local)',
+      ).env('BRANCHLINE_REGISTRY_ALLOW_ENDPOINTS'),
+    )
+    .addOption(
+      new Option(
+        '--allow-origins <list>',
+        'comma-separated origins of web pages allowed to write (https://tools.example.com)',
+      ).env('BRANCHLINE_REGISTRY_ALLOW_ORIGINS'),
+    )
     .option(
       '--heartbeat-interval <duration>',
       'watch heartbeat interval (completeUntil advances this often)',
@@ -161,17 +178,41 @@ export function createProgram(out: Out = defaultOut()): Command {
           throw new CliError(`${flag} ${JSON.stringify(v)} is not a duration`, EXIT.usage);
         return ms;
       };
-      const server = createRegistryServer({
-        store: opts.store,
-        tokens,
-        tokensFile: opts.tokenFile,
-        readRequiresToken: opts.publicReads ? false : undefined,
-        githubWebhookSecret: opts.githubWebhookSecret,
-        tombstoneRetentionMs: dur(opts.tombstoneRetention, '--tombstone-retention'),
-        defaultTtlMs: opts.defaultTtl === 'none' ? null : dur(opts.defaultTtl, '--default-ttl'),
-        heartbeatIntervalMs: dur(opts.heartbeatInterval, '--heartbeat-interval'),
-        watchFlushIntervalMs: dur(opts.watchFlushInterval, '--watch-flush-interval'),
-      });
+      const list = (v: string | undefined) =>
+        v === undefined
+          ? undefined
+          : v
+              .split(',')
+              .map((s) => s.trim())
+              .filter(Boolean);
+      // Left unset, the default TTL is 24 h or --max-ttl, whichever is shorter.
+      const defaultTtlMs =
+        cmd.getOptionValueSource('defaultTtl') === 'default'
+          ? undefined
+          : opts.defaultTtl === 'none'
+            ? null
+            : dur(opts.defaultTtl, '--default-ttl');
+      let server: ReturnType<typeof createRegistryServer>;
+      try {
+        server = createRegistryServer({
+          store: opts.store,
+          tokens,
+          tokensFile: opts.tokenFile,
+          readRequiresToken: opts.publicReads ? false : undefined,
+          githubWebhookSecret: opts.githubWebhookSecret,
+          tombstoneRetentionMs: dur(opts.tombstoneRetention, '--tombstone-retention'),
+          defaultTtlMs,
+          maxTtlMs: opts.maxTtl === 'none' ? null : dur(opts.maxTtl, '--max-ttl'),
+          allowEndpoints: list(opts.allowEndpoints),
+          allowOrigins: list(opts.allowOrigins),
+          heartbeatIntervalMs: dur(opts.heartbeatInterval, '--heartbeat-interval'),
+          watchFlushIntervalMs: dur(opts.watchFlushInterval, '--watch-flush-interval'),
+        });
+      } catch (err) {
+        // A bad --allow-endpoints or --allow-origins entry, --default-ttl over --max-ttl.
+        if (err instanceof TypeError) throw new CliError(err.message, EXIT.usage);
+        throw err;
+      }
       for (const spec of opts.plugin as string[]) await loadPlugin(spec, server);
       const port = Number(opts.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535)

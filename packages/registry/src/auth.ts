@@ -99,10 +99,18 @@ export function tokenMatchesHash(token: string, hashHex: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Verifies GitHub's `X-Hub-Signature-256: sha256=<hex>` over the raw body. */
+/** Exactly what GitHub sends: `sha256=` and the HMAC's 64 hex digits, nothing before or after. */
+const GITHUB_SIGNATURE_RE = /^sha256=([0-9a-fA-F]{64})$/;
+
+/**
+ * Verifies GitHub's `X-Hub-Signature-256: sha256=<hex>` over the raw body. The header is parsed
+ * strictly: `Buffer.from(hex)` alone stops at the first non-hex character, so trailing bytes
+ * would pass unnoticed.
+ */
 export function verifyGithubSignature(secret: string, body: Buffer, header: string | undefined): boolean {
-  if (!header?.startsWith('sha256=')) return false;
-  const given = Buffer.from(header.slice(7), 'hex');
+  const hex = header === undefined ? undefined : GITHUB_SIGNATURE_RE.exec(header)?.[1];
+  if (hex === undefined) return false;
+  const given = Buffer.from(hex, 'hex');
   const expected = createHmac('sha256', secret).update(body).digest();
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  return timingSafeEqual(given, expected);
 }

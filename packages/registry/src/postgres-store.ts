@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS branchline_changes (revision bigint PRIMARY KEY, time
 CREATE TABLE IF NOT EXISTS branchline_secrets (id text PRIMARY KEY, secret text NOT NULL);
 CREATE TABLE IF NOT EXISTS branchline_leases (sandbox_id text NOT NULL, service text NOT NULL, transport text NOT NULL, endpoint text NOT NULL, expires_at bigint NOT NULL, PRIMARY KEY (sandbox_id, service, transport, endpoint));
 CREATE TABLE IF NOT EXISTS branchline_claims (key text PRIMARY KEY, holder text NOT NULL, expires_at bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS branchline_deliveries (seq bigserial PRIMARY KEY, id text NOT NULL UNIQUE, time bigint NOT NULL);
 `;
 
 /**
@@ -255,6 +256,23 @@ export class PostgresStore implements Store {
 
   async releaseClaim(key: string, holder: string): Promise<void> {
     await this.pool.query('DELETE FROM branchline_claims WHERE key = $1 AND holder = $2', [key, holder]);
+  }
+
+  /** The unique id makes the insert the decision: of two replicas recording one id, one wins. */
+  async recordDelivery(id: string, keep: number): Promise<boolean> {
+    const r = await this.pool.query(
+      `INSERT INTO branchline_deliveries (id, time) VALUES ($1, ${NOW_MS}) ON CONFLICT (id) DO NOTHING RETURNING seq`,
+      [id],
+    );
+    if (r.rowCount !== 1) return false;
+    await this.pool.query('DELETE FROM branchline_deliveries WHERE seq <= $1', [
+      Number(r.rows[0].seq) - keep,
+    ]);
+    return true;
+  }
+
+  async forgetDelivery(id: string): Promise<void> {
+    await this.pool.query('DELETE FROM branchline_deliveries WHERE id = $1', [id]);
   }
 
   async close(): Promise<void> {

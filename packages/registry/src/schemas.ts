@@ -7,22 +7,58 @@ export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
 const LABEL_KEY_RE = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
 
+/** The first space or C0/C1 control character: `new URL` drops or encodes them, so they are refused. */
+function unsafeChar(v: string): string | undefined {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c <= 0x20 || (c >= 0x7f && c <= 0xa0)) {
+      const code = c.toString(16).toUpperCase().padStart(4, '0');
+      return `must not contain spaces or control characters (found U+${code} at position ${i})`;
+    }
+  }
+  return undefined;
+}
+
+/** The URL as `new URL` reads it, without the trailing slash of an empty path (or `v` if none). */
+export function normaliseHttpUrl(v: string): string {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    return v;
+  }
+  return u.pathname === '/' && !u.search && !u.hash ? u.href.slice(0, -1) : u.href;
+}
+
 const httpUrl = z
   .string()
   .max(2048)
-  .refine((v) => {
+  .superRefine((v, ctx) => {
+    const bad = unsafeChar(v);
+    if (bad) {
+      ctx.addIssue({ code: 'custom', message: bad });
+      return;
+    }
+    let ok = false;
     try {
       const u = new URL(v);
-      return u.protocol === 'http:' || u.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  }, 'must be an absolute http(s) URL such as "http://10.0.0.7:8080"');
+      ok = u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {}
+    if (!ok)
+      ctx.addIssue({
+        code: 'custom',
+        message: 'must be an absolute http(s) URL such as "http://10.0.0.7:8080"',
+      });
+  })
+  .overwrite(normaliseHttpUrl);
 const grpcTarget = z
   .string()
   .min(1)
   .max(2048)
-  .regex(/^\S+$/, 'must be a gRPC target such as "10.0.0.7:50051" (no spaces)');
+  .superRefine((v, ctx) => {
+    const bad = unsafeChar(v);
+    if (bad) ctx.addIssue({ code: 'custom', message: `${bad}; a gRPC target looks like "10.0.0.7:50051"` });
+  });
 
 const list = <T extends z.ZodType>(item: T) => z.union([item, z.array(item).min(1).max(32)]);
 

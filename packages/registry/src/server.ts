@@ -21,11 +21,29 @@ import {
   verifyGithubSignature,
 } from './auth.js';
 import { renderDashboard } from './dashboard.js';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
+import { EndpointAllowList } from './endpoint-allow-list.js';
+import {
+  ClientGoneError,
+  checkBrowserWrite,
+  checkJsonBody,
+  isJsonType,
+  isWrite,
+  parseAllowedOrigins,
+  pathSegments,
+} from './http-guards.js';
 import { RegistryMetrics } from './metrics.js';
 import { Mutex } from './mutex.js';
 import { PostgresStore } from './postgres-store.js';
-import { checkName, groupBody, heartbeatBody, parseBody, sandboxBody } from './schemas.js';
+import {
+  checkName,
+  groupBody,
+  type HeartbeatBody,
+  heartbeatBody,
+  parseBody,
+  type SandboxBody,
+  sandboxBody,
+} from './schemas.js';
 import { SqliteStore } from './sqlite-store.js';
 import {
   advanceHistory,
@@ -33,6 +51,7 @@ import {
   endpointArrays,
   generateKey,
   groupMatches,
+  labelValue,
   newId,
   RegistryError,
   RegistryState,
@@ -70,8 +89,25 @@ export interface RegistryServerOptions {
   reapIntervalMs?: number;
   /** How long deleted sandboxes and groups stay as tombstones. Default 6 h. */
   tombstoneRetentionMs?: number;
-  /** TTL of a sandbox or group created without one. Default 24 h; `null` = no expiry. */
+  /** TTL of a sandbox or group created without one. Default 24 h; `null` = no expiry (needs `maxTtlMs: null`). */
   defaultTtlMs?: number | null;
+  /**
+   * Longest TTL a request may ask for (`ttl`, `expiresAt`, a heartbeat's `ttl`); longer ones get
+   * 400. Default 30 days; `null` = no maximum (then `expiresAt: null` means never).
+   */
+  maxTtlMs?: number | null;
+  /**
+   * Where endpoints may point: networks (`10.0.0.0/8`), addresses, host names and `*.suffix`
+   * patterns. Declared and announced endpoints outside them get 400. Default: anywhere
+   * (`BRANCHLINE_REGISTRY_ALLOW_ENDPOINTS`, comma-separated).
+   */
+  allowEndpoints?: string[];
+  /**
+   * Origins of web pages allowed to call the API (they get CORS headers) and to write
+   * (`https://tools.example.com`); other browser writes get 403. Default: none
+   * (`BRANCHLINE_REGISTRY_ALLOW_ORIGINS`, comma-separated).
+   */
+  allowOrigins?: string[];
   /** How long an endpoint announced by a heartbeat lasts without the next one. Default 15 s. */
   announceTtlMs?: number;
   /** Largest request body. Default 256 KiB. */
@@ -122,6 +158,20 @@ const SSE_HEADERS = {
   connection: 'close',
   'x-accel-buffering': 'no',
 };
+
+/** The answer to a CORS preflight from an allowed origin (see `allowOrigins`). */
+const CORS_PREFLIGHT_HEADERS = {
+  'access-control-allow-methods': 'GET, PUT, POST, DELETE',
+  'access-control-allow-headers': 'authorization, content-type, last-event-id',
+  'access-control-max-age': '600',
+};
+
+/** How many processed GitHub delivery ids the store remembers, to refuse replays. */
+const DELIVERY_MEMORY = 10_000;
+/** GitHub's delivery ids are GUIDs; this also admits other senders' ids of the same alphabet. */
+const DELIVERY_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+/** A sandbox created up to this long after a pull request's closed_at is still deleted by it. */
+const CLOSED_AT_MARGIN_MS = 5 * 60_000;
 
 /** The next write to the watchers waits at least this many times the last one's duration. */
 const FANOUT_GAP_FACTOR = 4;
@@ -217,7 +267,9 @@ export class RegistryServer {
       | 'retryIntervalMs'
       | 'provisionClaimMs'
     >
-  > & { defaultTtlMs: number | null; githubWebhookSecret?: string };
+  > & { defaultTtlMs: number | null; maxTtlMs: number | null; githubWebhookSecret?: string };
+  private readonly allowEndpoints: EndpointAllowList;
+  private readonly allowOrigins: Set<string>;
   readonly log: NonNullable<RegistryServerOptions['log']>;
 
   constructor(options: RegistryServerOptions = {}) {
@@ -233,6 +285,7 @@ export class RegistryServer {
         throw new TypeError('branchline registry: a resource hook needs a "type"');
       this.hooks.set(h.type, h);
     }
+    const maxTtlMs = options.maxTtlMs === undefined ? 30 * 86_400_000 : options.maxTtlMs;
     this.opts = {
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 500,
       watchFlushIntervalMs: options.watchFlushIntervalMs ?? 20,
@@ -245,9 +298,21 @@ export class RegistryServer {
       sweepIntervalMs: options.sweepIntervalMs ?? 60_000,
       retryIntervalMs: options.retryIntervalMs ?? 5000,
       provisionClaimMs: options.provisionClaimMs ?? 15_000,
-      defaultTtlMs: options.defaultTtlMs === undefined ? 24 * 3_600_000 : options.defaultTtlMs,
+      // Left unset, the default TTL is 24 h or the maximum, whichever is shorter.
+      defaultTtlMs:
+        options.defaultTtlMs === undefined
+          ? Math.min(24 * 3_600_000, maxTtlMs ?? Number.POSITIVE_INFINITY)
+          : options.defaultTtlMs,
+      maxTtlMs,
       githubWebhookSecret: options.githubWebhookSecret,
     };
+    checkTtlOptions(this.opts.defaultTtlMs, this.opts.maxTtlMs);
+    this.allowEndpoints = new EndpointAllowList(
+      options.allowEndpoints ?? listFromEnv('BRANCHLINE_REGISTRY_ALLOW_ENDPOINTS'),
+    );
+    this.allowOrigins = parseAllowedOrigins(
+      options.allowOrigins ?? listFromEnv('BRANCHLINE_REGISTRY_ALLOW_ORIGINS'),
+    );
     this.log = options.log ?? defaultLog;
     this.http = createServer((req, res) => this.handle(req, res));
     this.http.keepAliveTimeout = 65_000;
@@ -516,6 +581,35 @@ export class RegistryServer {
 
   // ---- lifecycle -------------------------------------------------------------------------
 
+  /** Refuses (400) a `ttl` or `expiresAt` past the maximum, naming the field and the maximum. */
+  private checkExpiry(body: { ttl?: string | number; expiresAt?: number | null }): void {
+    const max = this.opts.maxTtlMs;
+    if (max === null) return;
+    if (body.ttl !== undefined && !(parseDuration(body.ttl)! <= max)) throw overMaximum('ttl', max, body.ttl);
+    if (body.expiresAt === null || (body.expiresAt !== undefined && body.expiresAt > Date.now() + max))
+      throw overMaximum('expiresAt', max, body.expiresAt);
+  }
+
+  /** Refuses (400) endpoints outside `allowEndpoints`, naming the field. */
+  private checkEndpoints(path: string, ep: { http?: string | string[]; grpc?: string | string[] }): void {
+    if (!this.allowEndpoints.enabled) return;
+    for (const transport of ['http', 'grpc'] as const) {
+      const v = ep[transport];
+      if (v === undefined) continue;
+      const list = Array.isArray(v) ? v : [v];
+      list.forEach((e, i) => {
+        const why =
+          transport === 'http' ? this.allowEndpoints.checkHttp(e) : this.allowEndpoints.checkGrpc(e);
+        if (why === undefined) return;
+        const field = `${path}${path ? '.' : ''}${transport}${Array.isArray(v) ? `.${i}` : ''}`;
+        const message = `${JSON.stringify(e)} is not allowed here: ${why} (allowed: ${this.allowEndpoints.entries.join(', ')}; see --allow-endpoints)`;
+        throw new RegistryError(400, 'endpoint_not_allowed', `${field}: ${message}`, {
+          issues: [{ path: field, message }],
+        });
+      });
+    }
+  }
+
   private ttlToExpiry(
     body: { ttl?: string | number; expiresAt?: number | null },
     time: number,
@@ -530,7 +624,9 @@ export class RegistryServer {
     input: unknown,
   ): Promise<{ sandbox: SandboxDoc; created: boolean; revision: number; sandboxToken?: string }> {
     checkName(name, 'sandbox');
-    const body = parseBody(sandboxBody, input);
+    const body: SandboxBody = parseBody(sandboxBody, input);
+    this.checkExpiry(body);
+    for (const [svc, ep] of Object.entries(body.overrides)) this.checkEndpoints(`overrides.${svc}`, ep);
     if (body.name !== undefined && body.name !== name)
       throw new RegistryError(
         400,
@@ -665,6 +761,7 @@ export class RegistryServer {
   async putGroup(name: string, input: unknown): Promise<{ group: GroupDoc; created: boolean }> {
     checkName(name, 'route group');
     const body = parseBody(groupBody, input);
+    this.checkExpiry(body);
     return this.mutate((time) => {
       const old = this.state.group(name);
       if (old && body.key !== undefined && body.key !== old.key)
@@ -712,7 +809,10 @@ export class RegistryServer {
 
   /** A workload announces (ready) or withdraws (not ready) its endpoint for a service. */
   async heartbeat(name: string, input: unknown): Promise<SandboxDoc> {
-    const body = parseBody(heartbeatBody, input);
+    const body: HeartbeatBody = parseBody(heartbeatBody, input);
+    if (body.ttl !== undefined) this.checkExpiry({ ttl: body.ttl });
+    this.checkEndpoints('', { http: body.http, grpc: body.grpc });
+    if (body.endpoint) this.checkEndpoints('endpoint', body.endpoint);
     const eps = endpointArrays(body.endpoint);
     eps.http.push(...endpointArrays({ http: body.http }).http);
     eps.grpc.push(...endpointArrays({ grpc: body.grpc }).grpc);
@@ -1000,11 +1100,23 @@ export class RegistryServer {
         );
     });
     try {
-      const url = new URL(req.url ?? '/', 'http://registry');
-      const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+      const { url, parts } = pathSegments(req.url ?? '/');
       const method = req.method ?? 'GET';
       if (!this.opened)
         throw new RegistryError(503, 'starting', 'the registry is still opening its store; retry shortly');
+      // Pages on an allowed origin may call the API from the browser: CORS for them only.
+      const origin = req.headers.origin;
+      if (origin !== undefined && this.allowOrigins.has(origin)) {
+        res.setHeader('access-control-allow-origin', origin);
+        res.setHeader('vary', 'origin');
+        if (method === 'OPTIONS') {
+          route = 'preflight';
+          res.writeHead(204, CORS_PREFLIGHT_HEADERS);
+          res.end();
+          return;
+        }
+      }
+      if (isWrite(method)) checkBrowserWrite(req, this.allowOrigins, this.auth.enabled);
       if (parts.length === 0 && method === 'GET') {
         route = 'dashboard';
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
@@ -1162,6 +1274,14 @@ export class RegistryServer {
         `no route ${method} ${url.pathname} (see docs/registry.md for the API)`,
       );
     } catch (err) {
+      if (err instanceof ClientGoneError) {
+        this.log('info', 'client disconnected before its request body was complete', {
+          method: req.method,
+          url: req.url,
+        });
+        res.destroy();
+        return;
+      }
       if (res.headersSent) {
         res.destroy();
         return;
@@ -1201,7 +1321,9 @@ export class RegistryServer {
     for (const l of q.getAll('label')) {
       const i = l.indexOf('=');
       const [k, v] = i < 0 ? [l, undefined] : [l.slice(0, i), l.slice(i + 1)];
-      list = list.filter((s) => (v === undefined ? k in s.labels : s.labels[k] === v));
+      list = list.filter((s) =>
+        v === undefined ? Object.hasOwn(s.labels, k) : labelValue(s.labels, k) === v,
+      );
     }
     return list.sort((a, b) => a.createdAt - b.createdAt || (a.name < b.name ? -1 : 1));
   }
@@ -1326,35 +1448,129 @@ export class RegistryServer {
       );
     const sig = req.headers['x-hub-signature-256'];
     if (!verifyGithubSignature(secret, raw, typeof sig === 'string' ? sig : undefined))
-      throw new RegistryError(401, 'unauthorized', 'missing or wrong X-Hub-Signature-256 signature');
-    const event = req.headers['x-github-event'];
-    let payload: {
-      action?: string;
-      number?: number;
-      pull_request?: { number?: number; merged?: boolean };
-      repository?: { full_name?: string };
-    };
+      throw new RegistryError(
+        401,
+        'unauthorized',
+        'missing or wrong X-Hub-Signature-256 signature (expected "sha256=" and 64 hex digits: the HMAC-SHA256 of the body with the webhook secret)',
+      );
+    const type = req.headers['content-type'];
+    if (type !== undefined && !isJsonType(type))
+      throw new RegistryError(
+        415,
+        'unsupported_media_type',
+        `the webhook body is ${JSON.stringify(type)}: set the webhook's content type to application/json in the repository's webhook settings`,
+      );
+    const delivery = req.headers['x-github-delivery'];
+    if (typeof delivery !== 'string' || !DELIVERY_ID_RE.test(delivery))
+      throw new RegistryError(
+        400,
+        'invalid_request',
+        `the X-GitHub-Delivery header is ${delivery === undefined ? 'missing' : `not a delivery id: ${JSON.stringify(String(delivery).slice(0, 140))}`}; GitHub sends one with every delivery, and the registry needs it to refuse replays`,
+      );
+    let payload: unknown;
     try {
       payload = JSON.parse(raw.toString('utf8'));
     } catch {
       throw new RegistryError(400, 'invalid_json', 'the webhook body is not JSON');
     }
-    if (event !== 'pull_request' || payload.action !== 'closed')
-      return send(res, 200, { ignored: true, event, action: payload.action });
-    const pr = String(payload.pull_request?.number ?? payload.number ?? '');
-    const repo = payload.repository?.full_name;
-    const targets = this.state
-      .liveSandboxes()
-      .filter((s) => s.labels.pr === pr && (s.labels.repo === undefined || s.labels.repo === repo));
+    if (payload === null || typeof payload !== 'object' || Array.isArray(payload))
+      throw new RegistryError(
+        400,
+        'invalid_request',
+        `the webhook body must be a JSON object (a GitHub event payload), got ${payload === null ? 'null' : Array.isArray(payload) ? 'an array' : typeof payload}`,
+      );
+    const p = payload as {
+      action?: unknown;
+      number?: unknown;
+      pull_request?: { number?: unknown; merged?: unknown; closed_at?: unknown } | null;
+      repository?: { full_name?: unknown } | null;
+    };
+    const event = req.headers['x-github-event'];
+    if (event !== 'pull_request' || p.action !== 'closed')
+      return send(res, 200, { ignored: true, event, action: p.action });
+    const number = p.pull_request?.number ?? p.number;
+    if (!Number.isSafeInteger(number) || (number as number) <= 0)
+      throw new RegistryError(
+        400,
+        'invalid_request',
+        `a closed pull_request event needs pull_request.number, a positive integer; got ${JSON.stringify(number) ?? 'none'}`,
+      );
+    const pr = String(number);
+    const repo = typeof p.repository?.full_name === 'string' ? p.repository.full_name : undefined;
+    // A replayed "closed" must not delete a sandbox the pull request got after it was closed
+    // (reopened): only sandboxes created before closed_at (and a margin for clock skew) go.
+    const closedAt =
+      typeof p.pull_request?.closed_at === 'string' ? Date.parse(p.pull_request.closed_at) : NaN;
+    const createdBefore = Number.isFinite(closedAt)
+      ? closedAt + CLOSED_AT_MARGIN_MS
+      : Number.POSITIVE_INFINITY;
+    if (!(await this.store.recordDelivery(delivery, DELIVERY_MEMORY)))
+      throw new RegistryError(
+        409,
+        'duplicate_delivery',
+        `GitHub delivery ${delivery} was already processed; a repeat is refused (a replayed "closed" event could delete a newer sandbox of pull request ${pr})`,
+      );
+    const matching = this.state.liveSandboxes().filter((s) => {
+      const sRepo = labelValue(s.labels, 'repo');
+      return labelValue(s.labels, 'pr') === pr && (sRepo === undefined || sRepo === repo);
+    });
+    const kept = matching.filter((s) => s.createdAt > createdBefore).map((s) => s.name);
     const deleted: string[] = [];
-    for (const s of targets) if (await this.deleteSandbox(s.name, 'webhook', false)) deleted.push(s.name);
-    return send(res, 200, { deleted, pr: Number(pr), repo, merged: payload.pull_request?.merged ?? false });
+    try {
+      for (const s of matching)
+        if (s.createdAt <= createdBefore && (await this.deleteSandbox(s.name, 'webhook', false)))
+          deleted.push(s.name);
+    } catch (err) {
+      // Not processed after all: let GitHub's redelivery (same id) try again.
+      await this.store.forgetDelivery(delivery).catch(() => undefined);
+      throw err;
+    }
+    return send(res, 200, {
+      deleted,
+      kept,
+      pr: Number(pr),
+      repo,
+      merged: p.pull_request?.merged === true,
+    });
   }
 }
 
 /** Resources still to provision (a crash may have left them `provisioning`). */
 function unfinished(s: SandboxDoc): [string, ResourceState][] {
   return Object.entries(s.resources).filter(([, r]) => r.status === 'pending' || r.status === 'provisioning');
+}
+
+function overMaximum(field: string, max: number, got: unknown): RegistryError {
+  let shown = JSON.stringify(got);
+  if (shown.length > 40) shown = `${shown.slice(0, 24)}… (${shown.length} characters)`;
+  const message = `at most ${formatDuration(max)}${field === 'expiresAt' ? ' from now' : ''} (${max / 1000} seconds); got ${shown}`;
+  return new RegistryError(400, 'invalid_request', `${field}: ${message}`, {
+    issues: [{ path: field, message }],
+  });
+}
+
+function checkTtlOptions(defaultTtlMs: number | null, maxTtlMs: number | null): void {
+  if (maxTtlMs === null) return;
+  if (!(Number.isFinite(maxTtlMs) && maxTtlMs > 0))
+    throw new TypeError(
+      `branchline registry: maxTtlMs must be a positive number of milliseconds or null, got ${maxTtlMs}`,
+    );
+  if (defaultTtlMs === null)
+    throw new TypeError(
+      `branchline registry: defaultTtlMs null (never expire) is over maxTtlMs (${formatDuration(maxTtlMs)}); set maxTtlMs: null too (--max-ttl none)`,
+    );
+  if (defaultTtlMs > maxTtlMs)
+    throw new TypeError(
+      `branchline registry: defaultTtlMs (${formatDuration(defaultTtlMs)}) is over maxTtlMs (${formatDuration(maxTtlMs)})`,
+    );
+}
+
+/** A comma-separated list from an environment variable. */
+function listFromEnv(name: string): string[] {
+  return (process.env[name] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 function notFound(what: string, name: string): RegistryError {
@@ -1372,6 +1588,10 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    if (req.destroyed && !req.complete) {
+      reject(new ClientGoneError());
+      return;
+    }
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > limit) {
       req.resume();
@@ -1393,12 +1613,17 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(c);
     });
     req.once('end', () => resolve(Buffer.concat(chunks)));
-    req.once('error', reject);
+    // A client that goes away mid-body is no failure of the registry (see ClientGoneError).
+    req.once('error', (err) => reject(req.complete ? err : new ClientGoneError()));
+    req.once('close', () => {
+      if (!req.complete) reject(new ClientGoneError());
+    });
   });
 }
 
 async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   const raw = await readBody(req, limit);
+  checkJsonBody(req, raw);
   if (raw.length === 0) return {};
   try {
     return JSON.parse(raw.toString('utf8'));

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS branchline_objects (id TEXT PRIMARY KEY, kind TEXT NO
 CREATE TABLE IF NOT EXISTS branchline_changes (revision INTEGER PRIMARY KEY, time INTEGER NOT NULL, type TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, doc TEXT);
 CREATE TABLE IF NOT EXISTS branchline_secrets (id TEXT PRIMARY KEY, secret TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS branchline_leases (sandbox_id TEXT NOT NULL, service TEXT NOT NULL, transport TEXT NOT NULL, endpoint TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (sandbox_id, service, transport, endpoint));
+CREATE TABLE IF NOT EXISTS branchline_deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, time INTEGER NOT NULL);
 `;
 
 /**
@@ -200,6 +201,20 @@ export class SqliteStore implements Store {
   }
 
   async releaseClaim(): Promise<void> {}
+
+  async recordDelivery(id: string, keep: number): Promise<boolean> {
+    const r = this.sql('INSERT OR IGNORE INTO branchline_deliveries (id, time) VALUES (?, ?)').run(
+      id,
+      Date.now(),
+    );
+    if (r.changes === 0) return false;
+    this.sql('DELETE FROM branchline_deliveries WHERE seq <= ?').run(Number(r.lastInsertRowid) - keep);
+    return true;
+  }
+
+  async forgetDelivery(id: string): Promise<void> {
+    this.sql('DELETE FROM branchline_deliveries WHERE id = ?').run(id);
+  }
 
   async close(): Promise<void> {
     if (this.db.isOpen) this.db.close();

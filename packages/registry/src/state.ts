@@ -172,11 +172,19 @@ export function sandboxStatus(resources: Record<string, ResourceState>, deleted:
   return 'ready';
 }
 
+/**
+ * A sandbox's label by name, own labels only: `labels.constructor` or `labels.toString` would
+ * otherwise find Object.prototype's, and every sandbox would "have" them.
+ */
+export function labelValue(labels: Record<string, string>, name: string): string | undefined {
+  return Object.hasOwn(labels, name) ? labels[name] : undefined;
+}
+
 export function groupMatches(g: GroupDoc, s: SandboxDoc): boolean {
   const want = Object.entries(g.match.labels);
   if (want.length === 0) return false;
-  if (g.match.mode === 'any') return want.some(([k, v]) => s.labels[k] === v);
-  return want.every(([k, v]) => s.labels[k] === v);
+  if (g.match.mode === 'any') return want.some(([k, v]) => labelValue(s.labels, k) === v);
+  return want.every(([k, v]) => labelValue(s.labels, k) === v);
 }
 
 /** A tombstone for `s` at `time`: every open history interval closes, so it stops routing. */

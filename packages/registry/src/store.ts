@@ -69,6 +69,13 @@ export interface Store {
   claim(key: string, holder: string, ttlMs: number): Promise<boolean>;
   /** Gives a claim up (no-op unless `holder` has it). */
   releaseClaim(key: string, holder: string): Promise<void>;
+  /**
+   * Records a webhook delivery id; false when it is already recorded (a repeat), atomically
+   * across replicas. Only the `keep` most recently recorded ids are kept.
+   */
+  recordDelivery(id: string, keep: number): Promise<boolean>;
+  /** Forgets a recorded delivery id (its processing failed, so a redelivery may run it). */
+  forgetDelivery(id: string): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -113,7 +113,8 @@
   function groupMatches(g, sb) {
     const want = Object.entries(g.match?.labels || {});
     if (!want.length) return false;
-    const hit = ([k, v]) => sb.labels?.[k] === v;
+    // Own labels only, as the registry matches them (not Object.prototype's constructor etc.).
+    const hit = ([k, v]) => sb.labels != null && Object.hasOwn(sb.labels, k) && sb.labels[k] === v;
     return g.match.mode === 'any' ? want.some(hit) : want.every(hit);
   }
 
