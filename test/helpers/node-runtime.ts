@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { delimiter, join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..', '..');
 
@@ -9,15 +9,30 @@ const root = resolve(import.meta.dirname, '..', '..');
 export const nodeCache =
   process.env.BRANCHLINE_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'branchline');
 
+function majorOf(bin: string): number | undefined {
+  try {
+    const v = execFileSync(bin, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+    return Number(/^v(\d+)\./.exec(v)?.[1]);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The `node` binary of a Node.js major version: this process's own when it is that version,
- * otherwise the one scripts/node-env.sh keeps in the cache, installed there (from the npm
- * registry, once) when it is missing — so a fresh machine needs no step before `npm test`.
+ * else the one scripts/node-env.sh keeps in the cache, else (`onPath`) one on PATH, else the
+ * cache's after installing it there (from the npm registry, once) — so a fresh machine needs
+ * no step before `npm test`.
  */
-export function nodeBinary(major: number): string {
+export function nodeBinary(major: number, { onPath = false } = {}): string {
   if (Number(process.versions.node.split('.')[0]) === major) return process.execPath;
   const bin = join(nodeCache, `node${major}`, 'node_modules', 'node', 'bin', 'node');
   if (existsSync(bin)) return bin;
+  if (onPath)
+    for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+      const candidate = join(dir, 'node');
+      if (dir && existsSync(candidate) && majorOf(candidate) === major) return candidate;
+    }
   try {
     execFileSync('bash', ['-c', 'source scripts/node-env.sh "$1" >/dev/null', 'node-env', String(major)], {
       cwd: root,
