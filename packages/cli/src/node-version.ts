@@ -1,5 +1,5 @@
 /** The Node.js versions the CLI runs on, as in package.json's `engines` (keep the two in step). */
-export const SUPPORTED_NODE = 'Node.js 22.19 or later 22.x, or 24 and later';
+export const SUPPORTED_NODE = 'Node.js 22.19 or a later 22.x, or 24 and later';
 
 /**
  * Whether `version` (e.g. `20.20.2`) can run the CLI. The registry uses the built-in
