@@ -3,6 +3,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { counters, logger, noteForwarded, type RouteSource, type RouteTable } from '@branchline/core';
+import { describeSandboxFailure, isTimeoutFailure, type SandboxTarget } from './sandbox-error.js';
 import { type ForwardOptions, HOP_HEADER } from './types.js';
 import {
   type CoarseClock,
@@ -14,11 +15,7 @@ import {
 } from './upstream.js';
 
 /** Where one request is forwarded: the rule's sandbox, this service, the chosen endpoint. */
-export interface ForwardTarget {
-  readonly endpoint: string;
-  readonly sandbox: string;
-  readonly service: string;
-}
+export interface ForwardTarget extends SandboxTarget {}
 
 interface ResolvedForwardOptions {
   connectTimeout: number;
@@ -172,19 +169,16 @@ export function hasBody(req: IncomingMessage): boolean {
   return rawHeadersGetter.get(req.rawHeaders, 'transfer-encoding') !== undefined;
 }
 
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'ETIMEDOUT']);
-
 /** The 502/504 body: names the sandbox, the service and the endpoint, and says what to do. */
 export function sandboxErrorBody(
   target: ForwardTarget,
   err: Error & { code?: string },
 ): { status: number; body: string } {
-  const timeout = TIMEOUT_CODES.has(err.code ?? '');
+  const timeout = isTimeoutFailure(err);
   const status = timeout ? 504 : 502;
-  const what = timeout ? 'did not answer in time' : 'could not be reached';
   const body = JSON.stringify({
     error: timeout ? 'sandbox_timeout' : 'sandbox_unreachable',
-    message: `branchline: sandbox "${target.sandbox}" (service "${target.service}") at ${target.endpoint} ${what} (${err.code ?? err.message}). The request carried that sandbox's routing key, so baseline did not serve it. Start the sandbox, remove the key, or set fallbackToBaseline to serve from baseline instead.`,
+    message: `branchline: ${describeSandboxFailure(target, err)}. The request carried that sandbox's routing key, so baseline did not serve it. Start the sandbox, remove the key, or set fallbackToBaseline to serve from baseline instead.`,
     sandbox: target.sandbox,
     service: target.service,
     endpoint: target.endpoint,
