@@ -599,8 +599,9 @@ async function main() {
       say(
         `  curl -s -XPOST ${url} -H 'content-type: application/json' -H 'baggage: branchline=${name}' -d ${body(i + 2)}`,
       );
+    say(`  registry: ${registryUrl}  (dashboard at /)`);
     say(
-      `  registry: ${registryUrl}  (dashboard at /; \`branchline --registry ${registryUrl} sandbox list\`)`,
+      `  npx branchline --registry ${registryUrl} sandbox list    ${dim('(with Node.js 22 or 24 on PATH: source scripts/node-env.sh)')}`,
     );
     say(dim('  Traces of your requests appear below.'));
     let shown = traces.length;

@@ -1,25 +1,14 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nodeBinary } from './helpers/node-runtime.js';
 
 const root = resolve(import.meta.dirname, '..');
 const packages = readdirSync(join(root, 'packages')).filter((p) =>
   existsSync(join(root, 'packages', p, 'package.json')),
 );
-const cache =
-  process.env.BRANCHLINE_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'branchline');
-
-function nodeBinary(major: number): string {
-  const bin = join(cache, `node${major}`, 'node_modules', 'node', 'bin', 'node');
-  if (!existsSync(bin))
-    throw new Error(
-      `Node ${major} is not installed at ${bin}; run "source scripts/node-env.sh ${major}" once`,
-    );
-  return bin;
-}
-
 // An application outside the repository that depends on the built packages, as a user's would.
 const app = mkdtempSync(join(tmpdir(), 'branchline-app-'));
 symlinkSync(join(root, 'node_modules'), join(app, 'node_modules'));
@@ -36,9 +25,15 @@ writeFileSync(
 );
 
 describe.each([22, 24])('packages load on Node %i', (major) => {
+  let node: string;
+  // Installed into the cache on first use, so a fresh machine runs this with no step before it.
+  beforeAll(() => {
+    node = nodeBinary(major);
+  }, 300_000);
+
   for (const kind of ['cjs', 'mjs'] as const) {
     it(`from a ${kind === 'cjs' ? 'CommonJS (require)' : 'ESM (import)'} application`, () => {
-      const out = execFileSync(nodeBinary(major), ['--no-warnings', join(app, `load.${kind}`)], {
+      const out = execFileSync(node, ['--no-warnings', join(app, `load.${kind}`)], {
         cwd: app,
         encoding: 'utf8',
       });

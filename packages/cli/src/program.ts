@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
@@ -9,18 +10,23 @@ import {
   type TokenEntry,
 } from '@branchline/registry';
 import { Command, CommanderError, Option } from 'commander';
-import { CliError, EXIT, RegistryClient } from './client.js';
+import { CliError, checkTimeout, DEFAULT_TIMEOUT_MS, EXIT, isNoSuch, RegistryClient } from './client.js';
 import { databaseDetails, dbResources, registerDbCommand } from './db-command.js';
-import { endpointsText, expiresIn, labelsText, table } from './format.js';
+import { endpointsText, expiresIn, labelsText, printable, table } from './format.js';
 import { registerProxyCommand } from './proxy-command.js';
 
 interface Globals {
   registry: string;
   token?: string;
   json?: boolean;
+  timeout: string;
 }
 
 type Out = { log: (s: string) => void; err: (s: string) => void; isTTY: boolean };
+
+/** This package's version (`branchline --version`). */
+export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string })
+  .version;
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
@@ -77,7 +83,7 @@ function progressLine(s: SandboxJson): string {
         : '';
     return `${n}: ${r.status}${pr}`;
   });
-  return parts.length ? parts.join(', ') : s.status;
+  return printable(parts.length ? parts.join(', ') : s.status);
 }
 
 /** A 20-cell text bar, e.g. `[#########...........]`. */
@@ -91,19 +97,25 @@ function progressBar(done: number, total: number): string {
 export function createProgram(out: Out = defaultOut()): Command {
   const program = new Command('branchline')
     .description('Branchline: personal sandboxes in a shared staging environment')
+    .version(VERSION, '-V, --version', 'print the version of the branchline command')
     .addOption(
       new Option('--registry <url>', 'registry URL')
         .env('BRANCHLINE_REGISTRY')
         .default('http://127.0.0.1:7070'),
     )
     .addOption(new Option('--token <token>', 'bearer token for the registry').env('BRANCHLINE_TOKEN'))
+    .addOption(
+      new Option('--timeout <duration>', 'give up on a registry request after this long (0 = never)')
+        .env('BRANCHLINE_TIMEOUT')
+        .default(`${DEFAULT_TIMEOUT_MS / 1000}s`),
+    )
     .option('--json', 'print JSON instead of tables')
     .showHelpAfterError();
 
   const g = (cmd: Command): Globals => cmd.optsWithGlobals() as Globals;
   const client = (cmd: Command) => {
     const o = g(cmd);
-    return new RegistryClient(o.registry, o.token);
+    return new RegistryClient(o.registry, o.token, checkTimeout(parseDuration(o.timeout), o.timeout));
   };
   const print = (cmd: Command, value: unknown, text: () => string) =>
     out.log(g(cmd).json ? JSON.stringify(value, null, 2) : text());
@@ -239,10 +251,11 @@ export function createProgram(out: Out = defaultOut()): Command {
     .option('--grpc <svc=host:port>', 'route gRPC service svc to host:port (repeatable)', collect, [])
     .option(
       '-l, --label <k=v>',
-      'label (repeatable); pr=<number> and repo=<owner/name> tie it to a pull request',
+      'label (repeatable); pr=<number> and repo=<owner/name> tie it to a pull request. An existing sandbox keeps its other labels',
       collect,
       [],
     )
+    .option('--remove-label <k>', 'remove this label from an existing sandbox (repeatable)', collect, [])
     .option('--ttl <duration>', 'time to live, e.g. 2h')
     .option('-k, --key <key>', 'routing key (default: the name, or the name with a suffix)')
     .option(
@@ -273,7 +286,9 @@ export function createProgram(out: Out = defaultOut()): Command {
         ep.grpc = [...(ep.grpc ?? []), target];
         overrides[svc] = ep;
       }
-      const labels = Object.fromEntries(opts.label.map((l: string) => pair(l, '--label')));
+      const given: Record<string, string> = Object.fromEntries(
+        opts.label.map((l: string) => pair(l, '--label')),
+      );
       const resources: Record<string, { type: string; spec: Record<string, unknown> }> = {};
       for (const r of opts.resource) {
         const [rname, rest] = pair(r, '--resource');
@@ -290,24 +305,38 @@ export function createProgram(out: Out = defaultOut()): Command {
         resources[rname] = { type, spec };
       }
       if (opts.db.length) Object.assign(resources, dbResources(opts.db));
-      const body: Record<string, unknown> = { overrides, labels, resources };
-      if (opts.ttl) body.ttl = ttlOption(opts.ttl);
-      if (opts.key) body.key = opts.key;
+      const ttl = opts.ttl ? ttlOption(opts.ttl) : undefined;
       const c = client(cmd);
-      let { body: s } = await c.request<SandboxJson>(
-        'PUT',
-        `/v1/sandboxes/${encodeURIComponent(name)}`,
-        body,
-      );
+      const path = `/v1/sandboxes/${encodeURIComponent(name)}`;
+      // The registry's PUT replaces the sandbox. Labels are kept unless removed on purpose: the
+      // pr and repo labels tie it to its pull request (the webhook deletes it by them), and a
+      // CI job re-running `create` without --label must not untie it.
+      const existing = await c
+        .request<SandboxJson>('GET', path, undefined, 'name')
+        .then((r) => r.body.labels ?? {})
+        .catch((err) => {
+          if (isNoSuch(err, 'sandbox')) return {};
+          throw err;
+        });
+      const labels: Record<string, string> = { ...existing, ...given };
+      for (const k of opts.removeLabel as string[]) delete labels[k];
+      const body: Record<string, unknown> = { overrides, labels, resources };
+      if (ttl) body.ttl = ttl;
+      if (opts.key) body.key = opts.key;
+      let { body: s } = await c.request<SandboxJson>('PUT', path, body, 'name');
       if (opts.wait || opts.db.length)
         s = await waitReady(c, name, s, parseDuration(opts.waitTimeout) ?? 600_000, out, !!g(cmd).json);
       const dbText = opts.db.length ? await databaseDetails(c.base, name, s.sandboxToken, opts.db) : '';
       print(cmd, s, () =>
         [
-          `sandbox ${s.name} ${s.status === 'ready' ? 'is ready' : `is ${s.status}`} (key ${s.key}, expires ${expiresIn(s.expiresAt)})`,
+          printable(
+            `sandbox ${s.name} ${s.status === 'ready' ? 'is ready' : `is ${s.status}`} (key ${s.key}, expires ${expiresIn(s.expiresAt)})`,
+          ),
           'send this header to route requests to it:',
-          `  ${s.header ?? `baggage: branchline=${s.key}`}`,
-          ...(s.sandboxToken ? [`sandbox token (shown once, for heartbeats): ${s.sandboxToken}`] : []),
+          `  ${printable(s.header ?? `baggage: branchline=${s.key}`)}`,
+          ...(s.sandboxToken
+            ? [`sandbox token (shown once, for heartbeats): ${printable(s.sandboxToken)}`]
+            : []),
           ...(dbText ? [dbText] : []),
         ].join('\n'),
       );
@@ -321,7 +350,12 @@ export function createProgram(out: Out = defaultOut()): Command {
       const q = new URLSearchParams();
       for (const l of opts.label) q.append('label', l);
       if (opts.deleted) q.set('deleted', 'true');
-      const { body } = await client(cmd).request<{ sandboxes: SandboxJson[] }>('GET', `/v1/sandboxes?${q}`);
+      const { body } = await client(cmd).request<{ sandboxes: SandboxJson[] }>(
+        'GET',
+        `/v1/sandboxes${q.size ? `?${q}` : ''}`,
+        undefined,
+        'sandboxes',
+      );
       print(cmd, body.sandboxes, () =>
         table(sandboxRows(body.sandboxes), ['name', 'key', 'services', 'status', 'expires', 'labels']),
       );
@@ -334,21 +368,23 @@ export function createProgram(out: Out = defaultOut()): Command {
       const { body: s } = await client(cmd).request<SandboxJson>(
         'GET',
         `/v1/sandboxes/${encodeURIComponent(name)}`,
+        undefined,
+        'name',
       );
       print(cmd, s, () =>
         [
-          `name:     ${s.name}`,
-          `key:      ${s.key}   (header: baggage: branchline=${s.key})`,
-          `status:   ${s.status}`,
+          `name:     ${printable(s.name)}`,
+          `key:      ${printable(`${s.key}   (header: baggage: branchline=${s.key})`)}`,
+          `status:   ${printable(s.status)}`,
           `expires:  ${expiresIn(s.expiresAt)}`,
           `labels:   ${labelsText(s.labels) || '-'}`,
           'services:',
-          ...Object.entries(s.overrides).map(([svc, ep]) => `  ${svc} → ${endpointsText(ep)}`),
+          ...Object.entries(s.overrides).map(([svc, ep]) => `  ${printable(svc)} → ${endpointsText(ep)}`),
           ...(Object.keys(s.resources ?? {}).length
             ? [
                 'resources:',
-                ...Object.entries(s.resources!).map(
-                  ([n, r]) => `  ${n} (${r.type}): ${r.status}${r.error ? ` — ${r.error}` : ''}`,
+                ...Object.entries(s.resources!).map(([n, r]) =>
+                  printable(`  ${n} (${r.type}): ${r.status}${r.error ? ` — ${r.error}` : ''}`),
                 ),
               ]
             : []),
@@ -359,15 +395,32 @@ export function createProgram(out: Out = defaultOut()): Command {
     .command('delete')
     .description('delete a sandbox (its rules stop routing at once; resources are removed)')
     .argument('<name>')
-    .action(async (name: string, _opts, cmd: Command) => {
-      const { status, body } = await client(cmd).request<{
-        deleted: SandboxJson;
-        failed: { resource: string; error: string }[];
-      }>('DELETE', `/v1/sandboxes/${encodeURIComponent(name)}`);
+    .option('--ignore-not-found', 'succeed (exit 0) when there is no sandbox of that name')
+    .action(async (name: string, opts, cmd: Command) => {
+      type Deleted = { deleted: SandboxJson | null; failed: { resource: string; error: string }[] };
+      let answer: { status: number; body: Deleted };
+      try {
+        answer = await client(cmd).request<Deleted>(
+          'DELETE',
+          `/v1/sandboxes/${encodeURIComponent(name)}`,
+          undefined,
+          'deleted',
+        );
+      } catch (err) {
+        if (!opts.ignoreNotFound || !isNoSuch(err, 'sandbox')) throw err;
+        print(cmd, { deleted: null, failed: [] }, () =>
+          printable(`no sandbox named ${name}; nothing to delete`),
+        );
+        return;
+      }
+      const { status, body } = answer;
+      const failed = body.failed ?? [];
       print(cmd, body, () =>
-        status === 200
-          ? `sandbox ${name} deleted`
-          : `sandbox ${name} deleted; its rules stopped routing, resources still being removed${body.failed.length ? `: ${body.failed.map((f) => `${f.resource}: ${f.error}`).join('; ')}` : ''}`,
+        printable(
+          status === 200
+            ? `sandbox ${name} deleted`
+            : `sandbox ${name} deleted; its rules stopped routing, resources still being removed${failed.length ? `: ${failed.map((f) => `${f.resource}: ${f.error}`).join('; ')}` : ''}`,
+        ),
       );
       if (status !== 200) process.exitCode = EXIT.notReady;
     });
@@ -398,7 +451,7 @@ export function createProgram(out: Out = defaultOut()): Command {
         members: string[];
         conflicts: { service: string; winner: string; losers: string[] }[];
         header: string;
-      }>('PUT', `/v1/routegroups/${encodeURIComponent(name)}`, body);
+      }>('PUT', `/v1/routegroups/${encodeURIComponent(name)}`, body, 'name');
       print(cmd, gr, () =>
         [
           `route group ${gr.name} (key ${gr.key}) matches: ${gr.members.join(', ') || '(no sandbox yet)'}`,
@@ -407,7 +460,9 @@ export function createProgram(out: Out = defaultOut()): Command {
           ),
           'send this header to route requests to it:',
           `  ${gr.header}`,
-        ].join('\n'),
+        ]
+          .map(printable)
+          .join('\n'),
       );
     });
   group
@@ -423,7 +478,7 @@ export function createProgram(out: Out = defaultOut()): Command {
           expiresAt: number | null;
           conflicts: unknown[];
         }[];
-      }>('GET', '/v1/routegroups');
+      }>('GET', '/v1/routegroups', undefined, 'groups');
       print(cmd, body.groups, () =>
         table(
           body.groups.map((x) => ({
@@ -442,9 +497,20 @@ export function createProgram(out: Out = defaultOut()): Command {
     .command('delete')
     .description('delete a route group')
     .argument('<name>')
-    .action(async (name: string, _opts, cmd: Command) => {
-      const { body } = await client(cmd).request('DELETE', `/v1/routegroups/${encodeURIComponent(name)}`);
-      print(cmd, body, () => `route group ${name} deleted`);
+    .option('--ignore-not-found', 'succeed (exit 0) when there is no route group of that name')
+    .action(async (name: string, opts, cmd: Command) => {
+      try {
+        const { body } = await client(cmd).request(
+          'DELETE',
+          `/v1/routegroups/${encodeURIComponent(name)}`,
+          undefined,
+          'deleted',
+        );
+        print(cmd, body, () => printable(`route group ${name} deleted`));
+      } catch (err) {
+        if (!opts.ignoreNotFound || !isNoSuch(err, 'route group')) throw err;
+        print(cmd, { deleted: null }, () => printable(`no route group named ${name}; nothing to delete`));
+      }
     });
 
   program
@@ -468,7 +534,7 @@ export function createProgram(out: Out = defaultOut()): Command {
           grpc: string[];
         }[];
         conflicts: { group: string; service: string; winner: string; losers: string[] }[];
-      }>('GET', `/v1/rules?${q}`);
+      }>('GET', `/v1/rules${q.size ? `?${q}` : ''}`, undefined, 'rules');
       print(cmd, body, () =>
         [
           table(
@@ -481,9 +547,10 @@ export function createProgram(out: Out = defaultOut()): Command {
             })),
             ['service', 'key', 'sandbox', 'group', 'endpoints'],
           ),
-          ...body.conflicts.map(
-            (c) =>
+          ...(body.conflicts ?? []).map((c) =>
+            printable(
               `conflict in group ${c.group} on ${c.service}: ${c.winner} wins (older) over ${c.losers.join(', ')}`,
+            ),
           ),
         ].join('\n'),
       );
@@ -497,21 +564,34 @@ export function createProgram(out: Out = defaultOut()): Command {
     .action(async (opts, cmd: Command) => {
       const c = client(cmd);
       const json = !!g(cmd).json;
-      const res = await fetch(
-        `${c.base}/v1/watch${opts.since ? `?since=${encodeURIComponent(opts.since)}` : ''}`,
-        {
-          headers: c.headers(),
-        },
-      ).catch((err) => {
+      const path = `/v1/watch${opts.since ? `?since=${encodeURIComponent(opts.since)}` : ''}`;
+      // The timeout covers the stream's start only: once it flows, it stays open for as long as
+      // the registry keeps it (heartbeats show it is alive).
+      const started = new AbortController();
+      const timer =
+        c.timeoutMs > 0
+          ? setTimeout(() => started.abort(new DOMException('timed out', 'TimeoutError')), c.timeoutMs)
+          : undefined;
+      let res: Response;
+      try {
+        res = await fetch(`${c.base}${path}`, { headers: c.headers(), signal: started.signal });
+      } catch (err) {
+        throw (err as Error)?.name === 'TimeoutError' ? c.timedOut(`GET ${path}`) : c.unreachable(err);
+      } finally {
+        clearTimeout(timer);
+      }
+      const type = res.headers.get('content-type') ?? '';
+      if (res.status !== 200 || !type.startsWith('text/event-stream')) {
+        const text = await res.text().catch(() => '');
+        let reason: unknown;
+        try {
+          reason = (JSON.parse(text) as { message?: unknown }).message;
+        } catch {
+          // not the registry's JSON: reported below
+        }
+        if (typeof reason !== 'string') throw c.notARegistry('GET', path, res, text, 'not an event stream');
         throw new CliError(
-          `cannot reach the registry at ${c.base}: ${(err as Error).message}`,
-          EXIT.unreachable,
-        );
-      });
-      if (res.status !== 200) {
-        const text = await res.text();
-        throw new CliError(
-          `watch: ${res.status} ${text}`,
+          `watch: ${res.status} ${printable(reason)}`,
           res.status === 401 || res.status === 403 ? EXIT.auth : EXIT.error,
         );
       }
@@ -544,7 +624,9 @@ export function createProgram(out: Out = defaultOut()): Command {
             );
           else
             out.log(
-              `${event.padEnd(9)} rev ${data.revision} ${data.kind} ${data.name}${data.object?.status ? ` (${data.object.status})` : ''}`,
+              printable(
+                `${event.padEnd(9)} rev ${data.revision} ${data.kind} ${data.name}${data.object?.status ? ` (${data.object.status})` : ''}`,
+              ),
             );
         }
       }
@@ -618,7 +700,8 @@ async function waitReady(
     await new Promise((r) => setTimeout(r, 250));
     const token = s.sandboxToken;
     s = {
-      ...(await c.request<SandboxJson>('GET', `/v1/sandboxes/${encodeURIComponent(name)}`)).body,
+      ...(await c.request<SandboxJson>('GET', `/v1/sandboxes/${encodeURIComponent(name)}`, undefined, 'name'))
+        .body,
       sandboxToken: token,
       header: s.header,
     };
@@ -651,11 +734,12 @@ export async function main(argv: string[] = process.argv, out: Out = defaultOut(
         return EXIT.ok;
       return EXIT.usage;
     }
+    // Messages may quote what the registry sent: printed escaped, like every other output.
     if (err instanceof CliError) {
-      out.err(`branchline: ${err.message}`);
+      out.err(`branchline: ${printable(err.message)}`);
       return err.exitCode;
     }
-    out.err(`branchline: ${(err as Error)?.message ?? err}`);
+    out.err(`branchline: ${printable(String((err as Error)?.message ?? err))}`);
     return EXIT.error;
   }
 }

@@ -3,6 +3,8 @@ import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { counters, logger, noteForwarded, type RouteSource, type RouteTable } from '@branchline/core';
+import { describeSandboxFailure, isTimeoutFailure, type SandboxTarget } from './sandbox-error.js';
+import { activeTraceHeaders, headerNames } from './trace.js';
 import { type ForwardOptions, HOP_HEADER } from './types.js';
 import {
   type CoarseClock,
@@ -14,11 +16,7 @@ import {
 } from './upstream.js';
 
 /** Where one request is forwarded: the rule's sandbox, this service, the chosen endpoint. */
-export interface ForwardTarget {
-  readonly endpoint: string;
-  readonly sandbox: string;
-  readonly service: string;
-}
+export interface ForwardTarget extends SandboxTarget {}
 
 interface ResolvedForwardOptions {
   connectTimeout: number;
@@ -121,21 +119,36 @@ function listedInConnection(raw: string[]): Set<string> | undefined {
 
 /**
  * Whether a client's request header is relayed to the sandbox: not a hop-by-hop one (nor one
- * the client's `Connection` listed), and not `Host` when the endpoint's host replaces it.
+ * the client's `Connection` listed), not `Host` when the endpoint's host replaces it, and not
+ * a trace header this process's active span replaces (`traced`, see trace.ts).
  */
-function relayed(name: string, preserveHost: boolean, listed: Set<string> | undefined): boolean {
+function relayed(
+  name: string,
+  preserveHost: boolean,
+  listed: Set<string> | undefined,
+  traced: Set<string> | undefined,
+): boolean {
   if (isHopByHop(name)) return false;
   if (!preserveHost && isHost(name)) return false;
-  return listed === undefined || !listed.has(name.toLowerCase());
+  if (listed === undefined && traced === undefined) return true;
+  const lower = name.toLowerCase();
+  return !listed?.has(lower) && !traced?.has(lower);
 }
 
-/** The request's headers as a flat array, hop-by-hop ones removed, hop marker added. */
+/**
+ * The request's headers as a flat array, as the forwarder sends them: hop-by-hop ones removed,
+ * the active span's trace headers in place of the client's (see trace.ts), hop marker added.
+ * Call it in the request's context.
+ */
 export function forwardRequestHeaders(req: IncomingMessage, hop: string, preserveHost: boolean): string[] {
   const raw = req.rawHeaders;
   const listed = listedInConnection(raw);
+  const trace = activeTraceHeaders();
+  const traced = headerNames(trace);
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2)
-    if (relayed(raw[i]!, preserveHost, listed)) out.push(raw[i]!, raw[i + 1]!);
+    if (relayed(raw[i]!, preserveHost, listed, traced)) out.push(raw[i]!, raw[i + 1]!);
+  if (trace !== undefined) out.push(...trace);
   out.push(HOP_HEADER, hop);
   return out;
 }
@@ -172,19 +185,16 @@ export function hasBody(req: IncomingMessage): boolean {
   return rawHeadersGetter.get(req.rawHeaders, 'transfer-encoding') !== undefined;
 }
 
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'ETIMEDOUT']);
-
 /** The 502/504 body: names the sandbox, the service and the endpoint, and says what to do. */
 export function sandboxErrorBody(
   target: ForwardTarget,
   err: Error & { code?: string },
 ): { status: number; body: string } {
-  const timeout = TIMEOUT_CODES.has(err.code ?? '');
+  const timeout = isTimeoutFailure(err);
   const status = timeout ? 504 : 502;
-  const what = timeout ? 'did not answer in time' : 'could not be reached';
   const body = JSON.stringify({
     error: timeout ? 'sandbox_timeout' : 'sandbox_unreachable',
-    message: `branchline: sandbox "${target.sandbox}" (service "${target.service}") at ${target.endpoint} ${what} (${err.code ?? err.message}). The request carried that sandbox's routing key, so baseline did not serve it. Start the sandbox, remove the key, or set fallbackToBaseline to serve from baseline instead.`,
+    message: `branchline: ${describeSandboxFailure(target, err)}. The request carried that sandbox's routing key, so baseline did not serve it. Start the sandbox, remove the key, or set fallbackToBaseline to serve from baseline instead.`,
     sandbox: target.sandbox,
     service: target.service,
     endpoint: target.endpoint,
@@ -222,8 +232,9 @@ function onRequestEnd(this: ForwardableRequest): void {
 /**
  * The request head sent to the sandbox, as one latin1 string (Node's parser decoded the
  * client's bytes as latin1, so they go out unchanged): the client's header lines minus the
- * hop-by-hop ones, Host kept or set to the endpoint, chunked framing when the client's body
- * had no length, and the hop marker.
+ * hop-by-hop ones, Host kept or set to the endpoint, the active span's trace headers (`trace`)
+ * in place of the client's, chunked framing when the client's body had no length, and the hop
+ * marker.
  */
 function requestHead(
   req: IncomingMessage,
@@ -231,20 +242,24 @@ function requestHead(
   preserveHost: boolean,
   authority: string,
   chunked: boolean,
+  trace: string[] | undefined,
 ): string {
   const raw = req.rawHeaders;
   const listed = listedInConnection(raw);
+  const traced = headerNames(trace);
   // Pieces joined once: a flat string, instead of a chain of concatenations that the socket
   // write then has to flatten (fewer short-lived objects per forwarded request).
   const parts: string[] = [req.method ?? 'GET', ' ', req.url ?? '/', ' HTTP/1.1\r\n'];
   let host = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (!relayed(name, preserveHost, listed)) continue;
+    if (!relayed(name, preserveHost, listed, traced)) continue;
     if (isHost(name)) host = true;
     parts.push(name, ': ', raw[i + 1]!, '\r\n');
   }
   if (!host) parts.push('host: ', authority, '\r\n');
+  if (trace !== undefined)
+    for (let i = 0; i < trace.length; i += 2) parts.push(trace[i]!, ': ', trace[i + 1]!, '\r\n');
   if (chunked) parts.push('transfer-encoding: chunked\r\n');
   parts.push(HOP_HEADER, ': ', hop, '\r\n\r\n');
   return parts.join('');
@@ -286,7 +301,8 @@ class ForwardExchange implements Exchange {
   ) {
     this.isHead = req.method === 'HEAD';
     this.chunked = hasBody && rawHeadersGetter.get(req.rawHeaders, 'content-length') === undefined;
-    this.head = requestHead(req, hop, preserveHost, endpoint.authority, this.chunked);
+    // Built now, in the request's context: its active span is the parent the sandbox continues.
+    this.head = requestHead(req, hop, preserveHost, endpoint.authority, this.chunked, activeTraceHeaders());
   }
 
   start(conn: Connection): void {
@@ -589,11 +605,16 @@ export class SandboxForwarder {
         : netConnect({ host, port });
     let lines = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\n`;
     const raw = req.rawHeaders;
+    const trace = activeTraceHeaders();
+    const traced = headerNames(trace);
     for (let i = 0; i < raw.length; i += 2) {
       if (!this.options.preserveHost && isHost(raw[i]!)) continue;
+      if (traced?.has(raw[i]!.toLowerCase())) continue;
       lines += `${raw[i]}: ${raw[i + 1]}\r\n`;
     }
     if (!this.options.preserveHost) lines += `host: ${u.host}\r\n`;
+    if (trace !== undefined)
+      for (let i = 0; i < trace.length; i += 2) lines += `${trace[i]}: ${trace[i + 1]}\r\n`;
     lines += `${HOP_HEADER}: ${this.hop}\r\n\r\n`;
     const timer = setTimeout(
       () =>

@@ -12,6 +12,7 @@ export { bindEmitter, type IncomingRoute, IncomingRouter } from './incoming.js';
 export { createRoutingInterceptor, installFetchRouting } from './interceptor.js';
 export { installNodeHttpRouting, RoutingHttpAgent, RoutingHttpsAgent } from './node-agent.js';
 export { headersWithKey, OutgoingRouter, withoutBaggageMember } from './outgoing.js';
+export { type SandboxTarget, SandboxUnreachableError } from './sandbox-error.js';
 export {
   type BranchlineRequestInfo,
   type ForwardOptions,

@@ -11,6 +11,7 @@ import {
 import { propagation } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import { headersWithKey, OutgoingRouter } from './outgoing.js';
+import { isEndpointFailure, type SandboxTarget, SandboxUnreachableError } from './sandbox-error.js';
 import type { OutgoingRoutingOptions } from './types.js';
 
 const requestCreated = channel('undici:request:create');
@@ -25,12 +26,81 @@ function otelWritesBaggage(): boolean {
 }
 
 /**
+ * Passes every event on to the caller's handler, except that a failure before the sandbox
+ * answered becomes a SandboxUnreachableError naming the sandbox (the original as its cause).
+ */
+class SandboxCallHandler implements Dispatcher.DispatchHandler {
+  private answered = false;
+
+  constructor(
+    private readonly handler: Dispatcher.DispatchHandler,
+    private readonly target: SandboxTarget,
+    private readonly baseline: string,
+  ) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    this.handler.onRequestStart?.(controller, context);
+  }
+
+  onRequestUpgrade(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestUpgrade']>>[2],
+    socket: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestUpgrade']>>[3],
+  ): void {
+    this.answered = true;
+    this.handler.onRequestUpgrade?.(controller, statusCode, headers, socket);
+  }
+
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2],
+    statusMessage?: string,
+  ): void {
+    this.answered = true;
+    this.handler.onResponseStart?.(controller, statusCode, headers, statusMessage);
+  }
+
+  onResponseStarted(): void {
+    this.handler.onResponseStarted?.();
+  }
+
+  onBodySent(chunk: Buffer): void {
+    this.handler.onBodySent?.(chunk);
+  }
+
+  onRequestSent(): void {
+    this.handler.onRequestSent?.();
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.handler.onResponseData?.(controller, chunk);
+  }
+
+  onResponseEnd(
+    controller: Dispatcher.DispatchController,
+    trailers: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseEnd']>>[1],
+  ): void {
+    this.handler.onResponseEnd?.(controller, trailers);
+  }
+
+  onResponseError(controller: Dispatcher.DispatchController, error: Error): void {
+    const err =
+      !this.answered && isEndpointFailure(error)
+        ? new SandboxUnreachableError(this.target, error, this.baseline)
+        : error;
+    this.handler.onResponseError?.(controller, err);
+  }
+}
+
+/**
  * An undici interceptor: `new Agent().compose(createRoutingInterceptor({ services }))`.
  *
  * A call made while a routing key is active goes to the sandbox endpoint of rule (service, key)
  * when there is one, else where it was going; internal hosts get the key merged into `baggage`,
- * other hosts get nothing (and are counted in `egressWithheld`). Without a key it costs one
- * context lookup.
+ * other hosts get nothing (and are counted in `egressWithheld`). A routed call that cannot reach
+ * its sandbox fails with a SandboxUnreachableError. Without a key it costs one context lookup.
  */
 export function createRoutingInterceptor(
   options: OutgoingRoutingOptions = {},
@@ -55,8 +125,9 @@ export function createRoutingInterceptor(
           key,
           router.baggageKey,
         ) as Dispatcher.DispatchOptions['headers'];
-      if (target !== undefined) next.origin = target;
-      return dispatch(next, handler);
+      if (target === undefined) return dispatch(next, handler);
+      next.origin = target.endpoint;
+      return dispatch(next, new SandboxCallHandler(handler, target, String(opts.origin)));
     };
 }
 

@@ -10,6 +10,7 @@ import {
   warnRateLimited,
 } from '@branchline/core';
 import { OutgoingRouter, withoutBaggageMember } from './outgoing.js';
+import { isEndpointFailure, type SandboxTarget, SandboxUnreachableError } from './sandbox-error.js';
 import type { OutgoingRoutingOptions } from './types.js';
 
 // `Agent#addRequest` is how every node:http client request reaches its agent (axios, got,
@@ -44,7 +45,8 @@ function route(
   const writable = !(req as unknown as RequestInternals)._header;
   const host = String(options.host ?? options.hostname ?? 'localhost');
   const port = options.port ?? (protocol === 'https:' ? 443 : 80);
-  const info = router.hosts.lookup(`${protocol}//${host.includes(':') ? `[${host}]` : host}:${port}`);
+  const origin = `${protocol}//${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const info = router.hosts.lookup(origin);
   if (!info.internal) {
     if (key === undefined) return;
     counters.egressWithheld++;
@@ -66,11 +68,11 @@ function route(
     );
   const target = router.target(info, key);
   if (target === undefined) return;
-  const u = new URL(target);
+  const u = new URL(target.endpoint);
   if (u.protocol !== protocol) {
     warnRateLimited(
       'node-http-protocol',
-      `branchline: the sandbox endpoint ${target} uses ${u.protocol} but this ${protocol} agent cannot reach it; the call goes to baseline. Use fetch (undici) or an endpoint with the same protocol`,
+      `branchline: the sandbox endpoint ${target.endpoint} uses ${u.protocol} but this ${protocol} agent cannot reach it; the call goes to baseline. Use fetch (undici) or an endpoint with the same protocol`,
     );
     return;
   }
@@ -79,7 +81,28 @@ function route(
   options.port = u.port === '' ? (protocol === 'https:' ? 443 : 80) : Number(u.port);
   if (protocol === 'https:') options.servername = options.host;
   if (writable) req.setHeader('host', u.host);
-  logger().debug('branchline: routed a node:http call to a sandbox', { service: info.service, target });
+  reportSandboxFailures(req, target, origin);
+  logger().debug('branchline: routed a node:http call to a sandbox', {
+    service: info.service,
+    target: target.endpoint,
+  });
+}
+
+/**
+ * Makes a failure of a routed request before the sandbox answered reach the caller's `error`
+ * listeners as a SandboxUnreachableError naming the sandbox (the original as its cause).
+ * node:http reports socket errors and early closes only through `req.emit('error')`, so that
+ * is where the error is replaced; the request's other events pass through untouched.
+ */
+function reportSandboxFailures(req: ClientRequest, target: SandboxTarget, baseline: string): void {
+  const emit = req.emit;
+  let answered = false;
+  req.emit = function emitNamingSandbox(this: ClientRequest, event: string | symbol, ...args: unknown[]) {
+    if (event === 'response' || event === 'upgrade') answered = true;
+    else if (event === 'error' && !answered && isEndpointFailure(args[0]))
+      args[0] = new SandboxUnreachableError(target, args[0], baseline);
+    return emit.call(this, event, ...args);
+  } as ClientRequest['emit'];
 }
 
 /**

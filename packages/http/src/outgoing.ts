@@ -12,6 +12,7 @@ import {
   serializeBaggage,
 } from '@branchline/core';
 import { HostMap, type OriginInfo } from './hosts.js';
+import type { SandboxTarget } from './sandbox-error.js';
 import type { OutgoingRoutingOptions } from './types.js';
 
 /**
@@ -40,15 +41,18 @@ export class OutgoingRouter {
     return this.runtime.config.baggageKey;
   }
 
-  /** The sandbox origin a call to `info`'s service with `key` goes to, or undefined (unchanged). */
-  target(info: OriginInfo, key: string): string | undefined {
+  /**
+   * Where a call to `info`'s service with `key` goes instead: the sandbox endpoint with its
+   * sandbox and service (for errors that name them), or undefined (unchanged).
+   */
+  target(info: OriginInfo, key: string): SandboxTarget | undefined {
     if (!this.route || info.service === undefined) return undefined;
     const table = this.runtime.routes.table;
     if (table === undefined) return undefined;
     const hit = resolveOutgoing(table, info.service, key, 'http');
     if (hit === undefined) return undefined;
     noteRouted(hit.rule.sandbox, info.service);
-    return hit.endpoint;
+    return { endpoint: hit.endpoint, sandbox: hit.rule.sandbox, service: info.service };
   }
 }
 

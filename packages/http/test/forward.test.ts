@@ -65,9 +65,10 @@ async function baseline(endpoint: string, extra: Record<string, unknown> = {}) {
 }
 
 const KEY = { baggage: 'branchline=k1' };
+const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 describe('forwarding an incoming request to a sandbox', () => {
-  it('relays method, path, query, headers and body; strips hop-by-hop headers; adds the hop marker', async () => {
+  it('relays method, path, query, headers (trace context included) and body; strips hop-by-hop headers; adds the hop marker', async () => {
     const b = await baseline(sandboxA.url);
     // node:http lets the client send connection-level headers that fetch refuses to set.
     const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) =>
@@ -78,6 +79,7 @@ describe('forwarding an incoming request to a sandbox', () => {
           headers: {
             ...KEY,
             'x-app': 'yes',
+            traceparent: TRACEPARENT,
             connection: 'keep-alive, x-secret',
             'x-secret': 's',
             'keep-alive': 'timeout=5',
@@ -104,6 +106,8 @@ describe('forwarding an incoming request to a sandbox', () => {
     expect(seen.headers['x-secret']).toBeUndefined();
     expect(seen.headers['keep-alive']).toBeUndefined();
     expect(seen.headers.baggage).toBe('branchline=k1');
+    // No tracing in this process: the client's trace context goes on as it came.
+    expect(seen.headers.traceparent).toBe(TRACEPARENT);
   });
 
   it('forwardRequestHeaders drops what every Connection line lists, like the relay', () => {

@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import http from 'node:http';
+import net from 'node:net';
 import { counters, createRuntime, withRoutingKey } from '@branchline/core';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +9,7 @@ import {
   headersWithKey,
   installFetchRouting,
   RoutingHttpAgent,
+  SandboxUnreachableError,
   withoutBaggageMember,
 } from '../src/index.js';
 import { startServer, type TestServer } from './servers.js';
@@ -15,6 +18,12 @@ let baseline: TestServer;
 let sandbox: TestServer;
 let external: TestServer;
 let runtime: ReturnType<typeof createRuntime>;
+/** A sandbox endpoint nothing listens on (its sandbox is down). */
+let downUrl: string;
+/** A sandbox endpoint that accepts connections and never answers. */
+let silent: net.Server;
+let silentUrl: string;
+const held: net.Socket[] = [];
 
 beforeAll(async () => {
   [baseline, sandbox, external] = await Promise.all([
@@ -22,14 +31,44 @@ beforeAll(async () => {
     startServer('payments-sb'),
     startServer('external'),
   ]);
+  const closed = net.createServer().listen(0, '127.0.0.1');
+  await once(closed, 'listening');
+  downUrl = `http://127.0.0.1:${(closed.address() as net.AddressInfo).port}`;
+  closed.close();
+  silent = net.createServer((s) => held.push(s)).listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  silentUrl = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
   runtime = createRuntime({
     service: 'frontend',
     routeSource: {
-      sandboxes: [{ name: 'pay-sb', key: 'pay-key', overrides: { payments: { http: sandbox.url } } }],
+      sandboxes: [
+        { name: 'pay-sb', key: 'pay-key', overrides: { payments: { http: sandbox.url } } },
+        { name: 'down-sb', key: 'down-key', overrides: { payments: { http: downUrl } } },
+        { name: 'silent-sb', key: 'silent-key', overrides: { payments: { http: silentUrl } } },
+      ],
     },
   });
 });
-afterAll(() => Promise.all([baseline.close(), sandbox.close(), external.close()]));
+afterAll(() => {
+  for (const s of held) s.destroy();
+  silent.close();
+  return Promise.all([baseline.close(), sandbox.close(), external.close()]);
+});
+
+/** The checks every transport's "sandbox is down" error must pass. */
+function expectNamesTheSandbox(err: unknown) {
+  expect(err).toBeInstanceOf(SandboxUnreachableError);
+  const e = err as SandboxUnreachableError;
+  expect(e.message).toContain(`sandbox "down-sb" (service "payments") at ${downUrl} could not be reached`);
+  expect(e.message).toContain(`instead of the baseline of payments (${baseline.url})`);
+  expect(e).toMatchObject({
+    sandbox: 'down-sb',
+    service: 'payments',
+    endpoint: downUrl,
+    code: 'ECONNREFUSED',
+  });
+  expect((e.cause as { code?: string }).code).toBe('ECONNREFUSED');
+}
 
 async function json(p: Promise<{ body: { json(): Promise<unknown> } }>) {
   return (await (await p).body.json()) as { instance: string; baggage: string | null };
@@ -95,6 +134,32 @@ describe('the undici routing interceptor', () => {
     expect(after).toEqual({ instance: 'payments-base', baggage: null });
   });
 
+  it('fails a call whose sandbox is down with an error naming the sandbox, the service and the endpoint', async () => {
+    const err = await withRoutingKey('down-key', () =>
+      request(`${baseline.url}/charge`, { dispatcher: dispatcher() }),
+    ).catch((e: unknown) => e);
+    expectNamesTheSandbox(err);
+  });
+
+  it('gives global fetch’s "fetch failed" that error as its cause', async () => {
+    const uninstall = installFetchRouting({ services: { payments: baseline.url }, runtime });
+    try {
+      const err = await withRoutingKey('down-key', () => fetch(`${baseline.url}/charge`)).catch((e) => e);
+      expect(err).toBeInstanceOf(TypeError);
+      expectNamesTheSandbox((err as Error).cause);
+    } finally {
+      uninstall();
+    }
+  });
+
+  it('leaves the caller’s own abort of a routed call as it is', async () => {
+    const err = await withRoutingKey('silent-key', () =>
+      request(`${baseline.url}/slow`, { dispatcher: dispatcher(), signal: AbortSignal.timeout(200) }),
+    ).catch((e: unknown) => e);
+    expect(err).not.toBeInstanceOf(SandboxUnreachableError);
+    expect((err as Error).name).toBe('TimeoutError');
+  });
+
   it('treats hosts matched by internalHosts as internal, with the first DNS label as their service', async () => {
     const d = new Agent().compose(createRoutingInterceptor({ internalHosts: ['127.0.0.1'], runtime }));
     const r = await withRoutingKey('pay-key', () => json(request(external.url, { dispatcher: d })));
@@ -127,6 +192,23 @@ describe('the node:http routing agent (what axios-style clients use)', () => {
 
   it('leaves a call without a key alone', async () => {
     expect(await nodeGet(baseline.url, agent())).toEqual({ instance: 'payments-base', baggage: null });
+  });
+
+  it('fails a call whose sandbox is down with an error naming the sandbox, the service and the endpoint', async () => {
+    const err = await withRoutingKey('down-key', () => nodeGet(`${baseline.url}/charge`, agent())).catch(
+      (e: unknown) => e,
+    );
+    expectNamesTheSandbox(err);
+  });
+
+  it('leaves an error the caller destroys a routed request with as it is', async () => {
+    const mine = new Error('gave up');
+    const err = await withRoutingKey('silent-key', () => {
+      const req = http.get(`${baseline.url}/slow`, { agent: agent() });
+      req.setTimeout(200, () => req.destroy(mine));
+      return new Promise((_, reject) => req.on('error', reject));
+    }).catch((e: unknown) => e);
+    expect(err).toBe(mine);
   });
 
   it('takes our member out of baggage bound for an external host, keeping the rest', async () => {
