@@ -185,7 +185,7 @@ export function kubernetesForkHook(options: KubernetesForkHookOptions): Kubernet
         );
       if (Date.now() >= deadline)
         throw new KubernetesForkError(
-          `kubernetes-fork: Deployment ${fork.namespace}/${fork.name} did not become available within ${Math.round(rolloutTimeoutMs / 1000)} s (${state.why}); see kubectl -n ${fork.namespace} describe deployment ${fork.name}`,
+          `kubernetes-fork: Deployment ${fork.namespace}/${fork.name} did not become available within ${rolloutTimeoutMs < 10_000 ? `${rolloutTimeoutMs} ms` : `${Math.round(rolloutTimeoutMs / 1000)} s`} (${state.why}); see kubectl -n ${fork.namespace} describe deployment ${fork.name}`,
         );
       await sleep(pollIntervalMs, ctx.signal);
     }
