@@ -205,5 +205,8 @@ function reason(err: unknown): string {
   if (parsed && typeof parsed === 'object' && typeof (parsed as { message?: unknown }).message === 'string')
     return (parsed as { message: string }).message;
   if (typeof parsed === 'string' && parsed.trim()) return parsed.trim().slice(0, 300);
-  return (err as Error)?.message ?? String(err);
+  // fetch's "fetch failed" says nothing; its cause says ECONNREFUSED, ENOTFOUND, a TLS problem…
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  const why = cause?.code ?? cause?.message;
+  return `${(err as Error)?.message ?? String(err)}${why ? ` (${why})` : ''}`;
 }
