@@ -7,7 +7,7 @@ import type { Deployment, Service } from './types.js';
 export interface KubernetesApi {
   /** The Deployment, or undefined when there is none. */
   readDeployment(namespace: string, name: string): Promise<Deployment | undefined>;
-  /** Creates it; a `KubernetesApiError` with status 409 when one of that name exists. */
+  /** Creates it; rejects with an error whose `status` is 409 when one of that name exists. */
   createDeployment(deployment: Deployment): Promise<Deployment>;
   /** Replaces it; `metadata.resourceVersion` must be the one read (409 when it changed since). */
   replaceDeployment(deployment: Deployment): Promise<Deployment>;

@@ -1,5 +1,5 @@
 import type { ResourceContext, ResourceHook } from '@branchline/core';
-import { createKubernetesApi, type KubernetesApi, KubernetesApiError } from './api.js';
+import { createKubernetesApi, type KubernetesApi } from './api.js';
 import { buildFork, type Fork, ownedBy } from './fork.js';
 import { forkName, forkSelector, LABELS, MANAGED_BY } from './names.js';
 import { KubernetesForkError, parseForkSpec } from './spec.js';
@@ -137,7 +137,8 @@ export function kubernetesForkHook(options: KubernetesForkHookOptions): Kubernet
     try {
       return await create(desired);
     } catch (err) {
-      if (!(err instanceof KubernetesApiError) || err.status !== 409) throw err;
+      // By status, not class: an `api` given in options may throw its own errors.
+      if ((err as { status?: unknown })?.status !== 409) throw err;
     }
     const existing = await read(namespace, name);
     if (!existing) return create(desired);
