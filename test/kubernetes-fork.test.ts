@@ -87,8 +87,12 @@ function podEnv(d: Deployment, podIP: string, secrets: Record<string, string>): 
   const out: Record<string, string> = {};
   for (const e of d.spec!.template!.spec!.containers[0]!.env ?? []) {
     if (e.valueFrom?.fieldRef?.fieldPath === 'status.podIP') out[e.name] = podIP;
-    else if (e.valueFrom?.secretKeyRef) out[e.name] = secrets[e.valueFrom.secretKeyRef.name] ?? '';
-    else out[e.name] = (e.value ?? '').replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, v) => out[v] ?? m);
+    else if (e.valueFrom?.secretKeyRef) out[e.name] = secrets[e.valueFrom.secretKeyRef.name ?? ''] ?? '';
+    else
+      out[e.name] = (e.value ?? '').replace(
+        /\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g,
+        (m: string, v: string) => out[v] ?? m,
+      );
   }
   return out;
 }

@@ -9,7 +9,9 @@ export { KUBERNETES_FORK, type KubernetesForkHook, kubernetesForkHook } from './
 export { FORK_OF_ANNOTATION, forkName, forkSelector, LABELS, MANAGED_BY, serviceHost } from './names.js';
 export { forkHookOptionsFromEnv } from './plugin.js';
 export {
+  checkForkSpec,
   forkEndpoints,
+  forkSpecJsonSchema,
   KubernetesForkError,
   type ParsedForkSpec,
   parseForkSpec,

@@ -131,6 +131,47 @@ export function parseForkSpec(input: unknown, namespaces: readonly string[]): Pa
 }
 
 /**
+ * Checks a fork spec's fields without knowing which namespaces the registry allows (that is
+ * checked when the sandbox is created): for tools that validate a sandbox file before sending it.
+ */
+export function checkForkSpec(input: unknown): void {
+  const ns = (input as { namespace?: unknown } | null)?.namespace;
+  parseForkSpec(input, [typeof ns === 'string' ? ns : 'default']);
+}
+
+/** JSON Schema (2020-12) of a fork spec, for sandbox files that embed one; `checkForkSpec` is stricter. */
+export const forkSpecJsonSchema = {
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  title: 'kubernetes-fork spec',
+  type: 'object',
+  additionalProperties: false,
+  required: ['deployment', 'image'],
+  properties: {
+    deployment: { type: 'string', description: 'the baseline Deployment to copy' },
+    namespace: { type: 'string', description: "its namespace; default: the registry's first fork namespace" },
+    image: { type: 'string', description: 'the image the fork runs' },
+    container: { type: 'string', description: 'the container that gets the image; default: the only one' },
+    service: {
+      type: 'string',
+      description: 'the Branchline service name; default: BRANCHLINE_SERVICE of the container',
+    },
+    env: {
+      type: 'object',
+      additionalProperties: { type: 'string' },
+      description: 'environment overrides for the container',
+    },
+    http: { type: 'integer', minimum: 1, maximum: 65535, description: 'the container port serving HTTP' },
+    grpc: { type: 'integer', minimum: 1, maximum: 65535, description: 'the container port serving gRPC' },
+    replicas: { type: 'integer', minimum: 1, maximum: 20, default: 1 },
+    register: {
+      enum: ['self', 'declared'],
+      default: 'self',
+      description: "how the fork's endpoint reaches the registry",
+    },
+  },
+} as const;
+
+/**
  * The endpoints a sandbox declares for a fork with `register: 'declared'` (its Service's
  * in-cluster address), computed from the spec alone, before anything exists in the cluster:
  *

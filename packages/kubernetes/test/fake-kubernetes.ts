@@ -43,6 +43,8 @@ export class FakeKubernetes implements KubernetesApi {
     this.objects.set(this.key(kind, o.metadata!.namespace!, o.metadata!.name!), stored);
   }
 
+  get(kind: 'Deployment', namespace: string, name: string): Deployment | undefined;
+  get(kind: 'Service', namespace: string, name: string): Service | undefined;
   get(kind: Kind, namespace: string, name: string): Obj | undefined {
     const o = this.objects.get(this.key(kind, namespace, name));
     return o && structuredClone(o);

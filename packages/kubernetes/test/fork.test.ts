@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import {
   buildFork,
+  checkForkSpec,
   type Deployment,
   type ForkInput,
   forkEndpoints,
   forkName,
   forkSelector,
+  forkSpecJsonSchema,
   kubernetesForkHook,
   parseForkSpec,
   type Service,
@@ -221,5 +223,39 @@ describe('parseForkSpec (the PUT-time check)', () => {
     expect(() =>
       kubernetesForkHook({ namespaces: NS, registryUrl: 'registry:7070', api: {} as never }),
     ).toThrow('options.registryUrl="registry:7070" must be the registry\'s http(s) URL');
+  });
+
+  it('checkForkSpec checks the fields without the namespace policy; the JSON Schema lists the same fields', () => {
+    expect(() => checkForkSpec({ ...orders, namespace: 'anywhere' })).not.toThrow();
+    expect(() => checkForkSpec({ ...orders, replicas: 50 })).toThrow(
+      'spec.replicas must be a whole number from 1 to 20',
+    );
+    const fields = Object.keys(forkSpecJsonSchema.properties).sort();
+    expect(() => parseForkSpec({ ...orders, unknown: 1 }, NS)).toThrow(
+      `the fields are ${[
+        'deployment',
+        'namespace',
+        'image',
+        'container',
+        'service',
+        'env',
+        'http',
+        'grpc',
+        'replicas',
+        'register',
+      ].join(', ')}`,
+    );
+    expect(fields).toEqual([
+      'container',
+      'deployment',
+      'env',
+      'grpc',
+      'http',
+      'image',
+      'namespace',
+      'register',
+      'replicas',
+      'service',
+    ]);
   });
 });
