@@ -1,6 +1,6 @@
 // Shared plumbing of the demo services: how a service reports what it did (a trace line the
-// demo collects), how a sandbox workload announces itself to the registry, and how each process
-// shuts down when the demo asks it to (or when the demo itself is gone).
+// demo collects), and how each process shuts down when the demo asks it to (or when the demo
+// itself is gone). Sandbox workloads announce themselves with announceWorkload (@branchline/core).
 import { defaultRuntime } from '@branchline/core';
 
 export const service = process.env.BRANCHLINE_SERVICE;
@@ -43,41 +43,6 @@ export function reportRules() {
   };
   routes.subscribe(show);
   if (routes.table) show(routes.table);
-}
-
-/**
- * A sandbox workload announces its endpoint to the registry and keeps announcing it (a
- * heartbeat); if it stops, the registry drops the endpoint and its rules stop routing.
- */
-export function announce(endpoint) {
-  if (!sandbox) return () => {};
-  const registry = process.env.BRANCHLINE_REGISTRY;
-  const url = `${registry}/v1/sandboxes/${sandbox}/heartbeat`;
-  const headers = { 'content-type': 'application/json' };
-  if (process.env.BRANCHLINE_TOKEN) headers.authorization = `Bearer ${process.env.BRANCHLINE_TOKEN}`;
-  const beat = async (ready = true) => {
-    try {
-      const res = await fetch(url, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ service, ...endpoint, ready, ttl: '10s' }),
-      });
-      if (!res.ok) log('heartbeat answered', res.status, await res.text());
-      return res.ok;
-    } catch (err) {
-      log('heartbeat failed', err.message);
-      return false;
-    }
-  };
-  const timer = setInterval(beat, 3000);
-  timer.unref();
-  return {
-    first: beat(),
-    stop: async () => {
-      clearInterval(timer);
-      await beat(false);
-    },
-  };
 }
 
 /**

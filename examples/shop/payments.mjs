@@ -2,11 +2,11 @@
 // sandbox `pr-101` runs a new fee rule. Branchline's routed server gives every handler the
 // caller's routing key, and forwards calls that belong to a sandbox.
 import { fileURLToPath } from 'node:url';
-import { getRoutingKey } from '@branchline/core';
+import { announceWorkload, getRoutingKey } from '@branchline/core';
 import { createRoutedServer } from '@branchline/grpc';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { announce, onShutdown, ready, reportRules, sandbox, trace } from './lib.mjs';
+import { onShutdown, ready, reportRules, sandbox, trace } from './lib.mjs';
 
 const proto = fileURLToPath(new URL('./payments.proto', import.meta.url));
 const { shop } = grpc.loadPackageDefinition(protoLoader.loadSync(proto, { longs: Number }));
@@ -33,11 +33,13 @@ await new Promise((resolve, reject) =>
   ),
 );
 reportRules();
-const announcement = announce({ grpc: address });
-await announcement.first;
+// A sandbox process announces its endpoint to the registry (heartbeats with a lease, withdrawn on
+// SIGTERM or stop()); in the baseline process this does nothing.
+const announcement = announceWorkload({ grpc: address });
+await announcement.announced(10_000);
 ready(`gRPC ${address}`);
 
 onShutdown(async () => {
-  await announcement.stop?.();
+  await announcement.stop();
   await new Promise((r) => server.tryShutdown(r));
 });

@@ -2,10 +2,10 @@
 // `pr-102` tries a new one. Branchline's selective consumer makes each message go to exactly one
 // of them: the sandbox's consumer gets the messages its key owns, the baseline all the others.
 import { createServer } from 'node:http';
-import { getRoutingKey } from '@branchline/core';
+import { announceWorkload, getRoutingKey } from '@branchline/core';
 import { createSelectiveConsumer } from '@branchline/kafkajs';
 import { Kafka, logLevel } from 'kafkajs';
-import { announce, log, onShutdown, ready, reportRules, sandbox, trace } from './lib.mjs';
+import { log, onShutdown, ready, reportRules, sandbox, trace } from './lib.mjs';
 
 const env = process.env;
 const carrier = sandbox ? 'DHL Express, next day (new carrier)' : 'PostNL, 2–3 days';
@@ -30,8 +30,10 @@ consumer.on(consumer.events.GROUP_JOIN, () => ready(`Kafka group ${consumer.grou
 consumer.on(consumer.events.CRASH, (e) => log('consumer crashed', e.payload.error));
 
 reportRules();
-const announcement = announce({ http: `http://127.0.0.1:${env.PORT}` });
-await announcement.first;
+// A sandbox process announces its endpoint to the registry (heartbeats with a lease, withdrawn on
+// SIGTERM or stop()); in the baseline process this does nothing.
+const announcement = announceWorkload({ http: `http://127.0.0.1:${env.PORT}` });
+await announcement.announced(10_000);
 await consumer.connect();
 await consumer.subscribe({ topic: env.KAFKA_TOPIC, fromBeginning: true });
 await consumer.run({
@@ -42,7 +44,7 @@ await consumer.run({
 });
 
 onShutdown(async () => {
-  await announcement.stop?.();
+  await announcement.stop();
   await consumer.disconnect();
   health.close();
 });

@@ -116,3 +116,9 @@ export {
   type RuntimeOptions,
   setDefaultRuntime,
 } from './runtime.js';
+export {
+  announceWorkload,
+  type WorkloadAnnouncement,
+  type WorkloadAnnouncementOptions,
+  type WorkloadAnnouncementStatus,
+} from './workload.js';
