@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -181,6 +181,7 @@ describe('kubernetes-fork in the registry (sandbox lifecycle)', () => {
     });
     const res = await api('POST', '/v1/webhooks/github', payload, {
       'x-github-event': 'pull_request',
+      'x-github-delivery': randomUUID(),
       'x-hub-signature-256': `sha256=${createHmac('sha256', SECRET).update(payload).digest('hex')}`,
     });
     expect(res.body.deleted).toEqual(['pr-45']);
