@@ -22,7 +22,13 @@ import { nodeBinary } from './helpers/node-runtime.js';
 
 const root = resolve(import.meta.dirname, '..');
 const run = promisify(execFile);
-const ORG_REPO = 'https://github.com/branchline-dev/branchline';
+// The repository the packages point at, from the root package.json (scripts/package-metadata.mjs
+// writes the packages' fields from it).
+const repoUrl =
+  (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as Manifest).repository?.url ?? '';
+const ORG_REPO =
+  /^git\+(https:\/\/github\.com\/[^/]+\/[^/]+?)\.git$/.exec(repoUrl)?.[1] ??
+  `(root package.json repository.url "${repoUrl}" is not git+https://github.com/<owner>/<repo>.git)`;
 
 interface Manifest {
   name: string;
@@ -213,6 +219,10 @@ describe('published packages', () => {
         .map((m) => m[1] ?? '')
         .filter((t) => !/^(https?:|mailto:|#)/.test(t));
       expect(targets, `relative links in packages/${dir}/README.md`).toEqual([]);
+      const elsewhere = [...readme.matchAll(/https:\/\/github\.com\/[^/\s)]+\/branchline\b[^\s)]*/g)]
+        .map((m) => m[0])
+        .filter((url) => !url.startsWith(`${ORG_REPO}/`));
+      expect(elsewhere, `links in packages/${dir}/README.md to another copy of the repository`).toEqual([]);
     }
   });
 
