@@ -217,6 +217,8 @@ export class SandboxDatabases {
         });
         return this.outputs(database, source);
       } catch (err) {
+        // Leave the half-made database, so that dropping it does not end this session too.
+        await c.query(`USE ${quoteIdent(this.adminDatabase)}`).catch(() => {});
         await this.forget(database).catch((cleanupErr) =>
           logger().error(
             'branchline mysql: could not remove a half-made sandbox database; the sweeper will',
