@@ -17,6 +17,7 @@ export {
   SandboxDatabaseError,
   sandboxDatabaseName,
 } from './names.js';
+export { type FetchSandboxDatabaseOptions, fetchSandboxDatabase } from './outputs.js';
 export { createRoutedPool, type PoolCounts, RoutedPool, type RoutedPoolOptions } from './routed-pool.js';
 export type {
   ClientConnectionOptions,

@@ -5,7 +5,13 @@ import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/co
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRoutedPool, mysqlResourceHook, quoteIdent, sandboxDatabaseName } from '../src/index.js';
+import {
+  createRoutedPool,
+  fetchSandboxDatabase,
+  mysqlResourceHook,
+  quoteIdent,
+  sandboxDatabaseName,
+} from '../src/index.js';
 import { admin, cleanup, createBaseline, exists, MY, uniqueNames } from './helpers.js';
 
 const names = uniqueNames('e');
@@ -85,9 +91,14 @@ describe('mysql resources through the registry', () => {
     expect(JSON.stringify(doc)).not.toContain('mysql://');
 
     // The sandbox's own token reads them; a read token does not.
-    const path = '/v1/sandboxes/pr-db/resources/orders-db';
-    expect((await api('GET', path, undefined, READ)).status).toBe(403);
-    const outputs = (await api('GET', path, undefined, sandboxToken)).body.outputs;
+    const outputs = await fetchSandboxDatabase('orders-db', {
+      registry: url,
+      sandbox: 'pr-db',
+      token: sandboxToken,
+    });
+    await expect(
+      fetchSandboxDatabase('orders-db', { registry: url, sandbox: 'pr-db', token: READ }),
+    ).rejects.toThrow(/refused the connection details of pr-db\/orders-db \(HTTP 403\)/);
     const database = sandboxDatabaseName(baseline, 'pr-db', prefix);
     expect(outputs).toMatchObject({
       database,
