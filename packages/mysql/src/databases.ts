@@ -204,6 +204,8 @@ export class SandboxDatabases {
         // A leftover of an interrupted attempt is replaced, never reused half-made.
         await this.dropDatabase(c, database);
         const copied = await this.cloneInto(c, source, database, report, signal);
+        // An abort that landed between two statements interrupted nothing: honour it here.
+        signal?.throwIfAborted();
         await c.query(
           `UPDATE ${table} SET state = 'ready', updated_at = CURRENT_TIMESTAMP(3) WHERE \`database\` = ?`,
           [database],
@@ -225,7 +227,9 @@ export class SandboxDatabases {
             { database, err: String(cleanupErr) },
           ),
         );
-        if (err instanceof SandboxDatabaseError || signal?.aborted) throw err;
+        // Cancelled: the caller's reason, not the "query interrupted" the cancellation caused.
+        if (signal?.aborted) throw signal.reason ?? err;
+        if (err instanceof SandboxDatabaseError) throw err;
         throw new SandboxDatabaseError(
           'clone-failed',
           `branchline mysql: could not create ${database} for sandbox ${sandbox} from "${source}": ${(err as Error).message}`,
@@ -425,6 +429,7 @@ export class SandboxDatabases {
         `INSERT INTO ${dst}.${quoteIdent(name)} (${list}) SELECT ${list} FROM ${src}.${quoteIdent(name)}`,
       );
       rows += res.affectedRows;
+      signal?.throwIfAborted();
       done++;
       report({
         phase: 'cloning',

@@ -188,6 +188,42 @@ describe('provision', () => {
   });
 });
 
+describe('abort', () => {
+  it('stops a copy in flight when the signal aborts (sandbox deleted while provisioning) and leaves nothing', async () => {
+    const big = `${names.baseline}_big`;
+    await admin(async (c) => {
+      await c.query(`CREATE DATABASE ${quoteIdent(big)}`);
+      await c.query(`CREATE TABLE ${quoteIdent(big)}.rows_a (id INT PRIMARY KEY, pad VARCHAR(200))`);
+      await c.query(
+        `INSERT INTO ${quoteIdent(big)}.rows_a SELECT seq, REPEAT('x', 200) FROM ${quoteIdent(big)}.seq_1_to_400000`,
+      );
+    });
+    try {
+      const abort = new AbortController();
+      const started = performance.now();
+      const err = await dbs
+        .provision({
+          sandbox: 'pr-abort',
+          source: big,
+          signal: abort.signal,
+          // The copy of the first table starts right after this report.
+          report: (p) => {
+            if (p.phase === 'cloning' && p.done === 0)
+              setTimeout(() => abort.abort(new Error('deleted')), 50);
+          },
+        })
+        .catch((e: unknown) => e);
+      // The abort's reason, not a finished copy nor a server error in its place.
+      expect((err as Error).message).toBe('deleted');
+      expect(performance.now() - started).toBeLessThan(20_000);
+      expect(await databasesLike(names.prefix)).toEqual([]);
+      expect(await catalogueRows(names)).toEqual([]);
+    } finally {
+      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${quoteIdent(big)}`));
+    }
+  });
+});
+
 describe('names', () => {
   it('builds names of at most 64 characters that name their owner', () => {
     expect(sandboxDatabaseName('orders', 'pr-42')).toBe('bl_sb_pr-42__orders');
