@@ -1,6 +1,7 @@
 // Sandbox databases on MySQL/MariaDB: how long copying a baseline into a sandbox database takes
 // (SHOW CREATE TABLE + INSERT … SELECT), and the per-query cost of the routed pool against a
-// plain mysql2 pool, in the same run, with the ratio.
+// plain mysql2 pool, in the same run, with the ratio. Needs MariaDB (the baseline's rows come
+// from its sequence engine, `seq_1_to_N`).
 //
 // Env: BENCH_MYSQL_ROWS (default 200000) rows in the baseline's orders table;
 // BENCH_MYSQL_QUERIES (4000) queries per case; MYSQL_HOST/MYSQL_PORT/MYSQL_USER (127.0.0.1,
