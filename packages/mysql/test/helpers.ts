@@ -121,9 +121,13 @@ export async function createBaseline(name: string, orders = 50): Promise<void> {
   });
 }
 
-/** Drops everything a test file created (sandbox databases, baseline, catalogue database). */
+/** Drops everything a test file created (sandbox databases, baselines and their variants, catalogue database). */
 export async function cleanup(names: Names): Promise<void> {
-  const all = [...(await databasesLike(names.prefix)), names.baseline, names.adminDatabase];
+  const all = [
+    ...(await databasesLike(names.prefix)),
+    ...(await databasesLike(names.baseline)),
+    names.adminDatabase,
+  ];
   await admin(async (c) => {
     for (const d of all) await c.query(`DROP DATABASE IF EXISTS \`${d}\``);
   });

@@ -191,14 +191,14 @@ describe('provision', () => {
 describe('abort', () => {
   it('stops a copy in flight when the signal aborts (sandbox deleted while provisioning) and leaves nothing', async () => {
     const big = `${names.baseline}_big`;
-    await admin(async (c) => {
-      await c.query(`CREATE DATABASE ${quoteIdent(big)}`);
-      await c.query(`CREATE TABLE ${quoteIdent(big)}.rows_a (id INT PRIMARY KEY, pad VARCHAR(200))`);
-      await c.query(
-        `INSERT INTO ${quoteIdent(big)}.rows_a SELECT seq, REPEAT('x', 200) FROM ${quoteIdent(big)}.seq_1_to_400000`,
-      );
-    });
     try {
+      await admin(async (c) => {
+        await c.query(`CREATE DATABASE ${quoteIdent(big)}`);
+        await c.query(`CREATE TABLE ${quoteIdent(big)}.rows_a (id INT PRIMARY KEY, pad VARCHAR(200))`);
+        await c.query(
+          `INSERT INTO ${quoteIdent(big)}.rows_a SELECT seq, REPEAT('x', 200) FROM ${quoteIdent(big)}.seq_1_to_400000`,
+        );
+      });
       const abort = new AbortController();
       const started = performance.now();
       const err = await dbs
