@@ -196,7 +196,7 @@ export function createMessageSelector(options: MessageSelectorOptions = {}): Mes
   const sandbox = options.sandbox === null ? undefined : (options.sandbox ?? runtime.config.sandbox);
   // Names given in code follow the same rules as the environment's.
   if (options.service !== undefined || typeof options.sandbox === 'string')
-    loadConfig({ ...runtime.config, service, sandbox });
+    loadConfig({ service, sandbox, baggageKey: runtime.config.baggageKey }, {});
   const holdTimeoutMs = options.holdTimeoutMs ?? 30_000;
   checkDurationMs('holdTimeoutMs', holdTimeoutMs);
   const backoff = resolveBackoff(options.backoff, `${transport} backoff`);
