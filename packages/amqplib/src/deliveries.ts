@@ -1,4 +1,5 @@
 import {
+  activeContext,
   bufferTextMapGetter,
   type CarrierGetter,
   type FinalSelection,
@@ -6,6 +7,7 @@ import {
   HoldTimeoutError,
   headerValueToString,
   logger,
+  runInContext,
 } from '@branchline/core';
 import type { ConsumeMessage } from 'amqplib';
 import { stopConsumer } from './connection.js';
@@ -217,8 +219,13 @@ function process(
   let result: unknown;
   try {
     // The application's propagator restores its trace context and baggage; the key is added.
-    const base = c.selector.extractContext(msg.properties.headers, headersGetter);
-    result = c.selector.run(key, () => c.onMessage(msg, session.channel), base);
+    const ctx = c.selector.contextFor(key, c.selector.extractContext(msg.properties.headers, headersGetter));
+    // Entering a context costs an AsyncLocalStorage frame (and a closure): a keyless message
+    // delivered where that context is already active needs neither.
+    result =
+      ctx === activeContext()
+        ? c.onMessage(msg, session.channel)
+        : runInContext(ctx, () => c.onMessage(msg, session.channel));
   } catch (err) {
     settle(c, session, msg, err, true);
     return;
