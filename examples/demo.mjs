@@ -9,8 +9,9 @@
 //
 // Legs that need a broker run when it is reachable: Kafka on 127.0.0.1:9092
 // (`bash scripts/kafka.sh start`) and RabbitMQ on 127.0.0.1:5672. PostgreSQL on 127.0.0.1:5432
-// holds the orders (database `branchline_demo`, created on first run). Without one, the demo
-// says what it skipped and how to enable it. Ctrl-C stops everything it started.
+// holds the orders (database `branchline_demo`, created on first run); the sandbox pr-103 gets a
+// copy of it for a schema change (@branchline/pg), dropped with the sandbox. Without a broker or
+// PostgreSQL, the demo says what it skipped and how to enable it. Ctrl-C stops everything it started.
 import { spawn } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { postgresResourceHook } from '@branchline/pg';
 import { createRegistryServer } from '@branchline/registry';
 
 const verbose = process.argv.includes('--verbose');
@@ -49,6 +51,12 @@ const PG = {
   port: Number(process.env.PGPORT ?? 5432),
   user: process.env.PGUSER ?? 'postgres',
   database: 'branchline_demo',
+};
+// The demo's own names for sandbox databases and their snapshot, so it never touches others'.
+const PG_NAMES = {
+  prefix: 'bldemo_sb_',
+  snapshotPrefix: 'bldemo_snap_',
+  catalogue: 'branchline_demo_databases',
 };
 const KAFKA = process.env.BRANCHLINE_KAFKA_BROKER ?? '127.0.0.1:9092';
 const AMQP = process.env.BRANCHLINE_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -358,6 +366,53 @@ async function api(method, path, body) {
   return text ? JSON.parse(text) : undefined;
 }
 
+/** Waits until the sandbox's database resource is ready, printing the phases it went through. */
+async function waitForDatabase(sb) {
+  const started = Date.now();
+  const phases = [];
+  for (;;) {
+    checkAbort();
+    const doc = await api('GET', `/v1/sandboxes/${sb.name}`);
+    const r = doc.resources?.[sb.database];
+    const phase = r?.progress?.phase;
+    if (phase && phases.at(-1) !== phase) phases.push(phase);
+    if (r?.status === 'failed') throw new Error(`the database of ${sb.name} failed: ${r.error}`);
+    if (r?.status === 'ready') break;
+    if (Date.now() - started > 60_000)
+      throw new Error(`the database of ${sb.name} was not ready within 60 s (status ${r?.status})`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  const database = pgHook.databases.databaseName(sb.name, PG.database);
+  ok(
+    `resource ${sb.database}: ${cyan(database)}, a copy of ${PG.database}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s  ${dim(`(${phases.join(' → ') || 'ready'})`)}`,
+  );
+  return { database };
+}
+
+/** The columns of demo_orders in each database that exists, by database. */
+async function tableColumns(databases) {
+  const { default: pg } = await import('pg');
+  const out = {};
+  for (const database of databases) {
+    const c = new pg.Client({ ...PG, database, connectionTimeoutMillis: 5000 });
+    try {
+      await c.connect();
+    } catch (err) {
+      if (err.code === '3D000') continue; // no such database
+      throw err;
+    }
+    try {
+      const r = await c.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'demo_orders' ORDER BY ordinal_position",
+      );
+      out[database] = r.rows.map((x) => x.column_name);
+    } finally {
+      await c.end().catch(() => {});
+    }
+  }
+  return out;
+}
+
 // ---- the demo ------------------------------------------------------------------------------
 
 const SERVICES = ['gateway', 'orders', 'payments', 'shipping', 'notifications'];
@@ -376,21 +431,32 @@ const SANDBOXES = [
     what: 'shipping with a new carrier',
     labels: { pr: '102', owner: 'bob' },
   },
+  {
+    name: 'pr-103',
+    service: 'orders',
+    file: 'orders.mjs',
+    what: 'orders with a new schema, cents → amount_cents + currency',
+    labels: { pr: '103', owner: 'carol' },
+    // Its own copy of the orders database: the schema change would break the baseline's code.
+    database: 'orders-db',
+  },
 ];
 const REQUESTS = [
   { key: undefined, item: 'coffee beans', cents: 1850 },
   { key: 'pr-101', item: 'espresso machine', cents: 34900 },
   { key: 'pr-102', item: 'milk frother', cents: 4500 },
+  { key: 'pr-103', item: 'tea kettle', cents: 2900 },
 ];
 
 let tmp;
 let registry;
+let pgHook;
 const created = [];
 const legs = {};
 
 async function main() {
   const started = Date.now();
-  say(bold('Branchline demo — five services, two sandboxes, one registry'));
+  say(bold('Branchline demo — five services, three sandboxes, one registry'));
   say(
     dim(
       'Each service is its own Node process; routing happens inside them, through the Branchline packages.',
@@ -412,7 +478,15 @@ async function main() {
 
   step('Starting the registry (embedded, SQLite)');
   tmp = mkdtempSync(join(tmpdir(), 'branchline-demo-'));
+  // Sandbox databases: a sandbox that declares { type: 'postgres', spec: { from } } gets a copy.
+  if (pg.url)
+    pgHook = postgresResourceHook({
+      connection: { host: PG.host, port: PG.port, user: PG.user },
+      ...PG_NAMES,
+      allowSources: [PG.database],
+    });
   registry = createRegistryServer({
+    resourceHooks: pgHook ? [pgHook] : [],
     store: join(tmp, 'registry.db'),
     heartbeatIntervalMs: 200,
     defaultTtlMs: 30 * 60_000,
@@ -434,6 +508,7 @@ async function main() {
     AMQP_URL: rabbit.connection ? AMQP : '',
     AMQP_EXCHANGE: names.exchange,
     AMQP_QUEUE: names.queue,
+    PG_PREFIX: PG_NAMES.prefix,
   };
   const baseline = [
     startService('payments.mjs', 'payments', undefined, { ...common, PORT: String(ports.payments) }),
@@ -467,7 +542,7 @@ async function main() {
       `${e.service.padEnd(13)} baseline  ${kinds[e.service].padEnd(17)} ${dim(`${e.ready} (pid ${e.child.pid})`)}`,
     );
 
-  step('Creating two sandboxes through the registry API');
+  step('Creating three sandboxes through the registry API');
   const sandboxProcs = [];
   for (const sb of SANDBOXES) {
     checkAbort();
@@ -475,7 +550,19 @@ async function main() {
       skip(`sandbox ${sb.name} (${sb.what}) skipped: it needs the Kafka leg`);
       continue;
     }
-    const doc = await api('PUT', `/v1/sandboxes/${sb.name}`, { key: sb.name, labels: sb.labels, ttl: '30m' });
+    if (sb.database && !pg.url) {
+      skip(`sandbox ${sb.name} (${sb.what}) skipped: it needs PostgreSQL`);
+      continue;
+    }
+    const resources = sb.database
+      ? { [sb.database]: { type: 'postgres', spec: { from: PG.database, services: ['orders'] } } }
+      : undefined;
+    const doc = await api('PUT', `/v1/sandboxes/${sb.name}`, {
+      key: sb.name,
+      labels: sb.labels,
+      ttl: '30m',
+      resources,
+    });
     created.push(sb.name);
     ok(
       `PUT /v1/sandboxes/${sb.name} → key ${cyan(doc.key)}  ${dim(
@@ -484,8 +571,14 @@ async function main() {
           .join(' ')})`,
       )}`,
     );
+    if (sb.database) legs.sandboxDb = await waitForDatabase(sb);
     const port = await freePort();
-    const proc = startService(sb.file, sb.service, sb.name, { ...common, PORT: String(port) });
+    const proc = startService(sb.file, sb.service, sb.name, {
+      ...common,
+      PORT: String(port),
+      PAYMENTS_TARGET: `127.0.0.1:${ports.payments}`,
+      PG_URL: pg.url ?? '',
+    });
     sandboxProcs.push(proc);
   }
   await waitReady(sandboxProcs);
@@ -568,6 +661,16 @@ async function main() {
     results.push({ key: r.key, order, served, complete });
   }
 
+  if (legs.sandboxDb) {
+    step('One schema change, two databases');
+    const columns = await tableColumns([PG.database, legs.sandboxDb.database]);
+    const show = (db) => (columns[db] ?? []).join(', ');
+    ok(
+      `baseline ${PG.database}.demo_orders: ${show(PG.database)}  ${dim('(the baseline code keeps working)')}`,
+    );
+    ok(`pr-103   ${legs.sandboxDb.database}.demo_orders: ${show(legs.sandboxDb.database)}`);
+  }
+
   step('Which version served what');
   say(`  ${'key'.padEnd(8)} ${SERVICES.map((s) => s.padEnd(14)).join('')}`.trimEnd());
   for (const r of results)
@@ -627,6 +730,19 @@ async function cleanup() {
     } catch (err) {
       skip(`could not delete sandbox ${name}: ${err.message}`);
     }
+  }
+  if (legs.sandboxDb) {
+    const { database } = legs.sandboxDb;
+    const left = await tableColumns([database]).catch(() => ({}));
+    if (left[database]) say(red(`  database ${database} is still there`));
+    else ok(`database ${database} was dropped with sandbox pr-103`);
+  }
+  if (pgHook) {
+    // The snapshot sandbox databases are cloned from (taken on first use); the demo leaves none.
+    await pgHook.databases
+      .dropSnapshot(PG.database)
+      .then(() => ok(`snapshot ${pgHook.databases.snapshotName(PG.database)} removed`))
+      .catch((err) => skip(`could not remove the snapshot: ${err.message}`));
   }
   const stopped = await stopAll();
   if (stopped) ok(`stopped ${stopped} service process${stopped === 1 ? '' : 'es'}`);

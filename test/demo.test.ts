@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 
@@ -44,6 +45,17 @@ function expectNoProcessLeft(out: string): void {
 
 const env = { NO_COLOR: '1', BRANCHLINE_LOG_LEVEL: undefined };
 
+/** Runs one query on the local PostgreSQL (database `postgres` unless named). */
+async function pgQuery(sql: string, values: unknown[] = [], database = 'postgres') {
+  const c = new pg.Client({ host: '127.0.0.1', port: 5432, user: 'postgres', database });
+  await c.connect();
+  try {
+    return (await c.query(sql, values)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
 describe('npm run demo', () => {
   it('routes each key to its sandbox only where the sandbox overrides a service, then cleans up', async () => {
     const p = startNode(demo, [], env);
@@ -55,10 +67,35 @@ describe('npm run demo', () => {
     expect(summaryRow(out, '(none)')).toEqual(['baseline', 'baseline', 'baseline', 'baseline', 'baseline']);
     expect(summaryRow(out, 'pr-101')).toEqual(['baseline', 'baseline', 'pr-101', 'baseline', 'baseline']);
     expect(summaryRow(out, 'pr-102')).toEqual(['baseline', 'baseline', 'baseline', 'pr-102', 'baseline']);
+    expect(summaryRow(out, 'pr-103')).toEqual(['baseline', 'pr-103', 'baseline', 'baseline', 'baseline']);
     // The hop lines say what each version did: the sandbox's new fee rule and new carrier.
     expect(out).toMatch(/payments\s+pr-101 \(sandbox\)\s+gRPC\s+charged 34900¢ \+ fee 200¢ \(new rule/);
     expect(out).toMatch(/shipping\s+pr-102 \(sandbox\)\s+Kafka\s+label printed with DHL Express/);
     expect(out).toMatch(/orders\s+baseline\s+HTTP\s+.*saved in PostgreSQL \(branchline_demo\)/);
+    // pr-103's orders writes the new schema into its own copy of the database, while the
+    // baseline's table keeps the old one; the copy is dropped with the sandbox.
+    const sandboxDb = 'bldemo_sb_pr-103__branchline_demo';
+    expect(out).toMatch(
+      new RegExp(
+        `orders\\s+pr-103 \\(sandbox\\)\\s+HTTP\\s+tea kettle, saved in PostgreSQL \\(${sandboxDb}, new schema: amount_cents \\+ currency\\)`,
+      ),
+    );
+    expect(out).toMatch(/baseline branchline_demo\.demo_orders: id, item, cents, routing_key, created_at /);
+    expect(out).toContain(
+      `pr-103   ${sandboxDb}.demo_orders: id, item, amount_cents, routing_key, created_at, currency`,
+    );
+    expect(out).toContain(`database ${sandboxDb} was dropped with sandbox pr-103`);
+    const left = await pgQuery('SELECT datname FROM pg_database WHERE datname = ANY($1)', [
+      [sandboxDb, 'bldemo_snap_branchline_demo'],
+    ]);
+    expect(left).toEqual([]);
+    const baselineColumns = await pgQuery(
+      "SELECT column_name FROM information_schema.columns WHERE table_name = 'demo_orders' AND column_name IN ('cents', 'amount_cents')",
+      [],
+      'branchline_demo',
+    );
+    expect(baselineColumns).toEqual([{ column_name: 'cents' }]);
+    expect(out).toContain('DELETE /v1/sandboxes/pr-103');
     // The key travels on with a message nobody overrides.
     expect(out).toMatch(
       /notifications\s+baseline\s+AMQP\s+confirmation e-mail sent \(key pr-102 travelled with it\)/,
@@ -85,13 +122,14 @@ describe('npm run demo', () => {
     expect(out).toContain('sandbox pr-102 (shipping with a new carrier) skipped');
     expect(summaryRow(out, '(none)')).toEqual(['baseline', 'baseline', 'baseline', 'skipped', 'skipped']);
     expect(summaryRow(out, 'pr-101')).toEqual(['baseline', 'baseline', 'pr-101', 'skipped', 'skipped']);
+    expect(summaryRow(out, 'pr-103')).toEqual(['baseline', 'pr-103', 'baseline', 'skipped', 'skipped']);
     expect(out).not.toMatch(/^\s+pr-102 /m);
     expectNoProcessLeft(out);
   }, 150_000);
 
   it('on Ctrl-C while it is still starting, stops what it started and exits with 130', async () => {
     const p = startNode(demo, [], env);
-    await p.waitFor('Creating two sandboxes', 150_000);
+    await p.waitFor('Creating three sandboxes', 150_000);
     p.child.kill('SIGINT');
     const code = await exitOf(p, 60_000);
     const out = p.output();

@@ -2,9 +2,14 @@
 // then announces it on Kafka (for shipping) and RabbitMQ (for notifications). Every one of those
 // calls carries the request's routing key, put there by the Branchline packages — the handler
 // itself never touches a header.
+//
+// The sandbox `pr-103` runs a new version with a schema change the baseline's code cannot live
+// with: `cents` is split into `amount_cents` and `currency`. Its sandbox declares a database of
+// its own (a copy of the baseline's), which its routed pool uses for every query, so it migrates
+// and writes there while the baseline keeps its schema.
 import { fileURLToPath } from 'node:url';
 import { instrumentConnection } from '@branchline/amqplib';
-import { getRoutingKey } from '@branchline/core';
+import { announceWorkload, getRoutingKey } from '@branchline/core';
 import { branchline } from '@branchline/fastify';
 import { createRoutedClient } from '@branchline/grpc';
 import { instrumentProducer } from '@branchline/kafkajs';
@@ -12,7 +17,7 @@ import { createRoutedPool } from '@branchline/pg';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import Fastify from 'fastify';
-import { log, onShutdown, ready, reportRules, trace } from './lib.mjs';
+import { log, onShutdown, ready, reportRules, sandbox, trace } from './lib.mjs';
 
 const env = process.env;
 const proto = fileURLToPath(new URL('./payments.proto', import.meta.url));
@@ -25,8 +30,26 @@ const charge = (request) =>
     payments.charge(request, (err, reply) => (err ? reject(err) : resolve(reply))),
   );
 
-// Queries go to the sandbox's own database when its sandbox declares one; this demo's do not.
-const db = env.PG_URL ? createRoutedPool({ connectionString: env.PG_URL, max: 4 }) : undefined;
+// Queries go to the sandbox's own database when its sandbox declares one (pr-103 does); in a
+// sandbox process every query goes there, so its migration never reaches the baseline.
+const db = env.PG_URL
+  ? createRoutedPool({ connectionString: env.PG_URL, max: 4, prefix: env.PG_PREFIX || undefined })
+  : undefined;
+
+// The new schema of the sandbox version: cents → amount_cents + currency (not backward compatible:
+// the baseline's INSERT names `cents`). Idempotent, as a migration tool would make it.
+const newSchema = sandbox !== undefined && db !== undefined;
+if (newSchema) {
+  const where = (await db.query('SELECT current_database() AS db')).rows[0].db;
+  if (where === db.source) throw new Error(`refusing to migrate the baseline database ${where}`);
+  await db.query(`DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'demo_orders' AND column_name = 'cents') THEN
+      ALTER TABLE demo_orders RENAME COLUMN cents TO amount_cents;
+      ALTER TABLE demo_orders ADD COLUMN currency text NOT NULL DEFAULT 'EUR';
+    END IF;
+  END $$`);
+  log('migrated', where);
+}
 
 let producer;
 if (env.KAFKA_BROKER) {
@@ -52,7 +75,13 @@ app.post('/orders', async (request) => {
   const { order, item, cents } = request.body;
   const key = getRoutingKey();
   let stored = 'kept in memory (no PostgreSQL)';
-  if (db) {
+  if (newSchema) {
+    await db.query(
+      'INSERT INTO demo_orders (id, item, amount_cents, currency, routing_key) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING',
+      [order, item, cents, 'EUR', key ?? null],
+    );
+    stored = `saved in PostgreSQL (${db.databaseFor(key)}, new schema: amount_cents + currency)`;
+  } else if (db) {
     await db.query(
       'INSERT INTO demo_orders (id, item, cents, routing_key) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING',
       [order, item, cents, key ?? null],
@@ -72,9 +101,13 @@ app.post('/orders', async (request) => {
 
 await app.listen({ port: Number(env.PORT), host: '127.0.0.1' });
 reportRules();
+// A sandbox process announces its endpoint to the registry; in the baseline this does nothing.
+const announcement = announceWorkload({ http: `http://127.0.0.1:${env.PORT}` });
+await announcement.announced(10_000);
 ready(`HTTP http://127.0.0.1:${env.PORT}`);
 
 onShutdown(async () => {
+  await announcement.stop();
   await app.close();
   payments.close();
   await Promise.allSettled([db?.end(), producer?.disconnect(), amqp?.connection.close()]);
