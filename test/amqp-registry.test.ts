@@ -4,7 +4,8 @@ import {
   instrumentChannel,
   sandboxQueueName,
 } from '@branchline/amqplib';
-import { createRegistrySource, createRuntime, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { createRegistrySource } from '@branchline/core/transport';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import amqp, { type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, expect, it } from 'vitest';

@@ -1,4 +1,5 @@
-import { counters, createRuntime, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { counters } from '@branchline/core/transport';
 import { createRoutedClient, RoutedChannel } from '@branchline/grpc';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

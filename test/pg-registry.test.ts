@@ -2,7 +2,8 @@
 // its own database through the sandbox lifecycle (create, progress, private outputs, delete,
 // TTL expiry, sweep), against a real registry and a real PostgreSQL.
 import { createHmac, randomUUID } from 'node:crypto';
-import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import {
   createRoutedPool,
   fetchSandboxDatabase,

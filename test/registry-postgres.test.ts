@@ -2,7 +2,7 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createRegistrySource, type RegistryRouteSource } from '@branchline/core';
+import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

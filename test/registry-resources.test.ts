@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createRegistrySource } from '@branchline/core';
+import { createRegistrySource } from '@branchline/core/transport';
 import { createRegistryServer, type ResourceHook } from '@branchline/registry';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, startNode } from './helpers/processes.js';

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createRegistrySource, type RegistryRouteSource } from '@branchline/core';
+import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 

@@ -1,13 +1,11 @@
 import { EventEmitter } from 'node:events';
+import { type BranchlineRuntime, contextWithRoutingKey, defaultRuntime } from '@branchline/core';
 import {
   activeContext,
-  type BranchlineRuntime,
   bufferTextMapGetter,
   type CarrierGetter,
-  contextWithRoutingKey,
   counters,
   decideMessage,
-  defaultRuntime,
   hasOtelPropagator,
   headerValueToString,
   type KeyReader,
@@ -16,7 +14,7 @@ import {
   type RouteSource,
   type RouteTable,
   runInContext,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { type Context, propagation, ROOT_CONTEXT } from '@opentelemetry/api';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { RETURNED_HEADER, TIME_HEADER } from './headers.js';

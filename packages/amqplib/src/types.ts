@@ -1,4 +1,5 @@
-import type { BranchlineRuntime, RouteSource } from '@branchline/core';
+import type { BranchlineRuntime } from '@branchline/core';
+import type { RouteSource } from '@branchline/core/transport';
 import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 
 /** Options of `instrumentChannel` / `instrumentConnection`. */

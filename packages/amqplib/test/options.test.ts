@@ -1,4 +1,5 @@
-import { createRuntime, StaticRouteSource } from '@branchline/core';
+import { createRuntime } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { describe, expect, it } from 'vitest';
 import {
   createSelectiveConsumer,

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createRegistrySource, type RegistryRouteSource, type RouteTable } from '../src/index.js';
+import { createRegistrySource, type RegistryRouteSource, type RouteTable } from '../src/transport.js';
 
 // A hand-written watch endpoint speaking the registry's SSE protocol, so the client's own
 // behaviour (resume, backoff, idle detection) can be driven precisely. The real registry is

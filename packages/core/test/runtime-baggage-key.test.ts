@@ -1,7 +1,8 @@
 // The baggage member name is process-wide: this file runs in its own worker, so the state it
 // changes is its own.
 import { expect, it } from 'vitest';
-import { createRuntime, getRoutingKey, nodeHeadersGetter, setLogger, withRoutingKey } from '../src/index.js';
+import { createRuntime, getRoutingKey, setLogger, withRoutingKey } from '../src/index.js';
+import { nodeHeadersGetter } from '../src/transport.js';
 
 it('the first runtime with a baggage name sets it, later ones follow it or are warned, never switch it', () => {
   const warnings: string[] = [];

@@ -1,10 +1,10 @@
+import { getRoutingKey } from '@branchline/core';
 import {
   getBaggageKey,
-  getRoutingKey,
   grpcMetadataGetter,
   grpcMetadataSetter,
   injectRoutingKey,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import {
   InterceptingCall,
   type InterceptingListener,

@@ -1,4 +1,4 @@
-import { HOP_MARKER } from '@branchline/core';
+import { HOP_MARKER } from '@branchline/core/transport';
 import type { Metadata } from '@grpc/grpc-js';
 
 /**

@@ -1,10 +1,8 @@
+import { type BranchlineRuntime, contextWithRoutingKey, defaultRuntime } from '@branchline/core';
 import {
   activeContext,
-  type BranchlineRuntime,
-  contextWithRoutingKey,
   counters,
   decideIncoming,
-  defaultRuntime,
   grpcMetadataGetter,
   type IncomingDecision,
   type KeyReader,
@@ -12,7 +10,7 @@ import {
   runInContext,
   safeHook,
   warnRateLimited,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import {
   credentials as grpcCredentials,
   type Metadata,

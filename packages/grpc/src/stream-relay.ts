@@ -15,7 +15,7 @@ import {
   nodeHeadersGetter,
   noteForwarded,
   RouteTable,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { HOP_METADATA } from './metadata.js';
 import type { ServerRouting } from './server-interceptor.js';
 

@@ -1,12 +1,6 @@
 import { createRequire } from 'node:module';
-import {
-  counters,
-  createRuntime,
-  getRoutingKey,
-  type RouteTableSpec,
-  StaticRouteSource,
-  withRoutingKey,
-} from '@branchline/core';
+import { createRuntime, getRoutingKey, type RouteTableSpec, withRoutingKey } from '@branchline/core';
+import { counters, StaticRouteSource } from '@branchline/core/transport';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DELEGATED_CALL_METHODS, keyedCallCovers } from '../src/client-interceptor.js';

@@ -2,7 +2,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { counters, logger, noteForwarded, type RouteSource, type RouteTable } from '@branchline/core';
+import {
+  counters,
+  logger,
+  noteForwarded,
+  type RouteSource,
+  type RouteTable,
+} from '@branchline/core/transport';
 import { describeSandboxFailure, isTimeoutFailure, type SandboxTarget } from './sandbox-error.js';
 import { activeTraceHeaders, headerNames } from './trace.js';
 import { type ForwardOptions, HOP_HEADER } from './types.js';

@@ -2,19 +2,21 @@ import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
-  activeContext,
   type BranchlineRuntime,
   contextWithRoutingKey,
-  counters,
   createRuntime,
-  decideIncoming,
   defaultRuntime,
   getRoutingKey,
+} from '@branchline/core';
+import {
+  activeContext,
+  counters,
+  decideIncoming,
   hasOtelContextManager,
   type RouteTable,
   runInContext,
   warnRateLimited,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { type Context, context as otelContext, ROOT_CONTEXT } from '@opentelemetry/api';
 import { type ForwardTarget, hasBody, rawHeadersGetter, SandboxForwarder } from './forward.js';
 import { type BranchlineRequestInfo, HOP_HEADER, type IncomingRoutingOptions } from './types.js';

@@ -1,14 +1,14 @@
 import http, { type ClientRequest } from 'node:http';
 import https from 'node:https';
+import { getRoutingKey } from '@branchline/core';
 import {
   type CarrierSetter,
   counters,
-  getRoutingKey,
   injectRoutingKey,
   joinHeaderValue,
   logger,
   warnRateLimited,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { OutgoingRouter, withoutBaggageMember } from './outgoing.js';
 import { isEndpointFailure, type SandboxTarget, SandboxUnreachableError } from './sandbox-error.js';
 import type { OutgoingRoutingOptions } from './types.js';

@@ -1,16 +1,14 @@
+import { type BranchlineRuntime, defaultRuntime, getRoutingKey } from '@branchline/core';
 import {
-  type BranchlineRuntime,
   bufferTextMapGetter,
   type CarrierSetter,
-  defaultRuntime,
-  getRoutingKey,
   injectRoutingKey,
   noteRouted,
   parseBaggage,
   recordSetter,
   resolveOutgoing,
   serializeBaggage,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { HostMap, type OriginInfo } from './hosts.js';
 import type { SandboxTarget } from './sandbox-error.js';
 import type { OutgoingRoutingOptions } from './types.js';

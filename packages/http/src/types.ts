@@ -1,5 +1,5 @@
 import type { BranchlineRuntime, RuntimeOptions } from '@branchline/core';
-import { HOP_MARKER } from '@branchline/core';
+import { HOP_MARKER } from '@branchline/core/transport';
 
 /** Which hosts are internal (may receive the routing key) and which service each one is. */
 export interface HostMapOptions {

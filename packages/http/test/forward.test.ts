@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer, request as httpRequest, type Server } from 'node:http';
-import { counters, createRuntime, StaticRouteSource } from '@branchline/core';
+import { createRuntime } from '@branchline/core';
+import { counters, StaticRouteSource } from '@branchline/core/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { forwardRequestHeaders, HOP_HEADER, IncomingRouter } from '../src/index.js';
 import { startServer, type TestServer } from './servers.js';

@@ -1,19 +1,21 @@
 import {
-  activeContext,
   type BranchlineRuntime,
   contextWithRoutingKey,
-  counters,
   createRuntime,
-  decideMessage,
   defaultRuntime,
   getRoutingKey,
+} from '@branchline/core';
+import {
+  activeContext,
+  counters,
+  decideMessage,
   logger,
   type MessageDecision,
   noteConsumed,
   type RouteTable,
   runInContext,
   safeHook,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import type { Context } from '@opentelemetry/api';
 import type {
   Admin,

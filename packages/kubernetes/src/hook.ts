@@ -1,4 +1,4 @@
-import type { ResourceContext, ResourceHook } from '@branchline/core';
+import type { ResourceContext, ResourceHook } from '@branchline/core/transport';
 import { createKubernetesApi, type KubernetesApi } from './api.js';
 import { buildFork, type Fork, ownedBy } from './fork.js';
 import { forkName, forkSelector, LABELS, MANAGED_BY } from './names.js';

@@ -1,6 +1,6 @@
 // `branchline registry --plugin @branchline/kubernetes/plugin`: the kubernetes-fork resource
 // hook, configured from the registry's environment (see the package README for the variables).
-import type { ResourceHook } from '@branchline/core';
+import type { ResourceHook } from '@branchline/core/transport';
 import { kubernetesForkHook } from './hook.js';
 import { KubernetesForkError } from './spec.js';
 import type { KubernetesForkHookOptions } from './types.js';

@@ -1,7 +1,7 @@
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import type { KubernetesApi } from './api.js';
 
-export type { ResourceContext, ResourceHook, ResourceProgress } from '@branchline/core';
+export type { ResourceContext, ResourceHook, ResourceProgress } from '@branchline/core/transport';
 
 /** A Deployment as the Kubernetes API returns and accepts it (`@kubernetes/client-node`'s type). */
 export type Deployment = V1Deployment;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { logger } from '@branchline/core';
+import { logger } from '@branchline/core/transport';
 import pg, { type Client, type ClientConfig } from 'pg';
 import {
   checkPrefix,

@@ -1,4 +1,5 @@
-import { createRuntime, type SandboxSpec, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createRuntime, type SandboxSpec, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRoutedPool, createSandboxDatabases, type RoutedPool } from '../src/index.js';
 import { admin, cleanup, createBaseline, options, PG, uniqueNames, withClient } from './helpers.js';

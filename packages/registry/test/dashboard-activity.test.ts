@@ -7,9 +7,9 @@ import {
   type BranchlineLogger,
   configureActivityReporter,
   flushActivity,
-  recordActivity,
   setLogger,
 } from '@branchline/core';
+import { recordActivity } from '@branchline/core/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ActivityLog } from '../src/activity.js';
 import { createRegistryServer, type RegistryServer } from '../src/index.js';

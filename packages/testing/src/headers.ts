@@ -1,9 +1,5 @@
-import {
-  DEFAULT_BAGGAGE_KEY,
-  explainInvalidKey,
-  isValidRoutingKey,
-  mergeBaggageMember,
-} from '@branchline/core';
+import { DEFAULT_BAGGAGE_KEY, explainInvalidKey, isValidRoutingKey } from '@branchline/core';
+import { mergeBaggageMember } from '@branchline/core/transport';
 
 /** Options shared by every helper that puts a routing key on a request. */
 export interface KeyHeaderOptions {

@@ -1,0 +1,92 @@
+/**
+ * The transport SDK (`@branchline/core/transport`): what the Branchline transport packages are
+ * built from, for authors of new adapters. Carriers, the routing decisions, key readers, route
+ * tables and sources, counters, logging and the resource-hook contract. Applications need only
+ * `@branchline/core`.
+ */
+export {
+  type ActivityEntry,
+  type ActivityKind,
+  noteConsumed,
+  noteForwarded,
+  noteRouted,
+  recordActivity,
+} from './activity.js';
+export {
+  type BaggageDrops,
+  type BaggageMember,
+  type BaggageParse,
+  encodeBaggageValue,
+  findBaggageMember,
+  MAX_BAGGAGE_BYTES,
+  MAX_BAGGAGE_MEMBERS,
+  type MemberLookup,
+  type MergeResult,
+  mergeBaggageMember,
+  parseBaggage,
+  serializeBaggage,
+} from './baggage.js';
+export {
+  bufferTextMapGetter,
+  type CarrierGetter,
+  type CarrierSetter,
+  grpcMetadataGetter,
+  grpcMetadataSetter,
+  headerValueToString,
+  joinHeaderValue,
+  type MetadataLike,
+  nodeHeadersGetter,
+  recordSetter,
+} from './carriers.js';
+export { readRoutesDocument } from './config.js';
+export {
+  activeContext,
+  getBaggageKey,
+  hasOtelContextManager,
+  hasOtelPropagator,
+  runInContext,
+  setBaggageKey,
+} from './context.js';
+export {
+  decideIncoming,
+  decideMessage,
+  HOP_MARKER,
+  type IncomingDecision,
+  type IncomingInput,
+  type MessageDecision,
+  type MessageInput,
+  pickEndpoint,
+  resolveOutgoing,
+} from './decide.js';
+export {
+  createKeyReader,
+  injectRoutingKey,
+  type KeyReader,
+  type KeyReaderOptions,
+  SIGNADOT_KEY,
+  tracestateMember,
+} from './extract.js';
+export { logger, safeHook, warnRateLimited } from './log.js';
+export { type BranchlineCounters, counters, resetCounters } from './metrics.js';
+export {
+  createRegistrySource,
+  RegistryRouteSource,
+  type RegistrySourceOptions,
+  type RegistrySourceStatus,
+} from './registry-source.js';
+export type {
+  ResourceContext,
+  ResourceHook,
+  ResourceProgress,
+  ResourceState,
+  ResourceStatus,
+  SandboxDeletedListener,
+} from './resources.js';
+export {
+  createRouteSource,
+  type RouteListener,
+  type RouteSource,
+  type RouteSourceStatus,
+  StaticRouteSource,
+} from './route-source.js';
+export { type RouteConflict, RouteTable, type Rule, validateRouteTableSpec } from './routes.js';
