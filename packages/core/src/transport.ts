@@ -30,11 +30,8 @@ export {
   bufferTextMapGetter,
   type CarrierGetter,
   type CarrierSetter,
-  grpcMetadataGetter,
-  grpcMetadataSetter,
   headerValueToString,
   joinHeaderValue,
-  type MetadataLike,
   nodeHeadersGetter,
   recordSetter,
 } from './carriers.js';

@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import { createRuntime, getRoutingKey } from '@branchline/core';
+import { HOP_MARKER } from '@branchline/core/transport';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { branchline } from '../src/index.js';
 
@@ -107,7 +108,7 @@ for (const [name, express] of Object.entries(versions)) {
     });
 
     it('serves a request that already carries the hop marker here (loop guard)', async () => {
-      const r = await post({ baggage: 'branchline=ord-key', 'x-branchline-hop': 'orders' });
+      const r = await post({ baggage: 'branchline=ord-key', [HOP_MARKER]: 'orders' });
       expect(r).toMatchObject({
         instance: 'baseline',
         info: { key: 'ord-key', sandbox: 'ord-sb', forwarded: true },

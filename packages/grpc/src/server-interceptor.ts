@@ -3,7 +3,6 @@ import {
   activeContext,
   counters,
   decideIncoming,
-  grpcMetadataGetter,
   type IncomingDecision,
   type KeyReader,
   RouteTable,
@@ -23,7 +22,7 @@ import {
 import type { Context } from '@opentelemetry/api';
 import { ChannelPool } from './channel-pool.js';
 import { ForwardedCall } from './forward.js';
-import { isForwarded } from './metadata.js';
+import { grpcMetadataGetter, isForwarded } from './metadata.js';
 import { type Deserializer, originalDeserializer } from './raw.js';
 import type { Handoff } from './stream-relay.js';
 import type { ServerRoutingOptions } from './types.js';

@@ -9,7 +9,7 @@ import {
   createRoutedServer,
   createServerInterceptor,
   type ForwardInfo,
-  HOP_METADATA,
+  HOP_MARKER,
 } from '../src/index.js';
 import { GRPC_JS_VERIFIED, STREAM_HANDLERS, streamHandlerShape } from '../src/server.js';
 
@@ -42,7 +42,7 @@ function impl(who: string): grpc.UntypedServiceImplementation {
   return {
     who(call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) {
       setImmediate(() =>
-        cb(null, { who, key: getRoutingKey() ?? '', hop: String(call.metadata.get(HOP_METADATA)[0] ?? '') }),
+        cb(null, { who, key: getRoutingKey() ?? '', hop: String(call.metadata.get(HOP_MARKER)[0] ?? '') }),
       );
     },
   };
@@ -251,7 +251,7 @@ describe('@branchline/grpc', () => {
     const before = { ...counters };
     expect(await call({ baggage: 'branchline=Not_A_Key' })).toMatchObject({ who: 'baseline', key: '' });
     expect(await call({ baggage: 'branchline=%zz' })).toMatchObject({ who: 'baseline', key: '' });
-    expect(await call({ baggage: 'branchline=pr-5', [HOP_METADATA]: 'who' })).toMatchObject({
+    expect(await call({ baggage: 'branchline=pr-5', [HOP_MARKER]: 'who' })).toMatchObject({
       who: 'baseline',
       key: 'pr-5',
     });

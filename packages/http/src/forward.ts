@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import {
   counters,
+  HOP_MARKER,
   logger,
   noteForwarded,
   type RouteSource,
@@ -11,7 +12,7 @@ import {
 } from '@branchline/core/transport';
 import { describeSandboxFailure, isTimeoutFailure, type SandboxTarget } from './sandbox-error.js';
 import { activeTraceHeaders, headerNames } from './trace.js';
-import { type ForwardOptions, HOP_HEADER } from './types.js';
+import type { ForwardOptions } from './types.js';
 import {
   type CoarseClock,
   type Connection,
@@ -155,7 +156,7 @@ export function forwardRequestHeaders(req: IncomingMessage, hop: string, preserv
   for (let i = 0; i < raw.length; i += 2)
     if (relayed(raw[i]!, preserveHost, listed, traced)) out.push(raw[i]!, raw[i + 1]!);
   if (trace !== undefined) out.push(...trace);
-  out.push(HOP_HEADER, hop);
+  out.push(HOP_MARKER, hop);
   return out;
 }
 
@@ -267,7 +268,7 @@ function requestHead(
   if (trace !== undefined)
     for (let i = 0; i < trace.length; i += 2) parts.push(trace[i]!, ': ', trace[i + 1]!, '\r\n');
   if (chunked) parts.push('transfer-encoding: chunked\r\n');
-  parts.push(HOP_HEADER, ': ', hop, '\r\n\r\n');
+  parts.push(HOP_MARKER, ': ', hop, '\r\n\r\n');
   return parts.join('');
 }
 
@@ -621,7 +622,7 @@ export class SandboxForwarder {
     if (!this.options.preserveHost) lines += `host: ${u.host}\r\n`;
     if (trace !== undefined)
       for (let i = 0; i < trace.length; i += 2) lines += `${trace[i]}: ${trace[i + 1]}\r\n`;
-    lines += `${HOP_HEADER}: ${this.hop}\r\n\r\n`;
+    lines += `${HOP_MARKER}: ${this.hop}\r\n\r\n`;
     const timer = setTimeout(
       () =>
         upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })),

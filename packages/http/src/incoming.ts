@@ -12,6 +12,7 @@ import {
   activeContext,
   counters,
   decideIncoming,
+  HOP_MARKER,
   hasOtelContextManager,
   type RouteTable,
   runInContext,
@@ -19,7 +20,7 @@ import {
 } from '@branchline/core/transport';
 import { type Context, context as otelContext, ROOT_CONTEXT } from '@opentelemetry/api';
 import { type ForwardTarget, hasBody, rawHeadersGetter, SandboxForwarder } from './forward.js';
-import { type BranchlineRequestInfo, HOP_HEADER, type IncomingRoutingOptions } from './types.js';
+import type { BranchlineRequestInfo, IncomingRoutingOptions } from './types.js';
 
 /** The outcome of routing one incoming request. */
 export interface IncomingRoute {
@@ -102,7 +103,7 @@ export class IncomingRouter {
       if (key === undefined) return NO_KEY;
       fromHeader = true;
     }
-    const forwarded = rawHeadersGetter.get(req.rawHeaders, HOP_HEADER) !== undefined;
+    const forwarded = rawHeadersGetter.get(req.rawHeaders, HOP_MARKER) !== undefined;
     const table = this.runtime.routes.table;
     const context = fromHeader ? contextWithRoutingKey(ctx, key) : ctx;
     const enter = fromHeader;

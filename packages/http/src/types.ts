@@ -69,5 +69,8 @@ export interface BranchlineRequestInfo {
   readonly forwarded: boolean;
 }
 
-/** The hop marker header a forwarded request carries (core's HOP_MARKER). */
+/**
+ * The hop marker header a forwarded request carries.
+ * @deprecated Use `HOP_MARKER`, the one name for every transport.
+ */
 export const HOP_HEADER = HOP_MARKER;
