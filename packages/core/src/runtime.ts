@@ -1,9 +1,11 @@
-import { type BranchlineConfig, loadConfig } from './config.js';
+import { type BranchlineConfig, loadConfig, readRoutesDocument } from './config.js';
 import { getBaggageKey, setBaggageKey } from './context.js';
 import { createKeyReader, type KeyAliases, type KeyReader } from './extract.js';
 import { logger } from './log.js';
-import { createRouteSource, type RouteSource, StaticRouteSource } from './route-source.js';
+import { RegistryRouteSource } from './registry-source.js';
+import type { RouteSource } from './route-source.js';
 import { RouteTable, type RouteTableSpec } from './routes.js';
+import { StaticRouteSource } from './static-source.js';
 
 export interface RuntimeOptions extends Partial<BranchlineConfig> {
   /** Extra places to read a key from (all off by default). */
@@ -74,4 +76,17 @@ export function defaultRuntime(): BranchlineRuntime {
 /** Replaces the process-wide runtime (tests, or apps that configure Branchline in code). */
 export function setDefaultRuntime(runtime: BranchlineRuntime | undefined): void {
   shared = runtime;
+}
+
+/**
+ * The route source the configuration asks for: the registry when `BRANCHLINE_REGISTRY` is set,
+ * the static table from `BRANCHLINE_ROUTES` when that is set, otherwise an empty table (every
+ * request is served by baseline).
+ */
+export function createRouteSource(config: BranchlineConfig): RouteSource {
+  if (config.registry !== undefined)
+    return new RegistryRouteSource({ url: config.registry, token: config.token });
+  if (config.routes !== undefined)
+    return new StaticRouteSource(RouteTable.from(readRoutesDocument(config.routes)));
+  return new StaticRouteSource(RouteTable.empty);
 }

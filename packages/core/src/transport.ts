@@ -79,11 +79,7 @@ export type {
   ResourceStatus,
   SandboxDeletedListener,
 } from './resources.js';
-export {
-  createRouteSource,
-  type RouteListener,
-  type RouteSource,
-  type RouteSourceStatus,
-  StaticRouteSource,
-} from './route-source.js';
+export type { RouteListener, RouteSource, RouteSourceStatus } from './route-source.js';
 export { type RouteConflict, RouteTable, type Rule, validateRouteTableSpec } from './routes.js';
+export { createRouteSource } from './runtime.js';
+export { StaticRouteSource } from './static-source.js';
