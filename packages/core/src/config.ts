@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { DEFAULT_BAGGAGE_KEY } from './extract.js';
+import { BAGGAGE_KEY_ENV, DEFAULT_BAGGAGE_KEY } from './extract.js';
 import { isValidRoutingKey } from './key.js';
 
 /** Runtime identity and wiring. Every field can come from the environment; code wins. */
@@ -34,7 +34,7 @@ const ENV = {
   registry: 'BRANCHLINE_REGISTRY',
   token: 'BRANCHLINE_TOKEN',
   routes: 'BRANCHLINE_ROUTES',
-  baggageKey: 'BRANCHLINE_BAGGAGE_KEY',
+  baggageKey: BAGGAGE_KEY_ENV,
 } as const;
 
 const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;

@@ -18,7 +18,13 @@ export {
   getRoutingKey,
   withRoutingKey,
 } from './context.js';
-export { DEFAULT_BAGGAGE_KEY, type KeyAliases } from './extract.js';
+export {
+  BAGGAGE_KEY_ENV,
+  DEFAULT_BAGGAGE_KEY,
+  type KeyAliases,
+  resolveBaggageKey,
+  routingBaggage,
+} from './extract.js';
 export { explainInvalidKey, isValidRoutingKey, MAX_KEY_LENGTH } from './key.js';
 export { type BranchlineLogger, setLogger } from './log.js';
 export { metricsText } from './metrics.js';

@@ -1,6 +1,6 @@
 import { type BranchlineConfig, loadConfig, readRoutesDocument } from './config.js';
 import { getBaggageKey, setBaggageKey } from './context.js';
-import { createKeyReader, type KeyAliases, type KeyReader } from './extract.js';
+import { BAGGAGE_KEY_ENV, createKeyReader, type KeyAliases, type KeyReader } from './extract.js';
 import { logger } from './log.js';
 import { RegistryRouteSource } from './registry-source.js';
 import type { RouteSource } from './route-source.js';
@@ -29,7 +29,7 @@ function isRouteSource(v: unknown): v is RouteSource {
 export function createRuntime(options: RuntimeOptions = {}): BranchlineRuntime {
   const { aliases, routeSource, ...configOptions } = options;
   // A runtime configured with no name uses the one the process already carries.
-  if (configOptions.baggageKey === undefined && !process.env.BRANCHLINE_BAGGAGE_KEY?.trim())
+  if (configOptions.baggageKey === undefined && !process.env[BAGGAGE_KEY_ENV]?.trim())
     configOptions.baggageKey = getBaggageKey();
   const config = loadConfig(configOptions);
   const keys = createKeyReader({ ...aliases, baggageKey: config.baggageKey });

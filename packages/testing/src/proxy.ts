@@ -10,6 +10,7 @@ import {
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import { routingBaggage } from '@branchline/core';
 import { baggageKeyOf, baggageWithKey, checkKey, type KeyHeaderOptions } from './headers.js';
 
 export interface KeyProxyOptions extends KeyHeaderOptions {
@@ -221,7 +222,7 @@ export async function startKeyProxy(options: KeyProxyOptions): Promise<KeyProxy>
     url: proxyOrigin,
     port: address.port,
     key,
-    header: `baggage: ${baggageKey}=${key}`,
+    header: `baggage: ${routingBaggage(key, baggageKey)}`,
     to: target.href.replace(/\/$/, ''),
     get requests() {
       return requests;
