@@ -8,9 +8,9 @@ import {
   mergeBaggageMember,
 } from './baggage.js';
 import { type CarrierGetter, type CarrierSetter, joinHeaderValue } from './carriers.js';
-import { isValidRoutingKey } from './key.js';
 import { warnRateLimited } from './log.js';
 import { counters } from './metrics.js';
+import { HTTP_TOKEN_PATTERN, isValidRoutingKey } from './rules.js';
 
 /**
  * The baggage member that carries the routing key unless `BRANCHLINE_BAGGAGE_KEY` (or the
@@ -77,8 +77,6 @@ function sourceName(s: Source): string {
   return s.kind === 'plain' ? s.header : `${s.header}[${s.member}]`;
 }
 
-const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-
 /**
  * Builds a reader. Precedence: `baggage`, `uberctx-`, `ot-baggage-`, `tracestate`, the custom
  * header, then the Signadot preset. The first source that is present decides: if its value is
@@ -86,7 +84,7 @@ const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  */
 export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
   const baggageKey = options.baggageKey ?? DEFAULT_BAGGAGE_KEY;
-  if (!TOKEN_RE.test(baggageKey)) {
+  if (!HTTP_TOKEN_PATTERN.test(baggageKey)) {
     throw new TypeError(
       `branchline: baggageKey ${JSON.stringify(baggageKey)} is not a valid baggage member name (an HTTP token such as "branchline")`,
     );
@@ -100,7 +98,7 @@ export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
     sources.push({ kind: 'tracestate', header: 'tracestate', member });
   }
   if (options.header) {
-    if (!TOKEN_RE.test(options.header)) {
+    if (!HTTP_TOKEN_PATTERN.test(options.header)) {
       throw new TypeError(
         `branchline: header ${JSON.stringify(options.header)} is not a valid HTTP header name`,
       );

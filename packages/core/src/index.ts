@@ -25,7 +25,6 @@ export {
   resolveBaggageKey,
   routingBaggage,
 } from './extract.js';
-export { explainInvalidKey, isValidRoutingKey, MAX_KEY_LENGTH } from './key.js';
 export { type BranchlineLogger, setLogger } from './log.js';
 export { metricsText } from './metrics.js';
 export {
@@ -36,6 +35,28 @@ export {
   type RouteTableSpec,
   type SandboxSpec,
 } from './routes.js';
+export {
+  explainInvalidKey,
+  HTTP_TOKEN_PATTERN,
+  HTTP_TOKEN_RULE,
+  isHttpToken,
+  isValidLabelName,
+  isValidLabelValue,
+  isValidRoutingKey,
+  isValidSandboxName,
+  isValidServiceName,
+  LABEL_NAME_PATTERN,
+  LABEL_NAME_RULE,
+  MAX_KEY_LENGTH,
+  MAX_LABEL_VALUE_LENGTH,
+  MAX_SERVICE_NAME_LENGTH,
+  ROUTING_KEY_PATTERN,
+  ROUTING_KEY_RULE,
+  SANDBOX_NAME_PATTERN,
+  SANDBOX_NAME_RULE,
+  SERVICE_NAME_PATTERN,
+  SERVICE_NAME_RULE,
+} from './rules.js';
 export {
   type BranchlineRuntime,
   createRuntime,

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { isValidRoutingKey } from './key.js';
 import { logger } from './log.js';
+import { isValidSandboxName, isValidServiceName, SANDBOX_NAME_RULE, SERVICE_NAME_RULE } from './rules.js';
 
 /**
  * Self-registration: a sandbox workload tells the registry where it serves, keeps that
@@ -88,7 +88,6 @@ const ENV = {
   grpc: 'BRANCHLINE_ANNOUNCE_GRPC',
 } as const;
 
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
 /** A failure that keeps recurring for the same reason is logged again this often (always at debug). */
 const REPEAT_LOG_MS = 30_000;
 
@@ -155,15 +154,15 @@ function resolveSettings(o: WorkloadAnnouncementOptions): Resolved {
     error: `branchline announce: ${error}`,
     service,
   });
-  if (!isValidRoutingKey(sandbox))
+  if (!isValidSandboxName(sandbox))
     return bad(
-      `${where('sandbox')}=${JSON.stringify(sandbox)} is not a sandbox name (lowercase letters, digits, inner hyphens); nothing is announced`,
+      `${where('sandbox')}=${JSON.stringify(sandbox)} is not a sandbox name (use ${SANDBOX_NAME_RULE}); nothing is announced`,
     );
   if (service === undefined)
     return bad(`sandbox ${sandbox}: set BRANCHLINE_SERVICE (or option service) to announce this workload`);
-  if (!SERVICE_RE.test(service))
+  if (!isValidServiceName(service))
     return bad(
-      `${where('service')}=${JSON.stringify(service)} is not a service name (letters, digits, . _ -); nothing is announced`,
+      `${where('service')}=${JSON.stringify(service)} is not a service name (use ${SERVICE_NAME_RULE}); nothing is announced`,
     );
   const registry = pick(o.registry, env, ENV.registry);
   if (registry === undefined)

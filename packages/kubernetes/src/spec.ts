@@ -1,3 +1,4 @@
+import { isValidServiceName, SERVICE_NAME_RULE } from '@branchline/core';
 import { forkName, serviceHost } from './names.js';
 import type { ForkRegistration, KubernetesForkSpec } from './types.js';
 
@@ -23,7 +24,6 @@ export const RESERVED_ENV = [
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
 const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
 const KEYS = new Set([
   'deployment',
@@ -87,8 +87,8 @@ export function parseForkSpec(input: unknown, namespaces: readonly string[]): Pa
   if (container !== undefined && (typeof container !== 'string' || !DNS_LABEL.test(container)))
     fail(`spec.container must name a container of the Deployment (got ${show(container)})`);
   const service = s.service;
-  if (service !== undefined && (typeof service !== 'string' || !SERVICE_RE.test(service)))
-    fail(`spec.service must be a service name (letters, digits, . _ -) (got ${show(service)})`);
+  if (service !== undefined && !isValidServiceName(service))
+    fail(`spec.service must be a service name: ${SERVICE_NAME_RULE} (got ${show(service)})`);
   const env = s.env;
   if (env !== undefined) {
     if (typeof env !== 'object' || env === null || Array.isArray(env))

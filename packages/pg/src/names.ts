@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { isValidRoutingKey } from '@branchline/core';
+import { isValidSandboxName, SANDBOX_NAME_RULE } from '@branchline/core';
 
 /** PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes; we never let it. */
 export const MAX_IDENTIFIER_LENGTH = 63;
@@ -48,12 +48,12 @@ export function checkSourceName(name: unknown, where = 'spec.from'): string {
   return name;
 }
 
-/** Checks a sandbox name (the registry's DNS-label rule). */
+/** Checks a sandbox name (core's sandbox-name rule, which the registry applies too). */
 export function checkSandboxName(name: unknown, where = 'sandbox name'): string {
-  if (typeof name !== 'string' || !isValidRoutingKey(name)) {
+  if (typeof name !== 'string' || !isValidSandboxName(name)) {
     throw new SandboxDatabaseError(
       'invalid-name',
-      `branchline pg: ${where} ${show(name)} is not a sandbox name: use lowercase letters, digits and inner hyphens, at most 63 characters`,
+      `branchline pg: ${where} ${show(name)} is not a sandbox name: use ${SANDBOX_NAME_RULE}`,
     );
   }
   return name;
@@ -112,7 +112,7 @@ export function parseSandboxDatabaseName(name: string, prefix = DEFAULT_PREFIX):
   const sep = rest.indexOf('__');
   if (sep <= 0) return undefined;
   const sandbox = rest.slice(0, sep);
-  return isValidRoutingKey(sandbox) ? sandbox : undefined;
+  return isValidSandboxName(sandbox) ? sandbox : undefined;
 }
 
 function fit(base: string, suffix: string, seed: string): string {
