@@ -48,7 +48,7 @@ async function api(
 
 it('with the real registry: the amqp-queue resource creates the sandbox queue, and deleting the sandbox returns its waiting messages to baseline', async () => {
   const queue = 'orders-reg';
-  const routes = createRegistrySource({ url: registry.url });
+  const routes = createRegistrySource({ registry: registry.url });
   const runtime = createRuntime({ service: 'orders', routeSource: routes });
   const processed: string[] = [];
   const baseline = createSelectiveConsumer({

@@ -12,7 +12,7 @@ import { allFrom as all, GrpcTestbed } from './fixtures/grpc/testbed.js';
 const bed = new GrpcTestbed();
 const { Client, routes } = bed;
 const observed = newObserved();
-const runtime = createRuntime({ service: 'web', routeSource: routes });
+const runtime = createRuntime({ service: 'web', routes: routes });
 let baselineAddr: string;
 let sandboxAddr: string;
 let otherSandboxAddr: string;

@@ -56,7 +56,7 @@ describe('resource hooks', () => {
       deleted.push(`${s.name}:${reason}`);
     });
     const url = await server.listen(0);
-    const src = createRegistrySource({ url });
+    const src = createRegistrySource({ registry: url });
     try {
       await src.ready(5000);
       const put = (body: unknown) =>

@@ -73,7 +73,7 @@ async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_0
 }
 
 function follow(url: string, token?: string): RegistryRouteSource {
-  const s = createRegistrySource({ url, token, initialBackoffMs: 50, maxBackoffMs: 500 });
+  const s = createRegistrySource({ registry: url, token, reconnect: { initialMs: 50, maxMs: 500 } });
   sources.push(s);
   return s;
 }

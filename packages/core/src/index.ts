@@ -2,6 +2,7 @@
  * The application API: what a service author calls. Transport packages also use the SDK at
  * `@branchline/core/transport` (carriers, routing decisions, route sources, counters, logging).
  */
+
 export {
   type ActivityReporterOptions,
   type ActivityReporterStats,
@@ -9,6 +10,7 @@ export {
   configureActivityReporter,
   flushActivity,
 } from './activity.js';
+export type { BackoffOptions } from './backoff.js';
 export { type BranchlineConfig, ConfigError, loadConfig } from './config.js';
 export {
   BranchlineBaggagePropagator,

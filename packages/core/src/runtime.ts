@@ -1,16 +1,21 @@
 import { type BranchlineConfig, loadConfig, readRoutesDocument } from './config.js';
 import { getBaggageKey, setBaggageKey } from './context.js';
 import { BAGGAGE_KEY_ENV, createKeyReader, type KeyAliases, type KeyReader } from './extract.js';
-import { logger } from './log.js';
+import { logger, renamedOption } from './log.js';
 import { RegistryRouteSource } from './registry-source.js';
 import type { RouteSource } from './route-source.js';
 import { RouteTable, type RouteTableSpec } from './routes.js';
 import { StaticRouteSource } from './static-source.js';
 
-export interface RuntimeOptions extends Partial<BranchlineConfig> {
+export interface RuntimeOptions extends Partial<Omit<BranchlineConfig, 'routes'>> {
   /** Extra places to read a key from (all off by default). */
   aliases?: KeyAliases;
-  /** A route source or table to use instead of the one the env describes. */
+  /**
+   * Where routes come from, instead of what the environment describes: a route source, a route
+   * table or its spec, or (as `BRANCHLINE_ROUTES`) a JSON file path or inline JSON.
+   */
+  routes?: RouteSource | RouteTable | RouteTableSpec | string;
+  /** @deprecated Use `routes`. */
   routeSource?: RouteSource | RouteTable | RouteTableSpec;
 }
 
@@ -27,11 +32,14 @@ function isRouteSource(v: unknown): v is RouteSource {
 
 /** Builds a runtime from options and the environment (code wins); validates everything now. */
 export function createRuntime(options: RuntimeOptions = {}): BranchlineRuntime {
-  const { aliases, routeSource, ...configOptions } = options;
+  const { aliases, routeSource: oldRouteSource, routes: routesOption, ...configOptions } = options;
+  const given = renamedOption('createRuntime', routesOption, oldRouteSource, 'routeSource', 'routes');
+  // A string is a routes document, like BRANCHLINE_ROUTES; anything else is the routes themselves.
+  const routeSource = typeof given === 'string' ? undefined : given;
   // A runtime configured with no name uses the one the process already carries.
   if (configOptions.baggageKey === undefined && !process.env[BAGGAGE_KEY_ENV]?.trim())
     configOptions.baggageKey = getBaggageKey();
-  const config = loadConfig(configOptions);
+  const config = loadConfig({ ...configOptions, routes: typeof given === 'string' ? given : undefined });
   const keys = createKeyReader({ ...aliases, baggageKey: config.baggageKey });
   claimBaggageKey(config.baggageKey);
   let routes: RouteSource;
@@ -85,7 +93,7 @@ export function setDefaultRuntime(runtime: BranchlineRuntime | undefined): void 
  */
 export function createRouteSource(config: BranchlineConfig): RouteSource {
   if (config.registry !== undefined)
-    return new RegistryRouteSource({ url: config.registry, token: config.token });
+    return new RegistryRouteSource({ registry: config.registry, token: config.token });
   if (config.routes !== undefined)
     return new StaticRouteSource(RouteTable.from(readRoutesDocument(config.routes)));
   return new StaticRouteSource(RouteTable.empty);

@@ -13,6 +13,12 @@ export {
   recordActivity,
 } from './activity.js';
 export {
+  type BackoffOptions,
+  backoffDelay,
+  type ResolvedBackoff,
+  resolveBackoff,
+} from './backoff.js';
+export {
   type BaggageDrops,
   type BaggageMember,
   type BaggageParse,
@@ -63,7 +69,7 @@ export {
   SIGNADOT_KEY,
   tracestateMember,
 } from './extract.js';
-export { logger, safeHook, warnRateLimited } from './log.js';
+export { logger, renamedOption, safeHook, warnDeprecatedOption, warnRateLimited } from './log.js';
 export { type BranchlineCounters, counters, resetCounters } from './metrics.js';
 export {
   createRegistrySource,

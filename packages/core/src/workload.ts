@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { logger } from './log.js';
+import { type BackoffOptions, backoffDelay, type ResolvedBackoff, resolveBackoff } from './backoff.js';
+import { logger, renamedOption } from './log.js';
 import { isValidSandboxName, isValidServiceName, SANDBOX_NAME_RULE, SERVICE_NAME_RULE } from './rules.js';
 
 /**
@@ -33,7 +34,12 @@ export interface WorkloadAnnouncementOptions {
   leaseMs?: number;
   /** Time between heartbeats. Default a third of the lease. */
   intervalMs?: number;
-  /** First retry delay after a failed heartbeat; doubles (with jitter) up to `intervalMs`. Default 250 ms. */
+  /**
+   * Retry delays after a failed heartbeat (with jitter). Default
+   * `{ initialMs: 250, maxMs: intervalMs, factor: 2 }`.
+   */
+  backoff?: BackoffOptions;
+  /** @deprecated Use `backoff.initialMs`. */
   initialBackoffMs?: number;
   /** Bound of one request (heartbeat or withdrawal). Default 5000 ms, and at most the interval. */
   requestTimeoutMs?: number;
@@ -101,7 +107,7 @@ interface Settings {
   grpc: string[];
   leaseMs: number;
   intervalMs: number;
-  initialBackoffMs: number;
+  backoff: ResolvedBackoff;
   requestTimeoutMs: number;
   signals: NodeJS.Signals[];
 }
@@ -203,11 +209,9 @@ function resolveSettings(o: WorkloadAnnouncementOptions): Resolved {
       );
   const leaseMs = o.leaseMs ?? 15_000;
   const intervalMs = o.intervalMs ?? Math.max(100, Math.floor(leaseMs / 3));
-  const initialBackoffMs = o.initialBackoffMs ?? 250;
   for (const [name, v] of [
     ['leaseMs', leaseMs],
     ['intervalMs', intervalMs],
-    ['initialBackoffMs', initialBackoffMs],
   ] as const)
     if (!Number.isFinite(v) || v <= 0)
       return bad(`option ${name}=${JSON.stringify(v)} must be a positive number`);
@@ -215,6 +219,19 @@ function resolveSettings(o: WorkloadAnnouncementOptions): Resolved {
     return bad(
       `option intervalMs=${intervalMs} must be shorter than leaseMs=${leaseMs} (a third of it is usual), or the announcement lapses between heartbeats`,
     );
+  let backoff: ResolvedBackoff;
+  try {
+    const initialMs = renamedOption(
+      'announceWorkload',
+      o.backoff?.initialMs,
+      o.initialBackoffMs,
+      'initialBackoffMs',
+      'backoff.initialMs',
+    );
+    backoff = resolveBackoff({ ...o.backoff, initialMs }, { initialMs: 250, maxMs: intervalMs, factor: 2 });
+  } catch (err) {
+    return bad(`${(err as Error).message.replace(/^branchline: /, '')}; nothing is announced`);
+  }
   const signals = o.withdrawOnSignals === false ? [] : (o.withdrawOnSignals ?? ['SIGTERM', 'SIGINT']);
   return {
     sandbox,
@@ -226,7 +243,7 @@ function resolveSettings(o: WorkloadAnnouncementOptions): Resolved {
     grpc,
     leaseMs,
     intervalMs,
-    initialBackoffMs,
+    backoff,
     requestTimeoutMs: Math.min(o.requestTimeoutMs ?? 5000, intervalMs),
     signals,
   };
@@ -376,9 +393,7 @@ class SelfRegistration implements WorkloadAnnouncement {
     this.status.failures++;
     this.status.error = err.message;
     const n = this.status.failures;
-    const ceiling = Math.min(this.s.intervalMs, this.s.initialBackoffMs * 2 ** Math.min(n - 1, 20));
-    // Equal jitter: half fixed, half random, so a fleet restarting at once spreads out.
-    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    const delay = Math.round(backoffDelay(this.s.backoff, n - 1));
     const now = Date.now();
     const fields = {
       ...this.fields(),

@@ -41,7 +41,7 @@ for (const [name, express] of Object.entries(versions)) {
     let mw: ReturnType<typeof branchline>;
     beforeAll(async () => {
       const app = express();
-      mw = branchline({ runtime: createRuntime({ service: 'orders', routeSource: routes() }) });
+      mw = branchline({ runtime: createRuntime({ service: 'orders', routes: routes() }) });
       app.use(mw);
       app.use(express.json());
       app.post('/echo', (req: { branchline: unknown; body: unknown }, res: { json(v: unknown): void }) => {
@@ -119,7 +119,9 @@ for (const [name, express] of Object.entries(versions)) {
 
 describe('branchline() configuration', () => {
   it('throws at creation on a bad option, naming it', () => {
-    expect(() => branchline({ service: 'orders', connectTimeout: 0 })).toThrow(/connectTimeout/);
+    expect(() => branchline({ service: 'orders', connectTimeoutMs: 0 })).toThrow(/connectTimeoutMs/);
+    // The deprecated name is still read, and checked like the new one.
+    expect(() => branchline({ service: 'orders', connectTimeout: 0 })).toThrow(/connectTimeoutMs/);
     expect(() => branchline({ sandbox: 'Not_A_Key' })).toThrow(/BRANCHLINE_SANDBOX|sandbox/);
   });
 });

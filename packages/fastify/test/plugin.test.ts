@@ -31,7 +31,7 @@ describe('the Fastify plugin', () => {
     await app.register(branchline, {
       runtime: createRuntime({
         service: 'orders',
-        routeSource: {
+        routes: {
           sandboxes: [
             { name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } },
             { name: 'pay-sb', key: 'pay-key', overrides: { payments: { http: 'http://127.0.0.1:9' } } },
@@ -85,7 +85,7 @@ describe('the Fastify plugin', () => {
   it('validates options at registration with a TypeError naming the option', async () => {
     const bad = Fastify();
     await expect(
-      bad.register(branchline, { service: 'orders', responseTimeout: 'soon' as never }).ready(),
+      bad.register(branchline, { service: 'orders', responseTimeoutMs: 'soon' as never }).ready(),
     ).rejects.toThrow(TypeError);
     const bad2 = Fastify();
     await expect(bad2.register(branchline, { service: 42 as never }).ready()).rejects.toThrow(
@@ -99,7 +99,7 @@ describe('the Fastify plugin', () => {
       fallbackToBaseline: true,
       runtime: createRuntime({
         service: 'orders',
-        routeSource: {
+        routes: {
           sandboxes: [
             { name: 'down', key: 'down-key', overrides: { orders: { http: 'http://127.0.0.1:9' } } },
           ],

@@ -1,7 +1,13 @@
 import { createKeyReader, injectRoutingKey } from '@branchline/core/transport';
 import { Metadata } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
-import { grpcMetadataGetter, grpcMetadataSetter } from '../src/index.js';
+import {
+  grpcMetadataGetter,
+  grpcMetadataSetter,
+  HOP_MARKER,
+  HOP_METADATA,
+  isForwarded,
+} from '../src/index.js';
 
 describe('gRPC metadata carrier', () => {
   it('reads a routing key from baggage metadata, and a repeated key as a list', () => {
@@ -25,5 +31,16 @@ describe('gRPC metadata carrier', () => {
     md.set('baggage', 'team=blue');
     expect(injectRoutingKey(md, grpcMetadataGetter, grpcMetadataSetter, 'pr-9')).toBe(true);
     expect(md.get('baggage')).toEqual(['team=blue,branchline=pr-9']);
+  });
+});
+
+describe('the hop marker', () => {
+  it('HOP_METADATA, the deprecated name, is HOP_MARKER, and either marks a call as forwarded', () => {
+    expect(HOP_METADATA).toBe(HOP_MARKER);
+    const md = new Metadata();
+    expect(isForwarded(md)).toBe(false);
+    md.set(HOP_METADATA, 'orders');
+    expect(isForwarded(md)).toBe(true);
+    expect(md.get(HOP_MARKER)).toEqual(['orders']);
   });
 });

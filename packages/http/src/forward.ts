@@ -9,6 +9,7 @@ import {
   noteForwarded,
   type RouteSource,
   type RouteTable,
+  renamedOption,
 } from '@branchline/core/transport';
 import { describeSandboxFailure, isTimeoutFailure, type SandboxTarget } from './sandbox-error.js';
 import { activeTraceHeaders, headerNames } from './trace.js';
@@ -26,9 +27,9 @@ import {
 export interface ForwardTarget extends SandboxTarget {}
 
 interface ResolvedForwardOptions {
-  connectTimeout: number;
-  responseTimeout: number;
-  bodyTimeout: number;
+  connectTimeoutMs: number;
+  responseTimeoutMs: number;
+  bodyTimeoutMs: number;
   fallbackToBaseline: boolean;
   connections: number;
   pipelining: number;
@@ -39,9 +40,14 @@ function positive(name: string, v: unknown, def: number, allowZero = false): num
   if (v === undefined) return def;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0))
     throw new TypeError(
-      `branchline: option ${name} must be a ${allowZero ? 'non-negative' : 'positive'} number of ${name.endsWith('Timeout') ? 'milliseconds' : 'units'}, got ${JSON.stringify(v)}`,
+      `branchline: option ${name} must be a ${allowZero ? 'non-negative' : 'positive'} number${name.endsWith('Ms') ? ' of milliseconds' : ''}, got ${JSON.stringify(v)}`,
     );
   return v;
+}
+
+/** A timeout given under its new name (`…Ms`) or its deprecated one (warned about once). */
+function renamed(o: ForwardOptions, old: 'connectTimeout' | 'responseTimeout' | 'bodyTimeout'): unknown {
+  return renamedOption('@branchline/http', o[`${old}Ms`], o[old], old, `${old}Ms`);
 }
 
 /** Checks forwarding options; throws a TypeError naming the bad option. */
@@ -55,9 +61,9 @@ export function resolveForwardOptions(o: ForwardOptions = {}): ResolvedForwardOp
       `branchline: option preserveHost must be true or false, got ${JSON.stringify(o.preserveHost)}`,
     );
   return {
-    connectTimeout: positive('connectTimeout', o.connectTimeout, 2000),
-    responseTimeout: positive('responseTimeout', o.responseTimeout, 30_000),
-    bodyTimeout: positive('bodyTimeout', o.bodyTimeout, 300_000, true),
+    connectTimeoutMs: positive('connectTimeoutMs', renamed(o, 'connectTimeout'), 2000),
+    responseTimeoutMs: positive('responseTimeoutMs', renamed(o, 'responseTimeout'), 30_000),
+    bodyTimeoutMs: positive('bodyTimeoutMs', renamed(o, 'bodyTimeout'), 300_000, true),
     fallbackToBaseline: o.fallbackToBaseline ?? false,
     connections: positive('connections', o.connections, 128),
     pipelining: positive('pipelining', o.pipelining, 1),
@@ -509,7 +515,7 @@ export class SandboxForwarder {
     this.hop = options.service ?? '1';
     const o = this.options;
     // Deadlines are checked by one interval; its period bounds how late a timeout fires.
-    const shortest = Math.min(o.connectTimeout, o.responseTimeout, o.bodyTimeout || Infinity, 4000);
+    const shortest = Math.min(o.connectTimeoutMs, o.responseTimeoutMs, o.bodyTimeoutMs || Infinity, 4000);
     this.tickMs = Math.max(5, Math.min(250, Math.floor(shortest / 8)));
     this.unsubscribe = options.routes?.subscribe((table) => this.prune(table));
   }
@@ -626,7 +632,7 @@ export class SandboxForwarder {
     const timer = setTimeout(
       () =>
         upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })),
-      this.options.connectTimeout,
+      this.options.connectTimeoutMs,
     );
     const connectEvent = u.protocol === 'https:' ? 'secureConnect' : 'connect';
     upstream.once(connectEvent, () => {

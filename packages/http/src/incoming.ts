@@ -47,6 +47,9 @@ const NO_KEY: IncomingRoute = Object.freeze({
 
 const FORWARD_KEYS = new Set([
   'runtime',
+  'connectTimeoutMs',
+  'responseTimeoutMs',
+  'bodyTimeoutMs',
   'connectTimeout',
   'responseTimeout',
   'bodyTimeout',

@@ -6,6 +6,7 @@ import {
   noteRouted,
   parseBaggage,
   recordSetter,
+  renamedOption,
   resolveOutgoing,
   serializeBaggage,
 } from '@branchline/core/transport';
@@ -26,7 +27,14 @@ export class OutgoingRouter {
   constructor(options: OutgoingRoutingOptions = {}) {
     this.hosts = new HostMap(options);
     this.runtimeRef = options.runtime;
-    this.route = options.route !== false;
+    this.route =
+      renamedOption(
+        '@branchline/http outgoing routing',
+        options.routeCalls,
+        options.route,
+        'route',
+        'routeCalls',
+      ) !== false;
   }
 
   /** Built on first use, never at import time. */

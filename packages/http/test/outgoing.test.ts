@@ -41,7 +41,7 @@ beforeAll(async () => {
   silentUrl = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
   runtime = createRuntime({
     service: 'frontend',
-    routeSource: {
+    routes: {
       sandboxes: [
         { name: 'pay-sb', key: 'pay-key', overrides: { payments: { http: sandbox.url } } },
         { name: 'down-sb', key: 'down-key', overrides: { payments: { http: downUrl } } },

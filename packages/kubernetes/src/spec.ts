@@ -1,5 +1,5 @@
 import { isValidServiceName, SERVICE_NAME_RULE } from '@branchline/core';
-import { forkName, serviceHost } from './names.js';
+import { sandboxDeploymentName, serviceHost } from './names.js';
 import type { ForkRegistration, KubernetesForkSpec } from './types.js';
 
 /** A spec or option that cannot be used; the message names the field, the value and the fix. */
@@ -188,7 +188,7 @@ export function forkEndpoints(
   const s = parseForkSpec(spec, options.namespaces);
   if (s.service === undefined || (s.http === undefined && s.grpc === undefined))
     fail('forkEndpoints needs spec.service and spec.http or spec.grpc (as register "declared" does)');
-  const host = serviceHost(forkName(s.deployment, sandbox), s.namespace);
+  const host = serviceHost(sandboxDeploymentName(s.deployment, sandbox), s.namespace);
   const endpoint: { http?: string; grpc?: string } = {};
   if (s.http !== undefined) endpoint.http = `http://${host}:${s.http}`;
   if (s.grpc !== undefined) endpoint.grpc = `${host}:${s.grpc}`;

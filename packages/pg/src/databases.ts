@@ -175,8 +175,8 @@ export class SandboxDatabases {
   }
 
   /** The database `sandbox` gets for `source` (deterministic; the routed pool computes it too). */
-  databaseName(sandbox: string, source: string): string {
-    return sandboxDatabaseName(checkSandboxName(sandbox), checkSourceName(source), this.prefix);
+  databaseName(source: string, sandbox: string): string {
+    return sandboxDatabaseName(checkSourceName(source), checkSandboxName(sandbox), this.prefix);
   }
 
   /** The snapshot database of `source`. */
@@ -194,7 +194,7 @@ export class SandboxDatabases {
   async provision(req: ProvisionRequest): Promise<SandboxDatabaseOutputs> {
     const sandbox = checkSandboxName(req.sandbox);
     const source = this.checkAllowed(checkSourceName(req.source));
-    const database = sandboxDatabaseName(sandbox, source, this.prefix);
+    const database = sandboxDatabaseName(source, sandbox, this.prefix);
     const snapshot = snapshotDatabaseName(source, this.snapshotPrefix);
     const report = guardReport(req.report);
     const signal = req.signal;
@@ -291,7 +291,7 @@ export class SandboxDatabases {
     const database =
       typeof req.database === 'string' && req.database.startsWith(this.prefix)
         ? req.database
-        : sandboxDatabaseName(sandbox, source, this.prefix);
+        : sandboxDatabaseName(source, sandbox, this.prefix);
     await this.withAdmin(async (c) => {
       await this.ensureCatalogue(c);
       await c.query(

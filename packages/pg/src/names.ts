@@ -89,13 +89,15 @@ function hash(input: string, length: number): string {
 }
 
 /**
- * The database of `sandbox` seeded from `source`: `<prefix><sandbox>__<source>`. Sandbox names
+ * The database of `sandbox` seeded from the baseline database `source`:
+ * `<prefix><sandbox>__<source>`. Arguments in the order every name helper takes them: the
+ * baseline name, then the sandbox. Sandbox names
  * cannot contain "_", so the first "__" separates the owner, which the sweeper reads back. When
  * that would exceed 63 bytes the source is replaced by a hash, and if even that is too long the
  * sandbox name is shortened too (the catalogue and the database comment still name the owner).
  * The routed pool computes the same name, so it needs no private outputs.
  */
-export function sandboxDatabaseName(sandbox: string, source: string, prefix = DEFAULT_PREFIX): string {
+export function sandboxDatabaseName(source: string, sandbox: string, prefix = DEFAULT_PREFIX): string {
   const full = `${prefix}${sandbox}__${source}`;
   if (full.length <= MAX_IDENTIFIER_LENGTH) return full;
   const digest = hash(`${sandbox}\u0000${source}`, 10);

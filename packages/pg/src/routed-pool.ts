@@ -296,7 +296,7 @@ export class RoutedPool extends EventEmitter {
         continue;
       if (r.status === 'deleting') return undefined;
       return {
-        db: sandboxDatabaseName(s.name, this.source, this.prefix),
+        db: sandboxDatabaseName(this.source, s.name, this.prefix),
         ready: r.status == null || r.status === 'ready',
       };
     }

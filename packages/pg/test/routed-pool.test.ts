@@ -38,7 +38,7 @@ function routed(source: StaticRouteSource, extra: Parameters<typeof createRouted
     database: names.baseline,
     max: 3,
     prefix: names.prefix,
-    runtime: createRuntime({ routeSource: source, service: 'orders' }),
+    runtime: createRuntime({ routes: source, service: 'orders' }),
     ...extra,
   });
   pools.push(pool);
@@ -158,7 +158,7 @@ describe('routed pool', () => {
       ],
     });
     const orders = routed(source);
-    const billing = routed(source, { runtime: createRuntime({ routeSource: source, service: 'billing' }) });
+    const billing = routed(source, { runtime: createRuntime({ routes: source, service: 'billing' }) });
     expect(await withRoutingKey('sb-a', () => currentDb(orders))).toBe(names.baseline);
     expect(await withRoutingKey('sb-a', () => currentDb(billing))).toBe(dbA);
     expect(await withRoutingKey('sb-b', () => currentDb(billing))).toBe(names.baseline);
