@@ -86,7 +86,12 @@ describe('the Fastify plugin', () => {
     const bad = Fastify();
     await expect(
       bad.register(branchline, { service: 'orders', responseTimeoutMs: 'soon' as never }).ready(),
-    ).rejects.toThrow(TypeError);
+    ).rejects.toThrow(/option responseTimeoutMs/);
+    // The deprecated name is still read, and checked like the new one.
+    const old = Fastify();
+    await expect(
+      old.register(branchline, { service: 'orders', responseTimeout: 'soon' as never }).ready(),
+    ).rejects.toThrow(/option responseTimeoutMs/);
     const bad2 = Fastify();
     await expect(bad2.register(branchline, { service: 42 as never }).ready()).rejects.toThrow(
       /option service/,
