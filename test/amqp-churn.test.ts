@@ -4,14 +4,8 @@ import {
   type SelectiveConsumer,
   TIME_HEADER,
 } from '@branchline/amqplib';
-import {
-  createRuntime,
-  RouteTable,
-  type RouteTableSpec,
-  type SandboxSpec,
-  StaticRouteSource,
-  withRoutingKey,
-} from '@branchline/core';
+import { createRuntime, type RouteTableSpec, type SandboxSpec, withRoutingKey } from '@branchline/core';
+import { RouteTable, StaticRouteSource } from '@branchline/core/transport';
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestVhost, eventually, type TestVhost } from '../packages/amqplib/test/broker.js';

@@ -4,7 +4,8 @@ import {
   instrumentChannel,
   sandboxQueueName,
 } from '@branchline/amqplib';
-import { createRegistrySource, createRuntime, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { createRegistrySource } from '@branchline/core/transport';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import amqp, { type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -47,7 +48,7 @@ async function api(
 
 it('with the real registry: the amqp-queue resource creates the sandbox queue, and deleting the sandbox returns its waiting messages to baseline', async () => {
   const queue = 'orders-reg';
-  const routes = createRegistrySource({ url: registry.url });
+  const routes = createRegistrySource({ registry: registry.url });
   const runtime = createRuntime({ service: 'orders', routeSource: routes });
   const processed: string[] = [];
   const baseline = createSelectiveConsumer({

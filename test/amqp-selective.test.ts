@@ -8,13 +8,8 @@ import {
   sandboxQueueName,
   sandboxQueuesCleanup,
 } from '@branchline/amqplib';
-import {
-  createRuntime,
-  getRoutingKey,
-  type RouteTableSpec,
-  StaticRouteSource,
-  withRoutingKey,
-} from '@branchline/core';
+import { createRuntime, getRoutingKey, type RouteTableSpec, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestVhost, eventually, queueExists, type TestVhost } from '../packages/amqplib/test/broker.js';

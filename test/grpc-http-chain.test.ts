@@ -16,7 +16,7 @@ let web: import('node:http').Server;
 let webUrl: string;
 let routed: EchoClient;
 let plain: EchoClient;
-const middleware = branchline({ service: 'web', routeSource: routes });
+const middleware = branchline({ service: 'web', routes: routes });
 
 beforeAll(async () => {
   const sandbox = await bed.routedServer('echo-sandbox', { sandbox: 'pr-9' });
@@ -27,7 +27,7 @@ beforeAll(async () => {
       { name: 'pr-10', key: 'pr-10', overrides: { ledger: { http: 'http://127.0.0.1:1' } } },
     ],
   });
-  const runtime = createRuntime({ service: 'web', routeSource: routes });
+  const runtime = createRuntime({ service: 'web', routes: routes });
   // Origin routing: the client picks the sandbox itself.
   routed = bed.track(createRoutedClient(Client, { service: 'echo', target: baseline.addr, runtime }));
   // Destination routing: the client always calls the baseline, which forwards.

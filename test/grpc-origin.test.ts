@@ -1,4 +1,5 @@
-import { counters, createRuntime, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { counters } from '@branchline/core/transport';
 import { createRoutedClient, RoutedChannel } from '@branchline/grpc';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +12,7 @@ import { allFrom as all, GrpcTestbed } from './fixtures/grpc/testbed.js';
 const bed = new GrpcTestbed();
 const { Client, routes } = bed;
 const observed = newObserved();
-const runtime = createRuntime({ service: 'web', routeSource: routes });
+const runtime = createRuntime({ service: 'web', routes: routes });
 let baselineAddr: string;
 let sandboxAddr: string;
 let otherSandboxAddr: string;

@@ -1,4 +1,5 @@
-import { counters, withRoutingKey } from '@branchline/core';
+import { withRoutingKey } from '@branchline/core';
+import { counters } from '@branchline/core/transport';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callAllTypes, type EchoClient, newObserved, unary } from './fixtures/grpc/echo.js';

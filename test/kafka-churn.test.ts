@@ -1,4 +1,4 @@
-import { StaticRouteSource } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { createSelectiveConsumer, type SelectiveConsumer } from '@branchline/kafkajs';
 import type { Admin, Message, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -148,7 +148,7 @@ describe('deploy/kubernetes', () => {
     const options = forkHookOptionsFromEnv(cm.data);
     expect(options).toEqual({
       namespaces: ['shop'],
-      registryUrl: 'http://branchline-registry.branchline.svc.cluster.local:7070',
+      registry: 'http://branchline-registry.branchline.svc.cluster.local:7070',
       tokenSecret: { name: 'branchline-workload-token' },
       rolloutTimeoutMs: 300_000,
     });

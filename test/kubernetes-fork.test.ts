@@ -53,7 +53,7 @@ async function setup(httpPort = 8080) {
       kubernetesForkHook({
         api: fake,
         namespaces: ['shop'],
-        registryUrl: url,
+        registry: url,
         tokenSecret: { name: 'branchline-workload-token' },
         pollIntervalMs: 20,
       }),

@@ -14,7 +14,9 @@ const app = mkdtempSync(join(tmpdir(), 'branchline-app-'));
 symlinkSync(join(root, 'node_modules'), join(app, 'node_modules'));
 afterAll(() => rmSync(app, { recursive: true, force: true }));
 
-const list = JSON.stringify(packages.map((p) => `@branchline/${p}`));
+// Package entry points, and the subpaths their package.json exports.
+const entries = [...packages.map((p) => `@branchline/${p}`), '@branchline/core/transport'];
+const list = JSON.stringify(entries);
 writeFileSync(
   join(app, 'load.cjs'),
   `const out = {}; for (const n of ${list}) out[n] = Object.keys(require(n)).length; console.log(JSON.stringify(out));\n`,
@@ -38,9 +40,10 @@ describe.each([22, 24])('packages load on Node %i', (major) => {
         encoding: 'utf8',
       });
       const loaded = JSON.parse(out) as Record<string, number>;
-      expect(Object.keys(loaded).sort()).toEqual(packages.map((p) => `@branchline/${p}`).sort());
-      // core has real exports on every runtime and module system
+      expect(Object.keys(loaded).sort()).toEqual([...entries].sort());
+      // core has real exports on every runtime and module system, in both entry points
       expect(loaded['@branchline/core']).toBeGreaterThan(20);
+      expect(loaded['@branchline/core/transport']).toBeGreaterThan(20);
     });
   }
 });

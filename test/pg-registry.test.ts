@@ -2,7 +2,8 @@
 // its own database through the sandbox lifecycle (create, progress, private outputs, delete,
 // TTL expiry, sweep), against a real registry and a real PostgreSQL.
 import { createHmac, randomUUID } from 'node:crypto';
-import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import {
   createRoutedPool,
   fetchSandboxDatabase,
@@ -123,7 +124,7 @@ describe('postgres resources through the registry', () => {
     await expect(
       fetchSandboxDatabase('orders-db', { registry: url, sandbox: 'pr-db', token: READ }),
     ).rejects.toThrow(/refused the connection details of pr-db\/orders-db \(HTTP 403\)/);
-    expect(outputs.database).toBe(sandboxDatabaseName('pr-db', baseline, prefix));
+    expect(outputs.database).toBe(sandboxDatabaseName(baseline, 'pr-db', prefix));
     const copy = new pg.Client({ connectionString: outputs.url });
     await copy.connect();
     expect((await copy.query('SELECT count(*)::int AS n FROM orders')).rows[0]).toEqual({ n: 20 });
@@ -141,7 +142,7 @@ describe('postgres resources through the registry', () => {
       database: baseline,
       prefix,
       max: 2,
-      runtime: createRuntime({ routeSource: source, service: 'orders' }),
+      runtime: createRuntime({ routes: source, service: 'orders' }),
     });
     const where = async () => (await pool.query('SELECT current_database() AS db')).rows[0]?.db;
     expect(await withRoutingKey('pr-db', where)).toBe(outputs.database);
@@ -161,7 +162,7 @@ describe('postgres resources through the registry', () => {
       ttl: 600,
     });
     expect(r.status).toBe(201);
-    const database = sandboxDatabaseName('pr-ttl', baseline, prefix);
+    const database = sandboxDatabaseName(baseline, 'pr-ttl', prefix);
     await eventually('the database to exist', async () => ((await exists(database)) ? true : undefined));
     await api('PUT', '/v1/sandboxes/pr-ttl', {
       resources: { db: { type: 'postgres', spec: { from: baseline } } },
@@ -177,7 +178,7 @@ describe('postgres resources through the registry', () => {
       labels: { pr: '77' },
       resources: { db: { type: 'postgres', spec: { from: baseline } } },
     });
-    const database = sandboxDatabaseName('pr-77', baseline, prefix);
+    const database = sandboxDatabaseName(baseline, 'pr-77', prefix);
     await eventually('the database to be ready', async () =>
       (await api('GET', '/v1/sandboxes/pr-77')).body.resources.db.status === 'ready' ? true : undefined,
     );
@@ -220,12 +221,12 @@ describe('postgres resources through the registry', () => {
       return r.status === 'failed' ? r : undefined;
     });
     expect(failed.error).toContain(`"${missing}" does not exist`);
-    expect(await exists(sandboxDatabaseName('pr-missing', missing, prefix))).toBe(false);
+    expect(await exists(sandboxDatabaseName(missing, 'pr-missing', prefix))).toBe(false);
     await api('DELETE', '/v1/sandboxes/pr-missing');
   });
 
   it('sweeps a sandbox database nobody owns', async () => {
-    const orphan = sandboxDatabaseName('gone-long-ago', baseline, prefix);
+    const orphan = sandboxDatabaseName(baseline, 'gone-long-ago', prefix);
     await admin((c) => c.query(`CREATE DATABASE "${orphan}"`));
     await eventually('the sweeper to drop the orphan', async () =>
       (await exists(orphan)) ? undefined : true,

@@ -2,7 +2,7 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createRegistrySource, type RegistryRouteSource } from '@branchline/core';
+import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -106,8 +106,8 @@ describe('registry replicas on one PostgreSQL database', () => {
   });
 
   it('a watcher on replica B sees a write made through replica A, and the other way round', async () => {
-    const onB = createRegistrySource({ url: b });
-    const onA = createRegistrySource({ url: a });
+    const onB = createRegistrySource({ registry: b });
+    const onA = createRegistrySource({ registry: a });
     sources.push(onA, onB);
     await Promise.all([onA.ready(10_000), onB.ready(10_000)]);
     await put(a, 'via-a', 5001);
@@ -143,7 +143,7 @@ describe('registry replicas on one PostgreSQL database', () => {
   });
 
   it('history written through A lets a consumer following B decide by message time once completeUntil passes it', async () => {
-    const onB = createRegistrySource({ url: b });
+    const onB = createRegistrySource({ registry: b });
     sources.push(onB);
     await onB.ready(10_000);
     const s = await put(a, 'timed', 5200);

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createRegistrySource } from '@branchline/core';
+import { createRegistrySource } from '@branchline/core/transport';
 import { createRegistryServer, type ResourceHook } from '@branchline/registry';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, startNode } from './helpers/processes.js';
@@ -56,7 +56,7 @@ describe('resource hooks', () => {
       deleted.push(`${s.name}:${reason}`);
     });
     const url = await server.listen(0);
-    const src = createRegistrySource({ url });
+    const src = createRegistrySource({ registry: url });
     try {
       await src.ready(5000);
       const put = (body: unknown) =>

@@ -3,7 +3,7 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createRegistrySource, type RegistryRouteSource } from '@branchline/core';
+import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 
@@ -67,7 +67,7 @@ async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_0
 }
 
 function follow(url: string, token?: string): RegistryRouteSource {
-  const s = createRegistrySource({ url, token, initialBackoffMs: 50, maxBackoffMs: 500 });
+  const s = createRegistrySource({ registry: url, token, reconnect: { initialMs: 50, maxMs: 500 } });
   sources.push(s);
   return s;
 }

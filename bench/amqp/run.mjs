@@ -17,7 +17,8 @@
 // Needs RabbitMQ on 127.0.0.1:5672 (guest/guest) and rabbitmqctl (for a private vhost).
 import { execFileSync, fork } from 'node:child_process';
 import { createSelectiveConsumer, instrumentChannel } from '@branchline/amqplib';
-import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import amqp from 'amqplib';
 import { fmt, printTable, saveResults } from '../lib.mjs';
 

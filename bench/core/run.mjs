@@ -2,7 +2,7 @@
 // and heap with 10,000 sandboxes. Targets (issue #2): extraction at least as fast as OTel,
 // under 50 ns with no baggage header; resolve under 100 ns; the table under 20 MB of heap.
 
-import { createKeyReader, nodeHeadersGetter, RouteTable } from '@branchline/core';
+import { createKeyReader, nodeHeadersGetter, RouteTable } from '@branchline/core/transport';
 import { defaultTextMapGetter, propagation, ROOT_CONTEXT } from '@opentelemetry/api';
 import { W3CBaggagePropagator } from '@opentelemetry/core';
 import { fmt, nsPerOp, printTable, saveResults } from '../lib.mjs';

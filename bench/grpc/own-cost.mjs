@@ -40,7 +40,7 @@ function client(n) {
 // Server: a routed baseline (createRoutedServer without other interceptors) with a table that
 // routes another service only.
 const routes = { sandboxes: [{ name: KEY, key: KEY, overrides: { ledger: { grpc: '127.0.0.1:1' } } }] };
-const routing = new ServerRouting({ runtime: createRuntime({ service: 'bench', routeSource: routes }) });
+const routing = new ServerRouting({ runtime: createRuntime({ service: 'bench', routes: routes }) });
 const relay = new StreamRelay(routing, 'bench');
 const intercept = routingInterceptor(routing, true);
 const method = {

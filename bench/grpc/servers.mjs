@@ -73,10 +73,7 @@ if (role === 'throughput') {
   const routes = {
     sandboxes: [{ name: 'pr-2', key: 'pr-2', overrides: { ledger: { grpc: '127.0.0.1:1' } } }],
   };
-  const routed = createRoutedServer(
-    {},
-    { runtime: createRuntime({ service: 'bench', routeSource: routes }) },
-  );
+  const routed = createRoutedServer({}, { runtime: createRuntime({ service: 'bench', routes: routes }) });
   routed.addService(Bench.service, impl('branchline'));
   out.branchline = await listen(routed);
 } else if (role === 'sandbox') {
@@ -85,7 +82,7 @@ if (role === 'throughput') {
   out.sandbox = await listen(s);
 } else if (role === 'baseline') {
   const routes = { sandboxes: [{ name: 'pr-1', key: 'pr-1', overrides: { bench: { grpc: sandboxAddr } } }] };
-  const s = createRoutedServer({}, { runtime: createRuntime({ service: 'bench', routeSource: routes }) });
+  const s = createRoutedServer({}, { runtime: createRuntime({ service: 'bench', routes: routes }) });
   s.addService(Bench.service, impl('baseline'));
   out.baseline = await listen(s);
 } else if (role === 'relay') {

@@ -311,7 +311,7 @@ async function inProcess() {
   const { branchline } = await import('@branchline/express');
   const mw = branchline({
     service: 'svc',
-    routeSource: {
+    routes: {
       sandboxes: [{ name: 'o', key: 'other-key', overrides: { other: { http: 'http://127.0.0.1:9' } } }],
     },
   });

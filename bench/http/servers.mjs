@@ -20,7 +20,7 @@ const routes = {
     { name: 'other-sb', key: 'other-key', overrides: { other: { http: 'http://127.0.0.1:9' } } },
   ],
 };
-const options = { service: 'svc', routeSource: routes };
+const options = { service: 'svc', routes: routes };
 
 async function main() {
   if (mode === 'sandbox') {

@@ -9,14 +9,8 @@
 
 import { execSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  activeContext,
-  contextWithRoutingKey,
-  createRuntime,
-  runInContext,
-  StaticRouteSource,
-  withRoutingKey,
-} from '@branchline/core';
+import { contextWithRoutingKey, createRuntime, withRoutingKey } from '@branchline/core';
+import { activeContext, runInContext, StaticRouteSource } from '@branchline/core/transport';
 import { createRoutedPool, createSandboxDatabases } from '@branchline/mysql';
 import mysql from 'mysql2/promise';
 import { fmt, nsPerOp, percentile, printTable, saveResults } from '../lib.mjs';

@@ -7,14 +7,8 @@
 
 import { execSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  activeContext,
-  contextWithRoutingKey,
-  createRuntime,
-  runInContext,
-  StaticRouteSource,
-  withRoutingKey,
-} from '@branchline/core';
+import { contextWithRoutingKey, createRuntime, withRoutingKey } from '@branchline/core';
+import { activeContext, runInContext, StaticRouteSource } from '@branchline/core/transport';
 import { createRoutedPool, createSandboxDatabases } from '@branchline/pg';
 import pg from 'pg';
 import { fmt, nsPerOp, percentile, printTable, saveResults } from '../lib.mjs';
@@ -197,14 +191,14 @@ async function queryOverhead() {
     ...cfg,
     database: baseline,
     prefix,
-    runtime: createRuntime({ routeSource: empty, service: 'orders' }),
+    runtime: createRuntime({ routes: empty, service: 'orders' }),
   });
   const routed = createRoutedPool({
     ...cfg,
     database: baseline,
     prefix,
     sandboxMax: 4,
-    runtime: createRuntime({ routeSource: routes, service: 'orders' }),
+    runtime: createRuntime({ routes: routes, service: 'orders' }),
   });
 
   const sql = 'SELECT id, item FROM orders WHERE id = $1';

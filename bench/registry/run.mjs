@@ -22,12 +22,12 @@ const build = process.env.BENCH_BUILD ? join(root, process.env.BENCH_BUILD) : un
 const coreDist = build ? join(build, 'core') : join(root, 'packages/core/dist');
 
 if (process.argv[2] === 'worker') {
-  const { createRegistrySource } = await import(join(coreDist, 'index.js'));
+  const { createRegistrySource } = await import(join(coreDist, 'transport.js'));
   const [url, count] = [process.argv[3], Number(process.argv[4])];
   const times = new Map(); // revision → [time per client]
   const clients = [];
   for (let i = 0; i < count; i++) {
-    const src = createRegistrySource({ url });
+    const src = createRegistrySource({ registry: url });
     let seen = -1;
     src.subscribe((table) => {
       if (seen < 0) {

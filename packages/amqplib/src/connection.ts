@@ -1,4 +1,4 @@
-import { logger } from '@branchline/core';
+import { logger } from '@branchline/core/transport';
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import type { SelectiveConsumerImpl } from './consumer.js';
 import { onDelivery } from './deliveries.js';

@@ -1,11 +1,6 @@
 import { EventEmitter } from 'node:events';
-import {
-  type BranchlineRuntime,
-  createMessageSelector,
-  defaultRuntime,
-  type MessageSelector,
-  resolveBackoff,
-} from '@branchline/core';
+import { type BranchlineRuntime, defaultRuntime } from '@branchline/core';
+import { createMessageSelector, type MessageSelector, resolveBackoff } from '@branchline/core/transport';
 import type { ChannelModel } from 'amqplib';
 import { connectionLoop, stopConsumer } from './connection.js';
 import { sandboxQueueName, sleep } from './queues.js';

@@ -8,7 +8,7 @@ import {
   headerValueToString,
   logger,
   runInContext,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import type { ConsumeMessage } from 'amqplib';
 import { stopConsumer } from './connection.js';
 import type { SelectiveConsumerImpl } from './consumer.js';

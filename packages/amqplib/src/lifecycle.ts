@@ -1,4 +1,4 @@
-import type { ResourceContext, ResourceHook } from '@branchline/core';
+import type { ResourceContext, ResourceHook } from '@branchline/core/transport';
 import type { ChannelModel } from 'amqplib';
 import { connectTo, declareSandboxQueue, quiet, removeSandboxQueues, sandboxQueueName } from './queues.js';
 import type { ConnectTarget } from './types.js';

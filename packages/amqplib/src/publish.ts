@@ -1,11 +1,11 @@
+import { getRoutingKey } from '@branchline/core';
 import {
   bufferTextMapGetter,
   type CarrierGetter,
   getBaggageKey,
-  getRoutingKey,
   injectRoutingKey,
   recordSetter,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import type { Options } from 'amqplib';
 import { TIME_HEADER } from './headers.js';
 import type { PublishInstrumentationOptions } from './types.js';

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { headerValueToString, logger } from '@branchline/core';
+import { headerValueToString, logger } from '@branchline/core/transport';
 import type { Channel, ChannelModel, ConfirmChannel, Message, Options } from 'amqplib';
 import {
   EXCHANGE_HEADER,

@@ -1,4 +1,4 @@
-import { logger, type OwnersChange } from '@branchline/core';
+import { logger, type OwnersChange } from '@branchline/core/transport';
 import { stopConsumer } from './connection.js';
 import type { SelectiveConsumerImpl } from './consumer.js';
 import { removeSandboxQueue, sandboxQueueName, sleep } from './queues.js';

@@ -1,4 +1,4 @@
-import { logger } from '@branchline/core';
+import { logger } from '@branchline/core/transport';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { ConfirmedMover } from './queues.js';
 

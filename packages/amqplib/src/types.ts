@@ -1,11 +1,5 @@
-import type {
-  BackoffOptions,
-  BranchlineRuntime,
-  DeprecatedBackoffOptions,
-  RouteSource,
-  RouteTable,
-  RouteTableSpec,
-} from '@branchline/core';
+import type { BackoffOptions, BranchlineRuntime, RouteTableSpec } from '@branchline/core';
+import type { DeprecatedBackoffOptions, RouteSource, RouteTable } from '@branchline/core/transport';
 import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 
 /** Options of `instrumentChannel` / `instrumentConnection`. */

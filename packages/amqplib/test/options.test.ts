@@ -1,4 +1,5 @@
-import { createRuntime, StaticRouteSource, setLogger } from '@branchline/core';
+import { createRuntime, setLogger } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { describe, expect, it } from 'vitest';
 import {
   createSelectiveConsumer,
@@ -73,7 +74,9 @@ describe('options are checked when the consumer is created', () => {
       expect(attempts.length).toBeGreaterThanOrEqual(6);
       const deprecations = warnings.filter((w) => w.includes('initialDelayMs'));
       expect(deprecations).toHaveLength(1);
-      expect(deprecations[0]).toMatch(/amqplib reconnect option initialDelayMs is deprecated; use initialMs/);
+      expect(deprecations[0]).toMatch(
+        /amqplib reconnect: option initialDelayMs is deprecated; use initialMs/,
+      );
 
       // The new names.
       attempts.length = 0;

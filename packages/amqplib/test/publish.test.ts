@@ -127,9 +127,8 @@ describe('publishing through an instrumented channel', () => {
 describe('with OpenTelemetry registered (last: it installs globals for this file)', () => {
   it('a selective consumer restores the message’s whole baggage and its key inside the handler', async () => {
     const { context, propagation } = await import('@opentelemetry/api');
-    const { createRuntime, ensureOpenTelemetry, getRoutingKey, StaticRouteSource } = await import(
-      '@branchline/core'
-    );
+    const { createRuntime, ensureOpenTelemetry, getRoutingKey } = await import('@branchline/core');
+    const { StaticRouteSource } = await import('@branchline/core/transport');
     const { createSelectiveConsumer } = await import('../src/index.js');
     expect(ensureOpenTelemetry()).toEqual({ contextManager: true, propagator: true });
     const queue = 'otel-probe';

@@ -1,7 +1,7 @@
 import { type ClientRequest, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
-import { logger, warnRateLimited } from './log.js';
+import { logger, renamedOption, warnRateLimited } from './log.js';
 import { counters } from './metrics.js';
 
 /**
@@ -32,6 +32,8 @@ export interface ActivityReporterOptions {
   /** Distinct (sandbox, service) pairs kept between two sends; more are dropped and counted. Default 1000. */
   maxPairs?: number;
   /** How long one report may take before it is abandoned. Default 5000 ms. */
+  requestTimeoutMs?: number;
+  /** @deprecated Use `requestTimeoutMs`. */
   timeoutMs?: number;
 }
 
@@ -107,7 +109,7 @@ export function recordActivity(
 export function configureActivityReporter(options: ActivityReporterOptions | false | undefined): void {
   if (options) {
     if (options.registry !== undefined) parseRegistry(options.registry, 'option registry', true);
-    for (const k of ['intervalMs', 'maxPairs', 'timeoutMs'] as const) {
+    for (const k of ['intervalMs', 'maxPairs', 'requestTimeoutMs', 'timeoutMs'] as const) {
       const v = options[k];
       if (v !== undefined && !(Number.isFinite(v) && v > 0))
         throw new TypeError(`branchline: activity reporter option ${k}=${v} must be a positive number`);
@@ -172,7 +174,9 @@ function start(): boolean {
     token: o.token ?? (env.BRANCHLINE_TOKEN?.trim() || undefined),
     intervalMs: o.intervalMs ?? 5000,
     maxPairs: o.maxPairs ?? 1000,
-    timeoutMs: o.timeoutMs ?? 5000,
+    timeoutMs:
+      renamedOption('activity reporter', o.requestTimeoutMs, o.timeoutMs, 'timeoutMs', 'requestTimeoutMs') ??
+      5000,
   };
   // The timer is created in the root context so that reports never carry the routing key of
   // the request that happened to count first.

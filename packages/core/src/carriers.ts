@@ -69,27 +69,6 @@ export const recordSetter: CarrierSetter<Record<string, unknown>> = {
   },
 };
 
-/** The subset of @grpc/grpc-js `Metadata` Branchline touches (kept structural to avoid a dependency). */
-export interface MetadataLike {
-  get(key: string): (string | Buffer)[];
-  set(key: string, value: string): void;
-  getMap(): Record<string, unknown>;
-}
-
-export const grpcMetadataGetter: CarrierGetter<MetadataLike> = {
-  keys: (m) => Object.keys(m.getMap()),
-  get(m, key) {
-    const values = m.get(key);
-    if (values.length === 0) return undefined;
-    if (values.length === 1) return headerValueToString(values[0]);
-    return values.map((v) => headerValueToString(v) ?? '');
-  },
-};
-
-export const grpcMetadataSetter: CarrierSetter<MetadataLike> = {
-  set: (m, key, value) => m.set(key, value),
-};
-
 /**
  * Joins repeated header lines the way HTTP does (list headers are comma-separated). With
  * `maxLength`, reading stops once the result is longer than that: at most `maxLength + 1`

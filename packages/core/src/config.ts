@@ -1,6 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { DEFAULT_BAGGAGE_KEY } from './extract.js';
-import { isValidRoutingKey } from './key.js';
+import { BAGGAGE_KEY_ENV, DEFAULT_BAGGAGE_KEY } from './extract.js';
+import {
+  HTTP_TOKEN_RULE,
+  isHttpToken,
+  isValidSandboxName,
+  isValidServiceName,
+  SANDBOX_NAME_RULE,
+  SERVICE_NAME_RULE,
+} from './rules.js';
 
 /** Runtime identity and wiring. Every field can come from the environment; code wins. */
 export interface BranchlineConfig {
@@ -34,11 +41,8 @@ const ENV = {
   registry: 'BRANCHLINE_REGISTRY',
   token: 'BRANCHLINE_TOKEN',
   routes: 'BRANCHLINE_ROUTES',
-  baggageKey: 'BRANCHLINE_BAGGAGE_KEY',
+  baggageKey: BAGGAGE_KEY_ENV,
 } as const;
-
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
-const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function pick(code: string | undefined, env: NodeJS.ProcessEnv, name: string): string | undefined {
   if (code !== undefined) return code;
@@ -63,16 +67,16 @@ export function loadConfig(
     routes: pick(options.routes, env, ENV.routes),
     baggageKey: pick(options.baggageKey, env, ENV.baggageKey) ?? DEFAULT_BAGGAGE_KEY,
   };
-  if (cfg.service !== undefined && !SERVICE_RE.test(cfg.service)) {
+  if (cfg.service !== undefined && !isValidServiceName(cfg.service)) {
     throw new ConfigError(
       ENV.service,
-      `branchline: ${where('service')}=${JSON.stringify(cfg.service)} is not a service name (letters, digits, . _ -)`,
+      `branchline: ${where('service')}=${JSON.stringify(cfg.service)} is not a service name: use ${SERVICE_NAME_RULE}`,
     );
   }
-  if (cfg.sandbox !== undefined && !isValidRoutingKey(cfg.sandbox)) {
+  if (cfg.sandbox !== undefined && !isValidSandboxName(cfg.sandbox)) {
     throw new ConfigError(
       ENV.sandbox,
-      `branchline: ${where('sandbox')}=${JSON.stringify(cfg.sandbox)} is not a sandbox name (lowercase letters, digits, inner hyphens)`,
+      `branchline: ${where('sandbox')}=${JSON.stringify(cfg.sandbox)} is not a sandbox name: use ${SANDBOX_NAME_RULE}`,
     );
   }
   if (cfg.registry !== undefined) {
@@ -89,10 +93,10 @@ export function loadConfig(
       );
     }
   }
-  if (!TOKEN_RE.test(cfg.baggageKey)) {
+  if (!isHttpToken(cfg.baggageKey)) {
     throw new ConfigError(
       ENV.baggageKey,
-      `branchline: ${where('baggageKey')}=${JSON.stringify(cfg.baggageKey)} is not a valid baggage member name`,
+      `branchline: ${where('baggageKey')}=${JSON.stringify(cfg.baggageKey)} is not a valid baggage member name: use ${HTTP_TOKEN_RULE}`,
     );
   }
   return cfg;

@@ -14,9 +14,9 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { type BaggageMember, MAX_BAGGAGE_BYTES, parseBaggage, writeBaggage } from './baggage.js';
 import { joinHeaderValue } from './carriers.js';
 import { DEFAULT_BAGGAGE_KEY, noteBaggageDrops } from './extract.js';
-import { isValidRoutingKey } from './key.js';
 import { logger, warnRateLimited } from './log.js';
 import { counters } from './metrics.js';
+import { isValidRoutingKey } from './rules.js';
 
 /**
  * The OpenTelemetry API keeps its registered globals on this symbol. Reading it tells us, in a

@@ -8,11 +8,37 @@ import {
   mergeBaggageMember,
 } from './baggage.js';
 import { type CarrierGetter, type CarrierSetter, joinHeaderValue } from './carriers.js';
-import { isValidRoutingKey } from './key.js';
 import { warnRateLimited } from './log.js';
 import { counters } from './metrics.js';
+import { HTTP_TOKEN_PATTERN, isValidRoutingKey } from './rules.js';
 
+/**
+ * The baggage member that carries the routing key unless `BRANCHLINE_BAGGAGE_KEY` (or the
+ * `baggageKey` option) names another. The one place the name is spelled.
+ */
 export const DEFAULT_BAGGAGE_KEY = 'branchline';
+
+/** The environment variable that renames the baggage member. */
+export const BAGGAGE_KEY_ENV = 'BRANCHLINE_BAGGAGE_KEY';
+
+/**
+ * The baggage member name to use: `name` when given, else `BRANCHLINE_BAGGAGE_KEY` from `env`,
+ * else `DEFAULT_BAGGAGE_KEY`. Blank values count as unset.
+ */
+export function resolveBaggageKey(name?: string, env: NodeJS.ProcessEnv = process.env): string {
+  const code = name?.trim();
+  if (code) return code;
+  const fromEnv = env[BAGGAGE_KEY_ENV]?.trim();
+  return fromEnv ? fromEnv : DEFAULT_BAGGAGE_KEY;
+}
+
+/**
+ * The baggage member that carries `key`, e.g. `branchline=pr-42`: what a person adds to a
+ * request by hand, and what Branchline writes to a carrier that has no baggage yet.
+ */
+export function routingBaggage(key: string, baggageKey: string = DEFAULT_BAGGAGE_KEY): string {
+  return `${encodeBaggageKey(baggageKey)}=${encodeBaggageValue(key)}`;
+}
 export const SIGNADOT_KEY = 'sd-routing-key';
 
 /** Where, besides the W3C `baggage` header, a routing key may be read from. All off by default. */
@@ -51,8 +77,6 @@ function sourceName(s: Source): string {
   return s.kind === 'plain' ? s.header : `${s.header}[${s.member}]`;
 }
 
-const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-
 /**
  * Builds a reader. Precedence: `baggage`, `uberctx-`, `ot-baggage-`, `tracestate`, the custom
  * header, then the Signadot preset. The first source that is present decides: if its value is
@@ -60,7 +84,7 @@ const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  */
 export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
   const baggageKey = options.baggageKey ?? DEFAULT_BAGGAGE_KEY;
-  if (!TOKEN_RE.test(baggageKey)) {
+  if (!HTTP_TOKEN_PATTERN.test(baggageKey)) {
     throw new TypeError(
       `branchline: baggageKey ${JSON.stringify(baggageKey)} is not a valid baggage member name (an HTTP token such as "branchline")`,
     );
@@ -74,7 +98,7 @@ export function createKeyReader(options: KeyReaderOptions = {}): KeyReader {
     sources.push({ kind: 'tracestate', header: 'tracestate', member });
   }
   if (options.header) {
-    if (!TOKEN_RE.test(options.header)) {
+    if (!HTTP_TOKEN_PATTERN.test(options.header)) {
       throw new TypeError(
         `branchline: header ${JSON.stringify(options.header)} is not a valid HTTP header name`,
       );
@@ -252,7 +276,7 @@ export function injectRoutingKey<C>(
   if (existing === undefined || existing.length === 0) {
     // The common case, a carrier with no baggage yet: `member=key`, built once per (member, key).
     if (key !== lastInjectedKey || baggageKey !== lastInjectedMember) {
-      lastInjectedHeader = `${encodeBaggageKey(baggageKey)}=${encodeBaggageValue(key)}`;
+      lastInjectedHeader = routingBaggage(key, baggageKey);
       lastInjectedKey = key;
       lastInjectedMember = baggageKey;
     }

@@ -67,3 +67,34 @@ export function safeHook<A extends unknown[], R>(
     return undefined;
   }
 }
+
+const deprecationsWarned = new Set<string>();
+
+/**
+ * Tells, once per process, that a deprecated option was used and which option replaces it.
+ * `where` names the API, e.g. `@branchline/http forward options`.
+ */
+export function warnDeprecatedOption(where: string, oldName: string, newName: string): void {
+  const id = `${where}\u0000${oldName}`;
+  if (deprecationsWarned.has(id)) return;
+  deprecationsWarned.add(id);
+  current.warn(
+    `branchline: ${where}: option ${oldName} is deprecated; use ${newName} instead (it still works for now)`,
+    { code: 'deprecated-option', option: oldName, replacement: newName },
+  );
+}
+
+/**
+ * The value of an option that was renamed: `value` when given, else the deprecated `oldValue`
+ * (with a one-time warning naming the new option).
+ */
+export function renamedOption<T>(
+  where: string,
+  value: T | undefined,
+  oldValue: T | undefined,
+  oldName: string,
+  newName: string,
+): T | undefined {
+  if (oldValue !== undefined) warnDeprecatedOption(where, oldName, newName);
+  return value !== undefined ? value : oldValue;
+}

@@ -1,20 +1,27 @@
 import { type ClientRequest, request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { logger, warnRateLimited } from './log.js';
+import { type BackoffOptions, backoffDelay, type ResolvedBackoff, resolveBackoff } from './backoff.js';
+import { logger, renamedOption, warnRateLimited } from './log.js';
 import type { RouteSource, RouteSourceStatus } from './route-source.js';
 import { type RouteGroupSpec, RouteTable, type SandboxSpec } from './routes.js';
 import { TableHolder } from './table-holder.js';
 
 export interface RegistrySourceOptions {
   /** Registry base URL, e.g. `http://branchline-registry:7070` (`BRANCHLINE_REGISTRY`). */
-  url: string;
+  registry?: string;
+  /** @deprecated Use `registry`. */
+  url?: string;
   /** Bearer token with the read scope (`BRANCHLINE_TOKEN`). */
   token?: string;
   /** Default bound of `ready()`: how long to wait for the first sync. Default 5000 ms. */
   syncTimeoutMs?: number;
-  /** First reconnect delay; doubles per failed attempt (with jitter) up to `maxBackoffMs`. Default 100 ms. */
+  /**
+   * Reconnect delays (with jitter): `{ initialMs: 100, maxMs: 5000, factor: 2 }` by default.
+   */
+  reconnect?: BackoffOptions;
+  /** @deprecated Use `reconnect.initialMs`. */
   initialBackoffMs?: number;
-  /** Longest reconnect delay. Default 5000 ms. */
+  /** @deprecated Use `reconnect.maxMs`. */
   maxBackoffMs?: number;
   /**
    * Reconnect when nothing (not even a heartbeat) arrived for this long. Default: three
@@ -67,6 +74,7 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
   private lastMessageAt = 0;
   private heartbeatInterval = 1000;
   private readonly base: URL;
+  private readonly reconnect: ResolvedBackoff;
   readonly status: RegistrySourceStatus = {
     synced: false,
     stale: true,
@@ -78,10 +86,44 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
 
   constructor(private readonly options: RegistrySourceOptions) {
     super();
-    const u = options.url.endsWith('/') ? options.url : `${options.url}/`;
-    this.base = new URL(u);
-    if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:')
-      throw new TypeError(`branchline: registry URL ${JSON.stringify(options.url)} must be http(s)`);
+    const where = 'registry route source';
+    const url = renamedOption(where, options.registry, options.url, 'url', 'registry');
+    if (typeof url !== 'string' || url === '')
+      throw new TypeError(
+        'branchline: the registry route source needs option registry, the registry URL (e.g. http://branchline-registry:7070)',
+      );
+    let base: URL | undefined;
+    try {
+      base = new URL(url.endsWith('/') ? url : `${url}/`);
+    } catch {
+      base = undefined;
+    }
+    if (!base || (base.protocol !== 'http:' && base.protocol !== 'https:'))
+      throw new TypeError(
+        `branchline: registry URL ${JSON.stringify(url)} must be an http(s) URL such as http://branchline-registry:7070`,
+      );
+    this.base = base;
+    this.reconnect = resolveBackoff(
+      {
+        initialMs: renamedOption(
+          where,
+          options.reconnect?.initialMs,
+          options.initialBackoffMs,
+          'initialBackoffMs',
+          'reconnect.initialMs',
+        ),
+        maxMs: renamedOption(
+          where,
+          options.reconnect?.maxMs,
+          options.maxBackoffMs,
+          'maxBackoffMs',
+          'reconnect.maxMs',
+        ),
+        factor: options.reconnect?.factor,
+      },
+      'reconnect',
+      { initialMs: 100, maxMs: 5000, factor: 2 },
+    );
     this.idleTimer = setInterval(() => this.checkIdle(), 500);
     this.idleTimer.unref();
     this.connect();
@@ -174,12 +216,8 @@ export class RegistryRouteSource extends TableHolder implements RouteSource {
         revision: this.status.revision,
       },
     );
-    const initial = this.options.initialBackoffMs ?? 100;
-    const max = this.options.maxBackoffMs ?? 5000;
-    const ceiling = Math.min(max, initial * 2 ** Math.min(this.attempt, 20));
+    const delay = backoffDelay(this.reconnect, this.attempt);
     this.attempt++;
-    // Equal jitter: half fixed, half random, so a fleet reconnecting at once spreads out.
-    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
     this.retryTimer = setTimeout(() => {
       this.status.reconnects++;
       this.connect();
@@ -309,7 +347,7 @@ function parseFrame(text: string): Frame | undefined {
   return data ? { event, data, id } : undefined;
 }
 
-/** A route source that follows the registry at `options.url`. */
+/** A route source that follows the registry at `options.registry`. */
 export function createRegistrySource(options: RegistrySourceOptions): RegistryRouteSource {
   return new RegistryRouteSource(options);
 }

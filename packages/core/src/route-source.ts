@@ -1,7 +1,7 @@
-import { type BranchlineConfig, readRoutesDocument } from './config.js';
-import { RegistryRouteSource } from './registry-source.js';
-import { RouteTable, type RouteTableSpec } from './routes.js';
-import { TableHolder } from './table-holder.js';
+import type { RouteTable } from './routes.js';
+
+// The contract every route source implements. Only types: the sources themselves
+// (static-source.ts, registry-source.ts) import this file, never the other way round.
 
 export interface RouteSourceStatus {
   /** At least one complete table has been received. */
@@ -26,46 +26,4 @@ export interface RouteSource {
   /** Called with each new table (including heartbeats that only advance `completeUntil`). */
   subscribe(listener: RouteListener): () => void;
   close(): Promise<void>;
-}
-
-/**
- * A route source whose table is set in code (and by `BRANCHLINE_ROUTES`). `update` swaps in a
- * new table atomically and notifies subscribers; tests use it to simulate registry changes.
- */
-export class StaticRouteSource extends TableHolder implements RouteSource {
-  readonly status: RouteSourceStatus = { synced: false, stale: false };
-
-  constructor(spec?: RouteTableSpec | RouteTable) {
-    super();
-    if (spec !== undefined) this.update(spec);
-  }
-
-  update(spec: RouteTableSpec | RouteTable | unknown): RouteTable {
-    const table = spec instanceof RouteTable ? spec : RouteTable.from(spec);
-    this.status.synced = true;
-    this.status.lastSyncAt = Date.now();
-    this.publish(table);
-    return table;
-  }
-
-  ready(timeoutMs = 5000): Promise<RouteTable | undefined> {
-    return this.waitForTable(timeoutMs, false);
-  }
-
-  async close(): Promise<void> {
-    this.clearListeners();
-  }
-}
-
-/**
- * The route source the configuration asks for: the registry when `BRANCHLINE_REGISTRY` is set,
- * the static table from `BRANCHLINE_ROUTES` when that is set, otherwise an empty table (every
- * request is served by baseline).
- */
-export function createRouteSource(config: BranchlineConfig): RouteSource {
-  if (config.registry !== undefined)
-    return new RegistryRouteSource({ url: config.registry, token: config.token });
-  if (config.routes !== undefined)
-    return new StaticRouteSource(RouteTable.from(readRoutesDocument(config.routes)));
-  return new StaticRouteSource(RouteTable.empty);
 }

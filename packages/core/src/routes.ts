@@ -1,4 +1,4 @@
-import { explainInvalidKey, isValidRoutingKey } from './key.js';
+import { explainInvalidKey, isValidRoutingKey, isValidSandboxName, isValidServiceName } from './rules.js';
 
 /** Where a sandbox's version of a service listens. Several addresses are balanced round-robin. */
 export interface EndpointSpec {
@@ -95,9 +95,6 @@ function preview(v: unknown): string {
   return s.length > 120 ? `${s.slice(0, 120)}…` : s;
 }
 
-const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
-
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -133,7 +130,7 @@ function endpoints(v: unknown, path: string, kind: 'http' | 'grpc'): string[] {
 
 function validateSandbox(s: unknown, path: string): SandboxSpec {
   if (!isObject(s)) throw new RouteTableError(path, s, 'must be an object');
-  if (typeof s.name !== 'string' || !NAME_RE.test(s.name)) {
+  if (typeof s.name !== 'string' || !isValidSandboxName(s.name)) {
     throw new RouteTableError(
       `${path}.name`,
       s.name,
@@ -147,7 +144,7 @@ function validateSandbox(s: unknown, path: string): SandboxSpec {
       throw new RouteTableError(`${path}.overrides`, s.overrides, 'must map service names to endpoints');
     for (const [svc, ep] of Object.entries(s.overrides)) {
       const p = `${path}.overrides.${svc}`;
-      if (!SERVICE_RE.test(svc)) throw new RouteTableError(p, svc, 'is not a valid service name');
+      if (!isValidServiceName(svc)) throw new RouteTableError(p, svc, 'is not a valid service name');
       if (!isObject(ep))
         throw new RouteTableError(p, ep, 'must be an object like {"http": "http://host:port"}');
       endpoints(ep.http, `${p}.http`, 'http');
@@ -184,7 +181,7 @@ function validateSandbox(s: unknown, path: string): SandboxSpec {
 
 function validateGroup(g: unknown, path: string): RouteGroupSpec {
   if (!isObject(g)) throw new RouteTableError(path, g, 'must be an object');
-  if (typeof g.name !== 'string' || !NAME_RE.test(g.name))
+  if (typeof g.name !== 'string' || !isValidSandboxName(g.name))
     throw new RouteTableError(`${path}.name`, g.name, 'must be a DNS-label-like name');
   if (!isValidRoutingKey(g.key))
     throw new RouteTableError(`${path}.key`, g.key, `is not a routing key: ${explainInvalidKey(g.key)}`);

@@ -1,14 +1,21 @@
-import { type BranchlineConfig, loadConfig } from './config.js';
+import { type BranchlineConfig, loadConfig, readRoutesDocument } from './config.js';
 import { getBaggageKey, setBaggageKey } from './context.js';
-import { createKeyReader, type KeyAliases, type KeyReader } from './extract.js';
-import { logger } from './log.js';
-import { createRouteSource, type RouteSource, StaticRouteSource } from './route-source.js';
+import { BAGGAGE_KEY_ENV, createKeyReader, type KeyAliases, type KeyReader } from './extract.js';
+import { logger, renamedOption } from './log.js';
+import { RegistryRouteSource } from './registry-source.js';
+import type { RouteSource } from './route-source.js';
 import { RouteTable, type RouteTableSpec } from './routes.js';
+import { StaticRouteSource } from './static-source.js';
 
-export interface RuntimeOptions extends Partial<BranchlineConfig> {
+export interface RuntimeOptions extends Partial<Omit<BranchlineConfig, 'routes'>> {
   /** Extra places to read a key from (all off by default). */
   aliases?: KeyAliases;
-  /** A route source or table to use instead of the one the env describes. */
+  /**
+   * Where routes come from, instead of what the environment describes: a route source, a route
+   * table or its spec, or (as `BRANCHLINE_ROUTES`) a JSON file path or inline JSON.
+   */
+  routes?: RouteSource | RouteTable | RouteTableSpec | string;
+  /** @deprecated Use `routes`. */
   routeSource?: RouteSource | RouteTable | RouteTableSpec;
 }
 
@@ -25,11 +32,14 @@ function isRouteSource(v: unknown): v is RouteSource {
 
 /** Builds a runtime from options and the environment (code wins); validates everything now. */
 export function createRuntime(options: RuntimeOptions = {}): BranchlineRuntime {
-  const { aliases, routeSource, ...configOptions } = options;
+  const { aliases, routeSource: oldRouteSource, routes: routesOption, ...configOptions } = options;
+  const given = renamedOption('createRuntime', routesOption, oldRouteSource, 'routeSource', 'routes');
+  // A string is a routes document, like BRANCHLINE_ROUTES; anything else is the routes themselves.
+  const routeSource = typeof given === 'string' ? undefined : given;
   // A runtime configured with no name uses the one the process already carries.
-  if (configOptions.baggageKey === undefined && !process.env.BRANCHLINE_BAGGAGE_KEY?.trim())
+  if (configOptions.baggageKey === undefined && !process.env[BAGGAGE_KEY_ENV]?.trim())
     configOptions.baggageKey = getBaggageKey();
-  const config = loadConfig(configOptions);
+  const config = loadConfig({ ...configOptions, routes: typeof given === 'string' ? given : undefined });
   const keys = createKeyReader({ ...aliases, baggageKey: config.baggageKey });
   claimBaggageKey(config.baggageKey);
   let routes: RouteSource;
@@ -74,4 +84,17 @@ export function defaultRuntime(): BranchlineRuntime {
 /** Replaces the process-wide runtime (tests, or apps that configure Branchline in code). */
 export function setDefaultRuntime(runtime: BranchlineRuntime | undefined): void {
   shared = runtime;
+}
+
+/**
+ * The route source the configuration asks for: the registry when `BRANCHLINE_REGISTRY` is set,
+ * the static table from `BRANCHLINE_ROUTES` when that is set, otherwise an empty table (every
+ * request is served by baseline).
+ */
+export function createRouteSource(config: BranchlineConfig): RouteSource {
+  if (config.registry !== undefined)
+    return new RegistryRouteSource({ registry: config.registry, token: config.token });
+  if (config.routes !== undefined)
+    return new StaticRouteSource(RouteTable.from(readRoutesDocument(config.routes)));
+  return new StaticRouteSource(RouteTable.empty);
 }

@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { isValidRoutingKey } from './key.js';
-import { logger } from './log.js';
+import { type BackoffOptions, backoffDelay, type ResolvedBackoff, resolveBackoff } from './backoff.js';
+import { logger, renamedOption } from './log.js';
+import { isValidSandboxName, isValidServiceName, SANDBOX_NAME_RULE, SERVICE_NAME_RULE } from './rules.js';
 
 /**
  * Self-registration: a sandbox workload tells the registry where it serves, keeps that
@@ -33,7 +34,12 @@ export interface WorkloadAnnouncementOptions {
   leaseMs?: number;
   /** Time between heartbeats. Default a third of the lease. */
   intervalMs?: number;
-  /** First retry delay after a failed heartbeat; doubles (with jitter) up to `intervalMs`. Default 250 ms. */
+  /**
+   * Retry delays after a failed heartbeat (with jitter). Default
+   * `{ initialMs: 250, maxMs: intervalMs, factor: 2 }`.
+   */
+  backoff?: BackoffOptions;
+  /** @deprecated Use `backoff.initialMs`. */
   initialBackoffMs?: number;
   /** Bound of one request (heartbeat or withdrawal). Default 5000 ms, and at most the interval. */
   requestTimeoutMs?: number;
@@ -88,7 +94,6 @@ const ENV = {
   grpc: 'BRANCHLINE_ANNOUNCE_GRPC',
 } as const;
 
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
 /** A failure that keeps recurring for the same reason is logged again this often (always at debug). */
 const REPEAT_LOG_MS = 30_000;
 
@@ -102,7 +107,7 @@ interface Settings {
   grpc: string[];
   leaseMs: number;
   intervalMs: number;
-  initialBackoffMs: number;
+  backoff: ResolvedBackoff;
   requestTimeoutMs: number;
   signals: NodeJS.Signals[];
 }
@@ -155,15 +160,15 @@ function resolveSettings(o: WorkloadAnnouncementOptions): Resolved {
     error: `branchline announce: ${error}`,
     service,
   });
-  if (!isValidRoutingKey(sandbox))
+  if (!isValidSandboxName(sandbox))
     return bad(
-      `${where('sandbox')}=${JSON.stringify(sandbox)} is not a sandbox name (lowercase letters, digits, inner hyphens); nothing is announced`,
+      `${where('sandbox')}=${JSON.stringify(sandbox)} is not a sandbox name (use ${SANDBOX_NAME_RULE}); nothing is announced`,
     );
   if (service === undefined)
     return bad(`sandbox ${sandbox}: set BRANCHLINE_SERVICE (or option service) to announce this workload`);
-  if (!SERVICE_RE.test(service))
+  if (!isValidServiceName(service))
     return bad(
-      `${where('service')}=${JSON.stringify(service)} is not a service name (letters, digits, . _ -); nothing is announced`,
+      `${where('service')}=${JSON.stringify(service)} is not a service name (use ${SERVICE_NAME_RULE}); nothing is announced`,
     );
   const registry = pick(o.registry, env, ENV.registry);
   if (registry === undefined)
@@ -204,11 +209,9 @@ function resolveSettings(o: WorkloadAnnouncementOptions): Resolved {
       );
   const leaseMs = o.leaseMs ?? 15_000;
   const intervalMs = o.intervalMs ?? Math.max(100, Math.floor(leaseMs / 3));
-  const initialBackoffMs = o.initialBackoffMs ?? 250;
   for (const [name, v] of [
     ['leaseMs', leaseMs],
     ['intervalMs', intervalMs],
-    ['initialBackoffMs', initialBackoffMs],
   ] as const)
     if (!Number.isFinite(v) || v <= 0)
       return bad(`option ${name}=${JSON.stringify(v)} must be a positive number`);
@@ -216,6 +219,23 @@ function resolveSettings(o: WorkloadAnnouncementOptions): Resolved {
     return bad(
       `option intervalMs=${intervalMs} must be shorter than leaseMs=${leaseMs} (a third of it is usual), or the announcement lapses between heartbeats`,
     );
+  let backoff: ResolvedBackoff;
+  try {
+    const initialMs = renamedOption(
+      'announceWorkload',
+      o.backoff?.initialMs,
+      o.initialBackoffMs,
+      'initialBackoffMs',
+      'backoff.initialMs',
+    );
+    backoff = resolveBackoff({ ...o.backoff, initialMs }, 'backoff', {
+      initialMs: 250,
+      maxMs: intervalMs,
+      factor: 2,
+    });
+  } catch (err) {
+    return bad(`${(err as Error).message.replace(/^branchline: /, '')}; nothing is announced`);
+  }
   const signals = o.withdrawOnSignals === false ? [] : (o.withdrawOnSignals ?? ['SIGTERM', 'SIGINT']);
   return {
     sandbox,
@@ -227,7 +247,7 @@ function resolveSettings(o: WorkloadAnnouncementOptions): Resolved {
     grpc,
     leaseMs,
     intervalMs,
-    initialBackoffMs,
+    backoff,
     requestTimeoutMs: Math.min(o.requestTimeoutMs ?? 5000, intervalMs),
     signals,
   };
@@ -377,9 +397,7 @@ class SelfRegistration implements WorkloadAnnouncement {
     this.status.failures++;
     this.status.error = err.message;
     const n = this.status.failures;
-    const ceiling = Math.min(this.s.intervalMs, this.s.initialBackoffMs * 2 ** Math.min(n - 1, 20));
-    // Equal jitter: half fixed, half random, so a fleet restarting at once spreads out.
-    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    const delay = Math.round(backoffDelay(this.s.backoff, n - 1));
     const now = Date.now();
     const fields = {
       ...this.fields(),

@@ -1,17 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { getRoutingKey, type SandboxSpec, setLogger } from '../src/index.js';
 import {
   backoffDelay,
   createMessageSelector,
-  getRoutingKey,
   HoldAbandonedError,
   HoldTimeoutError,
   type OwnersChange,
   RouteTable,
   resolveBackoff,
-  type SandboxSpec,
   StaticRouteSource,
-  setLogger,
-} from '../src/index.js';
+} from '../src/transport.js';
 
 const T0 = 1_000_000;
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { explainInvalidKey, isValidRoutingKey } from '../src/key.js';
+import { explainInvalidKey, isValidRoutingKey } from '../src/rules.js';
 
 describe('routing key validation', () => {
   it('accepts DNS-label-like keys', () => {

@@ -2,7 +2,8 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createRegistrySource, type RegistryRouteSource, type RouteTable } from '../src/index.js';
+import { setLogger } from '../src/index.js';
+import { createRegistrySource, type RegistryRouteSource, type RouteTable } from '../src/transport.js';
 
 // A hand-written watch endpoint speaking the registry's SSE protocol, so the client's own
 // behaviour (resume, backoff, idle detection) can be driven precisely. The real registry is
@@ -57,7 +58,10 @@ function nextTable(src: RegistryRouteSource, pred: (t: RouteTable) => boolean): 
 
 describe('RegistryRouteSource', () => {
   it('ready() gives up after its bound when the registry cannot be reached, and reports it', async () => {
-    source = createRegistrySource({ url: 'http://127.0.0.1:9', initialBackoffMs: 20, maxBackoffMs: 50 });
+    source = createRegistrySource({
+      registry: 'http://127.0.0.1:9',
+      reconnect: { initialMs: 20, maxMs: 50 },
+    });
     expect(await source.ready(300)).toBeUndefined();
     expect(source.table).toBeUndefined();
     expect(source.status).toMatchObject({ synced: false, connected: false, stale: true });
@@ -72,7 +76,7 @@ describe('RegistryRouteSource', () => {
           frame('heartbeat', { revision: 3, completeUntil: 150, interval: 500 }),
       ),
     );
-    source = createRegistrySource({ url });
+    source = createRegistrySource({ registry: url });
     const first = await source.ready(5000);
     expect(first?.revision).toBe(3);
     expect(first?.completeUntil).toBe(150);
@@ -133,7 +137,7 @@ describe('RegistryRouteSource', () => {
           }) + frame('synced', { revision: 8, resumed: true }),
         );
     });
-    source = createRegistrySource({ url, initialBackoffMs: 20, maxBackoffMs: 100 });
+    source = createRegistrySource({ registry: url, reconnect: { initialMs: 20, maxMs: 100 } });
     await source.ready(5000);
     conns[0]!.res.destroy();
     await new Promise<void>((resolve) => {
@@ -154,12 +158,40 @@ describe('RegistryRouteSource', () => {
         frame('snapshot', { revision: 1, sandboxes: [], groups: [] }) + frame('synced', { revision: 1 }),
       ),
     );
-    source = createRegistrySource({ url, idleTimeoutMs: 300, initialBackoffMs: 20 });
+    source = createRegistrySource({ registry: url, idleTimeoutMs: 300, reconnect: { initialMs: 20 } });
     await source.ready(5000);
     await new Promise<void>((resolve) => {
       const check = () => (conns.length >= 2 ? resolve() : setTimeout(check, 20));
       check();
     });
     expect(conns[1]!.req.url).toBe('/v1/watch?view=routing&since=1');
+  });
+});
+
+describe('deprecated RegistryRouteSource options', () => {
+  it('url and initialBackoffMs/maxBackoffMs still work, with one warning per option per process', async () => {
+    const warnings: string[] = [];
+    setLogger({ debug() {}, info() {}, error() {}, warn: (msg) => warnings.push(msg) });
+    try {
+      const { url } = await fakeRegistry(({ res }) =>
+        res.write(
+          frame('snapshot', { revision: 1, sandboxes: [], groups: [] }) + frame('synced', { revision: 1 }),
+        ),
+      );
+      source = createRegistrySource({ url, initialBackoffMs: 20, maxBackoffMs: 50 });
+      expect(await source.ready(2000)).toBeDefined();
+      await source.close();
+      source = createRegistrySource({ url, initialBackoffMs: 20 });
+      expect(await source.ready(2000)).toBeDefined();
+    } finally {
+      setLogger(undefined);
+    }
+    const deprecations = warnings.filter((w) => w.includes('deprecated'));
+    expect(deprecations).toHaveLength(3);
+    expect(deprecations.join('\n')).toMatch(/option url is deprecated; use registry/);
+    expect(deprecations.join('\n')).toMatch(
+      /option initialBackoffMs is deprecated; use reconnect\.initialMs/,
+    );
+    expect(deprecations.join('\n')).toMatch(/option maxBackoffMs is deprecated; use reconnect\.maxMs/);
   });
 });

@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import { createRuntime, getRoutingKey } from '@branchline/core';
+import { HOP_MARKER } from '@branchline/core/transport';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { branchline } from '../src/index.js';
 
@@ -40,7 +41,7 @@ for (const [name, express] of Object.entries(versions)) {
     let mw: ReturnType<typeof branchline>;
     beforeAll(async () => {
       const app = express();
-      mw = branchline({ runtime: createRuntime({ service: 'orders', routeSource: routes() }) });
+      mw = branchline({ runtime: createRuntime({ service: 'orders', routes: routes() }) });
       app.use(mw);
       app.use(express.json());
       app.post('/echo', (req: { branchline: unknown; body: unknown }, res: { json(v: unknown): void }) => {
@@ -107,7 +108,7 @@ for (const [name, express] of Object.entries(versions)) {
     });
 
     it('serves a request that already carries the hop marker here (loop guard)', async () => {
-      const r = await post({ baggage: 'branchline=ord-key', 'x-branchline-hop': 'orders' });
+      const r = await post({ baggage: 'branchline=ord-key', [HOP_MARKER]: 'orders' });
       expect(r).toMatchObject({
         instance: 'baseline',
         info: { key: 'ord-key', sandbox: 'ord-sb', forwarded: true },
@@ -118,7 +119,9 @@ for (const [name, express] of Object.entries(versions)) {
 
 describe('branchline() configuration', () => {
   it('throws at creation on a bad option, naming it', () => {
-    expect(() => branchline({ service: 'orders', connectTimeout: 0 })).toThrow(/connectTimeout/);
+    expect(() => branchline({ service: 'orders', connectTimeoutMs: 0 })).toThrow(/connectTimeoutMs/);
+    // The deprecated name is still read, and checked like the new one.
+    expect(() => branchline({ service: 'orders', connectTimeout: 0 })).toThrow(/connectTimeoutMs/);
     expect(() => branchline({ sandbox: 'Not_A_Key' })).toThrow(/BRANCHLINE_SANDBOX|sandbox/);
   });
 });

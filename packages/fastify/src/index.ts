@@ -1,4 +1,4 @@
-import { activeContext, runInContext } from '@branchline/core';
+import { activeContext, runInContext } from '@branchline/core/transport';
 import {
   type BranchlineRequestInfo,
   IncomingRouter,

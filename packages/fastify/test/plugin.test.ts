@@ -31,7 +31,7 @@ describe('the Fastify plugin', () => {
     await app.register(branchline, {
       runtime: createRuntime({
         service: 'orders',
-        routeSource: {
+        routes: {
           sandboxes: [
             { name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } },
             { name: 'pay-sb', key: 'pay-key', overrides: { payments: { http: 'http://127.0.0.1:9' } } },
@@ -85,8 +85,13 @@ describe('the Fastify plugin', () => {
   it('validates options at registration with a TypeError naming the option', async () => {
     const bad = Fastify();
     await expect(
-      bad.register(branchline, { service: 'orders', responseTimeout: 'soon' as never }).ready(),
-    ).rejects.toThrow(TypeError);
+      bad.register(branchline, { service: 'orders', responseTimeoutMs: 'soon' as never }).ready(),
+    ).rejects.toThrow(/option responseTimeoutMs/);
+    // The deprecated name is still read, and checked like the new one.
+    const old = Fastify();
+    await expect(
+      old.register(branchline, { service: 'orders', responseTimeout: 'soon' as never }).ready(),
+    ).rejects.toThrow(/option responseTimeoutMs/);
     const bad2 = Fastify();
     await expect(bad2.register(branchline, { service: 42 as never }).ready()).rejects.toThrow(
       /option service/,
@@ -99,7 +104,7 @@ describe('the Fastify plugin', () => {
       fallbackToBaseline: true,
       runtime: createRuntime({
         service: 'orders',
-        routeSource: {
+        routes: {
           sandboxes: [
             { name: 'down', key: 'down-key', overrides: { orders: { http: 'http://127.0.0.1:9' } } },
           ],

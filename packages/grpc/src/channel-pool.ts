@@ -1,5 +1,4 @@
-import type { RouteSource, RouteTable } from '@branchline/core';
-import { logger } from '@branchline/core';
+import { logger, type RouteSource, type RouteTable } from '@branchline/core/transport';
 import { type ChannelCredentials, type ChannelOptions, Channel as GrpcChannel } from '@grpc/grpc-js';
 
 interface PoolEntry {

@@ -1,10 +1,5 @@
-import {
-  getBaggageKey,
-  getRoutingKey,
-  grpcMetadataGetter,
-  grpcMetadataSetter,
-  injectRoutingKey,
-} from '@branchline/core';
+import { getRoutingKey } from '@branchline/core';
+import { getBaggageKey, injectRoutingKey } from '@branchline/core/transport';
 import {
   InterceptingCall,
   type InterceptingListener,
@@ -13,6 +8,7 @@ import {
   type NextCall,
   type StatusObject,
 } from '@grpc/grpc-js';
+import { grpcMetadataGetter, grpcMetadataSetter } from './metadata.js';
 import type { ClientInterceptorOptions } from './types.js';
 
 type Next = ReturnType<NextCall>;

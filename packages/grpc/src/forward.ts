@@ -1,4 +1,4 @@
-import { counters, noteForwarded } from '@branchline/core';
+import { counters, noteForwarded } from '@branchline/core/transport';
 import {
   type Channel,
   type experimental,

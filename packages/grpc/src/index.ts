@@ -1,5 +1,6 @@
+export { HOP_MARKER } from '@branchline/core/transport';
 export { createClientInterceptor } from './client-interceptor.js';
-export { HOP_METADATA, isForwarded } from './metadata.js';
+export { grpcMetadataGetter, grpcMetadataSetter, HOP_METADATA, isForwarded } from './metadata.js';
 export {
   type ClientConstructor,
   createRoutedClient,

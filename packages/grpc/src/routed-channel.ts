@@ -1,10 +1,5 @@
-import {
-  defaultRuntime,
-  getRoutingKey,
-  noteRouted,
-  type RouteSource,
-  resolveOutgoing,
-} from '@branchline/core';
+import { defaultRuntime, getRoutingKey } from '@branchline/core';
+import { noteRouted, type RouteSource, resolveOutgoing } from '@branchline/core/transport';
 import {
   type Channel,
   type ChannelCredentials,

@@ -1,18 +1,15 @@
+import { type BranchlineRuntime, contextWithRoutingKey, defaultRuntime } from '@branchline/core';
 import {
   activeContext,
-  type BranchlineRuntime,
-  contextWithRoutingKey,
   counters,
   decideIncoming,
-  defaultRuntime,
-  grpcMetadataGetter,
   type IncomingDecision,
   type KeyReader,
   RouteTable,
   runInContext,
   safeHook,
   warnRateLimited,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import {
   credentials as grpcCredentials,
   type Metadata,
@@ -25,7 +22,7 @@ import {
 import type { Context } from '@opentelemetry/api';
 import { ChannelPool } from './channel-pool.js';
 import { ForwardedCall } from './forward.js';
-import { isForwarded } from './metadata.js';
+import { grpcMetadataGetter, isForwarded } from './metadata.js';
 import { type Deserializer, originalDeserializer } from './raw.js';
 import type { Handoff } from './stream-relay.js';
 import type { ServerRoutingOptions } from './types.js';

@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import { activeContext, contextWithRoutingKey, getRoutingKey, logger, runInContext } from '@branchline/core';
+import { contextWithRoutingKey, getRoutingKey } from '@branchline/core';
+import { activeContext, logger, runInContext } from '@branchline/core/transport';
 import { Server, type ServerOptions } from '@grpc/grpc-js';
 import type { Context } from '@opentelemetry/api';
 import { type Deserializer, rawAwareSerializer, rawDeserializer } from './raw.js';

@@ -10,13 +10,13 @@ import {
 import {
   counters,
   decideIncoming,
+  HOP_MARKER,
   type IncomingDecision,
   logger,
   nodeHeadersGetter,
   noteForwarded,
   RouteTable,
-} from '@branchline/core';
-import { HOP_METADATA } from './metadata.js';
+} from '@branchline/core/transport';
 import type { ServerRouting } from './server-interceptor.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM } = constants;
@@ -68,7 +68,7 @@ export class StreamRelay {
     const r = this.routing;
     if (headers.baggage === undefined && r.keys.sources.length === 1) return NO_KEY;
     const table = r.runtime.routes.table ?? RouteTable.empty;
-    const forwarded = r.sandbox === undefined && headers[HOP_METADATA] !== undefined;
+    const forwarded = r.sandbox === undefined && headers[HOP_MARKER] !== undefined;
     // A header seen on the last call is a string compare in the key reader (core's memo).
     const key = r.keys.read(headers, nodeHeadersGetter);
     if (key === undefined) return NO_KEY;
@@ -127,7 +127,7 @@ export class StreamRelay {
     const request = headers as OutgoingHttpHeaders;
     request[':authority'] = authority;
     request[':scheme'] = 'http';
-    request[HOP_METADATA] = this.service;
+    request[HOP_MARKER] = this.service;
 
     let trailers: OutgoingHttpHeaders | undefined;
     let done = false;

@@ -1,12 +1,6 @@
 import { createRequire } from 'node:module';
-import {
-  counters,
-  createRuntime,
-  getRoutingKey,
-  type RouteTableSpec,
-  StaticRouteSource,
-  withRoutingKey,
-} from '@branchline/core';
+import { createRuntime, getRoutingKey, type RouteTableSpec, withRoutingKey } from '@branchline/core';
+import { counters, StaticRouteSource } from '@branchline/core/transport';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DELEGATED_CALL_METHODS, keyedCallCovers } from '../src/client-interceptor.js';
@@ -15,7 +9,7 @@ import {
   createRoutedServer,
   createServerInterceptor,
   type ForwardInfo,
-  HOP_METADATA,
+  HOP_MARKER,
 } from '../src/index.js';
 import { GRPC_JS_VERIFIED, STREAM_HANDLERS, streamHandlerShape } from '../src/server.js';
 
@@ -48,7 +42,7 @@ function impl(who: string): grpc.UntypedServiceImplementation {
   return {
     who(call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) {
       setImmediate(() =>
-        cb(null, { who, key: getRoutingKey() ?? '', hop: String(call.metadata.get(HOP_METADATA)[0] ?? '') }),
+        cb(null, { who, key: getRoutingKey() ?? '', hop: String(call.metadata.get(HOP_MARKER)[0] ?? '') }),
       );
     },
   };
@@ -96,17 +90,14 @@ describe('@branchline/grpc', () => {
   it('forwards a keyed call from a routed baseline to the sandbox with the hop marker, and tells onForward', async () => {
     const routes = new StaticRouteSource();
     const sandboxAddr = await serve(
-      createRoutedServer(
-        {},
-        { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routeSource: routes }) },
-      ),
+      createRoutedServer({}, { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routes: routes }) }),
       'sandbox',
     );
     const seen: ForwardInfo[] = [];
     const baselineAddr = await serve(
       createRoutedServer(
         {},
-        { runtime: createRuntime({ service: 'who', routeSource: routes }), onForward: (i) => seen.push(i) },
+        { runtime: createRuntime({ service: 'who', routes: routes }), onForward: (i) => seen.push(i) },
       ),
       'baseline',
     );
@@ -122,10 +113,7 @@ describe('@branchline/grpc', () => {
     const sandboxAddr = await serve(new grpc.Server(), 'sandbox');
     routes.update(table(sandboxAddr));
     const addr = await serve(
-      createRoutedServer(
-        {},
-        { runtime: createRuntime({ service: 'who', routeSource: routes }), forward: false },
-      ),
+      createRoutedServer({}, { runtime: createRuntime({ service: 'who', routes: routes }), forward: false }),
       'baseline',
     );
     expect(await ask(client(addr), 'pr-5')).toEqual({ who: 'baseline', key: 'pr-5', hop: '' });
@@ -137,9 +125,7 @@ describe('@branchline/grpc', () => {
     routes.update(table(sandboxAddr));
     const before = counters.forwarded;
     const plain = new grpc.Server({
-      interceptors: [
-        createServerInterceptor({ runtime: createRuntime({ service: 'who', routeSource: routes }) }),
-      ],
+      interceptors: [createServerInterceptor({ runtime: createRuntime({ service: 'who', routes: routes }) })],
     });
     const addr = await serve(plain, 'plain');
     expect(await ask(client(addr), 'pr-5')).toEqual({ who: 'plain', key: 'pr-5', hop: '' });
@@ -169,7 +155,7 @@ describe('@branchline/grpc', () => {
 
   it('rejects a non-boolean forward option when the server is created, naming the option', () => {
     expect(() =>
-      createRoutedServer({}, { forward: 'yes' as never, runtime: createRuntime({ routeSource: {} }) }),
+      createRoutedServer({}, { forward: 'yes' as never, runtime: createRuntime({ routes: {} }) }),
     ).toThrow(/option forward must be a boolean/);
   });
 
@@ -202,17 +188,11 @@ describe('@branchline/grpc', () => {
   it('relays at the stream level: a routed baseline forwards a method it does not implement', async () => {
     const routes = new StaticRouteSource();
     const sandboxAddr = await serve(
-      createRoutedServer(
-        {},
-        { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routeSource: routes }) },
-      ),
+      createRoutedServer({}, { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routes: routes }) }),
       'sandbox',
     );
     // The baseline implements no method at all: only a relay in front of grpc-js can answer.
-    const baseline = createRoutedServer(
-      {},
-      { runtime: createRuntime({ service: 'who', routeSource: routes }) },
-    );
+    const baseline = createRoutedServer({}, { runtime: createRuntime({ service: 'who', routes: routes }) });
     servers.push(baseline);
     const port = await new Promise<number>((resolve, reject) =>
       baseline.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
@@ -239,7 +219,7 @@ describe('@branchline/grpc', () => {
   it('reads a keyed call once on a routed baseline: bad keys and a prevented loop are counted once', async () => {
     const routes = new StaticRouteSource();
     const baselineAddr = await serve(
-      createRoutedServer({}, { runtime: createRuntime({ service: 'who', routeSource: routes }) }),
+      createRoutedServer({}, { runtime: createRuntime({ service: 'who', routes: routes }) }),
       'baseline',
     );
     // A rule that points back at the baseline itself: forwarding it again would loop.
@@ -257,7 +237,7 @@ describe('@branchline/grpc', () => {
     const before = { ...counters };
     expect(await call({ baggage: 'branchline=Not_A_Key' })).toMatchObject({ who: 'baseline', key: '' });
     expect(await call({ baggage: 'branchline=%zz' })).toMatchObject({ who: 'baseline', key: '' });
-    expect(await call({ baggage: 'branchline=pr-5', [HOP_METADATA]: 'who' })).toMatchObject({
+    expect(await call({ baggage: 'branchline=pr-5', [HOP_MARKER]: 'who' })).toMatchObject({
       who: 'baseline',
       key: 'pr-5',
     });
@@ -284,7 +264,7 @@ describe('@branchline/grpc', () => {
 
   it('merges the key into baggage the caller set, and adds it to calls that have none, call after call', async () => {
     const seen: string[] = [];
-    const echo = createRoutedServer({}, { runtime: createRuntime({ service: 'who', routeSource: {} }) });
+    const echo = createRoutedServer({}, { runtime: createRuntime({ service: 'who', routes: {} }) });
     echo.addService(service, {
       who(call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) {
         seen.push(call.metadata.get('baggage').join('|'));
@@ -321,7 +301,7 @@ describe('@branchline/grpc', () => {
     const routes = new StaticRouteSource({});
     const sandboxAddr = await serve(new grpc.Server(), 'sandbox');
     const baselineAddr = await serve(
-      createRoutedServer({}, { runtime: createRuntime({ service: 'who', routeSource: routes }) }),
+      createRoutedServer({}, { runtime: createRuntime({ service: 'who', routes: routes }) }),
       'baseline',
     );
     const c = client(baselineAddr);

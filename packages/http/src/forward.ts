@@ -2,10 +2,18 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { counters, logger, noteForwarded, type RouteSource, type RouteTable } from '@branchline/core';
+import {
+  counters,
+  HOP_MARKER,
+  logger,
+  noteForwarded,
+  type RouteSource,
+  type RouteTable,
+  renamedOption,
+} from '@branchline/core/transport';
 import { describeSandboxFailure, isTimeoutFailure, type SandboxTarget } from './sandbox-error.js';
 import { activeTraceHeaders, headerNames } from './trace.js';
-import { type ForwardOptions, HOP_HEADER } from './types.js';
+import type { ForwardOptions } from './types.js';
 import {
   type CoarseClock,
   type Connection,
@@ -19,9 +27,9 @@ import {
 export interface ForwardTarget extends SandboxTarget {}
 
 interface ResolvedForwardOptions {
-  connectTimeout: number;
-  responseTimeout: number;
-  bodyTimeout: number;
+  connectTimeoutMs: number;
+  responseTimeoutMs: number;
+  bodyTimeoutMs: number;
   fallbackToBaseline: boolean;
   connections: number;
   pipelining: number;
@@ -32,9 +40,14 @@ function positive(name: string, v: unknown, def: number, allowZero = false): num
   if (v === undefined) return def;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0))
     throw new TypeError(
-      `branchline: option ${name} must be a ${allowZero ? 'non-negative' : 'positive'} number of ${name.endsWith('Timeout') ? 'milliseconds' : 'units'}, got ${JSON.stringify(v)}`,
+      `branchline: option ${name} must be a ${allowZero ? 'non-negative' : 'positive'} number${name.endsWith('Ms') ? ' of milliseconds' : ''}, got ${JSON.stringify(v)}`,
     );
   return v;
+}
+
+/** A timeout given under its new name (`…Ms`) or its deprecated one (warned about once). */
+function renamed(o: ForwardOptions, old: 'connectTimeout' | 'responseTimeout' | 'bodyTimeout'): unknown {
+  return renamedOption('@branchline/http', o[`${old}Ms`], o[old], old, `${old}Ms`);
 }
 
 /** Checks forwarding options; throws a TypeError naming the bad option. */
@@ -48,9 +61,9 @@ export function resolveForwardOptions(o: ForwardOptions = {}): ResolvedForwardOp
       `branchline: option preserveHost must be true or false, got ${JSON.stringify(o.preserveHost)}`,
     );
   return {
-    connectTimeout: positive('connectTimeout', o.connectTimeout, 2000),
-    responseTimeout: positive('responseTimeout', o.responseTimeout, 30_000),
-    bodyTimeout: positive('bodyTimeout', o.bodyTimeout, 300_000, true),
+    connectTimeoutMs: positive('connectTimeoutMs', renamed(o, 'connectTimeout'), 2000),
+    responseTimeoutMs: positive('responseTimeoutMs', renamed(o, 'responseTimeout'), 30_000),
+    bodyTimeoutMs: positive('bodyTimeoutMs', renamed(o, 'bodyTimeout'), 300_000, true),
     fallbackToBaseline: o.fallbackToBaseline ?? false,
     connections: positive('connections', o.connections, 128),
     pipelining: positive('pipelining', o.pipelining, 1),
@@ -149,7 +162,7 @@ export function forwardRequestHeaders(req: IncomingMessage, hop: string, preserv
   for (let i = 0; i < raw.length; i += 2)
     if (relayed(raw[i]!, preserveHost, listed, traced)) out.push(raw[i]!, raw[i + 1]!);
   if (trace !== undefined) out.push(...trace);
-  out.push(HOP_HEADER, hop);
+  out.push(HOP_MARKER, hop);
   return out;
 }
 
@@ -261,7 +274,7 @@ function requestHead(
   if (trace !== undefined)
     for (let i = 0; i < trace.length; i += 2) parts.push(trace[i]!, ': ', trace[i + 1]!, '\r\n');
   if (chunked) parts.push('transfer-encoding: chunked\r\n');
-  parts.push(HOP_HEADER, ': ', hop, '\r\n\r\n');
+  parts.push(HOP_MARKER, ': ', hop, '\r\n\r\n');
   return parts.join('');
 }
 
@@ -502,7 +515,7 @@ export class SandboxForwarder {
     this.hop = options.service ?? '1';
     const o = this.options;
     // Deadlines are checked by one interval; its period bounds how late a timeout fires.
-    const shortest = Math.min(o.connectTimeout, o.responseTimeout, o.bodyTimeout || Infinity, 4000);
+    const shortest = Math.min(o.connectTimeoutMs, o.responseTimeoutMs, o.bodyTimeoutMs || Infinity, 4000);
     this.tickMs = Math.max(5, Math.min(250, Math.floor(shortest / 8)));
     this.unsubscribe = options.routes?.subscribe((table) => this.prune(table));
   }
@@ -615,11 +628,11 @@ export class SandboxForwarder {
     if (!this.options.preserveHost) lines += `host: ${u.host}\r\n`;
     if (trace !== undefined)
       for (let i = 0; i < trace.length; i += 2) lines += `${trace[i]}: ${trace[i + 1]}\r\n`;
-    lines += `${HOP_HEADER}: ${this.hop}\r\n\r\n`;
+    lines += `${HOP_MARKER}: ${this.hop}\r\n\r\n`;
     const timer = setTimeout(
       () =>
         upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })),
-      this.options.connectTimeout,
+      this.options.connectTimeoutMs,
     );
     const connectEvent = u.protocol === 'https:' ? 'secureConnect' : 'connect';
     upstream.once(connectEvent, () => {

@@ -2,22 +2,25 @@ import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
-  activeContext,
   type BranchlineRuntime,
   contextWithRoutingKey,
-  counters,
   createRuntime,
-  decideIncoming,
   defaultRuntime,
   getRoutingKey,
+} from '@branchline/core';
+import {
+  activeContext,
+  counters,
+  decideIncoming,
+  HOP_MARKER,
   hasOtelContextManager,
   type RouteTable,
   runInContext,
   warnRateLimited,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { type Context, context as otelContext, ROOT_CONTEXT } from '@opentelemetry/api';
 import { type ForwardTarget, hasBody, rawHeadersGetter, SandboxForwarder } from './forward.js';
-import { type BranchlineRequestInfo, HOP_HEADER, type IncomingRoutingOptions } from './types.js';
+import type { BranchlineRequestInfo, IncomingRoutingOptions } from './types.js';
 
 /** The outcome of routing one incoming request. */
 export interface IncomingRoute {
@@ -44,6 +47,9 @@ const NO_KEY: IncomingRoute = Object.freeze({
 
 const FORWARD_KEYS = new Set([
   'runtime',
+  'connectTimeoutMs',
+  'responseTimeoutMs',
+  'bodyTimeoutMs',
   'connectTimeout',
   'responseTimeout',
   'bodyTimeout',
@@ -100,7 +106,7 @@ export class IncomingRouter {
       if (key === undefined) return NO_KEY;
       fromHeader = true;
     }
-    const forwarded = rawHeadersGetter.get(req.rawHeaders, HOP_HEADER) !== undefined;
+    const forwarded = rawHeadersGetter.get(req.rawHeaders, HOP_MARKER) !== undefined;
     const table = this.runtime.routes.table;
     const context = fromHeader ? contextWithRoutingKey(ctx, key) : ctx;
     const enter = fromHeader;

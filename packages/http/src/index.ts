@@ -1,3 +1,4 @@
+export { HOP_MARKER } from '@branchline/core/transport';
 export {
   type ForwardTarget,
   forwardRequestHeaders,

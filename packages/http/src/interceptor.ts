@@ -1,13 +1,7 @@
 import { channel } from 'node:diagnostics_channel';
 import { createRequire } from 'node:module';
-import {
-  activeContext,
-  contextWithRoutingKey,
-  counters,
-  getRoutingKey,
-  hasOtelPropagator,
-  runInContext,
-} from '@branchline/core';
+import { contextWithRoutingKey, getRoutingKey } from '@branchline/core';
+import { activeContext, counters, hasOtelPropagator, runInContext } from '@branchline/core/transport';
 import { propagation } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import { headersWithKey, OutgoingRouter } from './outgoing.js';

@@ -1,14 +1,14 @@
 import http, { type ClientRequest } from 'node:http';
 import https from 'node:https';
+import { getRoutingKey } from '@branchline/core';
 import {
   type CarrierSetter,
   counters,
-  getRoutingKey,
   injectRoutingKey,
   joinHeaderValue,
   logger,
   warnRateLimited,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { OutgoingRouter, withoutBaggageMember } from './outgoing.js';
 import { isEndpointFailure, type SandboxTarget, SandboxUnreachableError } from './sandbox-error.js';
 import type { OutgoingRoutingOptions } from './types.js';
@@ -113,9 +113,9 @@ export class RoutingHttpAgent extends http.Agent {
   readonly router: OutgoingRouter;
 
   constructor(options: http.AgentOptions & OutgoingRoutingOptions = {}) {
-    const { services, internalHosts, serviceOf, runtime, route: r, ...agentOptions } = options;
+    const { services, internalHosts, serviceOf, runtime, routeCalls, route: r, ...agentOptions } = options;
     super({ keepAlive: true, ...agentOptions });
-    this.router = new OutgoingRouter({ services, internalHosts, serviceOf, runtime, route: r });
+    this.router = new OutgoingRouter({ services, internalHosts, serviceOf, runtime, routeCalls, route: r });
   }
 
   addRequest(req: ClientRequest, options: Record<string, unknown>): void {
@@ -129,9 +129,9 @@ export class RoutingHttpsAgent extends https.Agent {
   readonly router: OutgoingRouter;
 
   constructor(options: https.AgentOptions & OutgoingRoutingOptions = {}) {
-    const { services, internalHosts, serviceOf, runtime, route: r, ...agentOptions } = options;
+    const { services, internalHosts, serviceOf, runtime, routeCalls, route: r, ...agentOptions } = options;
     super({ keepAlive: true, ...agentOptions });
-    this.router = new OutgoingRouter({ services, internalHosts, serviceOf, runtime, route: r });
+    this.router = new OutgoingRouter({ services, internalHosts, serviceOf, runtime, routeCalls, route: r });
   }
 
   addRequest(req: ClientRequest, options: Record<string, unknown>): void {

@@ -1,16 +1,15 @@
+import { type BranchlineRuntime, defaultRuntime, getRoutingKey } from '@branchline/core';
 import {
-  type BranchlineRuntime,
   bufferTextMapGetter,
   type CarrierSetter,
-  defaultRuntime,
-  getRoutingKey,
   injectRoutingKey,
   noteRouted,
   parseBaggage,
   recordSetter,
+  renamedOption,
   resolveOutgoing,
   serializeBaggage,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { HostMap, type OriginInfo } from './hosts.js';
 import type { SandboxTarget } from './sandbox-error.js';
 import type { OutgoingRoutingOptions } from './types.js';
@@ -28,7 +27,14 @@ export class OutgoingRouter {
   constructor(options: OutgoingRoutingOptions = {}) {
     this.hosts = new HostMap(options);
     this.runtimeRef = options.runtime;
-    this.route = options.route !== false;
+    this.route =
+      renamedOption(
+        '@branchline/http outgoing routing',
+        options.routeCalls,
+        options.route,
+        'route',
+        'routeCalls',
+      ) !== false;
   }
 
   /** Built on first use, never at import time. */

@@ -1,4 +1,4 @@
-import { activeContext, hasOtelPropagator } from '@branchline/core';
+import { activeContext, hasOtelPropagator } from '@branchline/core/transport';
 import { isSpanContextValid, propagation, type TextMapSetter, trace } from '@opentelemetry/api';
 
 /** Collects injected headers as flat lower-case name/value pairs, leaving `baggage` out. */

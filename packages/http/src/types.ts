@@ -1,5 +1,5 @@
 import type { BranchlineRuntime, RuntimeOptions } from '@branchline/core';
-import { HOP_MARKER } from '@branchline/core';
+import { HOP_MARKER } from '@branchline/core/transport';
 
 /** Which hosts are internal (may receive the routing key) and which service each one is. */
 export interface HostMapOptions {
@@ -26,16 +26,24 @@ export interface OutgoingRoutingOptions extends HostMapOptions {
   /** The runtime to read routes and the baggage key from. Default: `defaultRuntime()`, on first call. */
   runtime?: BranchlineRuntime;
   /** Send calls to sandbox endpoints (default `true`); `false` only propagates the key. */
+  routeCalls?: boolean;
+  /** @deprecated Use `routeCalls` (`routes` is the route source everywhere). */
   route?: boolean;
 }
 
 /** How forwarded requests reach a sandbox. */
 export interface ForwardOptions {
   /** Milliseconds to wait for a TCP (and TLS) connection to the sandbox. Default 2000. */
-  connectTimeout?: number;
+  connectTimeoutMs?: number;
   /** Milliseconds to wait for the sandbox's response headers. Default 30000. */
-  responseTimeout?: number;
+  responseTimeoutMs?: number;
   /** Milliseconds of silence allowed between response body chunks; 0 disables. Default 300000. */
+  bodyTimeoutMs?: number;
+  /** @deprecated Use `connectTimeoutMs`. */
+  connectTimeout?: number;
+  /** @deprecated Use `responseTimeoutMs`. */
+  responseTimeout?: number;
+  /** @deprecated Use `bodyTimeoutMs`. */
   bodyTimeout?: number;
   /**
    * When the sandbox cannot be reached, serve the request here (baseline) instead of answering
@@ -69,5 +77,8 @@ export interface BranchlineRequestInfo {
   readonly forwarded: boolean;
 }
 
-/** The hop marker header a forwarded request carries (core's HOP_MARKER). */
+/**
+ * The hop marker header a forwarded request carries.
+ * @deprecated Use `HOP_MARKER`, the one name for every transport.
+ */
 export const HOP_HEADER = HOP_MARKER;

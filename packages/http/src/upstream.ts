@@ -35,9 +35,9 @@ function upstreamError(code: string, message: string): UpstreamError {
 }
 
 export interface UpstreamOptions {
-  connectTimeout: number;
-  responseTimeout: number;
-  bodyTimeout: number;
+  connectTimeoutMs: number;
+  responseTimeoutMs: number;
+  bodyTimeoutMs: number;
   connections: number;
 }
 
@@ -205,11 +205,11 @@ export class Connection {
     if (t === Timer.None) return;
     const limit =
       t === Timer.Connect
-        ? opts.connectTimeout
+        ? opts.connectTimeoutMs
         : t === Timer.Response
-          ? opts.responseTimeout
+          ? opts.responseTimeoutMs
           : t === Timer.Body
-            ? opts.bodyTimeout
+            ? opts.bodyTimeoutMs
             : this.idleTimeout;
     if (limit === 0 || now - this.armedAt < limit + slack) return;
     if (t === Timer.Idle) {

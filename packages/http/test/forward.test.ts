@@ -1,8 +1,9 @@
 import { once } from 'node:events';
 import { createServer, request as httpRequest, type Server } from 'node:http';
-import { counters, createRuntime, StaticRouteSource } from '@branchline/core';
+import { createRuntime, setLogger } from '@branchline/core';
+import { counters, StaticRouteSource } from '@branchline/core/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { forwardRequestHeaders, HOP_HEADER, IncomingRouter } from '../src/index.js';
+import { forwardRequestHeaders, HOP_MARKER, IncomingRouter } from '../src/index.js';
 import { startServer, type TestServer } from './servers.js';
 
 let sandboxA: TestServer;
@@ -42,7 +43,7 @@ async function baseline(endpoint: string, extra: Record<string, unknown> = {}) {
     sandboxes: [{ name: 'sb', key: 'k1', overrides: { orders: { http: endpoint } } }],
   });
   const router = new IncomingRouter({
-    runtime: createRuntime({ service: 'orders', routeSource: source }),
+    runtime: createRuntime({ service: 'orders', routes: source }),
     ...extra,
   });
   routers.push(router);
@@ -102,7 +103,7 @@ describe('forwarding an incoming request to a sandbox', () => {
     });
     const seen = sandboxA.seen.at(-1)!;
     expect(seen.headers['x-app']).toBe('yes');
-    expect(seen.headers[HOP_HEADER]).toBe('orders');
+    expect(seen.headers[HOP_MARKER]).toBe('orders');
     expect(seen.headers['x-secret']).toBeUndefined();
     expect(seen.headers['keep-alive']).toBeUndefined();
     expect(seen.headers.baggage).toBe('branchline=k1');
@@ -134,10 +135,10 @@ describe('forwarding an incoming request to a sandbox', () => {
       'orders:80',
       'X-App',
       'yes',
-      HOP_HEADER,
+      HOP_MARKER,
       'orders',
     ]);
-    expect(forwardRequestHeaders(req, 'orders', false)).toEqual(['X-App', 'yes', HOP_HEADER, 'orders']);
+    expect(forwardRequestHeaders(req, 'orders', false)).toEqual(['X-App', 'yes', HOP_MARKER, 'orders']);
   });
 
   it('relays the status, status message and trailers', async () => {
@@ -153,8 +154,8 @@ describe('forwarding an incoming request to a sandbox', () => {
     expect(res.trailers).toEqual({ 'x-checksum': 'abc123' });
   });
 
-  it('answers 504 naming the sandbox when it does not answer within responseTimeout', async () => {
-    const b = await baseline(sandboxA.url, { responseTimeout: 300 });
+  it('answers 504 naming the sandbox when it does not answer within responseTimeoutMs', async () => {
+    const b = await baseline(sandboxA.url, { responseTimeoutMs: 300 });
     const r = await fetch(`${b.url}/slow`, { headers: KEY });
     expect(r.status).toBe(504);
     expect(await r.json()).toMatchObject({
@@ -163,6 +164,21 @@ describe('forwarding an incoming request to a sandbox', () => {
       service: 'orders',
       endpoint: sandboxA.url,
     });
+  });
+
+  it('still honours the deprecated responseTimeout, and says once which option replaces it', async () => {
+    const warnings: string[] = [];
+    setLogger({ debug() {}, info() {}, error() {}, warn: (msg) => warnings.push(msg) });
+    try {
+      const b = await baseline(sandboxA.url, { responseTimeout: 300 });
+      expect((await fetch(`${b.url}/slow`, { headers: KEY })).status).toBe(504);
+      await baseline(sandboxA.url, { responseTimeout: 400 });
+    } finally {
+      setLogger(undefined);
+    }
+    const deprecations = warnings.filter((w) => w.includes('option responseTimeout is deprecated'));
+    expect(deprecations).toHaveLength(1);
+    expect(deprecations[0]).toMatch(/use responseTimeoutMs/);
   });
 
   it('falls back to baseline with the whole body when the sandbox is down and fallbackToBaseline is on', async () => {
@@ -186,7 +202,7 @@ describe('forwarding an incoming request to a sandbox', () => {
   });
 
   it('rejects bad forwarding options with a TypeError naming the option', () => {
-    expect(() => new IncomingRouter({ service: 'x', responseTimeout: -1 })).toThrow(/responseTimeout/);
+    expect(() => new IncomingRouter({ service: 'x', responseTimeoutMs: -1 })).toThrow(/responseTimeoutMs/);
     expect(() => new IncomingRouter({ service: 'x', fallbackToBaseline: 'yes' as never })).toThrow(
       /fallbackToBaseline/,
     );
@@ -382,7 +398,7 @@ describe('the forwarding client', () => {
     const seen = sandboxA.seen.at(-1)!;
     expect(seen.headers['transfer-encoding']).toBe('chunked');
     expect(seen.headers.host).toBe(new URL(sandboxA.url).host);
-    expect(seen.headers[HOP_HEADER]).toBe('orders');
+    expect(seen.headers[HOP_MARKER]).toBe('orders');
   });
 
   it('sends a request again on a fresh connection when a kept-alive one closes without answering', async () => {

@@ -1,7 +1,8 @@
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
-import { counters, createRuntime, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { counters } from '@branchline/core/transport';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -40,7 +41,7 @@ beforeAll(async () => {
   silentUrl = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
   runtime = createRuntime({
     service: 'frontend',
-    routeSource: {
+    routes: {
       sandboxes: [
         { name: 'pay-sb', key: 'pay-key', overrides: { payments: { http: sandbox.url } } },
         { name: 'down-sb', key: 'down-key', overrides: { payments: { http: downUrl } } },

@@ -1,11 +1,11 @@
+import { getRoutingKey } from '@branchline/core';
 import {
   checkDurationMs,
   createMessageSelector,
-  getRoutingKey,
   type OwnersChange,
   type RouteTable,
   runInContext,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import type { ConsumerSubscribeTopic, ConsumerSubscribeTopics, Kafka } from 'kafkajs';
 import { createSettle } from './decisions.js';
 import { createDrainer, tp } from './drain.js';

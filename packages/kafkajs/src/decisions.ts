@@ -3,7 +3,7 @@ import {
   type FinalSelection,
   type HoldSelection,
   type MessageSelector,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import type { KafkaMessage } from 'kafkajs';
 import type { HoldTimeoutAction } from './types.js';
 

@@ -1,4 +1,4 @@
-import { logger, safeHook } from '@branchline/core';
+import { logger, safeHook } from '@branchline/core/transport';
 import type { Kafka } from 'kafkajs';
 import { deleteGroups } from './groups.js';
 import { subscribedTopicNames } from './start-offsets.js';

@@ -1,4 +1,5 @@
-import { isValidRoutingKey, logger, type ResourceContext, type ResourceHook } from '@branchline/core';
+import { isValidRoutingKey } from '@branchline/core';
+import { logger, type ResourceContext, type ResourceHook } from '@branchline/core/transport';
 import type { Admin } from 'kafkajs';
 import type { KafkaAdminTarget } from './types.js';
 

@@ -3,7 +3,7 @@ import {
   type HoldSelection,
   type MessageSelector,
   runInContext,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import type { EachBatchPayload, EachMessagePayload, KafkaMessage } from 'kafkajs';
 import { type Settle, timeOf } from './decisions.js';
 import type { KafkaKeyReader } from './keys.js';

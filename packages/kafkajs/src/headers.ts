@@ -1,4 +1,4 @@
-import { bufferTextMapGetter, type CarrierGetter, type CarrierSetter } from '@branchline/core';
+import { bufferTextMapGetter, type CarrierGetter, type CarrierSetter } from '@branchline/core/transport';
 import type { IHeaders } from 'kafkajs';
 
 /**

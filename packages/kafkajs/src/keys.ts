@@ -1,4 +1,4 @@
-import type { MessageSelector } from '@branchline/core';
+import type { MessageSelector } from '@branchline/core/transport';
 import type { KafkaMessage } from 'kafkajs';
 import { kafkaHeadersGetter } from './headers.js';
 

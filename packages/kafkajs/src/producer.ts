@@ -1,4 +1,5 @@
-import { getBaggageKey, getRoutingKey, injectRoutingKey } from '@branchline/core';
+import { getRoutingKey } from '@branchline/core';
+import { getBaggageKey, injectRoutingKey } from '@branchline/core/transport';
 import type { IHeaders, Message, Producer, ProducerBatch, ProducerRecord, Transaction } from 'kafkajs';
 import { kafkaHeadersGetter, kafkaHeadersSetter } from './headers.js';
 

@@ -1,4 +1,4 @@
-import { logger, type MessageSelector } from '@branchline/core';
+import { logger, type MessageSelector } from '@branchline/core/transport';
 import type { Admin, Kafka } from 'kafkajs';
 
 /** The topic names a consumer subscribed to, patterns expanded against the cluster's topics. */

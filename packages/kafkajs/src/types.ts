@@ -1,4 +1,5 @@
-import type { BranchlineRuntime, RouteSource, RouteTable, RouteTableSpec } from '@branchline/core';
+import type { BranchlineRuntime, RouteTableSpec } from '@branchline/core';
+import type { RouteSource, RouteTable } from '@branchline/core/transport';
 import type {
   Consumer,
   ConsumerConfig,

@@ -1,4 +1,4 @@
-import type { ResourceContext } from '@branchline/core';
+import type { ResourceContext } from '@branchline/core/transport';
 import type { Admin } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {

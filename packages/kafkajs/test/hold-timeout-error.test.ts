@@ -1,4 +1,4 @@
-import { HoldTimeoutError as CoreHoldTimeoutError } from '@branchline/core';
+import { HoldTimeoutError as CoreHoldTimeoutError } from '@branchline/core/transport';
 import { describe, expect, it } from 'vitest';
 import { HoldTimeoutError } from '../src/index.js';
 

@@ -1,4 +1,5 @@
-import { ensureOpenTelemetry, StaticRouteSource } from '@branchline/core';
+import { ensureOpenTelemetry } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { context, propagation } from '@opentelemetry/api';
 import type { Admin, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

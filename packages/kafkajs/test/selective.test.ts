@@ -1,6 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { getRoutingKey, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { getRoutingKey, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import type { Admin, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSelectiveConsumer, instrumentProducer, type SelectiveConsumer } from '../src/index.js';

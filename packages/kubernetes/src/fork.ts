@@ -1,5 +1,6 @@
+import { renamedOption } from '@branchline/core/transport';
 import type { V1Container, V1EnvVar, V1ServicePort } from '@kubernetes/client-node';
-import { FORK_OF_ANNOTATION, forkName, LABELS, MANAGED_BY, serviceHost } from './names.js';
+import { FORK_OF_ANNOTATION, LABELS, MANAGED_BY, sandboxDeploymentName, serviceHost } from './names.js';
 import { KubernetesForkError, type ParsedForkSpec } from './spec.js';
 import type { Deployment, Service } from './types.js';
 
@@ -14,6 +15,8 @@ export interface ForkInput {
   /** The namespace's Services: the fork's pods must be selected by none of the baseline's. */
   services: Service[];
   /** `BRANCHLINE_REGISTRY` for the fork; unset = keep the baseline's. */
+  registry?: string;
+  /** @deprecated Use `registry`. */
   registryUrl?: string;
   /** Secret whose key holds the fork's `BRANCHLINE_TOKEN`; unset = keep the baseline's token variables. */
   tokenSecret?: { name: string; key?: string };
@@ -92,9 +95,10 @@ function forkEnv(
   ports: { http?: number; grpc?: number },
 ): V1EnvVar[] {
   const { spec } = input;
+  const registry = renamedOption('buildFork', input.registry, input.registryUrl, 'registryUrl', 'registry');
   const replaced = new Set(['BRANCHLINE_SANDBOX', 'BRANCHLINE_SERVICE', 'BRANCHLINE_POD_IP']);
   replaced.add('BRANCHLINE_ANNOUNCE_HTTP').add('BRANCHLINE_ANNOUNCE_GRPC');
-  if (input.registryUrl) replaced.add('BRANCHLINE_REGISTRY');
+  if (registry) replaced.add('BRANCHLINE_REGISTRY');
   if (input.tokenSecret) replaced.add('BRANCHLINE_TOKEN').add('BRANCHLINE_TOKEN_FILE');
   // Ours come first: Kubernetes expands $(VAR) only from variables defined earlier.
   const env: V1EnvVar[] = [
@@ -102,7 +106,7 @@ function forkEnv(
     { name: 'BRANCHLINE_SANDBOX', value: input.sandbox.name },
     { name: 'BRANCHLINE_SERVICE', value: service },
   ];
-  if (input.registryUrl) env.push({ name: 'BRANCHLINE_REGISTRY', value: input.registryUrl });
+  if (registry) env.push({ name: 'BRANCHLINE_REGISTRY', value: registry });
   if (input.tokenSecret)
     env.push({
       name: 'BRANCHLINE_TOKEN',
@@ -172,7 +176,7 @@ function servicePorts(c: V1Container, ports: { http?: number; grpc?: number }): 
  */
 export function buildFork(input: ForkInput): Fork {
   const { spec, baseline } = input;
-  const name = forkName(spec.deployment, input.sandbox.name);
+  const name = sandboxDeploymentName(spec.deployment, input.sandbox.name);
   const namespace = spec.namespace;
   const podSpec = baseline.spec?.template?.spec;
   if (!podSpec) return fail(`Deployment ${namespace}/${spec.deployment} has no pod template`);

@@ -1,7 +1,7 @@
-import type { ResourceContext, ResourceHook } from '@branchline/core';
+import { type ResourceContext, type ResourceHook, renamedOption } from '@branchline/core/transport';
 import { createKubernetesApi, type KubernetesApi } from './api.js';
 import { buildFork, type Fork, ownedBy } from './fork.js';
-import { forkName, forkSelector, LABELS, MANAGED_BY } from './names.js';
+import { forkSelector, LABELS, MANAGED_BY, sandboxDeploymentName } from './names.js';
 import { KubernetesForkError, parseForkSpec } from './spec.js';
 import type { Deployment, KubernetesForkHookOptions, KubernetesForkOutputs, Service } from './types.js';
 
@@ -32,16 +32,18 @@ function checkOptions(o: KubernetesForkHookOptions): void {
   for (const n of o.namespaces)
     if (typeof n !== 'string' || !DNS_LABEL.test(n))
       bad(`options.namespaces has ${JSON.stringify(n)}, which is not a namespace name`);
-  if (o.registryUrl !== undefined) {
+  const registry = o.registry ?? o.registryUrl;
+  const registryOption = o.registry !== undefined ? 'registry' : 'registryUrl';
+  if (registry !== undefined) {
     let ok = false;
     try {
-      ok = ['http:', 'https:'].includes(new URL(o.registryUrl).protocol);
+      ok = ['http:', 'https:'].includes(new URL(registry).protocol);
     } catch {
       ok = false;
     }
     if (!ok)
       bad(
-        `options.registryUrl=${JSON.stringify(o.registryUrl)} must be the registry's http(s) URL as forks reach it, e.g. http://branchline-registry.branchline.svc:7070`,
+        `options.${registryOption}=${JSON.stringify(registry)} must be the registry's http(s) URL as forks reach it, e.g. http://branchline-registry.branchline.svc:7070`,
       );
   }
   if (
@@ -112,12 +114,19 @@ function rolloutState(
  *
  * ```ts
  * createRegistryServer({
- *   resourceHooks: [kubernetesForkHook({ namespaces: ['shop'], registryUrl: 'http://branchline-registry.branchline:7070' })],
+ *   resourceHooks: [kubernetesForkHook({ namespaces: ['shop'], registry: 'http://branchline-registry.branchline:7070' })],
  * });
  * ```
  */
 export function kubernetesForkHook(options: KubernetesForkHookOptions): KubernetesForkHook {
   checkOptions(options);
+  const registry = renamedOption(
+    'kubernetesForkHook',
+    options.registry,
+    options.registryUrl,
+    'registryUrl',
+    'registry',
+  );
   const api = options.api ?? createKubernetesApi();
   const instance = options.instance ?? 'default';
   const rolloutTimeoutMs = options.rolloutTimeoutMs ?? 300_000;
@@ -228,7 +237,7 @@ export function kubernetesForkHook(options: KubernetesForkHookOptions): Kubernet
         spec,
         baseline,
         services,
-        registryUrl: options.registryUrl,
+        registry,
         tokenSecret: options.tokenSecret,
         instance,
       });
@@ -270,7 +279,7 @@ export function kubernetesForkHook(options: KubernetesForkHookOptions): Kubernet
           return; // never valid, so nothing was made
         }
         namespace = spec.namespace;
-        name = forkName(spec.deployment, ctx.sandbox.name);
+        name = sandboxDeploymentName(spec.deployment, ctx.sandbox.name);
       }
       // The Service first: nothing new reaches the pods while they go.
       await remove('Service', namespace, name, ctx);

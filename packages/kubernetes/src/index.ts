@@ -6,7 +6,15 @@ export {
 } from './api.js';
 export { buildFork, type Fork, type ForkInput, forkLabels, ownedBy } from './fork.js';
 export { KUBERNETES_FORK, type KubernetesForkHook, kubernetesForkHook } from './hook.js';
-export { FORK_OF_ANNOTATION, forkName, forkSelector, LABELS, MANAGED_BY, serviceHost } from './names.js';
+export {
+  FORK_OF_ANNOTATION,
+  forkName,
+  forkSelector,
+  LABELS,
+  MANAGED_BY,
+  sandboxDeploymentName,
+  serviceHost,
+} from './names.js';
 export { forkHookOptionsFromEnv } from './plugin.js';
 export {
   checkForkSpec,

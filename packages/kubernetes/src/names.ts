@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { warnDeprecatedOption } from '@branchline/core/transport';
 
 /** Labels every object of a fork carries: how it is found (`kubectl get deploy,svc -l …`) and swept. */
 export const LABELS = {
@@ -18,7 +19,7 @@ const DNS_LABEL_MAX = 63;
  * A Service name must be a DNS label (≤ 63 characters, starting with a letter), so a longer name
  * is cut and ends in 8 characters of a hash of the whole, and one starting with a digit gets `bl-`.
  */
-export function forkName(deployment: string, sandbox: string): string {
+export function sandboxDeploymentName(deployment: string, sandbox: string): string {
   const full = `${deployment}-${sandbox}`;
   const ok = /^[a-z]([-a-z0-9]*[a-z0-9])?$/.test(full) && full.length <= DNS_LABEL_MAX;
   if (ok) return full;
@@ -27,6 +28,15 @@ export function forkName(deployment: string, sandbox: string): string {
   if (!/^[a-z]/.test(stem)) stem = `bl-${stem}`;
   stem = stem.slice(0, DNS_LABEL_MAX - hash.length - 1).replace(/-+$/, '');
   return `${stem}-${hash}`;
+}
+
+/**
+ * @deprecated Use `sandboxDeploymentName(deployment, sandbox)`, the same function under the name
+ * every package's name helper follows.
+ */
+export function forkName(deployment: string, sandbox: string): string {
+  warnDeprecatedOption('@branchline/kubernetes', 'forkName()', 'sandboxDeploymentName()');
+  return sandboxDeploymentName(deployment, sandbox);
 }
 
 /** In-cluster DNS name of a Service. */

@@ -1,6 +1,6 @@
 // `branchline registry --plugin @branchline/kubernetes/plugin`: the kubernetes-fork resource
 // hook, configured from the registry's environment (see the package README for the variables).
-import type { ResourceHook } from '@branchline/core';
+import type { ResourceHook } from '@branchline/core/transport';
 import { kubernetesForkHook } from './hook.js';
 import { KubernetesForkError } from './spec.js';
 import type { KubernetesForkHookOptions } from './types.js';
@@ -28,8 +28,8 @@ export function forkHookOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Ku
       'BRANCHLINE_KUBERNETES_NAMESPACES is unset: list the namespaces sandbox forks may be created in, e.g. shop,payments',
     );
   const options: KubernetesForkHookOptions = { namespaces };
-  const registryUrl = env.BRANCHLINE_KUBERNETES_REGISTRY_URL?.trim();
-  if (registryUrl) options.registryUrl = registryUrl;
+  const registry = env.BRANCHLINE_KUBERNETES_REGISTRY_URL?.trim();
+  if (registry) options.registry = registry;
   const secret = env.BRANCHLINE_KUBERNETES_TOKEN_SECRET?.trim();
   if (secret) {
     const [name, key] = secret.split('/');

@@ -1,4 +1,5 @@
-import { forkName, serviceHost } from './names.js';
+import { isValidServiceName, SERVICE_NAME_RULE } from '@branchline/core';
+import { sandboxDeploymentName, serviceHost } from './names.js';
 import type { ForkRegistration, KubernetesForkSpec } from './types.js';
 
 /** A spec or option that cannot be used; the message names the field, the value and the fix. */
@@ -23,7 +24,6 @@ export const RESERVED_ENV = [
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
 const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
 const KEYS = new Set([
   'deployment',
@@ -87,8 +87,8 @@ export function parseForkSpec(input: unknown, namespaces: readonly string[]): Pa
   if (container !== undefined && (typeof container !== 'string' || !DNS_LABEL.test(container)))
     fail(`spec.container must name a container of the Deployment (got ${show(container)})`);
   const service = s.service;
-  if (service !== undefined && (typeof service !== 'string' || !SERVICE_RE.test(service)))
-    fail(`spec.service must be a service name (letters, digits, . _ -) (got ${show(service)})`);
+  if (service !== undefined && !isValidServiceName(service))
+    fail(`spec.service must be a service name: ${SERVICE_NAME_RULE} (got ${show(service)})`);
   const env = s.env;
   if (env !== undefined) {
     if (typeof env !== 'object' || env === null || Array.isArray(env))
@@ -188,7 +188,7 @@ export function forkEndpoints(
   const s = parseForkSpec(spec, options.namespaces);
   if (s.service === undefined || (s.http === undefined && s.grpc === undefined))
     fail('forkEndpoints needs spec.service and spec.http or spec.grpc (as register "declared" does)');
-  const host = serviceHost(forkName(s.deployment, sandbox), s.namespace);
+  const host = serviceHost(sandboxDeploymentName(s.deployment, sandbox), s.namespace);
   const endpoint: { http?: string; grpc?: string } = {};
   if (s.http !== undefined) endpoint.http = `http://${host}:${s.http}`;
   if (s.grpc !== undefined) endpoint.grpc = `${host}:${s.grpc}`;

@@ -1,7 +1,7 @@
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import type { KubernetesApi } from './api.js';
 
-export type { ResourceContext, ResourceHook, ResourceProgress } from '@branchline/core';
+export type { ResourceContext, ResourceHook, ResourceProgress } from '@branchline/core/transport';
 
 /** A Deployment as the Kubernetes API returns and accepts it (`@kubernetes/client-node`'s type). */
 export type Deployment = V1Deployment;
@@ -68,6 +68,8 @@ export interface KubernetesForkHookOptions {
    * `BRANCHLINE_REGISTRY` given to the fork, e.g. `http://branchline-registry.branchline.svc:7070`.
    * Default: the baseline container's own `BRANCHLINE_REGISTRY`, kept as it is.
    */
+  registry?: string;
+  /** @deprecated Use `registry`. */
   registryUrl?: string;
   /**
    * A Secret in the fork's namespace whose key holds the registry token the fork gets as

@@ -1,3 +1,4 @@
+import { setLogger } from '@branchline/core';
 import { describe, expect, it } from 'vitest';
 import {
   buildFork,
@@ -11,6 +12,7 @@ import {
   kubernetesForkHook,
   parseForkSpec,
   type Service,
+  sandboxDeploymentName,
 } from '../src/index.js';
 import { shopBaseline } from './fake-kubernetes.js';
 import { schemaProblems } from './schema.js';
@@ -117,7 +119,7 @@ describe('buildFork', () => {
   it('sets the registry and token the hook is configured with, replacing the baseline ones', () => {
     const fork = buildFork(
       input(orders, {
-        registryUrl: 'http://branchline-registry.branchline:7070',
+        registry: 'http://branchline-registry.branchline:7070',
         tokenSecret: { name: 'branchline-workload-token' },
       }),
     );
@@ -144,15 +146,18 @@ describe('buildFork', () => {
   });
 
   it('names forks as DNS labels even for long or digit-first names', async () => {
-    expect(forkName('orders', 'pr-42')).toBe('orders-pr-42');
-    const long = forkName('a-very-long-deployment-name-for-the-orders-service', 'pr-12345-some-feature');
+    expect(sandboxDeploymentName('orders', 'pr-42')).toBe('orders-pr-42');
+    const long = sandboxDeploymentName(
+      'a-very-long-deployment-name-for-the-orders-service',
+      'pr-12345-some-feature',
+    );
     expect(long.length).toBeLessThanOrEqual(63);
     expect(long).toMatch(/^[a-z]([-a-z0-9]*[a-z0-9])?$/);
     expect(long).not.toBe(
-      forkName('a-very-long-deployment-name-for-the-orders-service', 'pr-12345-some-featur'),
+      sandboxDeploymentName('a-very-long-deployment-name-for-the-orders-service', 'pr-12345-some-featur'),
     );
-    expect(forkName('3d-render', 'pr-1')).toMatch(/^bl-3d-render-pr-1-[0-9a-f]{8}$/);
-    expect(forkName('orders.v2', 'pr-1')).toMatch(/^orders-v2-pr-1-[0-9a-f]{8}$/);
+    expect(sandboxDeploymentName('3d-render', 'pr-1')).toMatch(/^bl-3d-render-pr-1-[0-9a-f]{8}$/);
+    expect(sandboxDeploymentName('orders.v2', 'pr-1')).toMatch(/^orders-v2-pr-1-[0-9a-f]{8}$/);
     const fork = buildFork(
       input({ ...orders }, { sandbox: { name: 'pr-12345-a-rather-long-sandbox-name-for-a-feature' } }),
     );
@@ -220,9 +225,27 @@ describe('parseForkSpec (the PUT-time check)', () => {
     expect(() => kubernetesForkHook({ namespaces: [], api: {} as never })).toThrow(
       'options.namespaces must list the namespaces forks may be created in',
     );
+    expect(() => kubernetesForkHook({ namespaces: NS, registry: 'registry:7070', api: {} as never })).toThrow(
+      'options.registry="registry:7070" must be the registry\'s http(s) URL',
+    );
+    // The deprecated name is still read, and checked like the new one.
     expect(() =>
       kubernetesForkHook({ namespaces: NS, registryUrl: 'registry:7070', api: {} as never }),
     ).toThrow('options.registryUrl="registry:7070" must be the registry\'s http(s) URL');
+  });
+
+  it('forkName, the deprecated name of sandboxDeploymentName, gives the same name and warns once', () => {
+    const warnings: string[] = [];
+    setLogger({ debug() {}, info() {}, error() {}, warn: (msg) => warnings.push(msg) });
+    try {
+      expect(forkName('orders', 'pr-42')).toBe(sandboxDeploymentName('orders', 'pr-42'));
+      expect(forkName('orders', 'pr-43')).toBe('orders-pr-43');
+    } finally {
+      setLogger(undefined);
+    }
+    const deprecations = warnings.filter((w) => w.includes('forkName() is deprecated'));
+    expect(deprecations).toHaveLength(1);
+    expect(deprecations[0]).toMatch(/use sandboxDeploymentName\(\)/);
   });
 
   it('checkForkSpec checks the fields without the namespace policy; the JSON Schema lists the same fields', () => {

@@ -1,4 +1,4 @@
-import { logger } from '@branchline/core';
+import { logger } from '@branchline/core/transport';
 import type { ConnectionOptions } from 'mysql2';
 import mysql, { type Connection, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise';
 import {

@@ -1,13 +1,6 @@
 import { EventEmitter } from 'node:events';
-import {
-  type BranchlineRuntime,
-  defaultRuntime,
-  getRoutingKey,
-  logger,
-  type RouteTable,
-  type SandboxSpec,
-  warnRateLimited,
-} from '@branchline/core';
+import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
+import { logger, type RouteTable, warnRateLimited } from '@branchline/core/transport';
 import mysql, { type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise';
 import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
 

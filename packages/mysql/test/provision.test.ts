@@ -1,4 +1,4 @@
-import type { ResourceProgress } from '@branchline/core';
+import type { ResourceProgress } from '@branchline/core/transport';
 import type { RowDataPacket } from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {

@@ -1,7 +1,8 @@
 // @branchline/mysql plugged into a real registry: a sandbox that declares a mysql resource gets
 // its own database through the sandbox lifecycle (create, progress, private outputs, delete,
 // TTL expiry, sweep), against a real MariaDB.
-import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
 import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

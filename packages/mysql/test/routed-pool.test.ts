@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { createRuntime, type SandboxSpec, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createRuntime, type SandboxSpec, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { branchline } from '@branchline/express';
 import express from 'express';
 import type { RowDataPacket } from 'mysql2/promise';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { isValidRoutingKey } from '@branchline/core';
+import { isValidSandboxName, SANDBOX_NAME_RULE } from '@branchline/core';
 
 /** PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes; we never let it. */
 export const MAX_IDENTIFIER_LENGTH = 63;
@@ -48,12 +48,12 @@ export function checkSourceName(name: unknown, where = 'spec.from'): string {
   return name;
 }
 
-/** Checks a sandbox name (the registry's DNS-label rule). */
+/** Checks a sandbox name (core's sandbox-name rule, which the registry applies too). */
 export function checkSandboxName(name: unknown, where = 'sandbox name'): string {
-  if (typeof name !== 'string' || !isValidRoutingKey(name)) {
+  if (typeof name !== 'string' || !isValidSandboxName(name)) {
     throw new SandboxDatabaseError(
       'invalid-name',
-      `branchline pg: ${where} ${show(name)} is not a sandbox name: use lowercase letters, digits and inner hyphens, at most 63 characters`,
+      `branchline pg: ${where} ${show(name)} is not a sandbox name: use ${SANDBOX_NAME_RULE}`,
     );
   }
   return name;
@@ -89,13 +89,15 @@ function hash(input: string, length: number): string {
 }
 
 /**
- * The database of `sandbox` seeded from `source`: `<prefix><sandbox>__<source>`. Sandbox names
+ * The database of `sandbox` seeded from the baseline database `source`:
+ * `<prefix><sandbox>__<source>`. Arguments in the order every name helper takes them: the
+ * baseline name, then the sandbox. Sandbox names
  * cannot contain "_", so the first "__" separates the owner, which the sweeper reads back. When
  * that would exceed 63 bytes the source is replaced by a hash, and if even that is too long the
  * sandbox name is shortened too (the catalogue and the database comment still name the owner).
  * The routed pool computes the same name, so it needs no private outputs.
  */
-export function sandboxDatabaseName(sandbox: string, source: string, prefix = DEFAULT_PREFIX): string {
+export function sandboxDatabaseName(source: string, sandbox: string, prefix = DEFAULT_PREFIX): string {
   const full = `${prefix}${sandbox}__${source}`;
   if (full.length <= MAX_IDENTIFIER_LENGTH) return full;
   const digest = hash(`${sandbox}\u0000${source}`, 10);
@@ -112,7 +114,7 @@ export function parseSandboxDatabaseName(name: string, prefix = DEFAULT_PREFIX):
   const sep = rest.indexOf('__');
   if (sep <= 0) return undefined;
   const sandbox = rest.slice(0, sep);
-  return isValidRoutingKey(sandbox) ? sandbox : undefined;
+  return isValidSandboxName(sandbox) ? sandbox : undefined;
 }
 
 function fit(base: string, suffix: string, seed: string): string {

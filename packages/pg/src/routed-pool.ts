@@ -1,13 +1,6 @@
 import { EventEmitter } from 'node:events';
-import {
-  type BranchlineRuntime,
-  defaultRuntime,
-  getRoutingKey,
-  logger,
-  type RouteTable,
-  type SandboxSpec,
-  warnRateLimited,
-} from '@branchline/core';
+import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
+import { logger, type RouteTable, warnRateLimited } from '@branchline/core/transport';
 import pg, {
   type Pool,
   type PoolClient,
@@ -303,7 +296,7 @@ export class RoutedPool extends EventEmitter {
         continue;
       if (r.status === 'deleting') return undefined;
       return {
-        db: sandboxDatabaseName(s.name, this.source, this.prefix),
+        db: sandboxDatabaseName(this.source, s.name, this.prefix),
         ready: r.status == null || r.status === 'ready',
       };
     }

@@ -1,7 +1,7 @@
 import type { ClientConfig } from 'pg';
 
 // The registry's resource-hook contract, from core (transport packages never import the registry).
-export type { ResourceContext, ResourceHook, ResourceProgress } from '@branchline/core';
+export type { ResourceContext, ResourceHook, ResourceProgress } from '@branchline/core/transport';
 
 /** A declared sandbox database: `{ type: 'postgres', spec: { from: 'orders' } }`. */
 export interface PostgresResourceSpec {

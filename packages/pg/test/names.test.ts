@@ -13,7 +13,7 @@ import { checkPrefix, nextSnapshotName, quoteIdent } from '../src/names.js';
 
 describe('sandbox database names', () => {
   it('names a sandbox database <prefix><sandbox>__<source> and reads the owner back', () => {
-    expect(sandboxDatabaseName('pr-42', 'orders')).toBe('bl_sb_pr-42__orders');
+    expect(sandboxDatabaseName('orders', 'pr-42')).toBe('bl_sb_pr-42__orders');
     expect(parseSandboxDatabaseName('bl_sb_pr-42__orders')).toBe('pr-42');
     expect(parseSandboxDatabaseName('bl_sb_pr-42__orders', 'other_')).toBeUndefined();
     expect(parseSandboxDatabaseName('orders')).toBeUndefined();
@@ -30,13 +30,13 @@ describe('sandbox database names', () => {
       [long, 'payments'],
       [`${'c'.repeat(40)}`, source],
     ] as const) {
-      const name = sandboxDatabaseName(sb, src);
+      const name = sandboxDatabaseName(src, sb);
       expect(name.length).toBeLessThanOrEqual(63);
       names.add(name);
     }
     expect(names.size).toBe(5);
-    expect(parseSandboxDatabaseName(sandboxDatabaseName('pr-1', source))).toBe('pr-1');
-    expect(parseSandboxDatabaseName(sandboxDatabaseName(long, 'orders'))).toBeUndefined();
+    expect(parseSandboxDatabaseName(sandboxDatabaseName(source, 'pr-1'))).toBe('pr-1');
+    expect(parseSandboxDatabaseName(sandboxDatabaseName('orders', long))).toBeUndefined();
     expect(snapshotDatabaseName(source).length).toBeLessThanOrEqual(63);
     expect(nextSnapshotName(source).endsWith('__next')).toBe(true);
     expect(nextSnapshotName(source).length).toBeLessThanOrEqual(63);

@@ -56,7 +56,7 @@ describe('postgres resource hook', () => {
   it('clones the baseline while it is in use, reports progress until ready, and returns connection details', async () => {
     const progress: ResourceProgress[] = [];
     const out = await hook.provision(ctx('sb-one', { from: names.baseline }, progress));
-    expect(out.database).toBe(sandboxDatabaseName('sb-one', names.baseline, names.prefix));
+    expect(out.database).toBe(sandboxDatabaseName(names.baseline, 'sb-one', names.prefix));
     expect(out.url).toBe(`postgres://postgres@127.0.0.1:5432/${out.database}`);
     expect(out).toMatchObject({ host: '127.0.0.1', port: 5432, user: 'postgres', source: names.baseline });
 

@@ -1,4 +1,5 @@
-import { createRuntime, type SandboxSpec, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { createRuntime, type SandboxSpec, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRoutedPool, createSandboxDatabases, type RoutedPool } from '../src/index.js';
 import { admin, cleanup, createBaseline, options, PG, uniqueNames, withClient } from './helpers.js';
@@ -37,7 +38,7 @@ function routed(source: StaticRouteSource, extra: Parameters<typeof createRouted
     database: names.baseline,
     max: 3,
     prefix: names.prefix,
-    runtime: createRuntime({ routeSource: source, service: 'orders' }),
+    runtime: createRuntime({ routes: source, service: 'orders' }),
     ...extra,
   });
   pools.push(pool);
@@ -157,7 +158,7 @@ describe('routed pool', () => {
       ],
     });
     const orders = routed(source);
-    const billing = routed(source, { runtime: createRuntime({ routeSource: source, service: 'billing' }) });
+    const billing = routed(source, { runtime: createRuntime({ routes: source, service: 'billing' }) });
     expect(await withRoutingKey('sb-a', () => currentDb(orders))).toBe(names.baseline);
     expect(await withRoutingKey('sb-a', () => currentDb(billing))).toBe(dbA);
     expect(await withRoutingKey('sb-b', () => currentDb(billing))).toBe(names.baseline);

@@ -73,8 +73,8 @@ describe('sweeper', () => {
   });
 
   it('removes a database left without its catalogue entry unless its sandbox is live', async () => {
-    const ghost = sandboxDatabaseName('ghost', names.baseline, names.prefix);
-    const alive = sandboxDatabaseName('alive', names.baseline, names.prefix);
+    const ghost = sandboxDatabaseName(names.baseline, 'ghost', names.prefix);
+    const alive = sandboxDatabaseName(names.baseline, 'alive', names.prefix);
     await admin(async (c) => {
       await c.query(`CREATE DATABASE "${ghost}"`);
       await c.query(`CREATE DATABASE "${alive}"`);

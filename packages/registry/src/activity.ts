@@ -1,16 +1,15 @@
+import { SANDBOX_NAME_RULE } from '@branchline/core';
 import { z } from 'zod';
-import { NAME_RE, parseBody } from './schemas.js';
+import { NAME_RE, parseBody, serviceName } from './schemas.js';
 
 /** The kinds of routing activity SDKs report (see `recordActivity` in @branchline/core). */
 export const ACTIVITY_KINDS = ['forwarded', 'consumed', 'routed'] as const;
 export type ActivityKind = (typeof ACTIVITY_KINDS)[number];
 export type ActivityCounts = Record<ActivityKind, number>;
 
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
-
 const entry = z.strictObject({
-  sandbox: z.string().regex(NAME_RE, 'must be a sandbox name (lowercase letters, digits, inner hyphens)'),
-  service: z.string().regex(SERVICE_RE, 'service names are letters, digits, . _ -'),
+  sandbox: z.string().regex(NAME_RE, `must be a sandbox name: ${SANDBOX_NAME_RULE}`),
+  service: serviceName,
   kind: z.enum(ACTIVITY_KINDS),
   count: z.number().int().positive().max(1_000_000_000),
   at: z.number().finite().optional(),

@@ -8,7 +8,7 @@ export type {
   ResourceState,
   ResourceStatus,
   SandboxDeletedListener,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 export { parseTokens, readTokensFile, type Scope, type TokenEntry } from './auth.js';
 export { formatDuration, parseDuration } from './duration.js';
 export { PostgresStore } from './postgres-store.js';

@@ -1,11 +1,23 @@
-import { isValidRoutingKey } from '@branchline/core';
+import {
+  isValidRoutingKey,
+  LABEL_NAME_PATTERN,
+  LABEL_NAME_RULE,
+  MAX_LABEL_VALUE_LENGTH,
+  ROUTING_KEY_RULE,
+  SANDBOX_NAME_PATTERN,
+  SANDBOX_NAME_RULE,
+  SERVICE_NAME_PATTERN,
+  SERVICE_NAME_RULE,
+} from '@branchline/core';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { RegistryError } from './state.js';
 
-export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
-const LABEL_KEY_RE = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
+/** Sandbox, route group and resource names (core's sandbox-name rule). */
+export const NAME_RE = SANDBOX_NAME_PATTERN;
+
+/** A service name, in schemas (core's service-name rule). */
+export const serviceName = z.string().regex(SERVICE_NAME_PATTERN, `service names are ${SERVICE_NAME_RULE}`);
 
 /** The first space or C0/C1 control character: `new URL` drops or encodes them, so they are refused. */
 function unsafeChar(v: string): string | undefined {
@@ -66,31 +78,27 @@ export const endpointSchema = z
   .strictObject({ http: list(httpUrl).optional(), grpc: list(grpcTarget).optional() })
   .refine((e) => e.http !== undefined || e.grpc !== undefined, 'needs "http" and/or "grpc"');
 
-const routingKey = z
-  .string()
-  .refine(isValidRoutingKey, 'must be a routing key: lowercase letters, digits, inner hyphens, ≤ 63 chars');
+const routingKey = z.string().refine(isValidRoutingKey, `must be a routing key: ${ROUTING_KEY_RULE}`);
 
 const ttl = z
   .union([z.number().positive(), z.string()])
   .refine((v) => parseDuration(v) !== undefined, 'must be a duration such as "2h", "30m", "90s" or seconds');
 
 const labels = z.record(
-  z.string().regex(LABEL_KEY_RE, 'label names are letters, digits, . _ / -'),
-  z.string().max(253),
+  z.string().regex(LABEL_NAME_PATTERN, `label names are ${LABEL_NAME_RULE}`),
+  z.string().max(MAX_LABEL_VALUE_LENGTH),
 );
 
 export const sandboxBody = z.strictObject({
   name: z.string().optional(),
   key: routingKey.optional(),
-  overrides: z
-    .record(z.string().regex(SERVICE_RE, 'service names are letters, digits, . _ -'), endpointSchema)
-    .default({}),
+  overrides: z.record(serviceName, endpointSchema).default({}),
   labels: labels.default({}),
   ttl: ttl.optional(),
   expiresAt: z.number().int().positive().nullable().optional(),
   resources: z
     .record(
-      z.string().regex(NAME_RE, 'resource names are lowercase letters, digits, hyphens'),
+      z.string().regex(NAME_RE, `resource names are ${SANDBOX_NAME_RULE}`),
       z.strictObject({
         type: z.string().min(1).max(100),
         spec: z.record(z.string(), z.unknown()).default({}),
@@ -115,7 +123,7 @@ export type GroupBody = z.infer<typeof groupBody>;
 
 export const heartbeatBody = z
   .strictObject({
-    service: z.string().regex(SERVICE_RE, 'service names are letters, digits, . _ -'),
+    service: serviceName,
     http: list(httpUrl).optional(),
     grpc: list(grpcTarget).optional(),
     endpoint: endpointSchema.optional(),
@@ -146,6 +154,6 @@ export function checkName(name: string, what: string): void {
     throw new RegistryError(
       400,
       'invalid_name',
-      `${what} name ${JSON.stringify(name)} is not valid: use lowercase letters, digits and inner hyphens (≤ 63 chars)`,
+      `${what} name ${JSON.stringify(name)} is not valid: use ${SANDBOX_NAME_RULE}`,
     );
 }

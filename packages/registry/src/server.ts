@@ -9,7 +9,7 @@ import {
   type ResourceState,
   RouteTable,
   type SandboxDeletedListener,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import { ActivityLog } from './activity.js';
 import {
   hashToken,

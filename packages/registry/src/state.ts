@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { EndpointSpec, Interval, ResourceState, RouteTableSpec } from '@branchline/core';
+import type { EndpointSpec, Interval, RouteTableSpec } from '@branchline/core';
+import type { ResourceState } from '@branchline/core/transport';
 import type { Change, GroupDoc, PendingChange, SandboxDoc, SandboxStatus } from './types.js';
 
 /** An error that maps to an HTTP status with a JSON body a person can act on. */

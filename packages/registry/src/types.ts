@@ -1,4 +1,5 @@
-import type { EndpointSpec, Interval, ResourceState } from '@branchline/core';
+import type { EndpointSpec, Interval } from '@branchline/core';
+import type { ResourceState } from '@branchline/core/transport';
 
 /** Where a sandbox stands: its resources' provisioning, or its deletion. */
 export type SandboxStatus = 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';

@@ -7,9 +7,9 @@ import {
   type BranchlineLogger,
   configureActivityReporter,
   flushActivity,
-  recordActivity,
   setLogger,
 } from '@branchline/core';
+import { recordActivity } from '@branchline/core/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ActivityLog } from '../src/activity.js';
 import { createRegistryServer, type RegistryServer } from '../src/index.js';
@@ -252,7 +252,7 @@ describe('the SDK activity reporter (recordActivity in @branchline/core)', () =>
     const closed = createRegistryServer({ store: ':memory:', log: () => {} });
     const deadUrl = await closed.listen(0);
     await closed.close();
-    configureActivityReporter({ registry: deadUrl, token: WRITE, timeoutMs: 2000 });
+    configureActivityReporter({ registry: deadUrl, token: WRITE, requestTimeoutMs: 2000 });
     recordActivity('sdk-down', 'payments', 'forwarded', 3);
     await flushActivity();
     expect(activityReporterStats()).toMatchObject({ sent: 0, dropped: 3 });

@@ -1,9 +1,5 @@
-import {
-  DEFAULT_BAGGAGE_KEY,
-  explainInvalidKey,
-  isValidRoutingKey,
-  mergeBaggageMember,
-} from '@branchline/core';
+import { explainInvalidKey, isValidRoutingKey, resolveBaggageKey, routingBaggage } from '@branchline/core';
+import { mergeBaggageMember } from '@branchline/core/transport';
 
 /** Options shared by every helper that puts a routing key on a request. */
 export interface KeyHeaderOptions {
@@ -21,8 +17,7 @@ export function checkKey(key: unknown, where = 'key'): string {
 }
 
 export function baggageKeyOf(options: KeyHeaderOptions | undefined): string {
-  const name = options?.baggageKey ?? process.env.BRANCHLINE_BAGGAGE_KEY?.trim();
-  return name ? name : DEFAULT_BAGGAGE_KEY;
+  return resolveBaggageKey(options?.baggageKey);
 }
 
 /**
@@ -33,7 +28,7 @@ export function baggageKeyOf(options: KeyHeaderOptions | undefined): string {
  */
 export function baggageWithKey(existing: string | null | undefined, key: string, baggageKey: string): string {
   const merged = mergeBaggageMember(existing ?? undefined, baggageKey, key);
-  return merged.ok ? merged.header : `${baggageKey}=${key}`;
+  return merged.ok ? merged.header : routingBaggage(key, baggageKey);
 }
 
 /**

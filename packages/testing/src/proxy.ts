@@ -10,6 +10,8 @@ import {
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import { routingBaggage } from '@branchline/core';
+import { renamedOption } from '@branchline/core/transport';
 import { baggageKeyOf, baggageWithKey, checkKey, type KeyHeaderOptions } from './headers.js';
 
 export interface KeyProxyOptions extends KeyHeaderOptions {
@@ -22,6 +24,8 @@ export interface KeyProxyOptions extends KeyHeaderOptions {
   /** Address to bind. Default `127.0.0.1`: the proxy adds a key, so keep it off the network. */
   host?: string;
   /** Milliseconds to wait for the target's response headers before answering 504. Default 30000. */
+  responseTimeoutMs?: number;
+  /** @deprecated Use `responseTimeoutMs`. */
   responseTimeout?: number;
 }
 
@@ -100,7 +104,18 @@ export async function startKeyProxy(options: KeyProxyOptions): Promise<KeyProxy>
   const target = parseTarget(options.to);
   const baggageKey = baggageKeyOf(options);
   const host = options.host ?? '127.0.0.1';
-  const responseTimeout = options.responseTimeout ?? 30_000;
+  const responseTimeout =
+    renamedOption(
+      '@branchline/testing startKeyProxy',
+      options.responseTimeoutMs,
+      options.responseTimeout,
+      'responseTimeout',
+      'responseTimeoutMs',
+    ) ?? 30_000;
+  if (!Number.isFinite(responseTimeout) || responseTimeout <= 0)
+    throw new TypeError(
+      `@branchline/testing: option responseTimeoutMs=${JSON.stringify(responseTimeout)} must be a positive number of milliseconds`,
+    );
   const secure = target.protocol === 'https:';
   const send = secure ? httpsRequest : httpRequest;
   const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
@@ -221,7 +236,7 @@ export async function startKeyProxy(options: KeyProxyOptions): Promise<KeyProxy>
     url: proxyOrigin,
     port: address.port,
     key,
-    header: `baggage: ${baggageKey}=${key}`,
+    header: `baggage: ${routingBaggage(key, baggageKey)}`,
     to: target.href.replace(/\/$/, ''),
     get requests() {
       return requests;

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { setLogger } from '@branchline/core';
 import { branchline } from '@branchline/express';
 import express from 'express';
 import { chromium, request as playwrightRequest } from 'playwright-core';
@@ -69,7 +70,7 @@ beforeAll(async () => {
 
   const mw = branchline({
     service: 'web',
-    routeSource: { sandboxes: [{ name: 'pr-42', key: 'pr-42', overrides: { web: { http: sandboxUrl } } }] },
+    routes: { sandboxes: [{ name: 'pr-42', key: 'pr-42', overrides: { web: { http: sandboxUrl } } }] },
   });
   closeMiddleware = () => mw.close();
   baselineApp = express();
@@ -246,6 +247,36 @@ describe('startKeyProxy', () => {
       wss.close();
       await proxy.close();
     }
+  });
+
+  it('answers 504 after responseTimeoutMs, and still honours the deprecated responseTimeout (warned once)', async () => {
+    const silent = createServer(() => {}); // accepts requests and never answers
+    servers.push(silent);
+    const silentUrl = await listen(silent);
+    const warnings: string[] = [];
+    setLogger({ debug() {}, info() {}, error() {}, warn: (msg) => warnings.push(msg) });
+    try {
+      for (const options of [
+        { responseTimeoutMs: 200 },
+        { responseTimeout: 200 },
+        { responseTimeout: 200 },
+      ]) {
+        const proxy = await startKeyProxy({ key: 'pr-42', to: silentUrl, ...options });
+        try {
+          const res = await fetch(`${proxy.url}/x`);
+          expect(res.status).toBe(504);
+          expect(await res.text()).toContain('did not answer within 200 ms');
+        } finally {
+          await proxy.close();
+        }
+      }
+    } finally {
+      setLogger(undefined);
+      silent.closeAllConnections();
+    }
+    const deprecations = warnings.filter((w) => w.includes('option responseTimeout is deprecated'));
+    expect(deprecations).toHaveLength(1);
+    expect(deprecations[0]).toMatch(/use responseTimeoutMs/);
   });
 
   it('answers 502 naming the target when nothing listens there', async () => {

@@ -1,12 +1,4 @@
-export {
-  type BackoffOptions,
-  backoffDelay,
-  DEFAULT_BACKOFF,
-  type DeprecatedBackoffOptions,
-  resolveBackoff,
-} from './backoff.js';
 export { HoldAbandonedError, type HoldReason, HoldTimeoutError } from './errors.js';
-export { checkDurationMs, optionWithAlias, warnDeprecatedOption } from './options.js';
 export {
   activationTime,
   type OwnersChange,

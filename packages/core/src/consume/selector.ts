@@ -1,5 +1,11 @@
 import { type Context, propagation, ROOT_CONTEXT } from '@opentelemetry/api';
 import { noteConsumed } from '../activity.js';
+import {
+  type BackoffOptions,
+  backoffDelay,
+  type DeprecatedBackoffOptions,
+  resolveBackoff,
+} from '../backoff.js';
 import { bufferTextMapGetter, type CarrierGetter } from '../carriers.js';
 import { loadConfig } from '../config.js';
 import { activeContext, contextWithRoutingKey, hasOtelPropagator, runInContext } from '../context.js';
@@ -7,17 +13,12 @@ import { decideMessage } from '../decide.js';
 import type { KeyReader } from '../extract.js';
 import { logger } from '../log.js';
 import { counters } from '../metrics.js';
-import { type RouteSource, StaticRouteSource } from '../route-source.js';
+import { checkDurationMs } from '../options.js';
+import type { RouteSource } from '../route-source.js';
 import { RouteTable, type RouteTableSpec, type SandboxSpec } from '../routes.js';
 import { type BranchlineRuntime, defaultRuntime } from '../runtime.js';
-import {
-  type BackoffOptions,
-  backoffDelay,
-  type DeprecatedBackoffOptions,
-  resolveBackoff,
-} from './backoff.js';
+import { StaticRouteSource } from '../static-source.js';
 import { HoldAbandonedError, type HoldReason, HoldTimeoutError } from './errors.js';
-import { checkDurationMs } from './options.js';
 import {
   activationTime,
   type OwnersChange,

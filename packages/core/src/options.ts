@@ -1,8 +1,8 @@
-import { logger } from '../log.js';
+import { warnDeprecatedOption } from './log.js';
 
 /**
- * Option helpers every transport shares: duration checks, and deprecated option names that are
- * still accepted but say once which name replaces them.
+ * Option helpers every package shares: duration checks, and deprecated option names that are
+ * still accepted but say once which name replaces them (see also `renamedOption` in log.ts).
  */
 
 /** Throws a TypeError unless `value` is undefined or a finite number of milliseconds >= 0. */
@@ -13,25 +13,8 @@ export function checkDurationMs(name: string, value: unknown): void {
     );
 }
 
-const warned = new Set<string>();
-
 /**
- * Logs, once per process for each (`where`, `oldName`), that a deprecated option name was used
- * and which name replaces it. Returns whether this call logged.
- */
-export function warnDeprecatedOption(where: string, oldName: string, newName: string): boolean {
-  const id = `${where}\u0000${oldName}`;
-  if (warned.has(id)) return false;
-  warned.add(id);
-  logger().warn(
-    `branchline: ${where} option ${oldName} is deprecated; use ${newName} (same meaning, same unit)`,
-    { option: oldName, replacement: newName },
-  );
-  return true;
-}
-
-/**
- * The value of an option that has a deprecated alias: the new name wins; the alias is used (with
+ * The value of an option that has deprecated aliases: the new name wins; an alias is used (with
  * one warning per process) only when the new name is absent.
  */
 export function optionWithAlias<T>(
