@@ -41,6 +41,16 @@ export function progressLine(s: SandboxJson): string {
   return printable(parts.length ? parts.join(', ') : s.status);
 }
 
+/** Why the sandbox failed: each failed resource with the error its hook reported. */
+export function failureText(name: string, s: SandboxJson): string {
+  const failed = Object.entries(s.resources ?? {})
+    .filter(([, r]) => r.status === 'failed')
+    .map(([n, r]) => `${n} (${r.type}): ${r.error ?? 'failed without an error message'}`);
+  return printable(
+    `sandbox ${name} failed to become ready: ${failed.length ? failed.join('; ') : progressLine(s)}`,
+  );
+}
+
 /** A 20-cell text bar, e.g. `[#########...........]`. */
 function progressBar(done: number, total: number): string {
   const cells = 20;
@@ -65,8 +75,7 @@ export async function waitReady(
   let i = 0;
   let lastLine = '';
   while (s.status !== 'ready') {
-    if (s.status === 'failed')
-      throw new CliError(`sandbox ${name} failed to become ready: ${progressLine(s)}`, EXIT.notReady);
+    if (s.status === 'failed') throw new CliError(failureText(name, s), EXIT.notReady);
     if (Date.now() > deadline)
       throw new CliError(
         `sandbox ${name} not ready after ${timeoutMs} ms: ${progressLine(s)}`,

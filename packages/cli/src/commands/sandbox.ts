@@ -3,8 +3,10 @@ import { parseDuration } from '@branchline/registry';
 import type { Command } from 'commander';
 import { CliError, EXIT, isNoSuch } from '../client.js';
 import { endpointsText, expiresIn, labelsText, printable, table } from '../format.js';
+import { specName } from '../spec.js';
 import { type CommandContext, collect, pair, ttlOption } from './context.js';
 import { databaseDetails, dbResources } from './db.js';
+import { registerApplyCommand } from './sandbox-apply.js';
 import { type SandboxJson, waitReady } from './sandbox-status.js';
 
 function sandboxRows(list: SandboxJson[]): Record<string, string>[] {
@@ -175,9 +177,13 @@ export function registerSandboxCommand(program: Command, ctx: CommandContext): C
   sandbox
     .command('delete')
     .description('delete a sandbox (its rules stop routing at once; resources are removed)')
-    .argument('<name>')
+    .argument('[name]', 'the sandbox (or give -f)')
+    .option('-f, --file <spec>', 'delete the sandbox this spec file names (only its name is read)')
     .option('--ignore-not-found', 'succeed (exit 0) when there is no sandbox of that name')
-    .action(async (name: string, opts, cmd: Command) => {
+    .action(async (given: string | undefined, opts, cmd: Command) => {
+      if ((given === undefined) === (opts.file === undefined))
+        throw new CliError('sandbox delete needs a sandbox name or -f <spec file>, not both', EXIT.usage);
+      const name = given ?? specName(opts.file);
       type Deleted = { deleted: SandboxJson | null; failed: { resource: string; error: string }[] };
       let answer: { status: number; body: Deleted };
       try {
@@ -205,5 +211,6 @@ export function registerSandboxCommand(program: Command, ctx: CommandContext): C
       );
       if (status !== 200) process.exitCode = EXIT.notReady;
     });
+  registerApplyCommand(sandbox, ctx);
   return sandbox;
 }
