@@ -292,6 +292,16 @@ colour: blue
     );
     expect((await cli(['sandbox', 'apply', '-f', c])).code).toBe(0);
     expect((await get('grp-c'))?.labels).toEqual({ team: 't' });
+    const clash = spec(
+      'd.yaml',
+      'name: grp-d\nlabels: { team: u }\nservices: { stock: { http: "http://127.0.0.1:4304" } }\ngroups: [team-t]\n',
+    );
+    const refused = await cli(['sandbox', 'apply', '-f', clash]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(
+      'groups: route group team-t matches sandboxes labelled team=t, but labels.team is "u"',
+    );
+    expect(await get('grp-d')).toBeUndefined();
     // The group this command made goes with its last member.
     await cli(['sandbox', 'delete', 'grp-a']);
     await cli(['sandbox', 'delete', 'grp-b']);

@@ -137,13 +137,22 @@ export function registerApplyCommand(sandbox: Command, { out, client, globals }:
         if (!found) {
           newGroups.push(g);
           groupLabels[groupLabel(g)] = 'true';
-        } else if (found.match.mode === 'all') Object.assign(groupLabels, found.match.labels);
-        else {
-          const [k, v] = Object.entries(found.match.labels)[0]!;
-          const has = Object.entries(found.match.labels).some(
-            ([mk, mv]) => (existing?.labels ?? body.labels)[mk] === mv,
-          );
-          if (!has) groupLabels[k] = v;
+        } else if (found.match.mode === 'all') {
+          for (const [k, v] of Object.entries(found.match.labels)) {
+            if (body.labels[k] !== undefined && body.labels[k] !== v)
+              throw new CliError(
+                `${opts.file}: groups: route group ${g} matches sandboxes labelled ${k}=${v}, but labels.${k} is ${JSON.stringify(body.labels[k])}; change one of them`,
+                EXIT.usage,
+              );
+            groupLabels[k] = v;
+          }
+        } else {
+          const current = { ...existing?.labels, ...body.labels };
+          const labels = Object.entries(found.match.labels);
+          if (!labels.some(([k, v]) => current[k] === v)) {
+            const free = labels.find(([k]) => body.labels[k] === undefined) ?? labels[0]!;
+            groupLabels[free[0]] = free[1];
+          }
         }
       }
       // Labels the sandbox has and the spec does not mention are kept (the pr and repo labels
