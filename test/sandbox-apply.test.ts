@@ -121,6 +121,19 @@ services:
     expect(dry.stdout).toContain('~ service payments → http://127.0.0.1:4102 (was http://127.0.0.1:4101)');
     expect(dry.stdout).toContain('+ service stock → grpc://127.0.0.1:50051,grpc://127.0.0.1:50052');
     expect((await get('pr-101'))?.overrides).toEqual({ payments: { http: 'http://127.0.0.1:4101' } });
+    const dryJson = await cli(['sandbox', 'apply', '-f', file, '--dry-run', '--json'], {
+      ...env,
+      PAYMENTS_PORT: '4102',
+    });
+    expect(JSON.parse(dryJson.stdout)).toMatchObject({
+      name: 'pr-101',
+      action: 'update',
+      refused: [],
+      body: {
+        labels: { pr: '101', reviewer: 'ana' },
+        overrides: { payments: { http: 'http://127.0.0.1:4102' } },
+      },
+    });
     const updated = await cli(['sandbox', 'apply', '-f', file, '--json'], { ...env, PAYMENTS_PORT: '4102' });
     expect(updated.code).toBe(0);
     const json = JSON.parse(updated.stdout);
@@ -182,6 +195,20 @@ colour: blue
     ])
       expect(r.stderr).toContain(text);
     expect(await get('pr-7')).toBeUndefined();
+
+    // -f - reads the spec from stdin.
+    const fromStdin = await new Promise<Result>((done) => {
+      const child = execFile(
+        process.execPath,
+        [BIN, 'sandbox', 'apply', '-f', '-', '--dry-run'],
+        { env: { ...process.env, BRANCHLINE_REGISTRY: url } },
+        (err, stdout, stderr) =>
+          done({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+      child.stdin?.end('{"name": "pr-stdin", "services": {"payments": {"http": "http://127.0.0.1:1"}}}');
+    });
+    expect(fromStdin).toMatchObject({ code: 0 });
+    expect(fromStdin.stdout).toContain('sandbox pr-stdin would be created');
 
     const yaml = spec('broken.yaml', 'name: [unclosed\n');
     const broken = await cli(['sandbox', 'apply', '-f', yaml]);
