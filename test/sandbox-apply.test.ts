@@ -400,6 +400,16 @@ services:
       expect(b.stderr).toContain(
         'services.orders.kubernetes.replicas must be a whole number from 1 to 20 (got 50)',
       );
+      // What only the registry knows (the namespaces forks may go to) comes back in the file's terms.
+      const elsewhere = spec(
+        'elsewhere.yaml',
+        'name: pr-44\nservices:\n  orders:\n    kubernetes: { deployment: orders, namespace: billing, container: orders, image: x }\n',
+      );
+      const e = await cli(['sandbox', 'apply', '-f', elsewhere], {}, k8sUrl);
+      expect(e.code).toBe(2);
+      expect(e.stderr).toContain(
+        `${elsewhere}: PUT /v1/sandboxes/pr-44: 400 services.orders.kubernetes.namespace "billing" is not one this registry may create forks in (shop)`,
+      );
       expect((await cli(['sandbox', 'delete', '-f', file], env, k8sUrl)).code).toBe(0);
       expect(fake.names('Deployment')).toEqual(['shop/orders']);
     } finally {

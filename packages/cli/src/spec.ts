@@ -391,6 +391,28 @@ export function sandboxBody(
   };
 }
 
+/**
+ * A registry refusal rewritten in the file's terms: the registry names the resources it was
+ * sent (`resources.orders.spec: kubernetes-fork: spec.namespace …`); the file declared them as
+ * `services.orders.kubernetes` or `databases.0`.
+ */
+export function inSpecTerms(message: string, spec: SandboxSpecFile): string {
+  const origins = new Map<string, string>();
+  for (const [svc, ov] of Object.entries(spec.services))
+    if ('kubernetes' in ov) origins.set(svc, `services.${svc}.kubernetes`);
+  spec.databases.forEach((db, i) => {
+    origins.set(databaseResourceName(db), `databases.${i}`);
+  });
+  return message.replace(
+    /resources\.([a-z0-9-]+)\.(?:spec|type): (?:kubernetes-fork: spec\.([\w.]+))?/g,
+    (m, name: string, field: string | undefined) => {
+      const origin = origins.get(name);
+      if (!origin) return m;
+      return field ? `${origin}.${field}` : `${origin}: `;
+    },
+  );
+}
+
 /** Reads, interpolates and checks a spec file. */
 export function loadSandboxSpec(file: string, env: NodeJS.ProcessEnv = process.env): SandboxSpecFile {
   return checkSandboxSpec(interpolate(readSpecFile(file), env, file), file);

@@ -4,7 +4,7 @@ import { parseDuration } from '@branchline/registry';
 import type { Command } from 'commander';
 import { CliError, EXIT, isNoSuch, type RegistryClient } from '../client.js';
 import { endpointsText, expiresIn, printable } from '../format.js';
-import { groupLabel, loadKubernetes, loadSandboxSpec, sandboxBody } from '../spec.js';
+import { groupLabel, inSpecTerms, loadKubernetes, loadSandboxSpec, sandboxBody } from '../spec.js';
 import type { CommandContext } from './context.js';
 import { type SandboxJson, waitReady } from './sandbox-status.js';
 
@@ -211,7 +211,12 @@ export function registerApplyCommand(sandbox: Command, { out, client, globals }:
         want.key ??= existing.key;
       }
       const recreated = !!existing && plan.refused.length > 0;
-      const { status, body: put } = await c.request<SandboxJson>('PUT', path, want, 'name');
+      const { status, body: put } = await c
+        .request<SandboxJson>('PUT', path, want, 'name')
+        .catch((err: unknown) => {
+          if (!(err instanceof CliError) || err.exitCode !== EXIT.usage) throw err;
+          throw new CliError(`${opts.file}: ${inSpecTerms(err.message, spec)}`, err.exitCode, err.response);
+        });
       say(
         status === 201
           ? `sandbox ${spec.name}: ${recreated ? 'recreated' : 'created'} (key ${put.key})`
