@@ -400,6 +400,18 @@ services:
       expect(b.stderr).toContain(
         'services.orders.kubernetes.replicas must be a whole number from 1 to 20 (got 50)',
       );
+      // register: declared: the sandbox routes to the fork's Service, computed from the spec.
+      const declared = spec(
+        'declared.yaml',
+        'name: pr-45\nservices:\n  orders:\n    kubernetes: { deployment: orders, namespace: shop, container: orders, image: x, register: declared, http: 8080 }\n',
+      );
+      const d = await cli(['sandbox', 'apply', '-f', declared, '--json'], {}, k8sUrl);
+      expect(d.code).toBe(0);
+      expect(JSON.parse(d.stdout).overrides.orders).toEqual({
+        http: 'http://orders-pr-45.shop.svc.cluster.local:8080',
+      });
+      expect((await cli(['sandbox', 'delete', 'pr-45'], {}, k8sUrl)).code).toBe(0);
+
       // What only the registry knows (the namespaces forks may go to) comes back in the file's terms.
       const elsewhere = spec(
         'elsewhere.yaml',
