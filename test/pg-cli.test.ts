@@ -1,10 +1,10 @@
-// The `branchline db` command file (packages/cli/src/db-command.ts) against a real PostgreSQL
+// The `branchline db` command file (packages/cli/src/commands/db.ts) against a real PostgreSQL
 // and a real registry: snapshot refresh, and the `--db` helpers for `sandbox create`.
 import { postgresResourceHook } from '@branchline/pg';
 import { createRegistryServer } from '@branchline/registry';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { databaseDetails, dbResources, registerDbCommand } from '../packages/cli/src/db-command.js';
+import { databaseDetails, dbResources, registerDbCommand } from '../packages/cli/src/commands/db.js';
 import { main } from '../packages/cli/src/program.js';
 import { admin, cleanup, PG, uniqueNames, withClient } from '../packages/pg/test/helpers.js';
 

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { CliError, EXIT } from './client.js';
+import { CliError, EXIT } from '../client.js';
 
 /** What `startKeyProxy` of @branchline/testing returns (declared here: see the import below). */
 interface KeyProxy {

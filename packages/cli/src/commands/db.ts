@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { CliError, EXIT } from './client.js';
+import { CliError, EXIT } from '../client.js';
 
 // What @branchline/pg exports for these commands (declared here, loaded by a computed name, so
-// @branchline/cli builds and installs without @branchline/pg; see proxy-command.ts).
+// @branchline/cli builds and installs without @branchline/pg; see proxy.ts).
 interface Progress {
   phase: string;
   done?: number;
