@@ -13,6 +13,7 @@ import type { RegistryMetrics } from './metrics.js';
 import { groupMatches, labelValue, RegistryError, type RegistryState } from './state.js';
 import type { Store } from './store.js';
 import type { GroupDoc, SandboxDoc } from './types.js';
+import { REGISTRY_VERSION } from './version.js';
 
 /** What the router needs of the registry. */
 export interface RouterHost {
@@ -104,6 +105,7 @@ async function handle(h: RouterHost, req: IncomingMessage, res: ServerResponse):
       route = 'healthz';
       return send(res, 200, {
         status: 'ok',
+        version: REGISTRY_VERSION,
         revision: state.revision,
         store: h.store.description,
         watchers: h.watcherCount(),
