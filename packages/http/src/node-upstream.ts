@@ -148,6 +148,7 @@ class NodeConnection implements UpstreamConnection {
   private req: ClientRequest | undefined;
   private res: IncomingMessage | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private timerKind: 'connect' | 'response' | 'body' | undefined;
   private requestDone = false;
   private started = false;
   private paused = false;
@@ -274,7 +275,13 @@ class NodeConnection implements UpstreamConnection {
   }
 
   private arm(kind: 'connect' | 'response' | 'body'): void {
+    // The same deadline again (a body chunk arrived): restart the timer rather than replace it.
+    if (this.timer !== undefined && this.timerKind === kind) {
+      this.timer.refresh();
+      return;
+    }
     this.disarm();
+    this.timerKind = kind;
     const o = this.endpoint.opts;
     const ms =
       kind === 'connect' ? o.connectTimeout : kind === 'response' ? o.responseTimeout : o.bodyTimeout;
