@@ -55,10 +55,11 @@ const CORS_PREFLIGHT_HEADERS = {
 
 /** Builds the registry's request handler. */
 export function createRouter(h: RouterHost): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
-  return (req, res) => handle(h, req, res);
+  return (req, res) => answerRequest(h, req, res);
 }
 
-async function handle(h: RouterHost, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** Answers one request: finds its route, checks who may make it, and answers errors as JSON. */
+async function answerRequest(h: RouterHost, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = process.hrtime.bigint();
   let route = 'unknown';
   res.once('finish', () => {
