@@ -8,43 +8,14 @@ import {
   type NextCall,
   type StatusObject,
 } from '@grpc/grpc-js';
+import { keyedCallUsable } from './internals.js';
 import { grpcMetadataGetter, grpcMetadataSetter } from './metadata.js';
 import type { ClientInterceptorOptions } from './types.js';
 
 type Next = ReturnType<NextCall>;
 
-/**
- * The methods grpc-js calls on what an interceptor returns (InterceptingCallInterface in
- * 1.10-1.14; getAuthContext since 1.11). KeyedCall implements each of them by passing it on.
- */
-export const DELEGATED_CALL_METHODS = [
-  'cancelWithStatus',
-  'getPeer',
-  'start',
-  'sendMessageWithContext',
-  'sendMessage',
-  'startRead',
-  'halfClose',
-  'getAuthContext',
-] as const;
-
-/** InterceptingCall's own helpers, which are not part of the interface. */
-const INTERCEPTING_CALL_HELPERS = new Set([
-  'constructor',
-  'processPendingMessage',
-  'processPendingHalfClose',
-]);
-
-/**
- * Whether this grpc-js's InterceptingCall has no public method KeyedCall lacks. When a release
- * adds one, the interceptor goes back to wrapping calls in an InterceptingCall.
- */
-export function keyedCallCovers(proto: object = InterceptingCall.prototype): boolean {
-  const known = new Set<string>(DELEGATED_CALL_METHODS);
-  return Object.getOwnPropertyNames(proto).every((m) => INTERCEPTING_CALL_HELPERS.has(m) || known.has(m));
-}
-
-const USE_KEYED_CALL = keyedCallCovers();
+/** Kept here for code that imported them from this module. */
+export { DELEGATED_CALL_METHODS, keyedCallCovers } from './internals.js';
 
 /**
  * A pass-through call that adds the key to the metadata it is started with, and otherwise hands
@@ -98,12 +69,14 @@ class KeyedCall {
  */
 export function createClientInterceptor(options: ClientInterceptorOptions = {}): Interceptor {
   const fixedBaggageKey = options.baggageKey;
+  // Decided per interceptor, so BRANCHLINE_GRPC_INTERNALS applies to interceptors made after it is set.
+  const useKeyedCall = keyedCallUsable();
   return (callOptions, nextCall) => {
     const key = getRoutingKey();
     // No key: hand back the next call as it is (no wrapper allocated).
     if (key === undefined) return nextCall(callOptions) as InterceptingCall;
     const baggageKey = fixedBaggageKey ?? getBaggageKey();
-    if (USE_KEYED_CALL)
+    if (useKeyedCall)
       return new KeyedCall(nextCall(callOptions), key, baggageKey) as unknown as InterceptingCall;
     return new InterceptingCall(nextCall(callOptions), {
       start(metadata: Metadata, listener, next) {

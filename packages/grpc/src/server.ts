@@ -4,6 +4,7 @@ import { contextWithRoutingKey, getRoutingKey } from '@branchline/core';
 import { activeContext, logger, runInContext } from '@branchline/core/transport';
 import { Server, type ServerOptions } from '@grpc/grpc-js';
 import type { Context } from '@opentelemetry/api';
+import { hookStreamHandlers } from './internals.js';
 import { type Deserializer, rawAwareSerializer, rawDeserializer } from './raw.js';
 import {
   CALL_CONTEXT,
@@ -13,6 +14,9 @@ import {
 } from './server-interceptor.js';
 import { StreamRelay } from './stream-relay.js';
 import type { ServerRoutingOptions } from './types.js';
+
+/** Kept here for code that imported them from this module. */
+export { GRPC_JS_VERIFIED, STREAM_HANDLERS, streamHandlerShape } from './internals.js';
 
 type AnyHandler = (call: { metadata: import('@grpc/grpc-js').Metadata }, callback?: unknown) => unknown;
 
@@ -58,97 +62,20 @@ class RoutedServer extends Server {
 }
 
 /**
- * grpc-js's per-stream entry points (one is used, depending on channelz). They are grpc-js
- * internals, checked in the first and last release of every minor from 1.10.0 to 1.14.7
- * (GRPC_JS_VERIFIED; run on 1.10.11 and 1.14.7): 1.10.x calls them as `(stream, headers)`, 1.11
- * and later as `(extraInterceptors, stream, headers)`.
- * The hook goes by the handler's arity, and leaves a handler of any other shape alone. The
- * package tests fail, naming the handler, when a grpc-js release drops or reshapes them.
- */
-export const STREAM_HANDLERS = ['_streamHandler', '_channelzHandler'] as const;
-export const GRPC_JS_VERIFIED = '>=1.10.0 <=1.14.7';
-
-// biome-ignore lint/suspicious/noExplicitAny: a grpc-js internal, called with its own arguments
-type StreamHandler = (this: Server, ...args: any[]) => void;
-
-/** How to find the stream and headers among a grpc-js stream handler's arguments; undefined: unknown shape. */
-export function streamHandlerShape(handler: unknown): 'stream-first' | 'extra-first' | undefined {
-  if (typeof handler !== 'function') return undefined;
-  if (handler.length === 2) return 'stream-first';
-  if (handler.length === 3) return 'extra-first';
-  return undefined;
-}
-
-/**
- * Tells grpc-js about a stream the relay took, as its own handler does first thing: with
- * `grpc.max_connection_idle_ms` set, grpc-js (1.11 and later) closes a connection it counts no
- * open stream on, even while calls are being relayed over it. A grpc-js internal too; 1.10 has
- * no idle timeout and no such method.
- */
-function countStream(server: Server, stream: ServerHttp2Stream): void {
-  (server as unknown as { onStreamOpened?: (s: ServerHttp2Stream) => void }).onStreamOpened?.(stream);
-}
-
-/**
- * Puts the stream-level relay in front of grpc-js's stream handler, so a call that goes to a
- * sandbox is relayed there before grpc-js parses it. The relay reads the key once; for a call it
- * leaves to grpc-js, what it found is handed to the routing interceptor grpc-js creates for that
- * stream, synchronously inside the original handler, so nothing is read or counted twice. When
- * the entry points are not there, or the relay does not apply (TLS to sandboxes, forwarding off,
+ * Puts the stream-level relay in front of grpc-js's stream handler (see hookStreamHandlers in
+ * internals.ts), so a call that goes to a sandbox is relayed there before grpc-js parses it. The
+ * relay reads the key once; for a call it leaves to grpc-js, what it found is handed to the
+ * routing interceptor grpc-js creates for that stream, so nothing is read or counted twice. When
+ * the internals cannot be used, or the relay does not apply (TLS to sandboxes, forwarding off,
  * no service name), the interceptor reads the key and forwards through grpc-js.
  */
 function installStreamRelay(server: Server, routing: ServerRouting): StreamRelay | undefined {
   if (!routing.forward || routing.service === undefined || routing.sandbox !== undefined) return undefined;
   if (!routing.plainText) return undefined;
-  const target = server as unknown as Record<string, StreamHandler | undefined>;
-  const originals = STREAM_HANDLERS.map((name) => target[name]);
-  if (originals.some((h) => streamHandlerShape(h) === undefined)) {
-    logger().debug(
-      'branchline: grpc-js has no per-stream handler this version can hook; forwarding through grpc-js',
-      {
-        hooks: STREAM_HANDLERS,
-        verified: GRPC_JS_VERIFIED,
-      },
-    );
-    return undefined;
-  }
   const relay = new StreamRelay(routing, routing.service);
-  STREAM_HANDLERS.forEach((name, i) => {
-    const original = originals[i]!;
-    target[name] =
-      streamHandlerShape(original) === 'extra-first'
-        ? function relayingStreamHandler(
-            this: Server,
-            extra: unknown,
-            stream: ServerHttp2Stream,
-            headers: IncomingHttpHeaders,
-          ) {
-            const handoff = relay.route(stream, headers);
-            if (handoff === undefined) return countStream(this, stream);
-            routing.handoff = handoff;
-            try {
-              original.call(this, extra, stream, headers);
-            } finally {
-              // Unclaimed when grpc-js answered the stream itself (unknown method, bad content type).
-              routing.handoff = undefined;
-            }
-          }
-        : function relayingStreamHandler(
-            this: Server,
-            stream: ServerHttp2Stream,
-            headers: IncomingHttpHeaders,
-          ) {
-            const handoff = relay.route(stream, headers);
-            if (handoff === undefined) return countStream(this, stream);
-            routing.handoff = handoff;
-            try {
-              original.call(this, stream, headers);
-            } finally {
-              routing.handoff = undefined;
-            }
-          };
-  });
-  return relay;
+  if (hookStreamHandlers(server, (stream, headers) => relay.route(stream, headers), routing)) return relay;
+  relay.close();
+  return undefined;
 }
 
 /**

@@ -166,7 +166,7 @@ describe('@branchline/grpc', () => {
         streamHandlerShape(server[name]),
         `grpc-js ${grpcJsVersion} has no Server.${name}(stream, headers) / (extraInterceptors, stream, headers): ` +
           'the stream-level relay cannot hook it, and routed servers forward through the slower grpc-js relay. ' +
-          'Adapt installStreamRelay in src/server.ts to this version, then update GRPC_JS_VERIFIED.',
+          'Adapt hookStreamHandlers in src/internals.ts to this version, then update GRPC_JS_VERIFIED.',
       ).toBeDefined();
     }
     // 1.11 and later count open streams for grpc.max_connection_idle_ms; relayed ones must be counted too.
@@ -174,14 +174,14 @@ describe('@branchline/grpc', () => {
       expect(
         typeof server.onStreamOpened,
         `grpc-js ${grpcJsVersion} has no Server.onStreamOpened(stream): relayed streams would not keep a connection from idling out. ` +
-          'Adapt countStream in src/server.ts to this version, then update GRPC_JS_VERIFIED.',
+          'Adapt countStream in src/internals.ts to this version, then update GRPC_JS_VERIFIED.',
       ).toBe('function');
     const [lo, hi] = GRPC_JS_VERIFIED.split(' ').map((r) => r.replace(/^[<>=]+/, ''));
     const n = (v: string) => v.split('.').reduce((acc, x) => acc * 1000 + Number.parseInt(x, 10), 0);
     expect(
       n(grpcJsVersion) >= n(lo!) && n(grpcJsVersion) <= n(hi!),
       `grpc-js ${grpcJsVersion} is outside the range the stream hook was verified against (${GRPC_JS_VERIFIED}): ` +
-        'run the grpc tests (including test/grpc-forwarding.test.ts) against it, then widen GRPC_JS_VERIFIED in src/server.ts.',
+        'run the grpc tests (including test/grpc-forwarding.test.ts) against it, then widen GRPC_JS_VERIFIED in src/internals.ts.',
     ).toBe(true);
   });
 

@@ -16,12 +16,16 @@ import { activeTraceHeaders, headerNames } from './trace.js';
 import type { ForwardOptions } from './types.js';
 import {
   type CoarseClock,
-  type Connection,
-  Endpoint,
+  createUpstreamEndpoint,
   type Exchange,
+  resolveUpstreamClient,
   SMALL_BODY,
+  type UpstreamClient,
+  type UpstreamClientOptions,
+  type UpstreamConnection,
+  type UpstreamEndpoint,
   type UpstreamError,
-} from './upstream.js';
+} from './upstream-client.js';
 
 /** Where one request is forwarded: the rule's sandbox, this service, the chosen endpoint. */
 export interface ForwardTarget extends SandboxTarget {}
@@ -293,17 +297,17 @@ function trailerObject(flat: string[]): Record<string, string> {
  * one object and no closures.
  */
 class ForwardExchange implements Exchange {
-  conn: Connection | undefined = undefined;
+  conn: UpstreamConnection | undefined = undefined;
   bodyStarted = false;
   readonly isHead: boolean;
   private started = false;
   private ended = false;
   private failed = false;
   private readonly chunked: boolean;
-  private readonly head: string;
+  readonly head: string;
 
   constructor(
-    private readonly endpoint: Endpoint,
+    private readonly endpoint: UpstreamEndpoint,
     private readonly req: ForwardableRequest,
     private readonly res: ForwardableResponse,
     private readonly target: ForwardTarget,
@@ -318,9 +322,9 @@ class ForwardExchange implements Exchange {
     this.head = requestHead(req, hop, preserveHost, endpoint.authority, this.chunked, activeTraceHeaders());
   }
 
-  start(conn: Connection): void {
+  start(conn: UpstreamConnection): void {
     this.conn = conn;
-    conn.write(this.head);
+    conn.writeHead(this.head);
     if (!this.hasBody) {
       conn.requestFinished();
       return;
@@ -339,19 +343,10 @@ class ForwardExchange implements Exchange {
     const conn = this.conn;
     if (conn === undefined || this.failed || conn.ex !== this) return;
     this.bodyStarted = true;
-    let ok: boolean;
-    if (this.chunked) {
-      if (chunk.length === 0) return;
-      conn.socket.cork();
-      conn.write(`${chunk.length.toString(16)}\r\n`);
-      conn.write(chunk);
-      ok = conn.write('\r\n');
-      conn.socket.uncork();
-    } else ok = conn.write(chunk);
-    if (!ok) {
+    if (!conn.writeBody(chunk, this.chunked)) {
       const req = this.req;
       req.pause();
-      conn.socket.once('drain', () => req.resume());
+      conn.onDrain(() => req.resume());
     }
   }
 
@@ -359,13 +354,7 @@ class ForwardExchange implements Exchange {
     const conn = this.conn;
     this.detachRequest();
     if (conn === undefined || this.failed || conn.ex !== this) return;
-    if (this.chunked) {
-      const t = this.req.rawTrailers;
-      let end = '0\r\n';
-      for (let i = 0; i < t.length; i += 2) end += `${t[i]}: ${t[i + 1]}\r\n`;
-      conn.write(`${end}\r\n`);
-    }
-    conn.requestFinished();
+    conn.endBody(this.chunked, this.req.rawTrailers);
   }
 
   private detachRequest(): void {
@@ -500,9 +489,11 @@ function dropPresetHeaders(res: ServerResponse): void {
  */
 export class SandboxForwarder {
   readonly options: ResolvedForwardOptions;
-  private readonly pools = new Map<string, Endpoint>();
+  private readonly pools = new Map<string, UpstreamEndpoint>();
   /** Endpoints dropped from the table whose connections still carry a response. */
-  private readonly draining = new Set<Endpoint>();
+  private readonly draining = new Set<UpstreamEndpoint>();
+  /** The HTTP client that carries forwarded requests (see upstream-client.ts). */
+  readonly client: UpstreamClient;
   private readonly unsubscribe: (() => void) | undefined;
   private readonly clock: CoarseClock = { now: performance.now() };
   private ticker: ReturnType<typeof setInterval> | undefined;
@@ -510,8 +501,11 @@ export class SandboxForwarder {
   /** The hop marker's value: this service's name. */
   readonly hop: string;
 
-  constructor(options: ForwardOptions & { routes?: RouteSource; service?: string } = {}) {
+  constructor(
+    options: ForwardOptions & UpstreamClientOptions & { routes?: RouteSource; service?: string } = {},
+  ) {
     this.options = resolveForwardOptions(options);
+    this.client = resolveUpstreamClient(options.httpClient);
     this.hop = options.service ?? '1';
     const o = this.options;
     // Deadlines are checked by one interval; its period bounds how late a timeout fires.
@@ -521,10 +515,10 @@ export class SandboxForwarder {
   }
 
   /** The connections to an endpoint (created on first use). */
-  private endpoint(url: string): Endpoint {
+  private endpoint(url: string): UpstreamEndpoint {
     let e = this.pools.get(url);
     if (e === undefined) {
-      e = new Endpoint(url, this.options, this.clock);
+      e = createUpstreamEndpoint(url, this.options, this.clock, this.client);
       this.pools.set(url, e);
       this.startTicker();
     }
@@ -574,7 +568,7 @@ export class SandboxForwarder {
    */
   forward(req: IncomingMessage, res: ServerResponse, target: ForwardTarget, fallback?: () => void): void {
     noteForwarded(target.sandbox, target.service);
-    let endpoint: Endpoint;
+    let endpoint: UpstreamEndpoint;
     try {
       endpoint = this.endpoint(target.endpoint);
     } catch (err) {

@@ -39,6 +39,11 @@ export interface ForwardOptions {
   responseTimeoutMs?: number;
   /** Milliseconds of silence allowed between response body chunks; 0 disables. Default 300000. */
   bodyTimeoutMs?: number;
+  /**
+   * Which HTTP client carries forwarded requests: `builtin` (default; faster) or `node`
+   * (node:http). Default: `BRANCHLINE_HTTP_CLIENT`, else `builtin`. See docs/http.md.
+   */
+  httpClient?: 'builtin' | 'node';
   /** @deprecated Use `connectTimeoutMs`. */
   connectTimeout?: number;
   /** @deprecated Use `responseTimeoutMs`. */

@@ -10,14 +10,58 @@ import { connect as tlsConnect } from 'node:tls';
 // (de-chunked when the sandbox chunks them, since the ServerResponse frames its own body).
 // Timeouts are checked by one coarse interval per client instead of a timer per request.
 
+/**
+ * One upstream connection as an exchange sees it. The built-in client (Connection, below) and
+ * the node:http fallback (node-upstream.ts) both implement it; upstream-client.ts picks one.
+ */
+export interface UpstreamConnection {
+  /** The exchange this connection carries, until its response ended or it failed. */
+  readonly ex: Exchange | undefined;
+  /** Writes the request head: `METHOD target HTTP/1.1`, header lines, an empty line (latin1). */
+  writeHead(head: string): void;
+  /** A piece of the request body, chunk-framed when `chunked`; false: wait for onDrain. */
+  writeBody(chunk: Buffer, chunked: boolean): boolean;
+  /** Calls `fn` once the connection can take more of the body. */
+  onDrain(fn: () => void): void;
+  /** Ends the request body (the terminating chunk and `trailers` when `chunked`). */
+  endBody(chunked: boolean, trailers: readonly string[]): void;
+  /** The request had no body: it is complete with its head. */
+  requestFinished(): void;
+  /** Stops reading the response (the client is not keeping up). */
+  pause(): void;
+  resume(): void;
+  /** Drops the connection (client gone, broken response). */
+  destroy(): void;
+}
+
+/** The connections to one endpoint as the forwarder sees them (see UpstreamConnection). */
+export interface UpstreamEndpoint {
+  /** `host[:port]` as a Host header would name it. */
+  readonly authority: string;
+  /** The open (or, for the fallback, in-flight) connections; 0 once everything finished. */
+  readonly conns: { readonly length: number };
+  /** Sends `ex` on an idle connection, a new one, or queues it. */
+  dispatch(ex: Exchange): void;
+  /** Takes a queued exchange back (its client went away); false when it was not queued. */
+  unqueue(ex: Exchange): boolean;
+  /** Called by the forwarder's interval: fails exchanges whose deadline passed. */
+  tick(now: number, slack: number): void;
+  /** No new exchanges; idle connections close now, busy ones when their exchange ends. */
+  close(): void;
+  /** Every connection, busy or not (for shutdown). */
+  destroyAll(): void;
+}
+
 /** The request side of one exchange; the connection calls it as the response arrives. */
 export interface Exchange {
   /** HEAD: the response carries no body whatever its headers say. */
   readonly isHead: boolean;
   /** Whether any of the request body has been read (a failed exchange can then not be retried). */
   readonly bodyStarted: boolean;
+  /** The request head `start` writes (the node:http fallback reads it before it connects). */
+  readonly head: string;
   /** The connection is ready: write the request. */
-  start(conn: Connection): void;
+  start(conn: UpstreamConnection): void;
   onHead(status: number, reason: string, headers: string[], eventStream: boolean): void;
   /**
    * A piece of the body; `last` when it completes it (onEnd follows). A last piece of at most
@@ -30,7 +74,7 @@ export interface Exchange {
 
 export type UpstreamError = Error & { code: string };
 
-function upstreamError(code: string, message: string): UpstreamError {
+export function upstreamError(code: string, message: string): UpstreamError {
   return Object.assign(new Error(`branchline: ${message}`), { code });
 }
 
@@ -72,7 +116,7 @@ enum Timer {
 }
 
 /** One keep-alive connection to an endpoint; carries one exchange at a time. */
-export class Connection {
+export class Connection implements UpstreamConnection {
   readonly socket: Socket;
   ex: Exchange | undefined = undefined;
   private phase = Phase.Idle;
@@ -163,8 +207,33 @@ export class Connection {
     if (!this.requestDone && this.phase === Phase.Head) this.timer = Timer.None;
   }
 
-  write(data: string | Buffer): boolean {
-    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
+  writeHead(head: string): void {
+    this.socket.write(head, 'latin1');
+  }
+
+  writeBody(chunk: Buffer, chunked: boolean): boolean {
+    if (!chunked) return this.socket.write(chunk);
+    if (chunk.length === 0) return true;
+    const socket = this.socket;
+    socket.cork();
+    socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    socket.write(chunk);
+    const ok = socket.write('\r\n', 'latin1');
+    socket.uncork();
+    return ok;
+  }
+
+  onDrain(fn: () => void): void {
+    this.socket.once('drain', fn);
+  }
+
+  endBody(chunked: boolean, trailers: readonly string[]): void {
+    if (chunked) {
+      let end = '0\r\n';
+      for (let i = 0; i < trailers.length; i += 2) end += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
+      this.socket.write(`${end}\r\n`, 'latin1');
+    }
+    this.requestFinished();
   }
 
   /** The request body was written in full (or there was none). */
@@ -702,7 +771,7 @@ export interface CoarseClock {
 }
 
 /** The connections to one endpoint: idle ones, a cap on how many are open, a queue beyond it. */
-export class Endpoint {
+export class Endpoint implements UpstreamEndpoint {
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
