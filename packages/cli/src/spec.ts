@@ -2,7 +2,7 @@
 // `${VAR}` from the environment, checking it (every error names the field), and turning it into
 // the registry's PUT body. Its JSON Schema is schema/sandbox.schema.json.
 import { readFileSync } from 'node:fs';
-import { isValidRoutingKey } from '@branchline/core';
+import { isValidRoutingKey, LABEL_NAME_PATTERN, SERVICE_NAME_PATTERN } from '@branchline/core';
 import { parseDuration } from '@branchline/registry';
 import { parse as parseYaml } from 'yaml';
 import { CliError, EXIT } from './client.js';
@@ -29,8 +29,6 @@ export interface SandboxSpecFile {
 
 // The registry's rules for these (packages/registry/src/schemas.ts); the routing key's rule is
 // core's, and the sandbox name follows it.
-const SERVICE_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
-const LABEL_KEY_RE = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
 /** Label added to a sandbox that joins group NAME (when this command creates the group). */
 export const groupLabel = (group: string): string => `group.${group}`;
 /** Group names this command may create: `group.<name>` must fit a label name (63 characters). */
@@ -175,7 +173,7 @@ export function checkSandboxSpec(doc: unknown, file: string): SandboxSpecFile {
       problems.push(`labels: must be an object of names to values (got ${show(doc.labels)})`);
     else
       for (const [k, v] of Object.entries(doc.labels)) {
-        if (!LABEL_KEY_RE.test(k))
+        if (!LABEL_NAME_PATTERN.test(k))
           problems.push(`labels: ${show(k)} is not a label name (letters, digits, . _ / -, at most 63)`);
         if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') {
           labels[k] = String(v);
@@ -191,7 +189,7 @@ export function checkSandboxSpec(doc: unknown, file: string): SandboxSpecFile {
     else
       for (const [svc, ov] of Object.entries(doc.services)) {
         const path = `services.${svc}`;
-        if (!SERVICE_RE.test(svc))
+        if (!SERVICE_NAME_PATTERN.test(svc))
           problems.push(`services: ${show(svc)} is not a service name (letters, digits, . _ -)`);
         if (!isObject(ov)) {
           problems.push(

@@ -1,3 +1,4 @@
+import { routingBaggage } from '@branchline/core';
 // The HTTP API: which request goes where, who may make it, how errors are answered. The
 // registry's behaviour lives in server.ts and the modules it composes; this file maps requests
 // onto it. See docs/registry.md for the API.
@@ -177,7 +178,7 @@ async function answerRequest(h: RouterHost, req: IncomingMessage, res: ServerRes
           return send(res, r.created ? 201 : 200, {
             ...r.sandbox,
             ...(r.sandboxToken ? { sandboxToken: r.sandboxToken } : {}),
-            header: `baggage: branchline=${r.sandbox.key}`,
+            header: `baggage: ${routingBaggage(r.sandbox.key)}`,
             revision: r.revision,
           });
         }
@@ -226,7 +227,7 @@ async function answerRequest(h: RouterHost, req: IncomingMessage, res: ServerRes
           const r = await h.putGroup(name, await readJson(req, maxBody));
           return send(res, r.created ? 201 : 200, {
             ...withMembers(state, r.group),
-            header: `baggage: branchline=${r.group.key}`,
+            header: `baggage: ${routingBaggage(r.group.key)}`,
           });
         }
         if (method === 'DELETE') {

@@ -1,3 +1,4 @@
+import { routingBaggage } from '@branchline/core';
 // `branchline sandbox apply -f spec.yaml`: makes the registry hold the sandbox the file
 // describes, creating or updating it, and joins the route groups it names.
 import { parseDuration } from '@branchline/registry';
@@ -250,7 +251,7 @@ export function registerApplyCommand(sandbox: Command, { out, client, globals }:
       }
       let s: SandboxJson = put;
       if (opts.wait) s = await waitReady(c, spec.name, s, waitMs, out, false);
-      const header = s.header ?? `baggage: branchline=${s.key}`;
+      const header = s.header ?? `baggage: ${routingBaggage(s.key)}`;
       const result = {
         ...s,
         header,
@@ -259,7 +260,7 @@ export function registerApplyCommand(sandbox: Command, { out, client, globals }:
               routeGroups: groups.map((g) => ({
                 name: g.name,
                 key: g.key,
-                header: `baggage: branchline=${g.key}`,
+                header: `baggage: ${routingBaggage(g.key)}`,
               })),
             }
           : {}),
@@ -275,7 +276,7 @@ export function registerApplyCommand(sandbox: Command, { out, client, globals }:
           ),
           'send this header to route requests to it:',
           `  ${printable(header)}`,
-          ...groups.map((g) => printable(`route group ${g.name}: baggage: branchline=${g.key}`)),
+          ...groups.map((g) => printable(`route group ${g.name}: baggage: ${routingBaggage(g.key)}`)),
           ...(s.sandboxToken
             ? [`sandbox token (shown once, for heartbeats): ${printable(s.sandboxToken)}`]
             : []),

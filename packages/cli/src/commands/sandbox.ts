@@ -1,3 +1,4 @@
+import { routingBaggage } from '@branchline/core';
 // `branchline sandbox create|list|get|delete`.
 import { parseDuration } from '@branchline/registry';
 import type { Command } from 'commander';
@@ -116,7 +117,7 @@ export function registerSandboxCommand(program: Command, ctx: CommandContext): C
             `sandbox ${s.name} ${s.status === 'ready' ? 'is ready' : `is ${s.status}`} (key ${s.key}, expires ${expiresIn(s.expiresAt)})`,
           ),
           'send this header to route requests to it:',
-          `  ${printable(s.header ?? `baggage: branchline=${s.key}`)}`,
+          `  ${printable(s.header ?? `baggage: ${routingBaggage(s.key)}`)}`,
           ...(s.sandboxToken
             ? [`sandbox token (shown once, for heartbeats): ${printable(s.sandboxToken)}`]
             : []),
@@ -157,7 +158,7 @@ export function registerSandboxCommand(program: Command, ctx: CommandContext): C
       print(cmd, s, () =>
         [
           `name:     ${printable(s.name)}`,
-          `key:      ${printable(`${s.key}   (header: baggage: branchline=${s.key})`)}`,
+          `key:      ${printable(`${s.key}   (header: baggage: ${routingBaggage(s.key)})`)}`,
           `status:   ${printable(s.status)}`,
           `expires:  ${expiresIn(s.expiresAt)}`,
           `labels:   ${labelsText(s.labels) || '-'}`,
