@@ -382,7 +382,7 @@ async function waitForDatabase(sb) {
       throw new Error(`the database of ${sb.name} was not ready within 60 s (status ${r?.status})`);
     await new Promise((res) => setTimeout(res, 100));
   }
-  const database = pgHook.databases.databaseName(sb.name, PG.database);
+  const database = pgHook.databases.databaseName(PG.database, sb.name);
   ok(
     `resource ${sb.database}: ${cyan(database)}, a copy of ${PG.database}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s  ${dim(`(${phases.join(' → ') || 'ready'})`)}`,
   );
