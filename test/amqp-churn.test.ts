@@ -25,7 +25,7 @@ const BATCH = 100;
 const ep = { http: 'http://127.0.0.1:1' };
 
 let vhost: TestVhost;
-const runtime = createRuntime({ service: SERVICE, routeSource: { sandboxes: [] } });
+const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
 
 beforeAll(async () => {
   vhost = await createTestVhost('bl-amqp-churn');

@@ -49,7 +49,7 @@ async function api(
 it('with the real registry: the amqp-queue resource creates the sandbox queue, and deleting the sandbox returns its waiting messages to baseline', async () => {
   const queue = 'orders-reg';
   const routes = createRegistrySource({ registry: registry.url });
-  const runtime = createRuntime({ service: 'orders', routeSource: routes });
+  const runtime = createRuntime({ service: 'orders', routes: routes });
   const processed: string[] = [];
   const baseline = createSelectiveConsumer({
     connection: vhost.url,

@@ -35,7 +35,7 @@ const groups: RouteTableSpec['groups'] = [
 let vhost: TestVhost;
 let conn: ChannelModel;
 let pub: ConfirmChannel;
-const runtime = createRuntime({ service: SERVICE, routeSource: { sandboxes: [] } });
+const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
 const consumers: SelectiveConsumer[] = [];
 let queueSeq = 0;
 

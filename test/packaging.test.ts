@@ -59,8 +59,9 @@ function entryPoints(manifest: Manifest): string[] {
   const keys = Object.keys(exports as object);
   // An object of conditions (no subpaths) describes ".".
   if (!keys.some((k) => k.startsWith('.'))) return [manifest.name];
+  // JSON files (package.json, a JSON Schema) are data, not modules: `import` needs an attribute.
   return keys
-    .filter((k) => k !== './package.json')
+    .filter((k) => !k.endsWith('.json'))
     .map((k) => {
       if (k.includes('*'))
         throw new Error(

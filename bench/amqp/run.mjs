@@ -36,7 +36,7 @@ const url = `amqp://guest:guest@127.0.0.1:5672/${encodeURIComponent(vhost)}`;
 const routes = new StaticRouteSource({
   sandboxes: [{ name: 'sb', key: 'sb', overrides: { [SERVICE]: { http: 'http://127.0.0.1:1' } } }],
 });
-const runtime = createRuntime({ service: SERVICE, routeSource: routes });
+const runtime = createRuntime({ service: SERVICE, routes: routes });
 const payload = Buffer.from(JSON.stringify({ order: 42, items: ['a', 'b', 'c'], note: 'x'.repeat(200) }));
 
 const conn = await amqp.connect(url);

@@ -8,7 +8,7 @@ const [url, queue, expectedText] = process.argv.slice(2);
 const expected = Number(expectedText);
 const runtime = createRuntime({
   service: 'orders',
-  routeSource: {
+  routes: {
     sandboxes: [{ name: 'sb', key: 'sb', overrides: { orders: { http: 'http://127.0.0.1:1' } } }],
   },
 });

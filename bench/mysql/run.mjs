@@ -123,14 +123,14 @@ async function queryOverhead() {
     ...cfg,
     database: baseline,
     prefix,
-    runtime: createRuntime({ routeSource: empty, service: 'orders' }),
+    runtime: createRuntime({ routes: empty, service: 'orders' }),
   });
   const routed = createRoutedPool({
     ...cfg,
     database: baseline,
     prefix,
     sandboxMax: 4,
-    runtime: createRuntime({ routeSource: routes, service: 'orders' }),
+    runtime: createRuntime({ routes: routes, service: 'orders' }),
   });
 
   const sql = 'SELECT id, item FROM orders WHERE id = ?';

@@ -8,7 +8,7 @@ import {
   withRoutingHeaders,
 } from '../src/index.js';
 
-const runtime = createRuntime({ service: 'orders', routeSource: new StaticRouteSource({ sandboxes: [] }) });
+const runtime = createRuntime({ service: 'orders', routes: new StaticRouteSource({ sandboxes: [] }) });
 const never = () => new Promise<never>(() => undefined);
 const base = { connection: never, queue: 'orders', onMessage: () => undefined, runtime };
 
@@ -25,7 +25,7 @@ describe('options are checked when the consumer is created', () => {
       /option connection is required/,
     );
     expect(() =>
-      createSelectiveConsumer({ ...base, runtime: createRuntime({ routeSource: { sandboxes: [] } }) }),
+      createSelectiveConsumer({ ...base, runtime: createRuntime({ routes: { sandboxes: [] } }) }),
     ).toThrow(/needs a service name: pass \{ service \} or set BRANCHLINE_SERVICE/);
   });
 

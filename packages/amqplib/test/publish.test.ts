@@ -138,7 +138,7 @@ describe('with OpenTelemetry registered (last: it installs globals for this file
       queue,
       service: 'orders',
       sandbox: null,
-      runtime: createRuntime({ service: 'orders', routeSource: new StaticRouteSource({ sandboxes: [] }) }),
+      runtime: createRuntime({ service: 'orders', routes: new StaticRouteSource({ sandboxes: [] }) }),
       setup: async (ch) => {
         await ch.assertQueue(queue, { durable: false });
       },

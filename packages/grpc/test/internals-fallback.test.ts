@@ -75,7 +75,7 @@ async function setup() {
   const sandboxAddr = await serve(
     createRoutedServer(
       {},
-      { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routeSource: routes }) },
+      { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routes: routes }) },
     ),
     'sandbox',
     true,
@@ -85,7 +85,7 @@ async function setup() {
     createRoutedServer(
       {},
       {
-        runtime: createRuntime({ service: 'who', routeSource: routes }),
+        runtime: createRuntime({ service: 'who', routes: routes }),
         onForward: (i) => forwarded.push(i),
       },
     ),

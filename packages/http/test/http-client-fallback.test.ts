@@ -50,7 +50,7 @@ async function baseline(endpoint: string, extra: Record<string, unknown> = {}) {
     sandboxes: [{ name: 'sb', key: 'k1', overrides: { orders: { http: endpoint } } }],
   });
   const router = new IncomingRouter({
-    runtime: createRuntime({ service: 'orders', routeSource: source }),
+    runtime: createRuntime({ service: 'orders', routes: source }),
     ...extra,
   });
   routers.push(router);

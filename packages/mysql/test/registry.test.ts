@@ -128,7 +128,7 @@ describe('mysql resources through the registry', () => {
       database: baseline,
       prefix,
       connectionLimit: 2,
-      runtime: createRuntime({ routeSource: source, service: 'orders' }),
+      runtime: createRuntime({ routes: source, service: 'orders' }),
     });
     const where = async () => (await pool.query<RowDataPacket[]>('SELECT DATABASE() AS db'))[0][0]?.db;
     expect(await withRoutingKey('pr-db', where)).toBe(database);

@@ -45,7 +45,7 @@ function routed(source: StaticRouteSource, extra: Parameters<typeof createRouted
     database: names.baseline,
     connectionLimit: 3,
     prefix: names.prefix,
-    runtime: createRuntime({ routeSource: source, service: 'orders' }),
+    runtime: createRuntime({ routes: source, service: 'orders' }),
     ...extra,
   });
   pools.push(pool);
@@ -76,7 +76,7 @@ describe('routed pool', () => {
         sandbox('sb-nodb', { overrides: { billing: { http: 'http://127.0.0.1:1' } } }),
       ],
     });
-    const runtime = createRuntime({ routeSource: source, service: 'orders' });
+    const runtime = createRuntime({ routes: source, service: 'orders' });
     const pool = routed(source, { runtime });
     const app = express();
     const routing = branchline({ runtime });
@@ -201,7 +201,7 @@ describe('routed pool', () => {
       ],
     });
     const orders = routed(source);
-    const billing = routed(source, { runtime: createRuntime({ routeSource: source, service: 'billing' }) });
+    const billing = routed(source, { runtime: createRuntime({ routes: source, service: 'billing' }) });
     expect(await withRoutingKey('sb-a', () => currentDb(orders))).toBe(names.baseline);
     expect(await withRoutingKey('sb-a', () => currentDb(billing))).toBe(dbA);
     expect(await withRoutingKey('sb-b', () => currentDb(billing))).toBe(names.baseline);
