@@ -12,9 +12,10 @@ import {
   StaticRouteSource,
   withRoutingKey,
 } from '@branchline/core';
+import { until } from '@branchline/test-utils';
+import { createTestVhost, type TestVhost } from '@branchline/test-utils/amqp';
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestVhost, eventually, type TestVhost } from '../packages/amqplib/test/broker.js';
 
 /**
  * The guarantee under churn: ≥20,000 messages, ≥50 sandbox create/delete events, two baseline
@@ -268,7 +269,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
         await vhost.closeAllConnections();
         markDropDone();
         await pubConn.close().catch(() => undefined);
-        await eventually(async () => {
+        await until(async () => {
           try {
             pubConn = await amqp.connect(vhost.url);
             return true;
@@ -304,7 +305,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     await registry.settle();
 
     try {
-      await eventually(() => processed.size === TOTAL, `all ${TOTAL} messages processed`, 60_000);
+      await until(() => processed.size === TOTAL, `all ${TOTAL} messages processed`, { timeoutMs: 60_000 });
     } catch (err) {
       const missing = Array.from({ length: TOTAL }, (_, j) => `m${j}`).filter((id) => !processed.has(id));
       console.log(

@@ -15,9 +15,10 @@ import {
   StaticRouteSource,
   withRoutingKey,
 } from '@branchline/core';
+import { until } from '@branchline/test-utils';
+import { createTestVhost, queueExists, type TestVhost } from '@branchline/test-utils/amqp';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestVhost, eventually, queueExists, type TestVhost } from '../packages/amqplib/test/broker.js';
 
 const SERVICE = 'orders';
 const ep = { http: 'http://127.0.0.1:1' };
@@ -158,7 +159,7 @@ describe('selective consumption on RabbitMQ', () => {
       for (const key of Object.keys(expected))
         list.push({ id: `${via}/${key}`, key: key === 'none' ? undefined : key, send });
     await publishAll(list);
-    await eventually(() => seen.size === list.length, `${list.length} messages processed`);
+    await until(() => seen.size === list.length, `${list.length} messages processed`);
     await new Promise((r) => setTimeout(r, 200)); // a duplicate would show up now
 
     const wantExchange: Record<string, [string, string]> = {
@@ -204,7 +205,7 @@ describe('selective consumption on RabbitMQ', () => {
       { id: 'base', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
       { id: 'sand', key: 'sb-a', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
     ]);
-    await eventually(() => seen.size === 2, 'both messages processed after one requeue each');
+    await until(() => seen.size === 2, 'both messages processed after one requeue each');
     expect(seen.get('base')).toMatchObject([{ by: 'baseline', redelivered: true }]);
     expect(seen.get('sand')).toMatchObject([{ by: 'sb-a', redelivered: true, key: 'sb-a' }]);
     expect(attempts.get('base')).toBe(2);
@@ -244,8 +245,8 @@ describe('selective consumption on RabbitMQ', () => {
       { id: 'auto-base', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
       { id: 'auto-group', key: 'checkout', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
     ]);
-    await eventually(() => calls.length === 4, 'two attempts per message');
-    await eventually(
+    await until(() => calls.length === 4, 'two attempts per message');
+    await until(
       async () => (await pub.checkQueue(queue)).messageCount === 0,
       'the baseline queue acked empty',
     );
@@ -271,13 +272,13 @@ describe('selective consumption on RabbitMQ', () => {
       { id: 'late', key: 'sb-a', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
       { id: 'plain', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
     ]);
-    await eventually(
+    await until(
       () => seen.has('plain') && baseline.stats.held === 1,
       'the keyless message processed, the keyed one held',
     );
     expect(seen.has('late')).toBe(false);
     routes.update({ sandboxes, groups, completeUntil: Date.now() + 60_000 });
-    await eventually(() => seen.has('late'), 'the held message processed');
+    await until(() => seen.has('late'), 'the held message processed');
     expect(seen.get('late')!.map((s) => s.by)).toEqual(['sb-a']);
   });
 
@@ -294,7 +295,7 @@ describe('selective consumption on RabbitMQ', () => {
       send: (o: object) => pub.publish(`${queue}.topic`, 'order.waiting', Buffer.from('{}'), o),
     }));
     await publishAll(list);
-    await eventually(() => baseline.stats.moved === 30, '30 messages moved to sb-a');
+    await until(() => baseline.stats.moved === 30, '30 messages moved to sb-a');
     const sq = sandboxQueueName(queue, 'sb-a');
     expect((await pub.checkQueue(sq)).messageCount).toBe(30);
     expect(seen.size).toBe(0);
@@ -303,7 +304,7 @@ describe('selective consumption on RabbitMQ', () => {
       sandboxes: [{ ...sandboxes![0]!, deletedAt: Date.now() }, ...sandboxes!.slice(1)],
       groups,
     });
-    await eventually(() => seen.size === 30, 'the 30 waiting messages processed by baseline');
+    await until(() => seen.size === 30, 'the 30 waiting messages processed by baseline');
     for (const s of seen.values())
       expect(s).toMatchObject([{ by: 'baseline', key: 'sb-a', routingKey: 'order.waiting' }]);
     await baseline.cleanupsSettled();
@@ -328,7 +329,7 @@ describe('selective consumption on RabbitMQ', () => {
     // Moves reach it through the sandbox exchange before any sandbox workload consumes.
     for (let i = 0; i < 25; i++)
       ch.publish(SANDBOX_EXCHANGE, sq, Buffer.from(String(i)), { messageId: `g${i}` });
-    await eventually(
+    await until(
       async () => (await ch.checkQueue(sq)).messageCount === 25,
       '25 messages in the sandbox queue',
     );

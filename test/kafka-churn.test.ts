@@ -1,7 +1,6 @@
 import { StaticRouteSource } from '@branchline/core';
 import { createSelectiveConsumer, type SelectiveConsumer } from '@branchline/kafkajs';
-import type { Admin, Message, Producer } from 'kafkajs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { until } from '@branchline/test-utils';
 import {
   consumerTuning,
   createTopic,
@@ -9,9 +8,10 @@ import {
   header,
   kafkaClient,
   unique,
-  until,
-} from '../packages/kafkajs/test/helpers.js';
-import { endpoint, LaggingView, RegistrySim } from '../packages/kafkajs/test/registry-sim.js';
+} from '@branchline/test-utils/kafka';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
+import type { Admin, Message, Producer } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /**
  * The guarantee under churn: while sandboxes are created and deleted under continuous traffic,
@@ -193,13 +193,13 @@ describe('kafka churn (real broker)', () => {
     await until(
       () => sent >= TOTAL / 3,
       () => `a third sent (${sent})`,
-      120_000,
+      { timeoutMs: 120_000 },
     );
     await restartAll();
     await until(
       () => sent >= (2 * TOTAL) / 3,
       () => `two thirds sent (${sent})`,
-      120_000,
+      { timeoutMs: 120_000 },
     );
     await restartAll();
 
@@ -211,7 +211,7 @@ describe('kafka churn (real broker)', () => {
     await until(
       async () => (await groupLag(admin, groupId, topic)) === 0,
       () => `the baseline to commit the whole topic (${processedBy.size} distinct ids processed)`,
-      120_000,
+      { timeoutMs: 120_000 },
     );
     stopLagging = true;
     await lagger;

@@ -1,10 +1,11 @@
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { until } from '@branchline/test-utils';
+import { createTopic, groupLag, kafkaClient, unique } from '@branchline/test-utils/kafka';
+import { endpoint, RegistrySim } from '@branchline/test-utils/registry-sim';
 import type { Admin, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTopic, groupLag, kafkaClient, unique, until } from '../packages/kafkajs/test/helpers.js';
-import { endpoint, RegistrySim } from '../packages/kafkajs/test/registry-sim.js';
 import { type RunningProcess, startNode } from './helpers/processes.js';
 
 /**
@@ -122,7 +123,7 @@ describe('kafka consumer crash (kill -9, real broker)', () => {
       await until(
         async () => (await groupLag(admin, groupId, topic)) === 0,
         () => 'the baseline group to commit the whole topic',
-        120_000,
+        { timeoutMs: 120_000 },
       );
       await base.stop('SIGTERM');
 

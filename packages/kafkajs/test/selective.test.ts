@@ -1,11 +1,19 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { getRoutingKey, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { until } from '@branchline/test-utils';
+import {
+  consumerTuning,
+  createTopic,
+  groupLag,
+  header,
+  kafkaClient,
+  unique,
+} from '@branchline/test-utils/kafka';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
 import type { Admin, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSelectiveConsumer, instrumentProducer, type SelectiveConsumer } from '../src/index.js';
-import { consumerTuning, createTopic, groupLag, header, kafkaClient, unique, until } from './helpers.js';
-import { endpoint, LaggingView, RegistrySim } from './registry-sim.js';
 
 const kafka = kafkaClient('selective-test');
 let admin: Admin;
