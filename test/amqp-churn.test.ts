@@ -12,7 +12,7 @@ import {
   StaticRouteSource,
   withRoutingKey,
 } from '@branchline/core';
-import { until } from '@branchline/test-utils';
+import { barrier, type SeededRandom, seededRandom, sleep, until } from '@branchline/test-utils';
 import { createTestVhost, type TestVhost } from '@branchline/test-utils/amqp';
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -50,7 +50,10 @@ class FakeRegistry {
   private readonly views: { source: StaticRouteSource; maxLagMs: number; lastAt: number }[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
 
-  constructor(start: number) {
+  constructor(
+    start: number,
+    private readonly random: SeededRandom,
+  ) {
     this.groups = [{ name: 'grp', key: 'grp', match: { labels: { team: 'blue' } }, createdAt: start }];
   }
 
@@ -74,7 +77,7 @@ class FakeRegistry {
     const spec = this.snapshot();
     const now = Date.now();
     for (const v of this.views) {
-      const at = Math.max(v.lastAt, now + Math.random() * v.maxLagMs);
+      const at = Math.max(v.lastAt, now + this.random() * v.maxLagMs);
       v.lastAt = at;
       const t = setTimeout(() => {
         this.timers.delete(t);
@@ -111,7 +114,8 @@ class FakeRegistry {
 
   async settle(): Promise<void> {
     const last = Math.max(...this.views.map((v) => v.lastAt));
-    await new Promise((r) => setTimeout(r, Math.max(0, last - Date.now()) + 50));
+    // Pacing, not proof: the last update already scheduled reaches its view at `last`.
+    await sleep(Math.max(0, last - Date.now()) + 50);
   }
 }
 
@@ -126,8 +130,11 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   timeout: 170_000,
 }, async () => {
   const queue = `orders-churn-${Date.now().toString(36)}`;
+  // Every random choice (lags, start delays, lifetimes, keys) comes from one seeded generator: a
+  // failure prints the seed, and BRANCHLINE_TEST_SEED=<seed> repeats the same choices.
+  const random = seededRandom();
   const started = Date.now();
-  const registry = new FakeRegistry(started);
+  const registry = new FakeRegistry(started, random);
   const processed = new Map<string, Processing[]>();
   let dropped = false;
   let busy = false;
@@ -200,7 +207,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       const w: { consumer?: SelectiveConsumer; starting?: Promise<void> } = {};
       workloads.set(name, w);
       w.starting = (async () => {
-        await new Promise((r) => setTimeout(r, Math.random() * 300));
+        await sleep(random() * 300);
         const c = createSelectiveConsumer({
           connection: vhost.url,
           queue,
@@ -216,20 +223,20 @@ it('churn: every message is processed by exactly one of baseline or its owning s
         allSandboxConsumers.push(c);
         await c.ready().catch(() => undefined);
       })();
-      const lifetime = 1200 + Math.random() * 2000;
+      const lifetime = random.between(1200, 3200);
       pending.push(
         (async () => {
-          await new Promise((r) => setTimeout(r, lifetime));
+          await sleep(lifetime);
           await w.starting; // a workload never starts after its sandbox is gone (see docs: limits)
           if (seq % 4 === 0) {
             await w.consumer?.close();
-            await new Promise((r) => setTimeout(r, Math.random() * 200));
+            await sleep(random() * 200);
           }
           registry.delete(name);
           events++;
         })(),
       );
-      await new Promise((r) => setTimeout(r, 450 + Math.random() * 200));
+      await sleep(random.between(450, 650));
       if (registry.live().length > 5) await Promise.race(pending);
     }
     await Promise.all(pending);
@@ -240,7 +247,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   let pubConn: ChannelModel = await amqp.connect(vhost.url);
   let pub: ConfirmChannel = instrumentChannel(await pubConn.createConfirmChannel());
   const keyFor = (i: number): string | undefined => {
-    const r = Math.random();
+    const r = random();
     if (r < 0.3) return undefined;
     if (r < 0.75) {
       const live = registry.live();
@@ -295,7 +302,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       }
       await pub.waitForConfirms();
       const due = t0 + ((i + BATCH) / TOTAL) * PUBLISH_MS - Date.now();
-      if (due > 0) await new Promise((r) => setTimeout(r, due));
+      if (due > 0) await sleep(due);
     }
     await churnDone;
     for (const s of registry.live()) {
@@ -318,7 +325,17 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     }
     await Promise.all(allSandboxConsumers.map((c) => c.close()));
     await Promise.all(baselines.map((b) => b.cleanupsSettled()));
-    await new Promise((r) => setTimeout(r, 300)); // late duplicates would land now
+    // Every sandbox consumer is closed and its queue returned: a late duplicate could only come
+    // through the main queue, ahead of a marker published to it now (the queue is FIFO).
+    await barrier({
+      paths: [queue],
+      send: async (marker) => {
+        pub.sendToQueue(queue, Buffer.from('x'), { messageId: marker, persistent: true });
+        await pub.waitForConfirms();
+      },
+      arrived: (marker) => processed.has(marker),
+      what: 'the baseline queue',
+    });
   } finally {
     clearInterval(heartbeat);
     await Promise.all(allSandboxConsumers.map((c) => c.close()));

@@ -15,7 +15,7 @@ import {
   StaticRouteSource,
   withRoutingKey,
 } from '@branchline/core';
-import { until } from '@branchline/test-utils';
+import { barrier, until } from '@branchline/test-utils';
 import { createTestVhost, queueExists, type TestVhost } from '@branchline/test-utils/amqp';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -160,7 +160,14 @@ describe('selective consumption on RabbitMQ', () => {
         list.push({ id: `${via}/${key}`, key: key === 'none' ? undefined : key, send });
     await publishAll(list);
     await until(() => seen.size === list.length, `${list.length} messages processed`);
-    await new Promise((r) => setTimeout(r, 200)); // a duplicate would show up now
+    // A duplicate would have to come before a marker published after everything else, to each
+    // consumer: the queue and each sandbox queue deliver in order.
+    await barrier({
+      paths: [undefined, 'sb-a', 'sb-b'],
+      send: (marker, key) => publishAll([{ id: marker, key, send: how.queue! }]),
+      arrived: (marker) => seen.has(marker),
+      what: 'one per consumer',
+    });
 
     const wantExchange: Record<string, [string, string]> = {
       queue: ['', queue],
@@ -180,7 +187,7 @@ describe('selective consumption on RabbitMQ', () => {
       expect(got[0]!.key, m.id).toBe(m.key);
       expect([got[0]!.exchange, got[0]!.routingKey], m.id).toEqual(wantExchange[via]);
     }
-    expect(baseline.stats.moved).toBe(15);
+    expect(baseline.stats.moved).toBe(15 + 2); // and the two sandbox markers
   });
 
   it('a requeued message comes back to the consumer that owns it', async () => {
