@@ -1,12 +1,12 @@
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { until } from '@branchline/test-utils';
+import { sleep, until } from '@branchline/test-utils';
 import { createTopic, groupLag, kafkaClient, unique } from '@branchline/test-utils/kafka';
+import { type RunningProcess, startNode } from '@branchline/test-utils/processes';
 import { endpoint, RegistrySim } from '@branchline/test-utils/registry-sim';
 import type { Admin, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type RunningProcess, startNode } from './helpers/processes.js';
 
 /**
  * kill -9 of a selective consumer. Ownership is decided by the message's time, so a crash does
@@ -30,7 +30,6 @@ const kafka = kafkaClient('crash');
 let admin: Admin;
 let producer: Producer;
 const dir = mkdtempSync(join(tmpdir(), 'branchline-kafka-crash-'));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   admin = kafka.admin();
