@@ -44,7 +44,17 @@ it('fails', () => {
 });
 `,
       );
-      const out = spawnSync(process.execPath, [vitestBin(), 'run', '--root', dir, file], {
+      // Called at module level: only the failing test of the file prints the seed.
+      writeFileSync(
+        join(dir, 'module.test.ts'),
+        `import { expect, it } from 'vitest';
+import { seededRandom } from '../../src/index.js';
+const random = seededRandom(777);
+it('passes quietly', () => expect(random()).toBeLessThan(1));
+it('fails loudly', () => expect(random.seed).toBe(-1));
+`,
+      );
+      const out = spawnSync(process.execPath, [vitestBin(), 'run', '--root', dir], {
         env: {
           ...process.env,
           BRANCHLINE_TEST_SEED: '12345',
@@ -61,6 +71,10 @@ it('fails', () => {
         '[seeded random] this run used seed 12345; repeat it with: BRANCHLINE_TEST_SEED=12345',
       );
       expect(text).toContain(`first draw ${seededRandom(12345)()}`);
+      expect(text).toMatch(
+        /stderr \| module\.test\.ts > fails loudly\n\[seeded random\] this run used seed 777;/,
+      );
+      expect(text).not.toContain('module.test.ts > passes quietly');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
