@@ -6,9 +6,10 @@ import {
 } from '@branchline/amqplib';
 import { createRuntime, type RouteTableSpec, type SandboxSpec, withRoutingKey } from '@branchline/core';
 import { RouteTable, StaticRouteSource } from '@branchline/core/transport';
+import { barrier, type SeededRandom, seededRandom, sleep, until } from '@branchline/test-utils';
+import { createTestVhost, type TestVhost } from '@branchline/test-utils/amqp';
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestVhost, eventually, type TestVhost } from '../packages/amqplib/test/broker.js';
 
 /**
  * The guarantee under churn: ≥20,000 messages, ≥50 sandbox create/delete events, two baseline
@@ -43,7 +44,10 @@ class FakeRegistry {
   private readonly views: { source: StaticRouteSource; maxLagMs: number; lastAt: number }[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
 
-  constructor(start: number) {
+  constructor(
+    start: number,
+    private readonly random: SeededRandom,
+  ) {
     this.groups = [{ name: 'grp', key: 'grp', match: { labels: { team: 'blue' } }, createdAt: start }];
   }
 
@@ -67,7 +71,7 @@ class FakeRegistry {
     const spec = this.snapshot();
     const now = Date.now();
     for (const v of this.views) {
-      const at = Math.max(v.lastAt, now + Math.random() * v.maxLagMs);
+      const at = Math.max(v.lastAt, now + this.random() * v.maxLagMs);
       v.lastAt = at;
       const t = setTimeout(() => {
         this.timers.delete(t);
@@ -104,7 +108,8 @@ class FakeRegistry {
 
   async settle(): Promise<void> {
     const last = Math.max(...this.views.map((v) => v.lastAt));
-    await new Promise((r) => setTimeout(r, Math.max(0, last - Date.now()) + 50));
+    // Pacing, not proof: the last update already scheduled reaches its view at `last`.
+    await sleep(Math.max(0, last - Date.now()) + 50);
   }
 }
 
@@ -119,8 +124,11 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   timeout: 170_000,
 }, async () => {
   const queue = `orders-churn-${Date.now().toString(36)}`;
+  // Every random choice (lags, start delays, lifetimes, keys) comes from one seeded generator: a
+  // failure prints the seed, and BRANCHLINE_TEST_SEED=<seed> repeats the same choices.
+  const random = seededRandom();
   const started = Date.now();
-  const registry = new FakeRegistry(started);
+  const registry = new FakeRegistry(started, random);
   const processed = new Map<string, Processing[]>();
   let dropped = false;
   let busy = false;
@@ -193,7 +201,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       const w: { consumer?: SelectiveConsumer; starting?: Promise<void> } = {};
       workloads.set(name, w);
       w.starting = (async () => {
-        await new Promise((r) => setTimeout(r, Math.random() * 300));
+        await sleep(random() * 300);
         const c = createSelectiveConsumer({
           connection: vhost.url,
           queue,
@@ -209,20 +217,20 @@ it('churn: every message is processed by exactly one of baseline or its owning s
         allSandboxConsumers.push(c);
         await c.ready().catch(() => undefined);
       })();
-      const lifetime = 1200 + Math.random() * 2000;
+      const lifetime = random.between(1200, 3200);
       pending.push(
         (async () => {
-          await new Promise((r) => setTimeout(r, lifetime));
+          await sleep(lifetime);
           await w.starting; // a workload never starts after its sandbox is gone (see docs: limits)
           if (seq % 4 === 0) {
             await w.consumer?.close();
-            await new Promise((r) => setTimeout(r, Math.random() * 200));
+            await sleep(random() * 200);
           }
           registry.delete(name);
           events++;
         })(),
       );
-      await new Promise((r) => setTimeout(r, 450 + Math.random() * 200));
+      await sleep(random.between(450, 650));
       if (registry.live().length > 5) await Promise.race(pending);
     }
     await Promise.all(pending);
@@ -233,7 +241,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   let pubConn: ChannelModel = await amqp.connect(vhost.url);
   let pub: ConfirmChannel = instrumentChannel(await pubConn.createConfirmChannel());
   const keyFor = (i: number): string | undefined => {
-    const r = Math.random();
+    const r = random();
     if (r < 0.3) return undefined;
     if (r < 0.75) {
       const live = registry.live();
@@ -262,7 +270,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
         await vhost.closeAllConnections();
         markDropDone();
         await pubConn.close().catch(() => undefined);
-        await eventually(async () => {
+        await until(async () => {
           try {
             pubConn = await amqp.connect(vhost.url);
             return true;
@@ -288,7 +296,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       }
       await pub.waitForConfirms();
       const due = t0 + ((i + BATCH) / TOTAL) * PUBLISH_MS - Date.now();
-      if (due > 0) await new Promise((r) => setTimeout(r, due));
+      if (due > 0) await sleep(due);
     }
     await churnDone;
     for (const s of registry.live()) {
@@ -298,7 +306,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     await registry.settle();
 
     try {
-      await eventually(() => processed.size === TOTAL, `all ${TOTAL} messages processed`, 60_000);
+      await until(() => processed.size === TOTAL, `all ${TOTAL} messages processed`, { timeoutMs: 60_000 });
     } catch (err) {
       const missing = Array.from({ length: TOTAL }, (_, j) => `m${j}`).filter((id) => !processed.has(id));
       console.log(
@@ -311,7 +319,17 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     }
     await Promise.all(allSandboxConsumers.map((c) => c.close()));
     await Promise.all(baselines.map((b) => b.cleanupsSettled()));
-    await new Promise((r) => setTimeout(r, 300)); // late duplicates would land now
+    // Every sandbox consumer is closed and its queue returned: a late duplicate could only come
+    // through the main queue, ahead of a marker published to it now (the queue is FIFO).
+    await barrier({
+      paths: [queue],
+      send: async (marker) => {
+        pub.sendToQueue(queue, Buffer.from('x'), { messageId: marker, persistent: true });
+        await pub.waitForConfirms();
+      },
+      arrived: (marker) => processed.has(marker),
+      what: 'the baseline queue',
+    });
   } finally {
     clearInterval(heartbeat);
     await Promise.all(allSandboxConsumers.map((c) => c.close()));

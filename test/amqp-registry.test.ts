@@ -7,9 +7,10 @@ import {
 import { createRuntime, withRoutingKey } from '@branchline/core';
 import { createRegistrySource } from '@branchline/core/transport';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
+import { until } from '@branchline/test-utils';
+import { createTestVhost, queueExists, type TestVhost } from '@branchline/test-utils/amqp';
 import amqp, { type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestVhost, eventually, queueExists, type TestVhost } from '../packages/amqplib/test/broker.js';
 
 let vhost: TestVhost;
 let registry: RegistryServer;
@@ -74,14 +75,14 @@ it('with the real registry: the amqp-queue resource creates the sandbox queue, a
       resources: { 'orders-queue': { type: 'amqp-queue', spec: { queues: [queue] } } },
     });
     expect(created.status).toBe(201);
-    await eventually(
+    await until(
       async () =>
         (await api('GET', '/v1/sandboxes/pr-7')).json?.resources?.['orders-queue']?.status === 'ready',
       'the amqp-queue resource ready',
     );
     const sq = sandboxQueueName(queue, 'pr-7');
     expect(await queueExists(conn, sq)).toBe(true);
-    await eventually(() => routes.table?.sandbox('pr-7') !== undefined, 'the consumer view to see pr-7');
+    await until(() => routes.table?.sandbox('pr-7') !== undefined, 'the consumer view to see pr-7');
 
     // No pr-7 workload consumes yet: its messages are moved and wait in its queue.
     const pub = instrumentChannel(await conn.createConfirmChannel());
@@ -89,18 +90,15 @@ it('with the real registry: the amqp-queue resource creates the sandbox queue, a
       withRoutingKey('pr-7', () => pub.sendToQueue(queue, Buffer.from('x'), { messageId: `r${i}` }));
     pub.sendToQueue(queue, Buffer.from('x'), { messageId: 'plain' });
     await pub.waitForConfirms();
-    await eventually(
-      () => baseline.stats.moved === 10 && processed.includes('plain'),
-      'ten moved, one processed',
-    );
+    await until(() => baseline.stats.moved === 10 && processed.includes('plain'), 'ten moved, one processed');
     expect(processed).toEqual(['plain']);
 
     const deleted = await api('DELETE', '/v1/sandboxes/pr-7');
     expect([200, 202]).toContain(deleted.status);
-    await eventually(() => processed.length === 11, 'the ten waiting messages processed by baseline');
+    await until(() => processed.length === 11, 'the ten waiting messages processed by baseline');
     expect(processed.slice(1).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `r${i}`).sort());
     await baseline.cleanupsSettled();
-    await eventually(async () => !(await queueExists(conn, sq)), 'the sandbox queue removed');
+    await until(async () => !(await queueExists(conn, sq)), 'the sandbox queue removed');
     await pub.close();
   } finally {
     await baseline.close();

@@ -10,9 +10,10 @@ import {
 } from '@branchline/amqplib';
 import { createRuntime, getRoutingKey, type RouteTableSpec, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
+import { barrier, until } from '@branchline/test-utils';
+import { createTestVhost, queueExists, type TestVhost } from '@branchline/test-utils/amqp';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestVhost, eventually, queueExists, type TestVhost } from '../packages/amqplib/test/broker.js';
 
 const SERVICE = 'orders';
 const ep = { http: 'http://127.0.0.1:1' };
@@ -153,8 +154,15 @@ describe('selective consumption on RabbitMQ', () => {
       for (const key of Object.keys(expected))
         list.push({ id: `${via}/${key}`, key: key === 'none' ? undefined : key, send });
     await publishAll(list);
-    await eventually(() => seen.size === list.length, `${list.length} messages processed`);
-    await new Promise((r) => setTimeout(r, 200)); // a duplicate would show up now
+    await until(() => seen.size === list.length, `${list.length} messages processed`);
+    // A duplicate would have to come before a marker published after everything else, to each
+    // consumer: the queue and each sandbox queue deliver in order.
+    await barrier({
+      paths: [undefined, 'sb-a', 'sb-b'],
+      send: (marker, key) => publishAll([{ id: marker, key, send: how.queue! }]),
+      arrived: (marker) => seen.has(marker),
+      what: 'one per consumer',
+    });
 
     const wantExchange: Record<string, [string, string]> = {
       queue: ['', queue],
@@ -174,7 +182,7 @@ describe('selective consumption on RabbitMQ', () => {
       expect(got[0]!.key, m.id).toBe(m.key);
       expect([got[0]!.exchange, got[0]!.routingKey], m.id).toEqual(wantExchange[via]);
     }
-    expect(baseline.stats.moved).toBe(15);
+    expect(baseline.stats.moved).toBe(15 + 2); // and the two sandbox markers
   });
 
   it('a requeued message comes back to the consumer that owns it', async () => {
@@ -199,7 +207,7 @@ describe('selective consumption on RabbitMQ', () => {
       { id: 'base', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
       { id: 'sand', key: 'sb-a', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
     ]);
-    await eventually(() => seen.size === 2, 'both messages processed after one requeue each');
+    await until(() => seen.size === 2, 'both messages processed after one requeue each');
     expect(seen.get('base')).toMatchObject([{ by: 'baseline', redelivered: true }]);
     expect(seen.get('sand')).toMatchObject([{ by: 'sb-a', redelivered: true, key: 'sb-a' }]);
     expect(attempts.get('base')).toBe(2);
@@ -239,8 +247,8 @@ describe('selective consumption on RabbitMQ', () => {
       { id: 'auto-base', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
       { id: 'auto-group', key: 'checkout', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
     ]);
-    await eventually(() => calls.length === 4, 'two attempts per message');
-    await eventually(
+    await until(() => calls.length === 4, 'two attempts per message');
+    await until(
       async () => (await pub.checkQueue(queue)).messageCount === 0,
       'the baseline queue acked empty',
     );
@@ -266,13 +274,13 @@ describe('selective consumption on RabbitMQ', () => {
       { id: 'late', key: 'sb-a', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
       { id: 'plain', send: (o) => pub.sendToQueue(queue, Buffer.from('{}'), o) },
     ]);
-    await eventually(
+    await until(
       () => seen.has('plain') && baseline.stats.held === 1,
       'the keyless message processed, the keyed one held',
     );
     expect(seen.has('late')).toBe(false);
     routes.update({ sandboxes, groups, completeUntil: Date.now() + 60_000 });
-    await eventually(() => seen.has('late'), 'the held message processed');
+    await until(() => seen.has('late'), 'the held message processed');
     expect(seen.get('late')!.map((s) => s.by)).toEqual(['sb-a']);
   });
 
@@ -289,7 +297,7 @@ describe('selective consumption on RabbitMQ', () => {
       send: (o: object) => pub.publish(`${queue}.topic`, 'order.waiting', Buffer.from('{}'), o),
     }));
     await publishAll(list);
-    await eventually(() => baseline.stats.moved === 30, '30 messages moved to sb-a');
+    await until(() => baseline.stats.moved === 30, '30 messages moved to sb-a');
     const sq = sandboxQueueName(queue, 'sb-a');
     expect((await pub.checkQueue(sq)).messageCount).toBe(30);
     expect(seen.size).toBe(0);
@@ -298,7 +306,7 @@ describe('selective consumption on RabbitMQ', () => {
       sandboxes: [{ ...sandboxes![0]!, deletedAt: Date.now() }, ...sandboxes!.slice(1)],
       groups,
     });
-    await eventually(() => seen.size === 30, 'the 30 waiting messages processed by baseline');
+    await until(() => seen.size === 30, 'the 30 waiting messages processed by baseline');
     for (const s of seen.values())
       expect(s).toMatchObject([{ by: 'baseline', key: 'sb-a', routingKey: 'order.waiting' }]);
     await baseline.cleanupsSettled();
@@ -323,7 +331,7 @@ describe('selective consumption on RabbitMQ', () => {
     // Moves reach it through the sandbox exchange before any sandbox workload consumes.
     for (let i = 0; i < 25; i++)
       ch.publish(SANDBOX_EXCHANGE, sq, Buffer.from(String(i)), { messageId: `g${i}` });
-    await eventually(
+    await until(
       async () => (await ch.checkQueue(sq)).messageCount === 25,
       '25 messages in the sandbox queue',
     );

@@ -1,7 +1,6 @@
 import { StaticRouteSource } from '@branchline/core/transport';
 import { createSelectiveConsumer, type SelectiveConsumer } from '@branchline/kafkajs';
-import type { Admin, Message, Producer } from 'kafkajs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seededRandom, sleep, until } from '@branchline/test-utils';
 import {
   consumerTuning,
   createTopic,
@@ -9,9 +8,10 @@ import {
   header,
   kafkaClient,
   unique,
-  until,
-} from '../packages/kafkajs/test/helpers.js';
-import { endpoint, LaggingView, RegistrySim } from '../packages/kafkajs/test/registry-sim.js';
+} from '@branchline/test-utils/kafka';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
+import type { Admin, Message, Producer } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /**
  * The guarantee under churn: while sandboxes are created and deleted under continuous traffic,
@@ -29,8 +29,6 @@ const TICK_MS = 60;
 const kafka = kafkaClient('churn');
 let admin: Admin;
 let producer: Producer;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const rand = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo));
 
 beforeAll(async () => {
   admin = kafka.admin();
@@ -54,6 +52,9 @@ interface Holder {
 
 describe('kafka churn (real broker)', () => {
   it(`processes each of ${TOTAL} messages exactly once while ${SANDBOXES} sandboxes come and go and consumers restart twice`, async () => {
+    // Every random choice (lags, lifetimes, keys) comes from one seeded generator: a failure
+    // prints the seed, and BRANCHLINE_TEST_SEED=<seed> repeats the same choices.
+    const random = seededRandom();
     const topic = unique('churn');
     await createTopic(admin, topic, 3);
     const groupId = unique('orders');
@@ -103,9 +104,9 @@ describe('kafka churn (real broker)', () => {
     let stopLagging = false;
     const lagger = (async () => {
       while (!stopLagging) {
-        await sleep(rand(300, 1500));
+        await sleep(random.int(300, 1500));
         baseView.pause();
-        await sleep(rand(100, 800));
+        await sleep(random.int(100, 800));
         baseView.resume();
       }
     })();
@@ -118,11 +119,11 @@ describe('kafka churn (real broker)', () => {
       while (sent < TOTAL) {
         const messages: Message[] = [];
         for (let i = 0; i < PER_TICK && sent < TOTAL; i++, sent++) {
-          const r = Math.random();
+          const r = random();
           const headers: Record<string, string> = { id: String(sent) };
           if (r >= 0.3 && r < 0.4) headers.baggage = 'branchline=nobody';
           else if (r >= 0.4) {
-            const n = Math.min(SANDBOXES - 1, Math.max(0, spawned + rand(-3, 2)));
+            const n = Math.min(SANDBOXES - 1, Math.max(0, spawned + random.int(-3, 2)));
             headers.baggage = `team=x,branchline=sb-${n}`;
           }
           messages.push({ key: String(sent), value: String(sent), headers });
@@ -143,15 +144,15 @@ describe('kafka churn (real broker)', () => {
       let h: Holder | undefined;
       if (!producerOnly) {
         const source = new StaticRouteSource();
-        const view = new LaggingView(source, reg, rand(80, 250));
+        const view = new LaggingView(source, reg, random.int(80, 250));
         h = { name, consumer: await startConsumer(source, name), view, done: false, starts: 1 };
         holders.add(h);
       }
-      await sleep(rand(1500, 3500));
+      await sleep(random.int(1500, 3500));
       h?.view.pause();
       reg.delete(name);
       if (!h) return;
-      await sleep(rand(0, 700));
+      await sleep(random.int(0, 700));
       h.view.resume();
       while (!h.done) {
         const c = h.consumer;
@@ -193,13 +194,13 @@ describe('kafka churn (real broker)', () => {
     await until(
       () => sent >= TOTAL / 3,
       () => `a third sent (${sent})`,
-      120_000,
+      { timeoutMs: 120_000 },
     );
     await restartAll();
     await until(
       () => sent >= (2 * TOTAL) / 3,
       () => `two thirds sent (${sent})`,
-      120_000,
+      { timeoutMs: 120_000 },
     );
     await restartAll();
 
@@ -211,7 +212,7 @@ describe('kafka churn (real broker)', () => {
     await until(
       async () => (await groupLag(admin, groupId, topic)) === 0,
       () => `the baseline to commit the whole topic (${processedBy.size} distinct ids processed)`,
-      120_000,
+      { timeoutMs: 120_000 },
     );
     stopLagging = true;
     await lagger;

@@ -1,11 +1,12 @@
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sleep, until } from '@branchline/test-utils';
+import { createTopic, groupLag, kafkaClient, unique } from '@branchline/test-utils/kafka';
+import { type RunningProcess, startNode } from '@branchline/test-utils/processes';
+import { endpoint, RegistrySim } from '@branchline/test-utils/registry-sim';
 import type { Admin, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTopic, groupLag, kafkaClient, unique, until } from '../packages/kafkajs/test/helpers.js';
-import { endpoint, RegistrySim } from '../packages/kafkajs/test/registry-sim.js';
-import { type RunningProcess, startNode } from './helpers/processes.js';
 
 /**
  * kill -9 of a selective consumer. Ownership is decided by the message's time, so a crash does
@@ -29,7 +30,6 @@ const kafka = kafkaClient('crash');
 let admin: Admin;
 let producer: Producer;
 const dir = mkdtempSync(join(tmpdir(), 'branchline-kafka-crash-'));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   admin = kafka.admin();
@@ -122,7 +122,7 @@ describe('kafka consumer crash (kill -9, real broker)', () => {
       await until(
         async () => (await groupLag(admin, groupId, topic)) === 0,
         () => 'the baseline group to commit the whole topic',
-        120_000,
+        { timeoutMs: 120_000 },
       );
       await base.stop('SIGTERM');
 

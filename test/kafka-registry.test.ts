@@ -5,8 +5,7 @@ import {
   type SelectiveConsumer,
 } from '@branchline/kafkajs';
 import { createRegistryServer } from '@branchline/registry';
-import type { Admin, Producer } from 'kafkajs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { until } from '@branchline/test-utils';
 import {
   brokers,
   consumerTuning,
@@ -15,8 +14,9 @@ import {
   header,
   kafkaClient,
   unique,
-  until,
-} from '../packages/kafkajs/test/helpers.js';
+} from '@branchline/test-utils/kafka';
+import type { Admin, Producer } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /**
  * The selective consumer against the real registry: ownership history, tombstones and

@@ -3,15 +3,16 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
+import { uniqueName, until } from '@branchline/test-utils';
+import { freePort, type RunningProcess, startNode } from '@branchline/test-utils/processes';
+import { registryRequest, startRegistryProcess } from '@branchline/test-utils/registry';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 
 // Registry responses are checked field by field by the assertions below.
 // biome-ignore lint/suspicious/noExplicitAny: JSON documents under test
 type Json = any;
 
 const root = resolve(import.meta.dirname, '..');
-const BIN = join(root, 'packages/cli/dist/bin.js');
 const WORKLOAD = join(root, 'test/fixtures/workload/announcing-service.mjs');
 const dir = mkdtempSync(join(tmpdir(), 'branchline-announce-'));
 const procs: RunningProcess[] = [];
@@ -22,20 +23,12 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const suffix = () => Math.random().toString(36).slice(2, 8);
+const suffix = () => uniqueName('x').slice(-6);
 
 async function startRegistry(args: string[] = [], port?: number) {
-  const p = port ?? (await freePort());
-  const proc = startNode(
-    BIN,
-    ['registry', '--port', String(p), '--store', join(dir, `${suffix()}.db`), ...args],
-    {
-      BRANCHLINE_LOG_LEVEL: 'warn',
-    },
-  );
-  procs.push(proc);
-  await proc.waitFor('listening on', 30_000);
-  return { proc, url: `http://127.0.0.1:${p}` };
+  const reg = await startRegistryProcess({ args: ['--store', join(dir, `${suffix()}.db`), ...args], port });
+  procs.push(reg.proc);
+  return reg;
 }
 
 function startWorkload(env: Record<string, string>): RunningProcess {
@@ -50,27 +43,8 @@ function startWorkload(env: Record<string, string>): RunningProcess {
   return proc;
 }
 
-async function api(url: string, method: string, path: string, body?: unknown, token?: string) {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(url + path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : undefined };
-}
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const api = (url: string, method: string, path: string, body?: unknown, token?: string) =>
+  registryRequest<Json>(url, method, path, body, token);
 
 function follow(url: string, token?: string): RegistryRouteSource {
   const s = createRegistrySource({ registry: url, token, reconnect: { initialMs: 50, maxMs: 500 } });

@@ -5,6 +5,8 @@ export default defineProject({
     name: 'e2e',
     include: ['**/*.test.ts'],
     globalSetup: ['./setup/global.ts'],
+    // demo, pg-*, registry-postgres/resources: PostgreSQL; amqp-*: RabbitMQ; kafka-*: Kafka.
+    provide: { services: ['postgres', 'rabbitmq', 'kafka'] },
     testTimeout: 60_000,
     hookTimeout: 120_000,
   },

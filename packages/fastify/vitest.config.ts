@@ -5,8 +5,8 @@ export default defineProject({
     name: 'fastify',
     include: ['test/**/*.test.ts'],
     globalSetup: ['../../test/setup/global.ts'],
+    provide: { services: [] },
     testTimeout: 30_000,
-    passWithNoTests: true,
     hookTimeout: 60_000,
   },
 });

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 
 /**
  * The real servers tests talk to. Each entry says how to check it (a TCP connect) and how an
- * operator starts it when it is down; the global setup runs `start` only when the check fails.
+ * operator starts it when it is down; the global setup runs `start` only when the check fails,
+ * and only for the projects that name the service in `test: { provide: { services: [...] } }`.
  * Adding a broker is one more entry here.
  */
 export interface ServiceEntry {
@@ -18,11 +19,6 @@ export interface ServiceEntry {
   startTimeoutMs: number;
   /** Where the server writes why it did not start, named in the error when it stays down. */
   log?: string;
-  /**
-   * Ensured for every test project. The others are ensured only for a project that names them in
-   * its config: `test: { provide: { services: ['nats'] } }` (see global.ts).
-   */
-  everyProject: boolean;
 }
 
 // Shell-quoted absolute paths: package test runs start in packages/<name>, not the repository root.
@@ -38,7 +34,6 @@ export const services = {
       return `pg_ctlcluster --skip-systemctl-redirect ${version} main start`;
     },
     startTimeoutMs: 30_000,
-    everyProject: true,
   },
   rabbitmq: {
     name: 'RabbitMQ',
@@ -46,7 +41,6 @@ export const services = {
     port: 5672,
     start: () => 'rabbitmq-server -detached',
     startTimeoutMs: 90_000,
-    everyProject: true,
   },
   kafka: {
     name: 'Apache Kafka',
@@ -55,7 +49,6 @@ export const services = {
     // Fetches the broker with Maven on first use, formats a KRaft store, waits until ready.
     start: () => `bash ${script('kafka.sh')} start`,
     startTimeoutMs: 300_000,
-    everyProject: true,
   },
   nats: {
     name: 'NATS (JetStream)',
@@ -66,7 +59,6 @@ export const services = {
       '-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log',
     startTimeoutMs: 30_000,
     log: '/var/log/nats-server.log',
-    everyProject: false,
   },
   redis: {
     name: 'Redis',
@@ -78,7 +70,6 @@ export const services = {
       '--dir /var/lib/redis --logfile /var/log/redis/ci.log',
     startTimeoutMs: 30_000,
     log: '/var/log/redis/ci.log',
-    everyProject: false,
   },
   mariadb: {
     name: 'MariaDB',
@@ -91,7 +82,6 @@ export const services = {
       'start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd',
     startTimeoutMs: 60_000,
     log: '/var/log/mysql/error.log',
-    everyProject: false,
   },
   elasticmq: {
     name: 'ElasticMQ (SQS)',
@@ -100,7 +90,6 @@ export const services = {
     // Fetches the server with Maven on first use, waits until it answers SQS requests.
     start: () => `bash ${script('elasticmq.sh')} start`,
     startTimeoutMs: 300_000,
-    everyProject: false,
   },
 } satisfies Record<string, ServiceEntry>;
 

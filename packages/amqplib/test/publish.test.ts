@@ -1,9 +1,10 @@
 import { withRoutingKey } from '@branchline/core';
+import { until } from '@branchline/test-utils';
+import { createTestVhost, type TestVhost } from '@branchline/test-utils/amqp';
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import callbackApi from 'amqplib/callback_api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrumentChannel, instrumentConnection, TIME_HEADER } from '../src/index.js';
-import { createTestVhost, eventually, type TestVhost } from './broker.js';
 
 let vhost: TestVhost;
 let conn: ChannelModel;
@@ -38,7 +39,7 @@ function baggageOf(id: string): string | undefined {
 }
 
 async function arrived(...ids: string[]): Promise<void> {
-  await eventually(() => ids.every((id) => received.has(id)), `messages ${ids.join(', ')}`);
+  await until(() => ids.every((id) => received.has(id)), `messages ${ids.join(', ')}`);
 }
 
 describe('publishing through an instrumented channel', () => {
@@ -158,7 +159,7 @@ describe('with OpenTelemetry registered (last: it installs globals for this file
       // rest of the baggage, here it is in the header the application set.
       ch.sendToQueue(queue, Buffer.from('o'), { headers: { baggage: 'tenant=acme' } });
     });
-    await eventually(() => seen.length === 1, 'the message processed');
+    await until(() => seen.length === 1, 'the message processed');
     expect(seen).toEqual([{ key: 'pr-5', tenant: 'acme' }]);
     await consumer.close();
     await ch.close();

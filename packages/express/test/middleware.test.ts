@@ -1,13 +1,18 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import { createRequire } from 'node:module';
-import { createRuntime, getRoutingKey } from '@branchline/core';
+import { createRuntime, getRoutingKey, type RouteTableSpec } from '@branchline/core';
 import { HOP_MARKER } from '@branchline/core/transport';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { branchline } from '../src/index.js';
 
 const require = createRequire(import.meta.url);
 const versions = { 'Express 5': require('express'), 'Express 4': require('express4') } as const;
+
+/** What both the baseline route and the sandbox answer. */
+interface Echo {
+  instance: 'baseline' | 'sandbox';
+}
 
 let sandbox: Server;
 let sandboxUrl: string;
@@ -27,7 +32,7 @@ afterAll(() => {
   sandbox.close();
 });
 
-const routes = () => ({
+const routes = (): RouteTableSpec => ({
   sandboxes: [
     { name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } },
     { name: 'pay-sb', key: 'pay-key', overrides: { payments: { http: 'http://127.0.0.1:9' } } },
@@ -96,14 +101,14 @@ for (const [name, express] of Object.entries(versions)) {
 
     it('relays the sandbox response without the headers Express had set at baseline (X-Powered-By)', async () => {
       const atBaseline = await send('/echo', {});
-      expect((await atBaseline.json()).instance).toBe('baseline');
+      expect(((await atBaseline.json()) as Echo).instance).toBe('baseline');
       expect(atBaseline.headers.get('x-powered-by')).toBe('Express');
       const relayed = await send('/echo', { baggage: 'branchline=ord-key' });
-      expect((await relayed.json()).instance).toBe('sandbox');
+      expect(((await relayed.json()) as Echo).instance).toBe('sandbox');
       expect(relayed.headers.get('x-powered-by')).toBeNull();
       // The sandbox's own header arrives once, not next to the baseline's.
       const own = await send('/echo?powered', { baggage: 'branchline=ord-key' });
-      expect((await own.json()).instance).toBe('sandbox');
+      expect(((await own.json()) as Echo).instance).toBe('sandbox');
       expect(own.headers.get('x-powered-by')).toBe('sandbox-app');
     });
 

@@ -73,10 +73,7 @@ async function serve(server: grpc.Server, who: string, ping = false): Promise<st
 async function setup() {
   const routes = new StaticRouteSource();
   const sandboxAddr = await serve(
-    createRoutedServer(
-      {},
-      { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routes: routes }) },
-    ),
+    createRoutedServer({}, { runtime: createRuntime({ service: 'who', sandbox: 'pr-5', routes: routes }) }),
     'sandbox',
     true,
   );

@@ -1,4 +1,6 @@
 import type { ResourceContext } from '@branchline/core/transport';
+import { until } from '@branchline/test-utils';
+import { brokers, consumerTuning, createTopic, kafkaClient, unique } from '@branchline/test-utils/kafka';
 import type { Admin } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -7,7 +9,6 @@ import {
   sandboxGroupId,
   sandboxOfGroupId,
 } from '../src/index.js';
-import { brokers, consumerTuning, createTopic, kafkaClient, unique, until } from './helpers.js';
 
 const kafka = kafkaClient('groups-test');
 let admin: Admin;

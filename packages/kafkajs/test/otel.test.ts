@@ -1,10 +1,11 @@
 import { ensureOpenTelemetry } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
+import { until } from '@branchline/test-utils';
+import { consumerTuning, createTopic, header, kafkaClient, unique } from '@branchline/test-utils/kafka';
 import { context, propagation } from '@opentelemetry/api';
 import type { Admin, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSelectiveConsumer, instrumentProducer, type SelectiveConsumer } from '../src/index.js';
-import { consumerTuning, createTopic, header, kafkaClient, unique, until } from './helpers.js';
 
 // This file runs in its own worker: here an OpenTelemetry context manager and propagator are
 // registered (as an app with the NodeSDK has), so contexts flow through OpenTelemetry's API.

@@ -1,8 +1,9 @@
 import { withRoutingKey } from '@branchline/core';
+import { until } from '@branchline/test-utils';
+import { consumerTuning, createTopic, header, kafkaClient, unique } from '@branchline/test-utils/kafka';
 import type { Admin, KafkaMessage, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrumentProducer, kafkaHeadersSetter } from '../src/index.js';
-import { consumerTuning, createTopic, header, kafkaClient, unique, until } from './helpers.js';
 
 const kafka = kafkaClient('producer-test');
 let admin: Admin;

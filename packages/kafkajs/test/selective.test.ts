@@ -2,11 +2,21 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { getRoutingKey, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
+import { barrier, isBarrierMarker, until } from '@branchline/test-utils';
+import {
+  consumerTuning,
+  createTopic,
+  groupLag,
+  header,
+  kafkaClient,
+  partitionsOf,
+  sendMarker,
+  unique,
+} from '@branchline/test-utils/kafka';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
 import type { Admin, Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSelectiveConsumer, instrumentProducer, type SelectiveConsumer } from '../src/index.js';
-import { consumerTuning, createTopic, groupLag, header, kafkaClient, unique, until } from './helpers.js';
-import { endpoint, LaggingView, RegistrySim } from './registry-sim.js';
 
 const kafka = kafkaClient('selective-test');
 let admin: Admin;
@@ -48,6 +58,25 @@ async function produce(topic: string, id: string, key?: string, extra: Record<st
   const send = () => producer.send({ topic, messages: [{ key: id, value: id, headers }] });
   await (key === undefined ? send() : withRoutingKey(key, send));
 }
+
+/**
+ * Proves that nothing more will reach these consumers: a marker for each consumer (by the key it
+ * owns; undefined = the baseline) on each partition, which it reads in order. Returns the
+ * partition count, for stats that count the markers too.
+ */
+async function closePaths(topic: string, keys: (string | undefined)[], seen: Seen[]): Promise<number> {
+  const partitions = await partitionsOf(admin, topic);
+  await barrier({
+    paths: keys.flatMap((key) => partitions.map((partition) => ({ key, partition }))),
+    send: (marker, { key, partition }) => sendMarker(producer, topic, partition, marker, key),
+    arrived: (marker) => seen.some((s) => s.id === marker),
+    what: `${keys.length} consumers × ${partitions.length} partitions`,
+  });
+  return partitions.length;
+}
+
+/** What the test sent, without the barrier markers. */
+const sent = (seen: Seen[]) => seen.filter((s) => !isBarrierMarker(s.id));
 
 function start(
   groupId: string,
@@ -134,10 +163,10 @@ describe('selective consumption (real broker)', () => {
       () => `7 deliveries, got ${JSON.stringify(seen)}`,
     );
     await reader.disconnect();
-    // Nothing more arrives late.
-    await new Promise((r) => setTimeout(r, 300));
-    const byId = Object.fromEntries(seen.map((s) => [s.id, s.consumer]));
-    expect(seen).toHaveLength(7);
+    // Nothing more arrives late: each consumer has read past the messages on every partition.
+    const partitions = await closePaths(topic, [undefined, 'pr-1', 'pr-3'], seen);
+    const byId = Object.fromEntries(sent(seen).map((s) => [s.id, s.consumer]));
+    expect(sent(seen)).toHaveLength(7);
     expect(byId).toEqual({
       'no-key': 'baseline',
       'key-pr-1': 'pr-1',
@@ -148,7 +177,7 @@ describe('selective consumption (real broker)', () => {
       'key-invalid': 'baseline',
     });
     // Every handler ran inside its message's context.
-    for (const s of seen)
+    for (const s of sent(seen))
       expect([s.id, s.keyInHandler]).toEqual([
         s.id,
         s.id.startsWith('key-') && s.id !== 'key-invalid'
@@ -158,9 +187,12 @@ describe('selective consumption (real broker)', () => {
     // The producer-only sandbox's key travelled on through the baseline consumer's own send.
     expect(forwarded['key-pr-2']).toBe('branchline=pr-2');
     expect(forwarded['no-key']).toBeUndefined();
-    expect(base.stats).toMatchObject({ processed: 4, skipped: 3 });
-    expect(sb1.stats).toMatchObject({ processed: 1, skipped: 6 });
-    expect(sb3.stats).toMatchObject({ processed: 2, skipped: 5 });
+    // Plus the markers: each consumer processed its own on every partition, skipped the others'.
+    const own = partitions;
+    const others = 2 * partitions;
+    expect(base.stats).toMatchObject({ processed: 4 + own, skipped: 3 + others });
+    expect(sb1.stats).toMatchObject({ processed: 1 + own, skipped: 6 + others });
+    expect(sb3.stats).toMatchObject({ processed: 2 + own, skipped: 5 + others });
   });
 
   it('routes a message produced by kcat (headers arrive as Buffers) like one from kafkajs', async () => {
@@ -190,8 +222,12 @@ describe('selective consumption (real broker)', () => {
       () => seen.length >= 2,
       () => JSON.stringify(seen),
     );
-    await new Promise((r) => setTimeout(r, 300));
-    expect(seen.map((s) => [s.id, s.consumer, s.keyInHandler]).sort()).toEqual([
+    await closePaths(topic, [undefined, 'pr-1'], seen);
+    expect(
+      sent(seen)
+        .map((s) => [s.id, s.consumer, s.keyInHandler])
+        .sort(),
+    ).toEqual([
       ['kcat-keyed', 'pr-1', 'pr-1'],
       ['kcat-plain', 'baseline', undefined],
     ]);
@@ -276,12 +312,14 @@ describe('selective consumption (real broker)', () => {
       () => `a hold, seen ${JSON.stringify(seen)}`,
     );
     expect(seen.map((s) => s.id)).toEqual(['plain']);
+    // The claim is about time (a hold lasts while the view is missing), so a wait is the test;
+    // a barrier could not pass the held message anyway (one partition, processed in order).
     await new Promise((r) => setTimeout(r, 500));
     expect(seen.map((s) => s.id)).toEqual(['plain']);
     // The view arrives but reaches only a time before the message: still held.
     const reg = new RegistrySim();
     source.update({ ...reg.snapshot(), completeUntil: Date.now() - 60_000 });
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 300)); // time for a wrong release to show; see above
     expect(seen.map((s) => s.id)).toEqual(['plain']);
     source.update(reg.snapshot());
     await until(
@@ -329,8 +367,9 @@ describe('selective consumption (real broker)', () => {
       () => seen.length >= 1,
       () => JSON.stringify(seen),
     );
-    await new Promise((r) => setTimeout(r, 300));
-    expect(seen.map((s) => [s.id, s.keyInHandler])).toEqual([['keyed', 'pr-9']]);
+    // Retried, but processed once.
+    await closePaths(topic, [undefined], seen);
+    expect(sent(seen).map((s) => [s.id, s.keyInHandler])).toEqual([['keyed', 'pr-9']]);
   });
 
   it('a new sandbox consumer starts at its activation time, not at "latest", and a deleted one drains then leaves', async () => {

@@ -4,6 +4,7 @@
 import { createRuntime, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
+import { until } from '@branchline/test-utils';
 import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -19,16 +20,6 @@ const names = uniqueNames('e');
 const { baseline, prefix, adminDatabase, catalogue } = names;
 const WRITE = 'write-token';
 const READ = 'read-token';
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 let server: RegistryServer;
 let url: string;
@@ -77,16 +68,16 @@ describe('mysql resources through the registry', () => {
     expect(created.status).toBe(201);
     const sandboxToken = created.body.sandboxToken as string;
 
-    const doc = await eventually('the database to be ready', async () => {
+    const doc = await until(async () => {
       const s = (await api('GET', '/v1/sandboxes/pr-db')).body;
       const r = s.resources['orders-db'];
       if (r.status === 'failed') throw new Error(`provisioning failed: ${r.error}`);
       return r.status === 'ready' ? s : undefined;
-    });
-    const final = await eventually('the ready progress report', async () => {
+    }, 'the database to be ready');
+    const final = await until(async () => {
       const p = (await api('GET', '/v1/sandboxes/pr-db')).body.resources['orders-db'].progress;
       return p?.phase === 'ready' ? p : undefined;
-    });
+    }, 'the ready progress report');
     expect(final).toMatchObject({ unit: 'tables', done: 3, total: 3 });
     // The public document never carries the connection details.
     expect(JSON.stringify(doc)).not.toContain('mysql://');
@@ -146,14 +137,13 @@ describe('mysql resources through the registry', () => {
     const resources = { db: { type: 'mysql', spec: { from: baseline } } };
     expect((await api('PUT', '/v1/sandboxes/pr-ttl', { resources, ttl: 600 })).status).toBe(201);
     const database = sandboxDatabaseName(baseline, 'pr-ttl', prefix);
-    await eventually('the database to be ready', async () =>
-      (await api('GET', '/v1/sandboxes/pr-ttl')).body.resources.db.status === 'ready' ? true : undefined,
+    await until(
+      async () => (await api('GET', '/v1/sandboxes/pr-ttl')).body.resources.db.status === 'ready',
+      'the database to be ready',
     );
     expect(await exists(database)).toBe(true);
     await api('PUT', '/v1/sandboxes/pr-ttl', { resources, expiresAt: Date.now() + 300 });
-    await eventually('the expired sandbox’s database to be dropped', async () =>
-      (await exists(database)) ? undefined : true,
-    );
+    await until(async () => !(await exists(database)), 'the expired sandbox’s database to be dropped');
   });
 
   it('rejects an invalid source name at PUT and fails a missing source clearly, creating nothing', async () => {
@@ -172,10 +162,10 @@ describe('mysql resources through the registry', () => {
     await api('PUT', '/v1/sandboxes/pr-missing', {
       resources: { db: { type: 'mysql', spec: { from: missing } } },
     });
-    const failed = await eventually('the resource to fail', async () => {
+    const failed = await until(async () => {
       const r = (await api('GET', '/v1/sandboxes/pr-missing')).body.resources.db;
       return r.status === 'failed' ? r : undefined;
-    });
+    }, 'the resource to fail');
     expect(failed.error).toContain(`"${missing}" does not exist`);
     expect(await exists(sandboxDatabaseName(missing, 'pr-missing', prefix))).toBe(false);
     await api('DELETE', '/v1/sandboxes/pr-missing');
@@ -184,8 +174,6 @@ describe('mysql resources through the registry', () => {
   it('sweeps a sandbox database nobody owns', async () => {
     const orphan = sandboxDatabaseName(baseline, 'gone-long-ago', prefix);
     await admin((c) => c.query(`CREATE DATABASE ${quoteIdent(orphan)}`));
-    await eventually('the sweeper to drop the orphan', async () =>
-      (await exists(orphan)) ? undefined : true,
-    );
+    await until(async () => !(await exists(orphan)), 'the sweeper to drop the orphan');
   });
 });

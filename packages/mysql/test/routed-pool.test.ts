@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { createRuntime, type SandboxSpec, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
 import { branchline } from '@branchline/express';
+import { until } from '@branchline/test-utils';
 import express from 'express';
 import type { RowDataPacket } from 'mysql2/promise';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -28,14 +29,6 @@ async function sessionsOn(database: string): Promise<number> {
     [database],
   );
   return Number(r[0]?.n ?? 0);
-}
-
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const pools: RoutedPool[] = [];
@@ -174,7 +167,7 @@ describe('routed pool', () => {
     source.update({ sandboxes: [] });
     expect(pool.stats().sandboxes).toEqual({});
     expect(await withRoutingKey('sb-b', () => currentDb(pool))).toBe(names.baseline);
-    await eventually('the sandbox pool’s connections to close', async () => (await sessionsOn(dbB)) === 0);
+    await until(async () => (await sessionsOn(dbB)) === 0, 'the sandbox pool’s connections to close');
   });
 
   it('routes to the baseline while the sandbox database is not ready, and stops routing when it is being deleted', async () => {
@@ -231,7 +224,7 @@ describe('routed pool', () => {
     pool.on('error', (err) => errors.push(err));
     expect(await withRoutingKey('sb-tmp', () => currentDb(pool))).toBe(tmp.database);
     await dbs.drop({ sandbox: 'sb-tmp', source: names.baseline });
-    await eventually('the ended connection to be reported', async () => errors.length > 0);
+    await until(() => errors.length > 0, 'the ended connection to be reported');
     source.update({ sandboxes: [] });
     expect(await withRoutingKey('sb-tmp', () => currentDb(pool))).toBe(names.baseline);
   });

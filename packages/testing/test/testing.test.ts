@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { setLogger } from '@branchline/core';
 import { branchline } from '@branchline/express';
+import { startNode } from '@branchline/test-utils/processes';
 import express from 'express';
 import { chromium, request as playwrightRequest } from 'playwright-core';
 import request from 'supertest';
@@ -301,35 +302,18 @@ describe('startKeyProxy', () => {
 
 describe('branchline proxy (CLI)', () => {
   it('runs the proxy until SIGTERM and prints where to point the tool', async () => {
-    const child = spawn(
-      process.execPath,
-      [cliBin, 'proxy', '--key', 'pr-42', '--to', baselineUrl, '--port', '0'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const proxy = startNode(cliBin, ['proxy', '--key', 'pr-42', '--to', baselineUrl, '--port', '0']);
     try {
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => {
-        out += d;
-      });
-      child.stderr.on('data', (d: Buffer) => {
-        out += d;
-      });
-      const deadline = Date.now() + 20_000;
-      while (!/listening on (http:\/\/\S+)/.test(out)) {
-        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`proxy did not start:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      const url = /listening on (http:\/\/\S+)/.exec(out)![1]!;
-      expect(out).toContain(`→ ${baselineUrl} (adds baggage: branchline=pr-42)`);
+      const url = (await proxy.waitFor(/listening on http:\/\/\S+/, 20_000)).slice('listening on '.length);
+      expect(proxy.output()).toContain(`→ ${baselineUrl} (adds baggage: branchline=pr-42)`);
       const res = await fetch(`${url}/checkout`);
       expect((await served(res)).servedBy).toBe('sandbox pr-42');
-      child.kill('SIGTERM');
-      const [code] = await once(child, 'exit');
+      const exited = once(proxy.child, 'exit');
+      proxy.child.kill('SIGTERM');
+      const [code] = await exited;
       expect(code).toBe(0);
     } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
+      await proxy.stop('SIGKILL');
     }
   });
 

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { ChannelModel } from 'amqplib';
+import { uniqueName } from './index.js';
 
 const run = promisify(execFile);
 
@@ -27,7 +27,7 @@ export interface TestVhost {
  * everything the test declared.
  */
 export async function createTestVhost(prefix: string): Promise<TestVhost> {
-  const name = `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+  const name = uniqueName(prefix);
   await ctl(['add_vhost', name]);
   await ctl(['set_permissions', '-p', name, 'guest', '.*', '.*', '.*']);
   return {
@@ -73,18 +73,5 @@ export async function queueExists(conn: ChannelModel, queue: string): Promise<bo
   } catch (err) {
     if ((err as { code?: number }).code === 404) return false;
     throw err;
-  }
-}
-
-/** Resolves when `check` returns true, polling; rejects with `what` after `timeoutMs`. */
-export async function eventually(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 20_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }

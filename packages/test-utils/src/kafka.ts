@@ -1,9 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { type Admin, Kafka, type KafkaMessage, logLevel } from 'kafkajs';
+import { type Admin, Kafka, type KafkaMessage, logLevel, type Producer } from 'kafkajs';
+import { uniqueName } from './index.js';
 
+/** The broker the tests use (the vitest global setup starts it when it is down). */
 export const brokers = [process.env.BRANCHLINE_KAFKA_BROKER ?? '127.0.0.1:9092'];
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 
+/** A kafkajs client for the test broker; quiet unless KAFKAJS_LOG is set. */
 export function kafkaClient(clientId = 'branchline-test'): Kafka {
   return new Kafka({
     clientId,
@@ -13,10 +15,8 @@ export function kafkaClient(clientId = 'branchline-test'): Kafka {
   });
 }
 
-/** A name no other test run uses (topics and groups live on in the broker). */
-export function unique(prefix: string): string {
-  return `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-}
+/** A topic or group name no other test run uses (both live on in the broker). */
+export const unique = uniqueName;
 
 /**
  * Creates a topic whose timestamps the broker sets on append (LogAppendTime), as the docs
@@ -36,16 +36,7 @@ export async function createTopic(admin: Admin, topic: string, numPartitions = 3
   });
 }
 
-/** Polls `check` until it returns true; fails with `what` and the last state after `timeoutMs`. */
-export async function until(check: () => boolean | Promise<boolean>, what: () => string, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`);
-}
-
+/** Consumer settings that keep rebalances and fetches short in tests. */
 export const consumerTuning = {
   sessionTimeout: 10_000,
   heartbeatInterval: 1_000,
@@ -53,6 +44,7 @@ export const consumerTuning = {
   retry: { retries: 8 },
 };
 
+/** A header as a string (kafkajs hands them over as Buffers, strings or arrays of either). */
 export function header(m: KafkaMessage, name: string): string | undefined {
   const v = m.headers?.[name];
   if (v === undefined) return undefined;
@@ -69,4 +61,26 @@ export async function groupLag(admin: Admin, groupId: string, topic: string): Pr
     lag += Number(e.high) - Math.max(0, c);
   }
   return lag;
+}
+
+/** The partitions of a topic, to send a barrier marker down each of them. */
+export async function partitionsOf(admin: Admin, topic: string): Promise<number[]> {
+  const offsets = await admin.fetchTopicOffsets(topic);
+  return offsets.map((o) => o.partition).sort((a, b) => a - b);
+}
+
+/**
+ * Sends one barrier marker to one partition, with the marker as its `id` header and, when
+ * `key` is given, the routing key in its baggage (so it reaches the consumer that owns `key`).
+ */
+export async function sendMarker(
+  producer: Producer,
+  topic: string,
+  partition: number,
+  marker: string,
+  key?: string,
+): Promise<void> {
+  const headers: Record<string, string> = { id: marker };
+  if (key !== undefined) headers.baggage = `branchline=${key}`;
+  await producer.send({ topic, messages: [{ partition, key: marker, value: marker, headers }] });
 }
