@@ -123,6 +123,7 @@ export function createSelectiveConsumer(
   let messages: ConsumerMessages | undefined;
   let loop: Promise<void> | undefined;
   let stopping = false;
+  const held = new Set<Promise<void>>();
   let stopSignal = new AbortController();
   let draining = false;
   let resolveDrained!: (r: DrainResult) => void;
@@ -184,13 +185,27 @@ export function createSelectiveConsumer(
     const key = readKey(m);
     if (key === undefined && baseline) return processOwned(m, key, handler);
     const at = messageTimeMs(m);
-    let d = selector.decide(key, at);
+    const d = selector.decide(key, at);
     if (d.action === 'hold') {
-      const settled = await settle(m, key, at);
-      if (!settled) return;
-      d = settled;
+      // A held message waits on its own: the messages behind it are decided meanwhile.
+      const p = settle(m, key, at).then((settled) => {
+        if (settled?.action === 'process') return processOwned(m, key, handler);
+        if (settled) skip(m);
+      });
+      held.add(p);
+      p.catch((err) => {
+        logger().error('branchline: deciding a held message failed; JetStream redelivers it', {
+          where: where(m),
+          err: String(err),
+        });
+      }).finally(() => held.delete(p));
+      return;
     }
     if (d.action === 'process') return processOwned(m, key, handler);
+    skip(m);
+  }
+
+  function skip(m: JsMsg): void {
     counts.skipped++;
     selector.noteSkipped();
     m.ack();
@@ -348,6 +363,7 @@ export function createSelectiveConsumer(
     unsubscribe = undefined;
     messages?.stop();
     await loop;
+    await Promise.allSettled([...held]);
     loop = undefined;
   }
 
