@@ -37,6 +37,16 @@ export function messageTimeMs(m: JsMsg): number {
   return Math.floor(m.info.timestampNanos / 1e6);
 }
 
+/** Errors worth retrying: timeouts and connection trouble, not answers from the server. */
+function isTransient(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return false;
+  const name = (err as { name?: string })?.name ?? '';
+  return (
+    /Timeout|Connection|RequestError|NoResponders/i.test(name) ||
+    /timeout|disconnect|reconnect/i.test(String(err))
+  );
+}
+
 function isNotFound(err: unknown): boolean {
   return err instanceof JetStreamApiError && err.code === CONSUMER_NOT_FOUND;
 }
@@ -314,13 +324,24 @@ export function createSelectiveConsumer(
       durable,
       until: mine.until,
     });
-    drain(mine.until!).catch((err) => {
-      logger().error('branchline: drain of a deleted sandbox failed; the consumer keeps running', {
-        durable,
-        err: String(err),
-      });
-      draining = false;
-    });
+    const until = mine.until!;
+    void (async () => {
+      // A timeout or a reconnect must not leave the sandbox's messages behind: retry until done.
+      for (let attempt = 0; !stopping; attempt++) {
+        try {
+          await drain(until);
+          return;
+        } catch (err) {
+          const delay = selector.retryDelayMs(attempt);
+          logger().warn('branchline: drain of a deleted sandbox failed; retrying', {
+            durable,
+            delayMs: delay,
+            err: String(err),
+          });
+          await sleep(delay);
+        }
+      }
+    })();
   }
   let unsubscribe: (() => void) | undefined;
 
@@ -380,7 +401,22 @@ export function createSelectiveConsumer(
       if (loop) throw new Error(`branchline: consumer ${durable} is already consuming; stop() it first`);
       stopping = false;
       if (stopSignal.signal.aborted) stopSignal = new AbortController();
-      await ensureDurable();
+      // A timeout or a reconnect in progress is retried; a configuration problem is not.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await ensureDurable();
+          break;
+        } catch (err) {
+          if (!isTransient(err) || attempt >= 8) throw err;
+          const delay = selector.retryDelayMs(attempt);
+          logger().warn('branchline: could not reach JetStream to set up the consumer; retrying', {
+            durable,
+            delayMs: delay,
+            err: String(err),
+          });
+          await sleep(delay);
+        }
+      }
       if (!baseline && drainOnDelete) unsubscribe = selector.onOwnersChanged(onOwners);
       loop = run(handler);
     },
