@@ -143,6 +143,21 @@ export function createSelectiveConsumer(
 
   // ---- per message --------------------------------------------------------------------------
 
+  // Acknowledgements are sent together once the messages at hand are handled (one socket write
+  // for many instead of one each): the client flushes on every microtask checkpoint otherwise.
+  let acks: JsMsg[] = [];
+  let ackTimer: NodeJS.Immediate | undefined;
+  function flushAcks(): void {
+    ackTimer = undefined;
+    const batch = acks;
+    acks = [];
+    for (const m of batch) m.ack();
+  }
+  function ack(m: JsMsg): void {
+    acks.push(m);
+    ackTimer ??= setImmediate(flushAcks);
+  }
+
   const where = (m: JsMsg) => `${stream}/${durable}#${m.seq}`;
 
   async function settle(m: JsMsg, key: string | undefined, at: number): Promise<FinalSelection | undefined> {
@@ -172,26 +187,43 @@ export function createSelectiveConsumer(
     }
   }
 
-  async function processOwned(m: JsMsg, key: string | undefined, handler: MessageHandler): Promise<void> {
-    counts.processed++;
-    selector.noteProcessed();
-    try {
-      const r = selector.run(key, () => handler(m));
-      if (r instanceof Promise) await r;
-      m.ack();
-    } catch (err) {
-      counts.failed++;
-      const delay = selector.retryDelayMs(m.info.deliveryCount - 1);
-      logger().error('branchline: message handler threw; JetStream redelivers the message', {
-        where: where(m),
-        delayMs: delay,
-        err: String(err),
-      });
-      m.nak(delay);
-    }
+  function failed(m: JsMsg, err: unknown): void {
+    counts.failed++;
+    const delay = selector.retryDelayMs(m.info.deliveryCount - 1);
+    logger().error('branchline: message handler threw; JetStream redelivers the message', {
+      where: where(m),
+      delayMs: delay,
+      err: String(err),
+    });
+    m.nak(delay);
   }
 
-  async function onMessage(m: JsMsg, handler: MessageHandler): Promise<void> {
+  // Not async: a handler that returns no promise is acknowledged in the same tick, so the
+  // client batches acknowledgements into few socket writes, as a plain consumer's are.
+  function processOwned(
+    m: JsMsg,
+    key: string | undefined,
+    handler: MessageHandler,
+  ): Promise<void> | undefined {
+    counts.processed++;
+    selector.noteProcessed();
+    let r: unknown;
+    try {
+      r = selector.run(key, () => handler(m));
+    } catch (err) {
+      failed(m, err);
+      return undefined;
+    }
+    if (r instanceof Promise)
+      return r.then(
+        () => ack(m),
+        (err) => failed(m, err),
+      );
+    ack(m);
+    return undefined;
+  }
+
+  function onMessage(m: JsMsg, handler: MessageHandler): Promise<void> | undefined {
     const key = readKey(m);
     if (key === undefined && baseline) return processOwned(m, key, handler);
     const at = messageTimeMs(m);
@@ -209,16 +241,17 @@ export function createSelectiveConsumer(
           err: String(err),
         });
       }).finally(() => held.delete(p));
-      return;
+      return undefined;
     }
     if (d.action === 'process') return processOwned(m, key, handler);
     skip(m);
+    return undefined;
   }
 
   function skip(m: JsMsg): void {
     counts.skipped++;
     selector.noteSkipped();
-    m.ack();
+    ack(m);
   }
 
   // ---- durables -----------------------------------------------------------------------------
@@ -362,7 +395,8 @@ export function createSelectiveConsumer(
             m.nak();
             break;
           }
-          await onMessage(m, handler);
+          const pending = onMessage(m, handler);
+          if (pending) await pending;
         }
       } catch (err) {
         if (stopping) break;
@@ -385,6 +419,8 @@ export function createSelectiveConsumer(
     messages?.stop();
     await loop;
     await Promise.allSettled([...held]);
+    if (ackTimer) clearImmediate(ackTimer);
+    flushAcks();
     loop = undefined;
   }
 

@@ -139,7 +139,7 @@ describe('selective JetStream consumption under churn (real server)', () => {
     const CHUNK = 100;
     const chunks = MESSAGES / CHUNK;
     const eventEvery = Math.max(1, Math.floor(chunks / (SANDBOXES * 2 + 4)));
-    const keyOf = (id: number): string | undefined => {
+    const keyOf = (): string | undefined => {
       const r = random();
       if (r < 0.3 || created === 0) return undefined;
       if (r < 0.8 && live.length) return live[Math.floor(random() * live.length)];
@@ -163,7 +163,7 @@ describe('selective JetStream consumption under churn (real server)', () => {
       const sends: Promise<unknown>[] = [];
       for (let i = 0; i < CHUNK; i++) {
         const id = c * CHUNK + i;
-        const key = keyOf(id);
+        const key = keyOf();
         keys.set(id, key);
         const send = () => producer.publish(`${stream}.o`, String(id));
         sends.push(key === undefined ? send() : withRoutingKey(key, send));
