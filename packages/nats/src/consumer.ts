@@ -351,13 +351,13 @@ export function createSelectiveConsumer(
   function onOwners(change: OwnersChange): void {
     if (stopping || draining) return;
     const mine = change.removed.find((o) => o.sandbox === sandbox);
-    if (!mine?.deleted) return;
+    if (mine?.deleted) startDrain(mine.until!);
+  }
+
+  function startDrain(until: number): void {
+    if (draining) return;
     draining = true;
-    logger().info('branchline: sandbox deleted; processing what it owns before stopping', {
-      durable,
-      until: mine.until,
-    });
-    const until = mine.until!;
+    logger().info('branchline: sandbox deleted; processing what it owns before stopping', { durable, until });
     void (async () => {
       // A timeout or a reconnect must not leave the sandbox's messages behind: retry until done.
       for (let attempt = 0; !stopping; attempt++) {
@@ -453,7 +453,14 @@ export function createSelectiveConsumer(
           await sleep(delay);
         }
       }
-      if (!baseline && drainOnDelete) unsubscribe = selector.onOwnersChanged(onOwners);
+      if (!baseline && drainOnDelete) {
+        unsubscribe = selector.onOwnersChanged(onOwners);
+        // Restarted after its sandbox was deleted (or started for one that does not exist): it
+        // processes what it still owns in its durable, then stops.
+        const table = selector.table;
+        if (table && !table.sandbox(sandbox!))
+          startDrain(Number.isFinite(table.completeUntil) ? table.completeUntil : Date.now());
+      }
       loop = run(handler);
     },
     stop,

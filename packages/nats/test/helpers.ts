@@ -26,7 +26,7 @@ export async function createStream(jsm: JetStreamManager, name: string, subjects
 }
 
 /** Polls `check` until it returns true; fails with `what` and the last state after `timeoutMs`. */
-export async function until(check: () => boolean | Promise<boolean>, what: () => string, timeoutMs = 30_000) {
+export async function until(check: () => boolean | Promise<boolean>, what: () => string, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;

@@ -139,6 +139,7 @@ describe('selective JetStream consumption (real server)', () => {
     // Messages published while the deletion is on its way, and after it.
     sandboxView.view.pause();
     for (let i = 0; i < 5; i++) await publish(name, `late${i}`, 'pr-4');
+    await sleep(5); // a message stamped in the deletion's millisecond is already the baseline's
     registry.delete('pr-4');
     await sleep(20);
     for (let i = 0; i < 5; i++) await publish(name, `after${i}`, 'pr-4');
@@ -157,6 +158,36 @@ describe('selective JetStream consumption (real server)', () => {
       ].sort(),
     );
     expect([...base.keys()].sort()).toEqual(['after0', 'after1', 'after2', 'after3', 'after4', 'before']);
+  });
+
+  it('a sandbox consumer restarted after its sandbox was deleted processes what it still owned, then leaves', async () => {
+    const name = await stream();
+    const registry = new RegistrySim();
+    registry.create('pr-5', { orders: endpoint });
+    const base: Seen = new Map();
+    const mine: Seen = new Map();
+    await start(name, view(registry).source, undefined, base);
+    const first = await start(name, view(registry).source, 'pr-5', mine);
+    await publish(name, 'a', 'pr-5');
+    await until(
+      () => mine.has('a'),
+      () => 'the first message at pr-5',
+    );
+    await first.stop(); // the sandbox's consumer goes down
+    for (let i = 0; i < 5; i++) await publish(name, `left${i}`, 'pr-5');
+    await sleep(100);
+    registry.delete('pr-5');
+    await publish(name, 'after', 'pr-5');
+    await until(
+      () => base.has('after'),
+      () => 'the baseline to take the message published after the deletion',
+    );
+    expect(mine.size).toBe(1);
+    const again = await start(name, view(registry).source, 'pr-5', mine);
+    const result = await again.drained;
+    expect(result.durableDeleted).toBe(true);
+    expect([...mine.keys()].sort()).toEqual(['a', 'left0', 'left1', 'left2', 'left3', 'left4']);
+    expect([...base.keys()]).toEqual(['after']);
   });
 
   it('a consumer whose view is behind holds keyed messages (processing unkeyed ones) until it catches up', async () => {
