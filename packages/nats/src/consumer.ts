@@ -380,6 +380,23 @@ export function createSelectiveConsumer(
 
   // ---- the consumer -------------------------------------------------------------------------
 
+  // The client waits for a deleted durable to come back; say so once, and what to do.
+  function watchStatus(iter: ConsumerMessages): void {
+    void (async () => {
+      let told = false;
+      for await (const st of iter.status()) {
+        if (told || stopping || draining) continue;
+        if (st.type === 'consumer_deleted' || st.type === 'consumer_not_found') {
+          told = true;
+          logger().error(
+            "branchline: the JetStream durable was deleted outside this consumer; nothing is consumed until it exists again. Restart the consumer to create it (with consumerConfig; by default from the stream's first message)",
+            { stream, durable },
+          );
+        }
+      }
+    })().catch(() => {});
+  }
+
   async function run(handler: MessageHandler): Promise<void> {
     let attempt = 0;
     while (!stopping) {
@@ -390,6 +407,7 @@ export function createSelectiveConsumer(
         >[0]);
         messages = iter;
         attempt = 0;
+        watchStatus(iter);
         for await (const m of iter) {
           if (stopping) {
             m.nak();
@@ -398,8 +416,19 @@ export function createSelectiveConsumer(
           const pending = onMessage(m, handler);
           if (pending) await pending;
         }
+        // The client ended the iteration without an error: look again after a pause.
+        if (!stopping) await sleep(selector.retryDelayMs(attempt++));
       } catch (err) {
         if (stopping) break;
+        if (isNotFound(err) && !draining) {
+          // Recreating it would start over (or skip ahead): a person decides.
+          logger().error(
+            'branchline: the JetStream durable no longer exists (deleted outside this consumer); consuming stopped. Restarting the consumer creates it again with consumerConfig (by default delivering the stream from its first message)',
+            { stream, durable },
+          );
+          stopping = true;
+          break;
+        }
         const delay = selector.retryDelayMs(attempt++);
         logger().warn('branchline: JetStream consume stopped; starting it again', {
           durable,

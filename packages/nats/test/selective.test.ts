@@ -1,4 +1,4 @@
-import { getRoutingKey, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { getRoutingKey, logger, StaticRouteSource, setLogger, withRoutingKey } from '@branchline/core';
 import {
   type JetStreamClient,
   type JetStreamManager,
@@ -246,6 +246,32 @@ describe('selective JetStream consumption (real server)', () => {
       () => 'the redelivered message',
     );
     expect(deliveries[0]).toBeGreaterThan(1);
+  });
+
+  it('says so when its durable is deleted outside it, and does not start over', async () => {
+    const name = await stream();
+    const seen: Seen = new Map();
+    const c = await start(name, new StaticRouteSource({}), undefined, seen);
+    await publish(name, 'one');
+    await until(
+      () => seen.has('one'),
+      () => 'the first message',
+    );
+    const errors: string[] = [];
+    const previous = logger();
+    setLogger({ ...previous, error: (msg) => errors.push(msg) });
+    try {
+      await jsm.consumers.delete(name, c.durable);
+      await publish(name, 'two');
+      await until(
+        () => errors.some((e) => e.includes('durable was deleted outside')),
+        () => `an error saying so (have ${JSON.stringify(errors)})`,
+      );
+    } finally {
+      setLogger(previous);
+    }
+    await expect(jsm.consumers.info(name, c.durable)).rejects.toThrow();
+    expect(seen.has('two')).toBe(false);
   });
 
   it('refuses a work-queue stream and bad names with a clear message', async () => {
