@@ -22,6 +22,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { postgresResourceHook } from '@branchline/pg';
 import { createRegistryServer } from '@branchline/registry';
+import { natsLeg } from './nats-leg.mjs';
 
 const verbose = process.argv.includes('--verbose');
 const keep = process.argv.includes('--keep');
@@ -671,6 +672,10 @@ async function main() {
     ok(`pr-103   ${legs.sandboxDb.database}.demo_orders: ${show(legs.sandboxDb.database)}`);
   }
 
+  const natsOk = created.includes('pr-101')
+    ? await natsLeg({ registryUrl, runId, out: { step, ok, skip, fail: (m) => say(`  ${red('✗')} ${m}`) } })
+    : true;
+
   step('Which version served what');
   say(`  ${'key'.padEnd(8)} ${SERVICES.map((s) => s.padEnd(14)).join('')}`.trimEnd());
   for (const r of results)
@@ -718,7 +723,7 @@ async function main() {
     });
     await new Promise((resolve) => abort.signal.addEventListener('abort', resolve));
   }
-  return results.every((r) => r.complete);
+  return results.every((r) => r.complete) && natsOk;
 }
 
 async function cleanup() {

@@ -100,6 +100,9 @@ describe('npm run demo', () => {
     expect(out).toMatch(
       /notifications\s+baseline\s+AMQP\s+confirmation e-mail sent \(key pr-102 travelled with it\)/,
     );
+    // NATS JetStream: each of two messages processed by exactly one selective consumer.
+    expect(out).toMatch(/message with no key\s+→ payments baseline\s+\(durable payments\)/);
+    expect(out).toMatch(/message with key pr-101 → payments @pr-101\s+\(durable payments_sandbox_pr-101\)/);
     expect(out).toContain('DELETE /v1/sandboxes/pr-101');
     expect(out).toContain('DELETE /v1/sandboxes/pr-102');
     expect(out).toContain('nothing left running');

@@ -1,0 +1,17 @@
+export { createSelectiveConsumer, messageTimeMs } from './consumer.js';
+export { natsHeadersGetter, natsHeadersSetter } from './headers.js';
+export { sandboxDurableName, sandboxOfDurableName } from './names.js';
+export { instrumentConnection, instrumentJetStream } from './publish.js';
+export {
+  type SelectiveSubscription,
+  type SelectiveSubscriptionOptions,
+  selectiveSubscribe,
+} from './subscribe.js';
+export type {
+  DrainResult,
+  HoldTimeoutAction,
+  MessageHandler,
+  SelectiveConsumer,
+  SelectiveConsumerOptions,
+  SelectiveConsumerStats,
+} from './types.js';

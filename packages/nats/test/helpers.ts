@@ -1,0 +1,38 @@
+import { randomBytes } from 'node:crypto';
+import { DiscardPolicy, type JetStreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+
+export const servers = process.env.BRANCHLINE_NATS_URL ?? '127.0.0.1:4222';
+
+export function natsConnect(name = 'branchline-test'): Promise<NatsConnection> {
+  return connect({ servers, name, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+}
+
+/** A name no other test run uses (streams and durables live on in the server). */
+export function unique(prefix: string): string {
+  return `${prefix}_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`.toUpperCase();
+}
+
+/** A limits-retention stream on `subjects`, as docs/nats.md asks for selective consumption. */
+export async function createStream(jsm: JetStreamManager, name: string, subjects: string[]): Promise<void> {
+  await jsm.streams.add({
+    name,
+    subjects,
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.Memory,
+    discard: DiscardPolicy.Old,
+    max_age: 10 * 60 * 1_000_000_000,
+  });
+}
+
+/** Polls `check` until it returns true; fails with `what` and the last state after `timeoutMs`. */
+export async function until(check: () => boolean | Promise<boolean>, what: () => string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`);
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
