@@ -58,17 +58,32 @@ export function routingMeta(
   return meta;
 }
 
-/** Job options carrying `meta`, merged with the caller's (never mutated). */
+/**
+ * Job options carrying `meta`, merged with the caller's (never mutated). A field the application
+ * set in `opts.branchline` itself wins; `key` is then merged into its `baggage` (other members
+ * kept, a member of the same name the application set left alone).
+ */
 export function withRoutingOptions<O extends object>(
   opts: O | undefined,
   meta: BranchlineJobMeta | undefined,
+  key?: string,
+  baggageKey?: string,
 ): O {
   if (meta === undefined) return (opts ?? {}) as O;
   const existing = (opts as Record<string, unknown> | undefined)?.[JOB_OPTION] as
     | BranchlineJobMeta
     | undefined;
-  // A field the application set itself wins.
-  return { ...opts, [JOB_OPTION]: existing ? { ...meta, ...existing } : meta } as O;
+  if (!existing) return { ...opts, [JOB_OPTION]: meta } as O;
+  const merged: BranchlineJobMeta = { ...meta, ...existing };
+  if (key !== undefined && typeof existing.baggage === 'string')
+    injectRoutingKey(
+      merged as Record<string, unknown>,
+      recordGetter,
+      recordSetter,
+      key,
+      baggageKey ?? getBaggageKey(),
+    );
+  return { ...opts, [JOB_OPTION]: merged } as O;
 }
 
 type AnyQueue = Queue & { [INSTRUMENTED]?: true };
@@ -108,14 +123,16 @@ export function instrumentQueue<Q extends Queue>(queue: Q, options: QueueInstrum
     if (key === undefined && !stampUnkeyed) return add(name, data, opts);
     const ctx = context.active();
     const meta = routingMeta(key, await now(), { baggageKey: options.baggageKey, ctx });
-    return add(name, data, withRoutingOptions(opts, meta));
+    return add(name, data, withRoutingOptions(opts, meta, key, options.baggageKey));
   }) as AnyQueue['add'];
   (q as AnyQueue).addBulk = (async (jobs: { name: string; data: unknown; opts?: object }[]) => {
     const key = getRoutingKey();
     if (key === undefined && !stampUnkeyed) return addBulk(jobs as never);
     const ctx = context.active();
     const meta = routingMeta(key, await now(), { baggageKey: options.baggageKey, ctx });
-    return addBulk(jobs.map((j) => ({ ...j, opts: withRoutingOptions(j.opts, meta) })) as never);
+    return addBulk(
+      jobs.map((j) => ({ ...j, opts: withRoutingOptions(j.opts, meta, key, options.baggageKey) })) as never,
+    );
   }) as AnyQueue['addBulk'];
   Object.defineProperty(q, INSTRUMENTED, { value: true });
   Object.defineProperty(q, 'branchlineClock', { value: clock });
