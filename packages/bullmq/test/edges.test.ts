@@ -112,3 +112,59 @@ it('a lagging replica cannot move into a sandbox queue that is being removed: th
   expect(w.stats.ownerGone).toBe(1);
   expect(await keysOf(`${prefix}:${sandboxQueueName(queue.name, 'sb')}:*`)).toEqual([]);
 });
+
+it('a sandbox worker that dies holding a job: after the deletion the job comes back from its expired lock and the baseline processes it', {
+  timeout: 60_000,
+}, async () => {
+  const { prefix, queue } = setup('dead');
+  const registry = new FakeRegistry(SERVICE);
+  closers.push(() => registry.stop());
+  registry.heartbeat();
+  registry.create('sb');
+  const seen: string[] = [];
+  let release!: () => void;
+  const hung = new Promise<void>((r) => {
+    release = r;
+  });
+  closers.push(() => release());
+  const base = createSelectiveWorker<{ n: number }, void>({
+    queue: queue.name,
+    connection: REDIS,
+    prefix,
+    service: SERVICE,
+    sandbox: null,
+    runtime,
+    routes: registry.view(),
+    processor: async (job) => {
+      seen.push(`baseline:${job.data.n}`);
+    },
+  });
+  closers.push(() => base.close());
+  const sb = createSelectiveWorker<{ n: number }, void>({
+    queue: queue.name,
+    connection: REDIS,
+    prefix,
+    service: SERVICE,
+    sandbox: 'sb',
+    runtime,
+    routes: registry.view(),
+    // BullMQ's stalled check runs at most once per stalledInterval per queue (30 s by default).
+    workerOptions: { lockDuration: 1000, stalledInterval: 1000 },
+    processor: async (job) => {
+      seen.push(`sb:${job.data.n}`);
+      await hung; // the process "dies" while running this job
+    },
+  });
+  await Promise.all([base.ready(), sb.ready()]);
+  await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
+  await eventually(() => seen.length === 1, 10_000, 'the sandbox worker took the job');
+  // Dies: no graceful close, its lock is no longer renewed.
+  await sb.worker.close(true);
+  registry.delete('sb');
+  await eventually(() => seen.length === 2, 20_000, 'the job processed by the baseline');
+  await base.cleanupsSettled();
+  expect(seen).toEqual(['sb:1', 'baseline:1']);
+  expect(base.stats.returned).toBe(1);
+  expect(await keysOf(`${prefix}:${sandboxQueueName(queue.name, 'sb')}:*`)).toEqual([]);
+  await sb.close();
+});
