@@ -8,13 +8,15 @@ import type {
 import type { ConnectionOptions, Job, WorkerOptions } from 'bullmq';
 
 /** The application's job handler, as for a BullMQ `Worker`. */
-export type SelectiveProcessor<D = unknown, R = unknown> = (
+// biome-ignore lint/suspicious/noExplicitAny: BullMQ's own defaults, so typed workers assign to the default type
+export type SelectiveProcessor<D = any, R = any> = (
   job: Job<D, R>,
   token?: string,
   signal?: AbortSignal,
 ) => Promise<R>;
 
-export interface SelectiveWorkerOptions<D = unknown, R = unknown> {
+// biome-ignore lint/suspicious/noExplicitAny: BullMQ's own defaults, so typed workers assign to the default type
+export interface SelectiveWorkerOptions<D = any, R = any> {
   /** The baseline queue. A sandbox worker reads `sandboxQueueName(queue, sandbox)` instead. */
   queue: string;
   /** The job handler. It runs with the job's routing key active (`getRoutingKey()`). */

@@ -34,7 +34,8 @@ const metaGetter: CarrierGetter<BranchlineJobMeta | undefined> = {
 const noop = () => undefined;
 
 /** A BullMQ worker that processes only the jobs its process owns; see docs/bullmq.md. */
-export interface SelectiveWorker<D = unknown, R = unknown> extends EventEmitter {
+// biome-ignore lint/suspicious/noExplicitAny: BullMQ's own defaults, so typed workers assign to the default type
+export interface SelectiveWorker<D = any, R = any> extends EventEmitter {
   /** The queue this worker reads: the baseline queue, or the sandbox's own queue. */
   readonly queue: string;
   readonly service: string;
@@ -365,7 +366,8 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
  * worker moves a job a sandbox owns to `sandboxQueueName(queue, sandbox)` and completes the
  * original without running the processor. See docs/bullmq.md.
  */
-export function createSelectiveWorker<D = unknown, R = unknown>(
+// biome-ignore lint/suspicious/noExplicitAny: BullMQ's own defaults, so typed workers assign to the default type
+export function createSelectiveWorker<D = any, R = any>(
   options: SelectiveWorkerOptions<D, R>,
 ): SelectiveWorker<D, R> {
   return new SelectiveWorkerImpl(options);
