@@ -44,7 +44,10 @@ export interface ReturnSandboxJobsOptions {
   /** The baseline queue. */
   queue: string;
   sandbox: string;
-  /** The sandbox incarnation: when it began owning the service's messages (its ownership `since`). */
+  /**
+   * The start of the ownership interval that ended (registry time, ms): the latest interval's
+   * `from` of the sandbox's ownership record for the service (`intervalStart(intervals, since)`).
+   */
   since: number;
   /** Every job the removed incarnation owns has an earlier time; later ones are a newer incarnation's. */
   until?: number;

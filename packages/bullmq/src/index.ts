@@ -2,6 +2,7 @@ export { type ReturnSandboxJobsOptions, returnSandboxJobs } from './cleanup.js';
 export { RedisClock, type TimeClient } from './clock.js';
 export {
   type BranchlineJobMeta,
+  intervalStart,
   JOB_OPTION,
   movedJobId,
   returnedJobId,

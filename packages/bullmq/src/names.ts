@@ -67,3 +67,22 @@ export function metaOf(opts: unknown): BranchlineJobMeta | undefined {
   const m = (opts as Record<string, unknown> | undefined)?.[JOB_OPTION];
   return typeof m === 'object' && m !== null ? (m as BranchlineJobMeta) : undefined;
 }
+
+/**
+ * Which ownership interval a move or a removal belongs to, by its start (registry time, ms): for a
+ * job at `at`, the interval that contains it; without `at`, the latest one (the one that ended,
+ * for a removal). The move protocol's keys are per interval, so an override removed and added
+ * again gets a fresh sandbox queue protocol while the old interval's removal stays closed.
+ */
+export function intervalStart(
+  intervals: readonly { from: number; to?: number | null }[],
+  since: number,
+  at?: number,
+): number {
+  let latest: number | undefined;
+  for (const iv of intervals) {
+    if (at !== undefined && at >= iv.from && (iv.to == null || at < iv.to)) return iv.from;
+    if (latest === undefined || iv.from > latest) latest = iv.from;
+  }
+  return latest ?? since;
+}

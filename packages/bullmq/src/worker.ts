@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import { BEGIN_MOVE, copyOptions, returnSandboxJobs, sleep } from './cleanup.js';
 import {
   type BranchlineJobMeta,
+  intervalStart,
   JOB_OPTION,
   metaOf,
   movedJobId,
@@ -284,7 +285,7 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
     own: SandboxOwnership,
   ): Promise<boolean> {
     const sq = sandboxQueueName(this.baselineQueue, owner);
-    const keys = moveKeys(this.prefix, sq, own.since);
+    const keys = moveKeys(this.prefix, sq, intervalStart(own.intervals, own.since, at));
     const member = `${this.id}-${job.id}`;
     const begun = await this.redis.eval(BEGIN_MOVE, 2, keys.closed, keys.moving, member, Date.now());
     if (begun !== 1) return false;
@@ -322,7 +323,8 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
   }
 
   private scheduleCleanup(o: SandboxOwnership): void {
-    const id = `${o.sandbox}@${o.since}`;
+    const since = intervalStart(o.intervals, o.since);
+    const id = `${o.sandbox}@${since}`;
     if (this.cleanups.has(id) || this.closing) return;
     const run = async () => {
       const pending = this.moves.get(o.sandbox);
@@ -339,7 +341,7 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
             prefix: this.prefix,
             queue: this.baselineQueue,
             sandbox: o.sandbox,
-            since: o.since,
+            since,
             until: o.until,
           });
           this.stats.returned += r.returned;

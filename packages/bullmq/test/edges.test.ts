@@ -168,3 +168,45 @@ it('a sandbox worker that dies holding a job: after the deletion the job comes b
   expect(await keysOf(`${prefix}:${sandboxQueueName(queue.name, 'sb')}:*`)).toEqual([]);
   await sb.close();
 });
+
+it('an override removed and added again: jobs of the new interval go to the sandbox again', async () => {
+  const { prefix, queue } = setup('readd');
+  const registry = new FakeRegistry(SERVICE);
+  closers.push(() => registry.stop());
+  registry.heartbeat();
+  registry.create('sb');
+  const seen: string[] = [];
+  const make = (sandbox: string | null) => {
+    const w = createSelectiveWorker<{ n: number }, void>({
+      queue: queue.name,
+      connection: REDIS,
+      prefix,
+      service: SERVICE,
+      sandbox,
+      runtime,
+      routes: registry.view(),
+      processor: async (job) => {
+        seen.push(`${sandbox ?? 'baseline'}:${job.data.n}`);
+      },
+    });
+    closers.push(() => w.close());
+    return w;
+  };
+  const base = make(null);
+  const first = make('sb');
+  await Promise.all([base.ready(), first.ready()]);
+  await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
+  await eventually(() => seen.length === 1, 10_000, 'job 1');
+  registry.stopOverride('sb');
+  await eventually(() => first.endReason !== undefined, 10_000, 'the sandbox worker stopping');
+  await base.cleanupsSettled();
+  await withRoutingKey('sb', () => queue.add('j', { n: 2 }));
+  await eventually(() => seen.length === 2, 10_000, 'job 2');
+  registry.resumeOverride('sb');
+  const second = make('sb');
+  await second.ready();
+  await registry.settle();
+  await withRoutingKey('sb', () => queue.add('j', { n: 3 }));
+  await eventually(() => seen.length === 3, 10_000, 'job 3');
+  expect(seen).toEqual(['sb:1', 'baseline:2', 'sb:3']);
+});

@@ -135,6 +135,22 @@ export class FakeRegistry {
     this.publish();
   }
 
+  /** The sandbox stops overriding the service but lives on. */
+  stopOverride(name: string): void {
+    const s = this.sandboxes.find((x) => x.name === name && x.deletedAt == null)!;
+    delete s.overrides![this.service];
+    for (const iv of s.history![this.service]!) iv.to ??= Date.now();
+    this.publish();
+  }
+
+  /** The sandbox overrides the service again: a new ownership interval. */
+  resumeOverride(name: string): void {
+    const s = this.sandboxes.find((x) => x.name === name && x.deletedAt == null)!;
+    s.overrides![this.service] = ep;
+    s.history![this.service]!.push({ from: Date.now() });
+    this.publish();
+  }
+
   /** Who owned `key` at `at`: the sandbox whose interval covers it, else undefined (baseline). */
   ownerAt(key: string | undefined, at: number): string | undefined {
     if (key === undefined) return undefined;
