@@ -134,7 +134,16 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
       connection: options.connection,
       prefix: this.prefix,
     });
-    this.worker.on('error', (err) => this.emit('error', err));
+    // An 'error' without a listener would throw; BullMQ reports connection trouble this way and
+    // recovers by itself, so without a listener it is logged instead.
+    this.worker.on('error', (err) => {
+      if (this.listenerCount('error') > 0) this.emit('error', err);
+      else
+        logger().warn('branchline: the BullMQ worker reported an error', {
+          queue: this.queue,
+          err: String(err),
+        });
+    });
     this.unsubscribe = this.selector.onOwnersChanged((c) => this.onOwnersChanged(c));
   }
 
