@@ -35,6 +35,18 @@ it('merges the key into a baggage the application put in the job options, keepin
   expect(meta[JOB_OPTION]!.baggage).toMatch(/tenant=blue/);
   expect(meta[JOB_OPTION]!.baggage).toMatch(/=alice/);
   expect(typeof meta[JOB_OPTION]!.time).toBe('number');
+  // stampUnkeyed with the local clock: a job without a key gets a time and no baggage.
+  const local = instrumentQueue(new Queue('y', { connection: REDIS, prefix: queue.opts.prefix }), {
+    clock: 'local',
+    stampUnkeyed: true,
+  });
+  closers.push(() => local.close());
+  const t0 = Date.now();
+  const plain = await local.add('p', { n: 2 });
+  const pm = (await Job.fromId(local, plain.id!))!.opts as Record<string, { baggage?: string; time: number }>;
+  expect(pm[JOB_OPTION]!.baggage).toBeUndefined();
+  expect(pm[JOB_OPTION]!.time).toBeGreaterThanOrEqual(t0);
+  expect(pm[JOB_OPTION]!.time).toBeLessThanOrEqual(Date.now());
   const other = new Queue('x', { connection: REDIS, prefix: `${queue.opts.prefix}-x` });
   closers.push(() => other.close());
   expect(() => instrumentQueue(other, { clock: 'ntp' as never })).toThrow(/clock must be 'redis' or 'local'/);
