@@ -7,7 +7,6 @@ export default defineProject({
     globalSetup: ['../../test/setup/global.ts'],
     provide: { services: ['nats'] },
     testTimeout: 30_000,
-    passWithNoTests: true,
     hookTimeout: 60_000,
   },
 });

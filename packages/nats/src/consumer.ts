@@ -7,7 +7,7 @@ import {
   logger,
   type OwnersChange,
   safeHook,
-} from '@branchline/core';
+} from '@branchline/core/transport';
 import {
   AckPolicy,
   type ConsumerConfig,

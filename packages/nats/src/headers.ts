@@ -1,4 +1,4 @@
-import type { CarrierGetter, CarrierSetter } from '@branchline/core';
+import type { CarrierGetter, CarrierSetter } from '@branchline/core/transport';
 import { Match, type MsgHdrs } from '@nats-io/transport-node';
 
 /**

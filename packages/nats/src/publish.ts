@@ -1,4 +1,5 @@
-import { getBaggageKey, getRoutingKey, injectRoutingKey } from '@branchline/core';
+import { getRoutingKey } from '@branchline/core';
+import { getBaggageKey, injectRoutingKey } from '@branchline/core/transport';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { headers, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { natsHeadersGetter, natsHeadersSetter } from './headers.js';

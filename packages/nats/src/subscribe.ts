@@ -1,12 +1,5 @@
-import {
-  type BackoffOptions,
-  type BranchlineRuntime,
-  createMessageSelector,
-  logger,
-  type RouteSource,
-  type RouteTable,
-  type RouteTableSpec,
-} from '@branchline/core';
+import type { BackoffOptions, BranchlineRuntime, RouteTableSpec } from '@branchline/core';
+import { createMessageSelector, logger, type RouteSource, type RouteTable } from '@branchline/core/transport';
 import type { Msg, NatsConnection, Subscription, SubscriptionOptions } from '@nats-io/transport-node';
 import { natsHeadersGetter } from './headers.js';
 

@@ -1,10 +1,5 @@
-import type {
-  BackoffOptions,
-  BranchlineRuntime,
-  RouteSource,
-  RouteTable,
-  RouteTableSpec,
-} from '@branchline/core';
+import type { BackoffOptions, BranchlineRuntime, RouteTableSpec } from '@branchline/core';
+import type { RouteSource, RouteTable } from '@branchline/core/transport';
 import type { ConsumeOptions, ConsumerConfig, JsMsg } from '@nats-io/jetstream';
 
 /** What a selective consumer does when a message stays undecidable for `holdTimeoutMs`. */

@@ -1,4 +1,5 @@
-import { RouteTable, StaticRouteSource, withRoutingKey } from '@branchline/core';
+import { withRoutingKey } from '@branchline/core';
+import { RouteTable, StaticRouteSource } from '@branchline/core/transport';
 import {
   type JetStreamClient,
   type JetStreamManager,

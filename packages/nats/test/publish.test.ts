@@ -67,7 +67,9 @@ describe('an instrumented NATS connection', () => {
 
   it('carries the key on request() too', async () => {
     const sub = nc.subscribe(`${subject}.svc`, {
-      callback: (_e, m) => m.respond(m.headers?.get('baggage') ?? 'none'),
+      callback: (_e, m) => {
+        m.respond(m.headers?.get('baggage') ?? 'none');
+      },
     });
     const reply = await withRoutingKey('pr-9', () => nc.request(`${subject}.svc`, 'q', { timeout: 2000 }));
     expect(reply.string()).toBe('branchline=pr-9');

@@ -1,4 +1,5 @@
-import { getRoutingKey, logger, StaticRouteSource, setLogger, withRoutingKey } from '@branchline/core';
+import { getRoutingKey, setLogger, withRoutingKey } from '@branchline/core';
+import { logger, StaticRouteSource } from '@branchline/core/transport';
 import {
   type JetStreamClient,
   type JetStreamManager,

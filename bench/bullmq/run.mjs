@@ -1,0 +1,182 @@
+// Throughput of a plain BullMQ Worker vs Branchline's selective worker, same Redis, same run:
+// each scenario drains a backlog of N jobs already in its queue (concurrency 50).
+//   plain            bullmq Worker with an empty processor, on the same keyed jobs as
+//                    selective-all (added through instrumentQueue, so both read the same options)
+//   selective-all    createSelectiveWorker (baseline) with everything on: every job carries a
+//                    routing key that no sandbox owns, so each one is parsed, decided against the
+//                    route table at its time, and processed in the key's context
+//   selective-tenth  the same baseline worker plus a sandbox worker in this process; one job in ten
+//                    belongs to the sandbox: the baseline moves it (adds it to the sandbox queue,
+//                    then completes the original) and the sandbox worker processes it. Rate = N /
+//                    time until all N were processed by one of the two
+// Needs Redis on 127.0.0.1:6379. Everything lives under a key prefix of its own, removed at the end.
+import { createSelectiveWorker, instrumentQueue } from '@branchline/bullmq';
+import { createRuntime, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { fmt, printTable, saveResults } from '../lib.mjs';
+
+const N = 5_000;
+const ROUNDS = 5;
+const CONCURRENCY = 50;
+const SERVICE = 'orders';
+const connection = { host: '127.0.0.1', port: 6379, maxRetriesPerRequest: null };
+const prefix = `bl-bench-bullmq-${Date.now().toString(36)}`;
+
+const routes = new StaticRouteSource({
+  // No history: the table is complete until now, sandbox 'sb' owns key 'sb' since 0.
+  completeUntil: Number.MAX_SAFE_INTEGER,
+  sandboxes: [
+    { name: 'sb', key: 'sb', createdAt: 0, overrides: { [SERVICE]: { http: 'http://127.0.0.1:1' } } },
+  ],
+});
+const runtime = createRuntime({ service: SERVICE, routeSource: routes });
+const data = { order: 42, items: ['a', 'b', 'c'], note: 'x'.repeat(200) };
+let seq = 0;
+
+/** Fills `queue` with N jobs; `keyOf(i)` is the routing key of job i (or undefined). */
+async function fill(name, keyOf) {
+  const q = instrumentQueue(new Queue(name, { connection, prefix }));
+  for (let i = 0; i < N; i += 500) {
+    const key = keyOf(i);
+    const jobs = Array.from({ length: 500 }, (_, j) => ({ name: 'order', data: { ...data, i: i + j } }));
+    await withRoutingKey(key, () => q.addBulk(jobs));
+  }
+  await q.close();
+}
+
+function counter() {
+  let n = 0;
+  let t0;
+  let cpu0;
+  let done;
+  const finished = new Promise((r) => {
+    done = r;
+  });
+  return {
+    tick() {
+      if (n === 0) {
+        t0 = process.hrtime.bigint();
+        cpu0 = process.cpuUsage();
+      }
+      if (++n === N) {
+        const cpu = process.cpuUsage(cpu0);
+        done({
+          rate: (N - 1) / (Number(process.hrtime.bigint() - t0) / 1e9),
+          cpuUsPerJob: (cpu.user + cpu.system) / N,
+        });
+      }
+    },
+    finished,
+  };
+}
+
+const scenarios = {
+  plain: {
+    fill: (q) => fill(q, () => 'nobody'),
+    async drain(queue) {
+      const count = counter();
+      const w = new Worker(
+        queue,
+        async () => {
+          count.tick();
+        },
+        { connection, prefix, concurrency: CONCURRENCY },
+      );
+      const result = await count.finished;
+      await w.close();
+      return result;
+    },
+  },
+  'selective-all': selective(0),
+  'selective-tenth': selective(10),
+};
+
+function selective(every) {
+  return {
+    // Keys are per batch of 500: with every=10, batches 0, 10, 20… (1 in 10 jobs) are the sandbox's.
+    fill: (q) => fill(q, (i) => (every > 0 ? ((i / 500) % every === 0 ? 'sb' : undefined) : 'nobody')),
+    async drain(queue) {
+      const count = counter();
+      const common = {
+        queue,
+        connection,
+        prefix,
+        service: SERVICE,
+        routes,
+        runtime,
+        workerOptions: { concurrency: CONCURRENCY },
+        processor: async () => {
+          count.tick();
+        },
+      };
+      const sandbox = every > 0 ? createSelectiveWorker({ ...common, sandbox: 'sb' }) : undefined;
+      if (sandbox) await sandbox.ready();
+      const baseline = createSelectiveWorker({ ...common, sandbox: null });
+      const result = await count.finished;
+      await baseline.close();
+      await sandbox?.close();
+      return result;
+    },
+  };
+}
+
+const names = Object.keys(scenarios);
+const samples = Object.fromEntries(names.map((n) => [n, []]));
+try {
+  for (let r = 0; r < ROUNDS; r++) {
+    const queues = {};
+    for (const n of names) {
+      queues[n] = `${n}-${++seq}`;
+      await scenarios[n].fill(queues[n]);
+    }
+    // Rotating order, so load drift shows up in every scenario alike.
+    const order = names.map((_, i) => names[(i + r) % names.length]);
+    for (const n of order) samples[n].push(await scenarios[n].drain(queues[n]));
+  }
+} finally {
+  const r = new Redis(connection);
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await r.del(...keys);
+  } while (cursor !== '0');
+  r.disconnect();
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const rate = (k) => median(samples[k].map((x) => x.rate));
+const ratio = (k) => median(samples[k].map((x, i) => x.rate / samples.plain[i].rate));
+const cpu = (k) => median(samples[k].map((x) => x.cpuUsPerJob));
+const rows = names.map((scenario) => ({
+  scenario,
+  'jobs/s (median)': fmt(rate(scenario), 0),
+  samples: samples[scenario].map((x) => fmt(x.rate, 0)).join(' '),
+  'vs plain (median of per-round ratios)': `${fmt(ratio(scenario) * 100, 1)}%`,
+  'client CPU µs/job': fmt(cpu(scenario), 1),
+}));
+printTable(
+  `bullmq worker throughput, ${N} jobs per sample, concurrency ${CONCURRENCY}, ${ROUNDS} rounds`,
+  rows,
+);
+console.log(
+  `\nratio selective-all / plain: ${fmt(ratio('selective-all'), 3)} (target >= 0.95). Wall-clock rates depend on machine load (shared CPUs).`,
+);
+saveResults('bullmq', {
+  jobs: N,
+  concurrency: CONCURRENCY,
+  rounds: ROUNDS,
+  results: Object.fromEntries(
+    names.map((k) => [
+      k,
+      {
+        rate: Math.round(rate(k)),
+        ratio: Number(ratio(k).toFixed(3)),
+        cpuUsPerJob: Number(cpu(k).toFixed(1)),
+      },
+    ]),
+  ),
+});
+process.exit(0);

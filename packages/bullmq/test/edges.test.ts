@@ -1,0 +1,224 @@
+import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
+import { Job, Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterEach, expect, it } from 'vitest';
+import {
+  createSelectiveWorker,
+  instrumentQueue,
+  JOB_OPTION,
+  returnSandboxJobs,
+  sandboxQueueName,
+} from '../src/index.js';
+import { eventually, FakeRegistry, keysOf, REDIS, removePrefix, uniquePrefix } from './redis.js';
+
+const SERVICE = 'orders';
+const runtime = createRuntime({ service: SERVICE, routeSource: { sandboxes: [] } });
+const closers: (() => Promise<unknown> | unknown)[] = [];
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+});
+
+function setup(name: string) {
+  const prefix = uniquePrefix(name);
+  const queue = instrumentQueue(new Queue(`q-${name}`, { connection: REDIS, prefix }));
+  closers.push(() => removePrefix(prefix));
+  closers.push(() => queue.close());
+  return { prefix, queue };
+}
+
+it('merges the key into a baggage the application put in the job options, keeping its members', async () => {
+  const { queue } = setup('merge');
+  const j = await withRoutingKey('alice', () =>
+    queue.add('a', { n: 1 }, { [JOB_OPTION]: { baggage: 'tenant=blue' } } as never),
+  );
+  const meta = (await Job.fromId(queue, j.id!))!.opts as Record<string, { baggage: string; time: number }>;
+  expect(meta[JOB_OPTION]!.baggage).toMatch(/tenant=blue/);
+  expect(meta[JOB_OPTION]!.baggage).toMatch(/=alice/);
+  expect(typeof meta[JOB_OPTION]!.time).toBe('number');
+  // stampUnkeyed with the local clock: a job without a key gets a time and no baggage.
+  const local = instrumentQueue(new Queue('y', { connection: REDIS, prefix: queue.opts.prefix }), {
+    clock: 'local',
+    stampUnkeyed: true,
+  });
+  closers.push(() => local.close());
+  const t0 = Date.now();
+  const plain = await local.add('p', { n: 2 });
+  const pm = (await Job.fromId(local, plain.id!))!.opts as Record<string, { baggage?: string; time: number }>;
+  expect(pm[JOB_OPTION]!.baggage).toBeUndefined();
+  expect(pm[JOB_OPTION]!.time).toBeGreaterThanOrEqual(t0);
+  expect(pm[JOB_OPTION]!.time).toBeLessThanOrEqual(Date.now());
+  const other = new Queue('x', { connection: REDIS, prefix: `${queue.opts.prefix}-x` });
+  closers.push(() => other.close());
+  expect(() => instrumentQueue(other, { clock: 'ntp' as never })).toThrow(/clock must be 'redis' or 'local'/);
+});
+
+it('a worker closed while holding a job puts it back to delayed; the next worker processes it once', async () => {
+  const { prefix, queue } = setup('closehold');
+  const registry = new FakeRegistry(SERVICE);
+  closers.push(() => registry.stop());
+  const seen: (string | undefined)[] = [];
+  const make = (routes: ReturnType<FakeRegistry['view']>) => {
+    const w = createSelectiveWorker<{ n: number }, void>({
+      queue: queue.name,
+      connection: REDIS,
+      prefix,
+      service: SERVICE,
+      sandbox: null,
+      runtime,
+      routes,
+      backoff: { initialMs: 50, maxMs: 100 },
+      processor: async () => {
+        seen.push(getRoutingKey());
+      },
+    });
+    closers.push(() => w.close());
+    return w;
+  };
+  const first = make(registry.view(0, false)); // never synced: holds
+  await first.ready();
+  await withRoutingKey('k1', () => queue.add('j', { n: 1 }));
+  await eventually(() => first.stats.held === 1, 10_000, 'the hold');
+  await first.close();
+  expect(first.stats.delayed).toBe(1);
+  expect(seen).toEqual([]);
+  expect(await queue.getDelayedCount()).toBe(1);
+  registry.heartbeat();
+  const second = make(registry.view());
+  await second.ready();
+  await eventually(() => seen.length === 1, 10_000, 'processed by the second worker');
+  await new Promise((r) => setTimeout(r, 300));
+  expect(seen).toEqual(['k1']);
+  expect(await queue.getFailedCount()).toBe(0);
+});
+
+it('a lagging replica cannot move into a sandbox queue that is being removed: the baseline processes the job', async () => {
+  const { prefix, queue } = setup('refused');
+  const registry = new FakeRegistry(SERVICE);
+  closers.push(() => registry.stop());
+  registry.heartbeat();
+  registry.create('sb');
+  const since = registry.sandboxes[0]!.history![SERVICE]![0]!.from;
+  const seen: string[] = [];
+  // Another replica already removed the queue (the sandbox was deleted); this replica's view lags.
+  const redis = new Redis(REDIS);
+  closers.push(() => redis.disconnect());
+  await returnSandboxJobs({ redis, connection: REDIS, prefix, queue: queue.name, sandbox: 'sb', since });
+  const w = createSelectiveWorker<{ n: number }, void>({
+    queue: queue.name,
+    connection: REDIS,
+    prefix,
+    service: SERVICE,
+    sandbox: null,
+    runtime,
+    routes: registry.view(),
+    processor: async (job) => {
+      seen.push(`${job.data.n}:${getRoutingKey()}`);
+    },
+  });
+  closers.push(() => w.close());
+  await w.ready();
+  await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
+  await eventually(() => seen.length === 1, 10_000, 'processed');
+  expect(seen).toEqual(['1:sb']);
+  expect(w.stats.moved).toBe(0);
+  expect(w.stats.ownerGone).toBe(1);
+  expect(await keysOf(`${prefix}:${sandboxQueueName(queue.name, 'sb')}:*`)).toEqual([]);
+});
+
+it('a sandbox worker that dies holding a job: after the deletion the job comes back from its expired lock and the baseline processes it', {
+  timeout: 60_000,
+}, async () => {
+  const { prefix, queue } = setup('dead');
+  const registry = new FakeRegistry(SERVICE);
+  closers.push(() => registry.stop());
+  registry.heartbeat();
+  registry.create('sb');
+  const seen: string[] = [];
+  let release!: () => void;
+  const hung = new Promise<void>((r) => {
+    release = r;
+  });
+  closers.push(() => release());
+  const base = createSelectiveWorker<{ n: number }, void>({
+    queue: queue.name,
+    connection: REDIS,
+    prefix,
+    service: SERVICE,
+    sandbox: null,
+    runtime,
+    routes: registry.view(),
+    processor: async (job) => {
+      seen.push(`baseline:${job.data.n}`);
+    },
+  });
+  closers.push(() => base.close());
+  const sb = createSelectiveWorker<{ n: number }, void>({
+    queue: queue.name,
+    connection: REDIS,
+    prefix,
+    service: SERVICE,
+    sandbox: 'sb',
+    runtime,
+    routes: registry.view(),
+    // BullMQ's stalled check runs at most once per stalledInterval per queue (30 s by default).
+    workerOptions: { lockDuration: 1000, stalledInterval: 1000 },
+    processor: async (job) => {
+      seen.push(`sb:${job.data.n}`);
+      await hung; // the process "dies" while running this job
+    },
+  });
+  await Promise.all([base.ready(), sb.ready()]);
+  await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
+  await eventually(() => seen.length === 1, 10_000, 'the sandbox worker took the job');
+  // Dies: no graceful close, its lock is no longer renewed.
+  await sb.worker.close(true);
+  registry.delete('sb');
+  await eventually(() => seen.length === 2, 20_000, 'the job processed by the baseline');
+  await base.cleanupsSettled();
+  expect(seen).toEqual(['sb:1', 'baseline:1']);
+  expect(base.stats.returned).toBe(1);
+  expect(await keysOf(`${prefix}:${sandboxQueueName(queue.name, 'sb')}:*`)).toEqual([]);
+  await sb.close();
+});
+
+it('an override removed and added again: jobs of the new interval go to the sandbox again', async () => {
+  const { prefix, queue } = setup('readd');
+  const registry = new FakeRegistry(SERVICE);
+  closers.push(() => registry.stop());
+  registry.heartbeat();
+  registry.create('sb');
+  const seen: string[] = [];
+  const make = (sandbox: string | null) => {
+    const w = createSelectiveWorker<{ n: number }, void>({
+      queue: queue.name,
+      connection: REDIS,
+      prefix,
+      service: SERVICE,
+      sandbox,
+      runtime,
+      routes: registry.view(),
+      processor: async (job) => {
+        seen.push(`${sandbox ?? 'baseline'}:${job.data.n}`);
+      },
+    });
+    closers.push(() => w.close());
+    return w;
+  };
+  const base = make(null);
+  const first = make('sb');
+  await Promise.all([base.ready(), first.ready()]);
+  await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
+  await eventually(() => seen.length === 1, 10_000, 'job 1');
+  registry.stopOverride('sb');
+  await eventually(() => first.endReason !== undefined, 10_000, 'the sandbox worker stopping');
+  await base.cleanupsSettled();
+  await withRoutingKey('sb', () => queue.add('j', { n: 2 }));
+  await eventually(() => seen.length === 2, 10_000, 'job 2');
+  registry.resumeOverride('sb');
+  const second = make('sb');
+  await second.ready();
+  await registry.settle();
+  await withRoutingKey('sb', () => queue.add('j', { n: 3 }));
+  await eventually(() => seen.length === 3, 10_000, 'job 3');
+  expect(seen).toEqual(['sb:1', 'baseline:2', 'sb:3']);
+});
