@@ -1,4 +1,5 @@
 import { withRoutingKey } from '@branchline/core';
+import { until } from '@branchline/test-utils';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chat, type EchoClient, type EchoReply, fanout, newObserved, unary } from './fixtures/grpc/echo.js';
@@ -23,13 +24,6 @@ const pingService: grpc.ServiceDefinition = {
 };
 
 /** Resolves once `list` contains `item` (the server side notices a cancel asynchronously). */
-async function eventually(list: string[], item: string, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!list.includes(item)) {
-    if (Date.now() > until) throw new Error(`never saw ${item}; saw ${JSON.stringify(list)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe.each([
   ['the stream-level relay', {}],
@@ -180,7 +174,10 @@ describe.each([
     ).catch((e) => e);
     expect(err.code).toBe(grpc.status.DEADLINE_EXCEEDED);
     expect(Date.now() - started).toBeLessThan(10_000);
-    await eventually(sandboxSeen.cancelled, 'sandbox-pr-7:fanout');
+    await until(
+      () => sandboxSeen.cancelled.includes('sandbox-pr-7:fanout'),
+      () => `${'sandbox-pr-7:fanout'} among ${JSON.stringify(sandboxSeen.cancelled)}`,
+    );
   });
 
   it('propagates a cancel by the caller midway through a bidi stream to the sandbox', async () => {
@@ -197,7 +194,10 @@ describe.each([
       });
     });
     expect(first.instance).toBe('sandbox-pr-7');
-    await eventually(sandboxSeen.cancelled, 'sandbox-pr-7:chat');
+    await until(
+      () => sandboxSeen.cancelled.includes('sandbox-pr-7:chat'),
+      () => `${'sandbox-pr-7:chat'} among ${JSON.stringify(sandboxSeen.cancelled)}`,
+    );
   });
 
   it('keeps the caller connection open while only forwarded streams are active (grpc-js idle timeout)', async () => {
@@ -243,6 +243,9 @@ describe.each([
       });
     });
     expect(texts).toEqual(['sandbox-pr-7:n-0', 'sandbox-pr-7:n-1', 'sandbox-pr-7:n-2']);
-    await eventually(sandboxSeen.cancelled, 'sandbox-pr-7:fanout');
+    await until(
+      () => sandboxSeen.cancelled.includes('sandbox-pr-7:fanout'),
+      () => `${'sandbox-pr-7:fanout'} among ${JSON.stringify(sandboxSeen.cancelled)}`,
+    );
   });
 });

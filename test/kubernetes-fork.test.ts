@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Deployment, KUBERNETES_FORK, kubernetesForkHook } from '@branchline/kubernetes';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
+import { until } from '@branchline/test-utils';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FakeKubernetes, shopBaseline } from '../packages/kubernetes/test/fake-kubernetes.js';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
@@ -27,16 +28,6 @@ afterEach(async () => {
   for (const r of running.splice(0)) await r.server.close();
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** A registry with the fork hook, and a cluster holding the shop's baseline (orders on `httpPort`). */
 async function setup(httpPort = 8080) {

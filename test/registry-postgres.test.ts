@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
 import { createRegistryServer, type RegistryServer } from '@branchline/registry';
+import { until } from '@branchline/test-utils';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
@@ -58,16 +59,6 @@ async function put(url: string, name: string, port: number) {
   });
   expect(res.status).toBeLessThan(300);
   return (await res.json()) as Json;
-}
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 interface Frame {
@@ -278,7 +269,9 @@ console.log('listening on', await server.listen(Number(process.argv[2])));
       return server.listen(0);
     };
     const [b, c] = await Promise.all([replica('b'), replica('c')]);
-    await until(async () => (await status(b)) === 'ready', 'the provisioning to be resumed', 20_000);
+    await until(async () => (await status(b)) === 'ready', 'the provisioning to be resumed', {
+      timeoutMs: 20_000,
+    });
     expect(await status(c)).toBe('ready');
     expect(calls).toHaveLength(1);
     // Not before A's claim ran out (it was renewed at most 500 ms before the kill).

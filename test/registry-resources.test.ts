@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRegistrySource } from '@branchline/core/transport';
 import { createRegistryServer, type ResourceHook } from '@branchline/registry';
+import { until } from '@branchline/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, startNode } from './helpers/processes.js';
 
@@ -13,16 +14,6 @@ type Json = any;
 
 const dir = mkdtempSync(join(tmpdir(), 'branchline-registry-res-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('resource hooks', () => {
   it('provision reports progress and stores private outputs; a failing deprovision is reported, retried, and the sandbox stops routing at deletion', async () => {

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
+import { until } from '@branchline/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 
@@ -54,16 +55,6 @@ async function api(url: string, method: string, path: string, body?: unknown, to
   });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : undefined };
-}
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 function follow(url: string, token?: string): RegistryRouteSource {
@@ -154,7 +145,7 @@ describe('registry on SQLite (real processes)', () => {
       () =>
         !src.table?.resolve('payments', 'short') && !src.table?.groups.some((g) => g.name === 'short-group'),
       'expiry',
-      10_000,
+      { timeoutMs: 10_000 },
     );
     const tomb = (await api(r.url, 'GET', '/v1/sandboxes/short?deleted=true')).body;
     expect(tomb.deleteReason).toBe('expired');
@@ -365,7 +356,7 @@ describe('registry on SQLite (real processes)', () => {
     await until(() => src.table?.resolve('orders', 'live'), 'announced rule');
     const announcedAt = src.table!.sandbox('live')!.history!.orders![0]!.from;
     await beat();
-    await until(() => !src.table?.resolve('orders', 'live'), 'lease expiry', 10_000);
+    await until(() => !src.table?.resolve('orders', 'live'), 'lease expiry', { timeoutMs: 10_000 });
     const hist = src.table!.sandbox('live')!.history!.orders!;
     expect(hist).toHaveLength(1);
     expect(hist[0]!.to).toBeGreaterThan(announcedAt);

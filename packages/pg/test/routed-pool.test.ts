@@ -1,5 +1,6 @@
 import { createRuntime, type SandboxSpec, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
+import { until } from '@branchline/test-utils';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRoutedPool, createSandboxDatabases, type RoutedPool } from '../src/index.js';
 import { admin, cleanup, createBaseline, options, PG, uniqueNames, withClient } from './helpers.js';
@@ -21,14 +22,6 @@ async function connectionsTo(database: string): Promise<number> {
     c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [database]),
   );
   return r.rows[0]?.n ?? 0;
-}
-
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const pools: RoutedPool[] = [];
@@ -132,7 +125,7 @@ describe('routed pool', () => {
     source.update({ sandboxes: [] });
     expect(pool.stats().sandboxes).toEqual({});
     expect(await withRoutingKey('sb-b', () => currentDb(pool))).toBe(names.baseline);
-    await eventually('the sandbox pool’s connections to close', async () => (await connectionsTo(dbB)) === 0);
+    await until(async () => (await connectionsTo(dbB)) === 0, 'the sandbox pool’s connections to close');
   });
 
   it('routes to the baseline while the sandbox database is not ready, and stops routing when it is being deleted', async () => {
@@ -196,7 +189,7 @@ describe('routed pool', () => {
     pool.on('error', (err) => errors.push(err));
     expect(await withRoutingKey('sb-tmp', () => currentDb(pool))).toBe(tmp.database);
     await dbs.drop({ sandbox: 'sb-tmp', source: names.baseline });
-    await eventually('the idle connection error to be reported', async () => errors.length > 0);
+    await until(async () => errors.length > 0, 'the idle connection error to be reported');
     source.update({ sandboxes: [] });
     expect(await withRoutingKey('sb-tmp', () => currentDb(pool))).toBe(names.baseline);
   });

@@ -1,20 +1,11 @@
 import { connect } from 'node:net';
+import { until } from '@branchline/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 import { send, sendJson, startRegistry, stopRegistries } from './helpers.js';
 
 afterAll(stopRegistries);
 
 const DAY = 86_400_000;
-
-async function until<T>(fn: () => T, what: string, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('paths', () => {
   it('a malformed %-escape in the path gets 400 naming it, before authentication, and logs no error', async () => {
