@@ -172,7 +172,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       routes: registry.view(lag),
       runtime,
       prefetch: 50,
-      reconnect: { initialDelayMs: 50, maxDelayMs: 1000 },
+      reconnect: { initialMs: 50, maxMs: 1000 },
       setup: async (ch) => {
         await ch.assertQueue(queue, { durable: true });
         await ch.assertExchange(`${queue}.topic`, 'topic', { durable: false });
@@ -208,7 +208,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
           routes: sandboxView,
           runtime,
           prefetch: 50,
-          reconnect: { initialDelayMs: 50, maxDelayMs: 1000 },
+          reconnect: { initialMs: 50, maxMs: 1000 },
           onMessage: record(name),
         });
         w.consumer = c;

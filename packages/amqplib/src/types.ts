@@ -1,4 +1,11 @@
-import type { BranchlineRuntime, RouteSource } from '@branchline/core';
+import type {
+  BackoffOptions,
+  BranchlineRuntime,
+  DeprecatedBackoffOptions,
+  RouteSource,
+  RouteTable,
+  RouteTableSpec,
+} from '@branchline/core';
 import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 
 /** Options of `instrumentChannel` / `instrumentConnection`. */
@@ -15,14 +22,12 @@ export interface PublishInstrumentationOptions {
 /** How the consumer reaches the broker: an AMQP URL / connect options, or a function that connects. */
 export type ConnectTarget = string | Options.Connect | (() => Promise<ChannelModel>);
 
-export interface ReconnectOptions {
-  /** First delay after a drop, ms. Default 100. */
-  initialDelayMs?: number;
-  /** Largest delay, ms. Default 5000. */
-  maxDelayMs?: number;
-  /** Growth factor per failed attempt. Default 2. */
-  factor?: number;
-}
+/**
+ * Backoff for reconnecting: core's `BackoffOptions` (`initialMs` default 100, `maxMs` default
+ * 5000, `factor` default 2). The older names `initialDelayMs` and `maxDelayMs` are still
+ * accepted (deprecated; one warning per process).
+ */
+export type ReconnectOptions = BackoffOptions & DeprecatedBackoffOptions;
 
 /** A delivery handed to `onMessage`: amqplib's message, running inside its routing context. */
 export type SelectiveMessageHandler = (message: ConsumeMessage, channel: Channel) => void | Promise<void>;
@@ -48,8 +53,8 @@ export interface SelectiveConsumerOptions {
   service?: string;
   /** This process's sandbox; `null` forces baseline. Default the runtime's (`BRANCHLINE_SANDBOX`). */
   sandbox?: string | null;
-  /** Where route tables come from; default the runtime's route source. */
-  routes?: RouteSource;
+  /** Where route tables come from (a source, a table or a table document); default the runtime's. */
+  routes?: RouteSource | RouteTable | RouteTableSpec;
   /** Runtime to take service, sandbox, routes and key reader from; default `defaultRuntime()`. */
   runtime?: BranchlineRuntime;
   /** Unacknowledged messages per consumer (amqplib `prefetch`). Default 20. */
@@ -68,7 +73,10 @@ export interface SelectiveConsumerOptions {
   holdTimeoutMs?: number;
   /** How long `close()` (or a sandbox consumer ending) waits for running handlers, ms. Default 10000. */
   closeTimeoutMs?: number;
-  /** Backoff for reconnecting after the connection drops. */
+  /**
+   * Backoff for reconnecting after the connection drops (and for retrying a sandbox queue's
+   * cleanup): `{ initialMs, maxMs, factor }`, default `{ initialMs: 100, maxMs: 5000, factor: 2 }`.
+   */
   reconnect?: ReconnectOptions;
   /** Extra `x-arguments` for sandbox queues (for example `{ 'x-queue-type': 'quorum' }`). */
   sandboxQueueArguments?: Record<string, unknown>;

@@ -1,4 +1,4 @@
-import { createRuntime, StaticRouteSource } from '@branchline/core';
+import { createRuntime, StaticRouteSource, setLogger } from '@branchline/core';
 import { describe, expect, it } from 'vitest';
 import {
   createSelectiveConsumer,
@@ -45,5 +45,51 @@ describe('options are checked when the consumer is created', () => {
     const out = withRoutingHeaders(opts, 'pr-1', { stampTime: false });
     expect(out).toEqual({ persistent: true, headers: { baggage: 'a=1,branchline=pr-1' } });
     expect(opts.headers).toEqual({ baggage: 'a=1' });
+  });
+
+  it('reconnect takes core BackoffOptions; the old names still work, with one warning', async () => {
+    const warnings: string[] = [];
+    setLogger({ debug() {}, info() {}, error() {}, warn: (m) => warnings.push(m) });
+    try {
+      const attempts: number[] = [];
+      const failing = async () => {
+        attempts.push(Date.now());
+        throw new Error('broker down');
+      };
+      // Deprecated names: a 20 ms backoff reconnects many times in 400 ms (the default, 100 ms
+      // doubling, would try at most three times).
+      const old = createSelectiveConsumer({
+        ...base,
+        connection: failing,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 20 },
+      });
+      const again = createSelectiveConsumer({
+        ...base,
+        connection: () => Promise.reject(new Error('broker down')),
+        reconnect: { initialDelayMs: 20 },
+      });
+      await new Promise((r) => setTimeout(r, 400));
+      await Promise.all([old.close(), again.close()]);
+      expect(attempts.length).toBeGreaterThanOrEqual(6);
+      const deprecations = warnings.filter((w) => w.includes('initialDelayMs'));
+      expect(deprecations).toHaveLength(1);
+      expect(deprecations[0]).toMatch(/amqplib reconnect option initialDelayMs is deprecated; use initialMs/);
+
+      // The new names.
+      attempts.length = 0;
+      const current = createSelectiveConsumer({
+        ...base,
+        connection: failing,
+        reconnect: { initialMs: 20, maxMs: 20 },
+      });
+      await new Promise((r) => setTimeout(r, 400));
+      await current.close();
+      expect(attempts.length).toBeGreaterThanOrEqual(6);
+      expect(() => createSelectiveConsumer({ ...base, reconnect: { factor: 0 } })).toThrow(
+        /reconnect.factor must be a number >= 1/,
+      );
+    } finally {
+      setLogger(undefined);
+    }
   });
 });

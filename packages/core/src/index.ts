@@ -38,6 +38,7 @@ export {
   recordSetter,
 } from './carriers.js';
 export { type BranchlineConfig, ConfigError, loadConfig, readRoutesDocument } from './config.js';
+export * from './consume/index.js';
 export {
   activeContext,
   BranchlineBaggagePropagator,
