@@ -496,7 +496,7 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
     let moves: Map<string, Message[]> | undefined;
     for (const m of msgs) {
       this.track(m);
-      if (this.seen.has(identity(m))) {
+      if (this.isRepeat(m)) {
         // Processed or moved here already; its deletion (or the original's) did not get through.
         this.stats.duplicates++;
         done.push(m);
@@ -527,6 +527,17 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
     if (moves) for (const [owner, list] of moves) work.push(this.move(owner, list, done));
     if (work.length) await Promise.all(work);
     await this.remove(done);
+  }
+
+  /**
+   * A message this consumer already processed (the original or any copy of it), or an original it
+   * already moved: its deletion did not get through, so it came back. A copy returned from a
+   * sandbox queue is not a repeat of the move that put it there.
+   */
+  private isRepeat(m: Message): boolean {
+    const id = identity(m);
+    if (this.seen.has(`p:${id}`)) return true;
+    return id === m.MessageId && this.seen.has(`m:${id}`);
   }
 
   /** The sandbox to move a decided message to, or undefined to process it here. */
@@ -561,7 +572,7 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
     try {
       const base = this.selector.extractContext(attrs, attributesGetter);
       await this.selector.run(key, () => this.onMessage(m, info), base);
-      this.seen.add(identity(m));
+      this.seen.add(`p:${identity(m)}`);
       return true;
     } catch (err) {
       logger().error('branchline: the message handler threw; the message will be received again', {
@@ -599,7 +610,7 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
       const url = await this.sandboxUrl(owner);
       const { sent, failed } = await copyBatch(this.client, url, msgs, { f: this.baselineQueue });
       for (const m of sent) {
-        this.seen.add(identity(m));
+        this.seen.add(`m:${identity(m)}`);
         done.push(m);
       }
       this.stats.moved += sent.length;
