@@ -97,7 +97,10 @@ export interface SqsSelectiveConsumerOptions {
   closeTimeoutMs?: number;
   /**
    * When a sandbox is deleted, its queue is drained back to the baseline queue, then drained again
-   * after this long (for baseline replicas whose route view lags) before it is deleted. Default 2000.
+   * after this long (for baseline replicas whose route view lags) before it is deleted; it must
+   * be longer than the view lag of every baseline replica. A move that takes longer than half of
+   * this is abandoned (the original is received again), so no copy lands after the deletion.
+   * Default 10000.
    */
   drainGraceMs?: number;
   /** Backoff for retrying failed SQS calls and cleanups. Default `{ initialMs: 100, maxMs: 5000, factor: 2 }`. */
@@ -148,6 +151,15 @@ export interface SqsSelectiveConsumer extends EventEmitter {
   cleanupsSettled(): Promise<void>;
   /** Stops receiving, lets running handlers finish (bounded), returns held messages. */
   close(): Promise<void>;
+}
+
+function checkDurationMsOrDefault(v: unknown, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+    throw new TypeError(
+      `branchline: option drainGraceMs must be a number of milliseconds >= 0 (got ${String(v)})`,
+    );
+  return v;
 }
 
 function positiveInt(name: string, v: unknown, fallback: number): number {
@@ -210,7 +222,13 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
   private readonly abort = new AbortController();
   private readonly inflight = new Map<string, InFlight>();
   private readonly holds = new Set<Promise<void>>();
+  private readonly deleting = new Set<Promise<void>>();
   private readonly sandboxUrls = new Map<string, Promise<string>>();
+  /**
+   * Sandboxes whose queue was found deleted while our view still lists them: their cleanup has
+   * run, so the queue is not created again (a message moved there would be lost with it).
+   */
+  private readonly gone = new Set<string>();
   private readonly moves = new Map<string, Set<Promise<unknown>>>();
   private readonly cleanups = new Map<string, Promise<void>>();
   private url: string | undefined;
@@ -253,7 +271,7 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
     this.waitSeconds = Math.round(waitMs / 1000);
     this.pollers = positiveInt('pollers', options.pollers, 2);
     this.closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
-    this.drainGraceMs = options.drainGraceMs ?? 2000;
+    this.drainGraceMs = checkDurationMsOrDefault(options.drainGraceMs, 10_000);
     this.seen = new Window(positiveInt('dedupeWindow', options.dedupeWindow, 100_000));
     this.selector = createMessageSelector({
       service: options.service,
@@ -353,7 +371,9 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
     this.stopped = (async () => {
       this.abort.abort();
       this.unsubscribe();
-      const settled = Promise.all([this.loop, ...this.holds]).then(noop);
+      const settled = Promise.all([this.loop, ...this.holds])
+        .then(() => Promise.all(this.deleting))
+        .then(noop);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([settled, new Promise<void>((r) => (timer = setTimeout(r, this.closeTimeoutMs)))]);
       clearTimeout(timer);
@@ -380,7 +400,10 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
       this.scheduleCleanup(o.sandbox);
     }
     // Create the queue when the sandbox appears, so its consumer can start receiving.
-    for (const o of change.added) this.sandboxUrl(o.sandbox).catch(noop);
+    for (const o of change.added) {
+      this.gone.delete(o.sandbox);
+      this.sandboxUrl(o.sandbox).catch(noop);
+    }
   }
 
   private sandboxUrl(sandbox: string): Promise<string> {
@@ -526,7 +549,12 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
     }
     if (moves) for (const [owner, list] of moves) work.push(this.move(owner, list, done));
     if (work.length) await Promise.all(work);
-    await this.remove(done);
+    // The deletion runs while the poller receives again (bounded: a poller waits when too many
+    // deletions are still pending); close() waits for them.
+    const p = this.remove(done);
+    this.deleting.add(p);
+    void p.finally(() => this.deleting.delete(p));
+    if (this.deleting.size > this.pollers * 2) await Promise.race(this.deleting);
   }
 
   /**
@@ -544,7 +572,7 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
   private ownerOf(d: FinalSelection): string | undefined {
     if (d.action === 'process') return undefined;
     const owner = d.owner;
-    if (owner === undefined || !this.selector.owners.has(owner)) {
+    if (owner === undefined || !this.selector.owners.has(owner) || this.gone.has(owner)) {
       // The owner at the message's time no longer routes the service: its messages are the baseline's.
       this.stats.ownerGone++;
       return undefined;
@@ -608,7 +636,13 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
   private async moveNow(owner: string, msgs: Message[], done: Message[]): Promise<void> {
     try {
       const url = await this.sandboxUrl(owner);
-      const { sent, failed } = await copyBatch(this.client, url, msgs, { f: this.baselineQueue });
+      const { sent, failed } = await copyBatch(
+        this.client,
+        url,
+        msgs,
+        { f: this.baselineQueue },
+        Math.max(500, this.drainGraceMs / 2),
+      );
       for (const m of sent) {
         this.seen.add(`m:${identity(m)}`);
         done.push(m);
@@ -620,6 +654,7 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
       if (isQueueGone(err)) {
         // The sandbox was deleted (and its queue drained) after our view was taken.
         this.sandboxUrls.delete(owner);
+        this.gone.add(owner);
         this.stats.unroutableMoves += msgs.length;
         await Promise.all(msgs.map((m) => this.processInto(m, this.keyOf(m), done)));
         return;

@@ -138,16 +138,33 @@ export async function copyBatch(
   url: string,
   msgs: Message[],
   extra: { f?: string; r?: string },
+  timeoutMs?: number,
 ): Promise<CopyResult> {
+  const command = new SendMessageBatchCommand({
+    QueueUrl: url,
+    Entries: msgs.map((m, i) => ({
+      Id: String(i),
+      MessageBody: m.Body ?? '',
+      MessageAttributes: copyAttributes(m, extra),
+    })),
+  });
+  // No resend by the SDK's retry: a first attempt whose answer was lost may have stored the
+  // copies, and a resend would store identical ones that nobody could tell apart. The caller
+  // makes the originals visible again instead; copies made then are marked as repeats (`c`).
+  command.middlewareStack.add(
+    (next) => {
+      let attempts = 0;
+      return (args) => {
+        if (++attempts > 1)
+          throw Object.assign(new Error('branchline: a copy is not sent twice'), { $retryable: undefined });
+        return next(args);
+      };
+    },
+    { step: 'finalizeRequest', priority: 'low', name: 'branchlineSendOnce' },
+  );
   const out = await client.send(
-    new SendMessageBatchCommand({
-      QueueUrl: url,
-      Entries: msgs.map((m, i) => ({
-        Id: String(i),
-        MessageBody: m.Body ?? '',
-        MessageAttributes: copyAttributes(m, extra),
-      })),
-    }),
+    command,
+    timeoutMs === undefined ? undefined : { abortSignal: AbortSignal.timeout(timeoutMs) },
   );
   const failedIds = new Set((out.Failed ?? []).map((f) => f.Id));
   const sent: Message[] = [];
@@ -181,7 +198,7 @@ export interface SandboxQueueCleanupOptions {
   sandbox: string;
   /**
    * After the sandbox queue is empty, wait this long and drain once more before deleting it, for
-   * moves by baseline replicas whose route view has not seen the deletion yet. Default 2000.
+   * moves by baseline replicas whose route view has not seen the deletion yet. Default 10000.
    */
   drainGraceMs?: number;
   /** Give up (throw) when messages are still in flight in the sandbox queue after this long. Default 60000. */
@@ -262,7 +279,7 @@ export async function removeSandboxQueue(
 ): Promise<SandboxQueueCleanupResult> {
   const { queue, sandbox } = options;
   const sandboxQueue = sandboxQueueName(queue, sandbox);
-  const graceMs = options.drainGraceMs ?? 2000;
+  const graceMs = options.drainGraceMs ?? 10_000;
   const timeoutMs = options.timeoutMs ?? 60_000;
   const visibilityTimeoutMs = options.visibilityTimeoutMs ?? 30_000;
   const sandboxUrl = await queueUrl(client, sandboxQueue);
@@ -277,7 +294,11 @@ export async function removeSandboxQueue(
   let graced = false;
   try {
     for (;;) {
-      returned += await drainOnce(client, sandboxUrl, baselineUrl, sandbox, visibilityTimeoutMs);
+      const n = await drainOnce(client, sandboxUrl, baselineUrl, sandbox, visibilityTimeoutMs);
+      returned += n;
+      // Something arrived since the last look (a replica with an older view still moving): the
+      // queue must stay quiet for a whole grace period before it is deleted.
+      if (n > 0) graced = false;
       if ((await waitingCounts(client, sandboxUrl)) === 0) {
         if (graced) break;
         await sleep(graceMs);
