@@ -24,11 +24,11 @@ import { createRuntime, StaticRouteSource, withRoutingKey } from '@branchline/co
 import { createSqsSelectiveConsumer, sandboxQueueName, withRouting } from '@branchline/sqs';
 import { fmt, printTable, saveResults } from '../lib.mjs';
 
-const N = Number(process.env.BENCH_SQS_MESSAGES ?? 5000);
-const ROUNDS = Number(process.env.BENCH_SQS_ROUNDS ?? 5);
+const N = 5000;
+const ROUNDS = 5;
 const POLLERS = 4;
 const SERVICE = 'orders';
-const endpoint = process.env.BRANCHLINE_SQS_ENDPOINT ?? 'http://127.0.0.1:9324';
+const endpoint = 'http://127.0.0.1:9324';
 
 const client = new SQSClient({
   endpoint,
@@ -106,7 +106,7 @@ function counter() {
 const scenarios = {
   raw: {
     fill: (q) => fill(q, () => 'nobody'),
-    async drain(queue, url) {
+    async drain(_queue, url) {
       const count = counter();
       let stop = false;
       const loop = async () => {
