@@ -181,6 +181,48 @@ it('holds a message its route view cannot decide, extending its visibility, and 
   expect(Number(back[0]!.Attributes!.ApproximateReceiveCount)).toBeGreaterThanOrEqual(3);
 }, 30_000);
 
+it('extends the visibility of a message while a long handler runs, and redelivers one whose handler threw', async () => {
+  const queue = `${prefix}-d`;
+  const url = await createTestQueue(client, queue);
+  const routes = new StaticRouteSource({ sandboxes: [] });
+  const calls: { body: string; redelivered: boolean }[] = [];
+  const c = createSqsSelectiveConsumer({
+    client,
+    queue,
+    service: SERVICE,
+    sandbox: null,
+    routes,
+    runtime,
+    waitTimeMs: 1000,
+    visibilityTimeoutMs: 1000,
+    pollers: 1,
+    backoff: { initialMs: 100, maxMs: 200 },
+    onMessage: async (m, info) => {
+      calls.push({ body: m.Body!, redelivered: info.redelivered });
+      if (m.Body === 'slow') await new Promise((r) => setTimeout(r, 3500));
+      if (m.Body === 'fails' && !info.redelivered) throw new Error('first attempt fails');
+    },
+  });
+  consumers.push(c);
+  await c.ready();
+  await send(url, 'slow');
+  await eventually(() => calls.length === 1, 'the slow handler to start');
+  const other = testClient().client;
+  const until = Date.now() + 3000;
+  while (Date.now() < until) expect(await receiveRaw(other, url, 1)).toEqual([]);
+  await eventually(async () => (await countMessages(client, url)) === 0, 'the slow message deleted');
+  expect(calls).toEqual([{ body: 'slow', redelivered: false }]);
+  expect(c.stats.extended).toBeGreaterThanOrEqual(2);
+
+  await send(url, 'fails');
+  await eventually(() => calls.length === 3, 'the failed message received again');
+  expect(calls.slice(1)).toEqual([
+    { body: 'fails', redelivered: false },
+    { body: 'fails', redelivered: true },
+  ]);
+  await eventually(async () => (await countMessages(client, url)) === 0, 'the message deleted after success');
+}, 30_000);
+
 it('rejects bad options with a clear message', () => {
   expect(() =>
     createSqsSelectiveConsumer({ client, queue: 'https://sqs/x', onMessage: () => {}, service: SERVICE }),
