@@ -350,7 +350,11 @@ class SqsSelectiveConsumerImpl extends EventEmitter implements SqsSelectiveConsu
           attempt = -1;
           continue;
         }
-        return await createQueue(this.client, this.queue, this.sandboxQueueAttributes);
+        // The baseline creates the queue when it sees the sandbox; creating it here could bring
+        // back a queue a cleanup just deleted, with nobody left to drain it.
+        const url = await queueUrl(this.client, this.queue);
+        if (url) return url;
+        await sleep(Math.min(1000, this.selector.retryDelayMs(Math.min(attempt, 6))));
       } catch (err) {
         if (String((err as Error).message).startsWith('branchline:')) throw err;
         this.stats.errors++;

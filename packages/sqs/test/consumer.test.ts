@@ -241,3 +241,17 @@ it('rejects bad options with a clear message', () => {
   expect(long.length).toBeLessThanOrEqual(80);
   expect(long).not.toBe(sandboxQueueName('q'.repeat(60), `${'s'.repeat(62)}t`));
 });
+
+it('says which queue is missing when the baseline queue does not exist', async () => {
+  const c = createSqsSelectiveConsumer({
+    client,
+    queue: `${prefix}-missing`,
+    service: SERVICE,
+    sandbox: null,
+    routes: new StaticRouteSource({ sandboxes: [] }),
+    runtime,
+    onMessage: () => {},
+  });
+  consumers.push(c);
+  await expect(c.ready()).rejects.toThrow(/queue "bl-cons-.*-missing" does not exist; create it/);
+});
