@@ -370,6 +370,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   expect(events).toBeGreaterThanOrEqual(50);
   expect(socketsDropped).toBeGreaterThan(0);
   expect(repeatsBeforeDrop).toBe(0);
+  expect(redelivered).toBeGreaterThan(0); // the drop did hit messages in flight, and they came back
   expect(bySandbox).toBeGreaterThan(1000);
   expect(leftovers).toEqual([]);
 });
