@@ -10,7 +10,7 @@ import {
   SendMessageBatchCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
-import { logger } from '@branchline/core';
+import { logger, warnRateLimited } from '@branchline/core';
 import { BRANCHLINE_ATTRIBUTE, formatMeta, type MessageAttributes, parseMeta } from './attributes.js';
 
 /** SQS limits queue names to 80 characters: letters, digits, `-` and `_`. */
@@ -119,8 +119,9 @@ export function copyAttributes(m: Message, extra: { f?: string; r?: string }): M
   if (attrs[BRANCHLINE_ATTRIBUTE] !== undefined || Object.keys(attrs).length < 10)
     attrs[BRANCHLINE_ATTRIBUTE] = { DataType: 'String', StringValue: value };
   else
-    logger().warn(
-      'branchline: an SQS message with 10 attributes was copied without its Branchline attribute; its copy cannot be recognised as a repeat',
+    warnRateLimited(
+      'sqs-copy-attributes',
+      'branchline: an SQS message with 10 attributes was copied without its Branchline attribute; its copy cannot be recognised as a repeat (send at most 8 attributes of your own)',
       { messageId: m.MessageId },
     );
   return Object.keys(attrs).length ? attrs : undefined;
