@@ -77,8 +77,9 @@ describe('GitHub webhook with a sandbox template', () => {
     expect(s!.name).toBe('pr-42');
     expect(s!.labels).toEqual({ team: 'shop', branch: 'feature-x', pr: '42', repo: 'acme/shop', sha: SHA1 });
     expect(s!.overrides.orders!.http).toBe('http://orders-pr-42.shop.svc:8080');
+    const revision = (await send(url, 'GET', '/v1/sandboxes')).json.revision;
     // GitHub redelivers with a new id, or sends opened and reopened close together.
-    const again = await deliver(url, event('opened', 42));
+    const again = await deliver(url, event('opened', 42, { sha: SHA2 }));
     expect(again.status).toBe(200);
     expect(again.json).toMatchObject({ created: false, sandbox: 'pr-42', key: s!.key });
     const reopened = await deliver(url, event('reopened', 42));
@@ -86,6 +87,9 @@ describe('GitHub webhook with a sandbox template', () => {
     const after = await live(url);
     expect(after.map((x) => x.name)).toEqual(['pr-42']);
     expect(after[0]!.key).toBe(s!.key);
+    // Left as it was: no write at all, so not even its sha label changed.
+    expect(after[0]!.labels.sha).toBe(SHA1);
+    expect((await send(url, 'GET', '/v1/sandboxes')).json.revision).toBe(revision);
   });
 
   it('many deliveries of one opened event at once create one sandbox', async () => {
