@@ -2,25 +2,37 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 /**
- * `read`: list and watch. `write`: create, change and delete (implies `read` and `report`).
- * `report`: only send routing activity (`POST /v1/activity`), for services' SDKs.
+ * `read`: list and watch. `write`: create, change and delete (implies `read`, `report` and
+ * `announce`). `report`: only send routing activity (`POST /v1/activity`), for services' SDKs.
+ * `announce`: only announce, renew and withdraw endpoints by heartbeat
+ * (`POST /v1/sandboxes/{name}/heartbeat`), for sandbox workloads; see `TokenEntry.sandboxes`.
  */
-export type Scope = 'read' | 'write' | 'report';
+export type Scope = 'read' | 'write' | 'report' | 'announce';
+
+const SCOPES: readonly Scope[] = ['read', 'write', 'report', 'announce'];
 
 export interface TokenEntry {
   token: string;
   scopes: Scope[];
   /** Shown in logs and 403 messages instead of the token. */
   name?: string;
+  /**
+   * With the `announce` scope (and not `write`): the sandboxes it may announce for, as names or
+   * patterns where `*` stands for any characters (`pr-*`). Default: every sandbox.
+   */
+  sandboxes?: string[];
 }
+
+/** A sandbox name, or a pattern of one with `*` for any characters. */
+const SANDBOX_PATTERN_RE = /^[a-z0-9*-]{1,63}$/;
 
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
 /**
- * Reads tokens from a file's text: a JSON array of `{token, scopes, name}`, or lines of
- * `TOKEN SCOPES [NAME]` (scopes comma-separated; `#` starts a comment).
+ * Reads tokens from a file's text: a JSON array of `{token, scopes, name, sandboxes}`, or lines
+ * of `TOKEN SCOPES [NAME] [sandboxes=PATTERN,…]` (scopes comma-separated; `#` starts a comment).
  */
 export function parseTokens(text: string, source = 'tokens'): TokenEntry[] {
   const trimmed = text.trim();
@@ -34,20 +46,88 @@ export function parseTokens(text: string, source = 'tokens'): TokenEntry[] {
   trimmed.split(/[\n;]/).forEach((line, i) => {
     const l = line.replace(/#.*/, '').trim();
     if (!l) return;
-    const [token, scopes = 'read', name] = l.split(/\s+/);
-    out.push(checkEntry({ token, scopes: scopes.split(','), name }, `${source} line ${i + 1}`));
+    const where = `${source} line ${i + 1}`;
+    const [token, scopes = 'read', ...rest] = l.split(/\s+/);
+    let name: string | undefined;
+    let sandboxes: string[] | undefined;
+    for (const field of rest) {
+      if (field.startsWith('sandboxes=')) sandboxes = field.slice('sandboxes='.length).split(',');
+      else if (name === undefined) name = field;
+      else
+        throw new Error(
+          `${where}: unexpected ${JSON.stringify(field)}; a line is TOKEN SCOPES [NAME] [sandboxes=PATTERN,…]`,
+        );
+    }
+    out.push(checkEntry({ token, scopes: scopes.split(','), name, sandboxes }, where));
   });
   return out;
 }
 
-function checkEntry(e: { token?: unknown; scopes?: unknown; name?: unknown }, where: string): TokenEntry {
+function checkEntry(
+  e: { token?: unknown; scopes?: unknown; name?: unknown; sandboxes?: unknown },
+  where: string,
+): TokenEntry {
   if (typeof e.token !== 'string' || e.token.length < 16)
     throw new Error(`${where}: a token must be a string of at least 16 characters`);
   const scopes = Array.isArray(e.scopes) ? e.scopes : [];
   for (const s of scopes)
-    if (s !== 'read' && s !== 'write' && s !== 'report')
-      throw new Error(`${where}: unknown scope ${JSON.stringify(s)} (read, write, report)`);
-  return { token: e.token, scopes: scopes as Scope[], name: typeof e.name === 'string' ? e.name : undefined };
+    if (!SCOPES.includes(s))
+      throw new Error(`${where}: unknown scope ${JSON.stringify(s)} (${SCOPES.join(', ')})`);
+  const entry: TokenEntry = {
+    token: e.token,
+    scopes: scopes as Scope[],
+    name: typeof e.name === 'string' ? e.name : undefined,
+  };
+  if (e.sandboxes === undefined) return entry;
+  return { ...entry, sandboxes: checkSandboxes(entry.scopes, e.sandboxes, where) };
+}
+
+/** The sandboxes an announce token is bound to, checked: patterns, and only with `announce` without `write`. */
+function checkSandboxes(scopes: readonly Scope[], sandboxes: unknown, where: string): string[] {
+  if (!Array.isArray(sandboxes) || sandboxes.length === 0)
+    throw new Error(
+      `${where}: sandboxes must be a non-empty list of sandbox names or patterns such as "pr-*"`,
+    );
+  for (const p of sandboxes)
+    if (typeof p !== 'string' || !SANDBOX_PATTERN_RE.test(p))
+      throw new Error(
+        `${where}: sandboxes: ${JSON.stringify(p)} is not a sandbox name or pattern (lowercase letters, digits, "-" and "*" for any characters, like "pr-*")`,
+      );
+  if (!scopes.includes('announce'))
+    throw new Error(
+      `${where}: sandboxes limits the announce scope; add "announce" to the scopes or drop sandboxes`,
+    );
+  if (scopes.includes('write'))
+    throw new Error(
+      `${where}: a write token may announce for every sandbox, so sandboxes would not limit it; drop "write" or sandboxes`,
+    );
+  return [...sandboxes];
+}
+
+/** Whether `name` matches a sandbox pattern (`*` stands for any characters, also none). */
+export function matchesSandboxPattern(pattern: string, name: string): boolean {
+  const parts = pattern.split('*');
+  if (parts.length === 1) return pattern === name;
+  const first = parts[0]!;
+  const last = parts[parts.length - 1]!;
+  if (name.length < first.length + last.length || !name.startsWith(first) || !name.endsWith(last))
+    return false;
+  let at = first.length;
+  const end = name.length - last.length;
+  for (const mid of parts.slice(1, -1)) {
+    const i = name.indexOf(mid, at);
+    if (i < 0 || i + mid.length > end) return false;
+    at = i + mid.length;
+  }
+  return true;
+}
+
+/** Who presented a token: its name, scopes and (for a bound announce token) its sandboxes. */
+export interface TokenHolder {
+  name: string;
+  scopes: Set<Scope>;
+  /** The sandboxes an announce token is bound to; undefined: every sandbox. */
+  sandboxes?: string[];
 }
 
 export function readTokensFile(path: string): TokenEntry[] {
@@ -56,14 +136,17 @@ export function readTokensFile(path: string): TokenEntry[] {
 
 /** Bearer-token checks. Each presented token is hashed and compared with every known hash in constant time. */
 export class TokenAuth {
-  private readonly entries: { hash: Buffer; scopes: Set<Scope>; name: string }[];
+  private readonly entries: (TokenHolder & { hash: Buffer })[];
 
   constructor(tokens: TokenEntry[]) {
     this.entries = tokens.map((t, i) => ({
       hash: sha256(t.token),
-      // write implies read (a writer can always see what it wrote) and report.
-      scopes: new Set<Scope>(t.scopes.includes('write') ? ['read', 'write', 'report'] : t.scopes),
+      // write implies read (a writer can always see what it wrote), report and announce.
+      scopes: new Set<Scope>(t.scopes.includes('write') ? SCOPES : t.scopes),
       name: t.name ?? `token #${i + 1}`,
+      ...(t.sandboxes !== undefined
+        ? { sandboxes: checkSandboxes(t.scopes, t.sandboxes, `tokens[${i}] (${t.name ?? 'unnamed'})`) }
+        : {}),
     }));
   }
 
@@ -72,7 +155,7 @@ export class TokenAuth {
   }
 
   /** The entry the bearer token belongs to, or undefined. */
-  identify(authorization: string | undefined): { name: string; scopes: Set<Scope> } | undefined {
+  identify(authorization: string | undefined): TokenHolder | undefined {
     const token = bearer(authorization);
     if (token === undefined) return undefined;
     const h = sha256(token);

@@ -22,3 +22,4 @@ export { SqliteStore } from './sqlite-store.js';
 export { RegistryError } from './state.js';
 export type { Lease, LoadedState, Secret, Store, WriteContext } from './store.js';
 export type { Change, GroupDoc, ObjectKind, SandboxDoc, SandboxStatus } from './types.js';
+export type { GithubSandboxTemplate } from './webhook-template.js';

@@ -6,7 +6,13 @@ import { routingBaggage } from '@branchline/core';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RouteTable } from '@branchline/core/transport';
 import type { ActivityLog } from './activity.js';
-import { type Scope, type TokenAuth, tokenMatchesHash } from './auth.js';
+import {
+  matchesSandboxPattern,
+  type Scope,
+  type TokenAuth,
+  type TokenHolder,
+  tokenMatchesHash,
+} from './auth.js';
 import { renderDashboard } from './dashboard.js';
 import { ClientGoneError, checkBrowserWrite, isWrite, pathSegments } from './http-guards.js';
 import { type LogFn, notFound, readJson, send } from './http-io.js';
@@ -193,11 +199,11 @@ async function answerRequest(h: RouterHost, req: IncomingMessage, res: ServerRes
         }
       }
       if (name !== undefined && sub === 'heartbeat' && method === 'POST') {
-        await authorizeSandbox(h, req, name);
+        await authorizeSandbox(h, req, name, 'announce');
         return send(res, 200, await h.heartbeat(name, await readJson(req, maxBody)));
       }
       if (name !== undefined && sub === 'resources' && subname !== undefined && method === 'GET') {
-        const s = await authorizeSandbox(h, req, name);
+        const s = await authorizeSandbox(h, req, name, 'write');
         const r = s.resources[subname];
         if (!r) throw notFound('resource', subname);
         const secret = await h.store.getSecret(s.id);
@@ -270,9 +276,9 @@ async function answerRequest(h: RouterHost, req: IncomingMessage, res: ServerRes
   }
 }
 
-function authorize(h: RouterHost, req: IncomingMessage, scope: Scope): void {
-  if (!h.auth.enabled) return;
-  if (scope === 'read' && !h.readRequiresToken) return;
+function authorize(h: RouterHost, req: IncomingMessage, scope: Scope): TokenHolder | undefined {
+  if (!h.auth.enabled) return undefined;
+  if (scope === 'read' && !h.readRequiresToken) return undefined;
   const header = req.headers.authorization;
   const who = h.auth.identify(header);
   if (!who)
@@ -287,12 +293,21 @@ function authorize(h: RouterHost, req: IncomingMessage, scope: Scope): void {
     throw new RegistryError(
       403,
       'forbidden',
-      `token "${who.name}" has scopes [${[...who.scopes].join(', ')}]; this request needs "${scope}"`,
+      `token "${who.name}" has scopes [${[...who.scopes].join(', ')}]; this request needs "${scope}"${scope === 'announce' ? ' (or "write", which implies it)' : ''}`,
     );
+  return who;
 }
 
-/** A write token, or the sandbox-scoped token returned when the sandbox was created. */
-async function authorizeSandbox(h: RouterHost, req: IncomingMessage, name: string): Promise<SandboxDoc> {
+/**
+ * The sandbox-scoped token returned when the sandbox was created, or a token with `scope`
+ * (`announce`: one bound to sandboxes must name this one).
+ */
+async function authorizeSandbox(
+  h: RouterHost,
+  req: IncomingMessage,
+  name: string,
+  scope: 'announce' | 'write',
+): Promise<SandboxDoc> {
   const s = h.state.sandbox(name);
   if (!h.auth.enabled) {
     if (!s) throw notFound('sandbox', name);
@@ -303,7 +318,13 @@ async function authorizeSandbox(h: RouterHost, req: IncomingMessage, name: strin
     const secret = await h.store.getSecret(s.id);
     if (secret?.tokenHash && tokenMatchesHash(token, secret.tokenHash)) return s;
   }
-  authorize(h, req, 'write');
+  const who = authorize(h, req, scope);
+  if (who?.sandboxes && !who.sandboxes.some((p) => matchesSandboxPattern(p, name)))
+    throw new RegistryError(
+      403,
+      'forbidden',
+      `token "${who.name}" may announce only for the sandboxes ${who.sandboxes.join(', ')} (its "sandboxes"); this request is for sandbox ${JSON.stringify(name)}`,
+    );
   if (!s) throw notFound('sandbox', name);
   return s;
 }

@@ -35,6 +35,7 @@ import {
   effectiveOverrides,
   endpointArrays,
   generateKey,
+  labelValue,
   newId,
   RegistryError,
   RegistryState,
@@ -45,6 +46,7 @@ import {
 import type { Store } from './store.js';
 import { TtlPolicy } from './ttl.js';
 import type { Change, GroupDoc, PendingChange, SandboxDoc } from './types.js';
+import { type GithubSandboxTemplate, SandboxTemplate } from './webhook-template.js';
 import { githubWebhook } from './webhooks.js';
 
 export interface RegistryServerOptions {
@@ -61,6 +63,14 @@ export interface RegistryServerOptions {
   readRequiresToken?: boolean;
   /** Secret of the GitHub webhook; without it `POST /v1/webhooks/github` answers 401. */
   githubWebhookSecret?: string;
+  /**
+   * What the GitHub webhook creates when a pull request is opened or reopened, and refreshes on a
+   * push to it (`synchronize`): a JSON or YAML file's path, or the object. A sandbox create body
+   * (`key`, `labels`, `overrides`, `resources`, `ttl`) plus `name`, whose string values may use
+   * `${PR}`, `${REPO}`, `${OWNER}`, `${BRANCH}` and `${SHA}`. Without it those actions are
+   * ignored. See docs/registry.md#github-webhook.
+   */
+  githubSandboxTemplate?: string | GithubSandboxTemplate;
   resourceHooks?: ResourceHook[];
   /** How often watchers get a heartbeat carrying `completeUntil`. Default 500 ms. */
   heartbeatIntervalMs?: number;
@@ -163,6 +173,7 @@ export class RegistryServer {
     >
   > & { githubWebhookSecret?: string };
   private readonly allowEndpoints: EndpointAllowList;
+  private readonly sandboxTemplate: SandboxTemplate | undefined;
   readonly log: NonNullable<RegistryServerOptions['log']>;
 
   constructor(options: RegistryServerOptions = {}) {
@@ -188,6 +199,10 @@ export class RegistryServer {
       githubWebhookSecret: options.githubWebhookSecret,
     };
     this.ttl = new TtlPolicy(options.defaultTtlMs, options.maxTtlMs);
+    this.sandboxTemplate =
+      options.githubSandboxTemplate === undefined
+        ? undefined
+        : new SandboxTemplate(options.githubSandboxTemplate);
     this.allowEndpoints = new EndpointAllowList(
       options.allowEndpoints ?? listFromEnv('BRANCHLINE_REGISTRY_ALLOW_ENDPOINTS'),
     );
@@ -228,6 +243,10 @@ export class RegistryServer {
           store: this.store,
           state: this.state,
           deleteSandbox: async (name) => (await this.deleteSandbox(name, 'webhook', false)) !== undefined,
+          template: this.sandboxTemplate,
+          log: this.log,
+          createSandboxIfAbsent: (name, body) => this.putSandbox(name, body, { ifAbsent: true }),
+          refreshSandbox: (name, match, labels, ttl) => this.refreshSandbox(name, match, labels, ttl),
         }),
       putSandbox: (name, input) => this.putSandbox(name, input),
       deleteSandbox: (name, reason, wait) => this.deleteSandbox(name, reason, wait),
@@ -450,9 +469,11 @@ export class RegistryServer {
     }
   }
 
+  /** Creates or replaces a sandbox; with `ifAbsent`, a live sandbox of that name is left as it is. */
   async putSandbox(
     name: string,
     input: unknown,
+    options: { ifAbsent?: boolean } = {},
   ): Promise<{ sandbox: SandboxDoc; created: boolean; revision: number; sandboxToken?: string }> {
     checkName(name, 'sandbox');
     const body: SandboxBody = parseBody(sandboxBody, input);
@@ -481,6 +502,7 @@ export class RegistryServer {
     const token = `bls_${randomBytes(24).toString('base64url')}`;
     const { result, revision } = await this.mutateAt((time) => {
       const old = this.state.sandbox(name);
+      if (old && options.ifAbsent) return { changes: [], result: { sandbox: old, created: false } };
       if (old && body.key !== undefined && body.key !== old.key)
         throw new RegistryError(
           409,
@@ -543,6 +565,35 @@ export class RegistryServer {
     }
     this.provisioner.startProvisioning(name);
     return { ...result, revision, sandboxToken };
+  }
+
+  /**
+   * The GitHub webhook's refresh of a pull request's sandbox: new labels merged in and a new
+   * expiry (`ttl`, or the default TTL). Only a live sandbox labelled with that pull request (and
+   * repository, when it has a `repo` label) is touched; undefined otherwise.
+   */
+  async refreshSandbox(
+    name: string,
+    match: { pr: string; repo: string },
+    labels: Record<string, string>,
+    ttl: string | number | undefined,
+  ): Promise<SandboxDoc | undefined> {
+    if (ttl !== undefined) this.ttl.check({ ttl });
+    return this.mutate((time) => {
+      const s = this.state.sandbox(name);
+      const repo = s && labelValue(s.labels, 'repo');
+      if (!s || labelValue(s.labels, 'pr') !== match.pr || (repo !== undefined && repo !== match.repo))
+        return { changes: [], result: undefined };
+      const doc: SandboxDoc = {
+        ...s,
+        labels: { ...s.labels, ...labels },
+        expiresAt: this.ttl.expiry({ ttl }, time),
+        updatedAt: time,
+      };
+      const changes: PendingChange[] = [{ type: 'replace', kind: 'sandbox', id: s.id, name, object: doc }];
+      changes.push(...unmatchedGroups(this.state, [doc], time));
+      return { changes, result: doc };
+    });
   }
 
   /** Tombstones the sandbox (it stops routing now), then removes its resources. */

@@ -38,6 +38,13 @@ export function registerRegistryCommand(program: Command, { out }: CommandContex
         'BRANCHLINE_GITHUB_WEBHOOK_SECRET',
       ),
     )
+    .addOption(
+      new Option(
+        '--github-sandbox-template <file>',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the template's variables, spelled as in the file
+        'JSON or YAML sandbox (create body and name, with ${PR} ${REPO} ${OWNER} ${BRANCH} ${SHA}) the GitHub webhook creates when a pull request opens',
+      ).env('BRANCHLINE_GITHUB_SANDBOX_TEMPLATE'),
+    )
     .option(
       '--plugin <module>',
       'load a registry plugin (a module exporting resourceHooks and/or setup(server)); repeatable',
@@ -106,6 +113,7 @@ export function registerRegistryCommand(program: Command, { out }: CommandContex
           tokensFile: opts.tokenFile,
           readRequiresToken: opts.publicReads ? false : undefined,
           githubWebhookSecret: opts.githubWebhookSecret,
+          githubSandboxTemplate: opts.githubSandboxTemplate,
           tombstoneRetentionMs: dur(opts.tombstoneRetention, '--tombstone-retention'),
           defaultTtlMs,
           maxTtlMs: opts.maxTtl === 'none' ? null : dur(opts.maxTtl, '--max-ttl'),
