@@ -19,7 +19,7 @@ export interface WorkloadAnnouncementOptions {
   sandbox?: string;
   /** `BRANCHLINE_REGISTRY`: registry base URL. */
   registry?: string;
-  /** `BRANCHLINE_TOKEN`: the sandbox token (printed once when the sandbox is created) or a write token. */
+  /** `BRANCHLINE_TOKEN`: the sandbox token (printed once when the sandbox is created) , an announce token, or a write token. */
   token?: string;
   /**
    * `BRANCHLINE_TOKEN_FILE`: a file holding the token (a mounted Secret). Read before every
@@ -505,7 +505,7 @@ function explainRefusal(code: number, body: string, s: Settings): string {
   const said = message ? `: ${message}` : '';
   const tokenFrom = s.tokenFile ? `the token in ${s.tokenFile}` : s.token ? 'BRANCHLINE_TOKEN' : 'no token';
   if (code === 401 || code === 403)
-    return `the registry refused ${tokenFrom} (${code}${said}); give the sandbox token printed by "branchline sandbox create ${s.sandbox}" (or a token with the write scope) in BRANCHLINE_TOKEN or BRANCHLINE_TOKEN_FILE`;
+    return `the registry refused ${tokenFrom} (${code}${said}); give the sandbox token printed by "branchline sandbox create ${s.sandbox}" (or a token with the announce or write scope) in BRANCHLINE_TOKEN or BRANCHLINE_TOKEN_FILE`;
   if (code === 404)
     return `the registry has no sandbox ${s.sandbox} (404); create it first (branchline sandbox create ${s.sandbox}) — this workload keeps trying`;
   if (code === 400 || code === 413)

@@ -1,10 +1,10 @@
 import { routingBaggage } from '@branchline/core';
+import { RouteTable } from '@branchline/core/transport';
 // The HTTP API: which request goes where, who may make it, how errors are answered. The
 // registry's behaviour lives in server.ts and the modules it composes; this file maps requests
 // onto it. See docs/registry.md for the API.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RouteTable } from '@branchline/core/transport';
 import type { ActivityLog } from './activity.js';
 import {
   matchesSandboxPattern,
