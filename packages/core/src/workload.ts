@@ -19,7 +19,7 @@ export interface WorkloadAnnouncementOptions {
   sandbox?: string;
   /** `BRANCHLINE_REGISTRY`: registry base URL. */
   registry?: string;
-  /** `BRANCHLINE_TOKEN`: the sandbox token (printed once when the sandbox is created) , an announce token, or a write token. */
+  /** `BRANCHLINE_TOKEN`: the sandbox token (printed once when the sandbox is created), an announce token, or a write token. */
   token?: string;
   /**
    * `BRANCHLINE_TOKEN_FILE`: a file holding the token (a mounted Secret). Read before every
