@@ -10,8 +10,12 @@
 // Legs that need a broker run when it is reachable: Kafka on 127.0.0.1:9092
 // (`bash scripts/kafka.sh start`) and RabbitMQ on 127.0.0.1:5672. PostgreSQL on 127.0.0.1:5432
 // holds the orders (database `branchline_demo`, created on first run); the sandbox pr-103 gets a
-// copy of it for a schema change (@branchline/pg), dropped with the sandbox. Without a broker or
-// PostgreSQL, the demo says what it skipped and how to enable it. Ctrl-C stops everything it started.
+// copy of it for a schema change (@branchline/pg), dropped with the sandbox. Three more legs,
+// each in a module of its own, show pr-101's key choosing its consumer on NATS JetStream
+// (127.0.0.1:4222, examples/nats-leg.mjs) and its worker on BullMQ (Redis on 127.0.0.1:6379,
+// examples/bullmq-leg.mjs), and its database through a routed MySQL pool (MariaDB on
+// 127.0.0.1:3306, examples/mysql-leg.mjs). Without a broker or database, the demo says what it
+// skipped and how to enable it. Ctrl-C stops everything it started.
 import { spawn } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -22,6 +26,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { postgresResourceHook } from '@branchline/pg';
 import { createRegistryServer } from '@branchline/registry';
+import { bullmqLeg } from './bullmq-leg.mjs';
+import { mysqlLeg } from './mysql-leg.mjs';
 import { natsLeg } from './nats-leg.mjs';
 
 const verbose = process.argv.includes('--verbose');
@@ -672,9 +678,14 @@ async function main() {
     ok(`pr-103   ${legs.sandboxDb.database}.demo_orders: ${show(legs.sandboxDb.database)}`);
   }
 
-  const natsOk = created.includes('pr-101')
-    ? await natsLeg({ registryUrl, runId, out: { step, ok, skip, fail: (m) => say(`  ${red('✗')} ${m}`) } })
-    : true;
+  // Legs of their own (examples/*-leg.mjs), each using sandbox pr-101's routes from the registry.
+  let legsOk = true;
+  if (created.includes('pr-101'))
+    for (const leg of [natsLeg, bullmqLeg, mysqlLeg]) {
+      checkAbort();
+      const out = { step, ok, skip, fail: (m) => say(`  ${red('✗')} ${m}`) };
+      if (!(await leg({ registryUrl, runId, out }))) legsOk = false;
+    }
 
   step('Which version served what');
   say(`  ${'key'.padEnd(8)} ${SERVICES.map((s) => s.padEnd(14)).join('')}`.trimEnd());
@@ -723,7 +734,7 @@ async function main() {
     });
     await new Promise((resolve) => abort.signal.addEventListener('abort', resolve));
   }
-  return results.every((r) => r.complete) && natsOk;
+  return results.every((r) => r.complete) && legsOk;
 }
 
 async function cleanup() {

@@ -31,19 +31,21 @@ export async function natsLeg({ registryUrl, runId, sandbox = 'pr-101', service 
     out.skip(`NATS leg skipped: no nats-server on ${NATS}; start \`nats-server -js\` and run the demo again`);
     return true;
   }
-  const [{ createRegistrySource, withRoutingKey }, nats, { jetstream, jetstreamManager }, { connect }] =
-    await Promise.all([
-      import('@branchline/core'),
-      import('@branchline/nats'),
-      import('@nats-io/jetstream'),
-      import('@nats-io/transport-node'),
-    ]);
   const stream = `DEMO_${runId}`.toUpperCase();
-  const routes = createRegistrySource({ url: registryUrl });
+  let routes;
   let nc;
   let jsm;
   const consumers = [];
   try {
+    const [{ withRoutingKey }, { createRegistrySource }, nats, { jetstream, jetstreamManager }, { connect }] =
+      await Promise.all([
+        import('@branchline/core'),
+        import('@branchline/core/transport'),
+        import('@branchline/nats'),
+        import('@nats-io/jetstream'),
+        import('@nats-io/transport-node'),
+      ]);
+    routes = createRegistrySource({ registry: registryUrl });
     nc = nats.instrumentConnection(await connect({ servers: NATS, name: 'branchline-demo' }));
     const js = nats.instrumentJetStream(jetstream(nc));
     jsm = await jetstreamManager(nc);
@@ -87,6 +89,6 @@ export async function natsLeg({ registryUrl, runId, sandbox = 'pr-101', service 
     for (const c of consumers) await c.stop().catch(() => {});
     if (jsm) await jsm.streams.delete(stream).catch(() => {});
     await nc?.close().catch(() => {});
-    await routes.close().catch(() => {});
+    await routes?.close().catch(() => {});
   }
 }

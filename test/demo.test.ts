@@ -1,4 +1,6 @@
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
@@ -103,18 +105,56 @@ describe('npm run demo', () => {
     // NATS JetStream: each of two messages processed by exactly one selective consumer.
     expect(out).toMatch(/message with no key\s+→ payments baseline\s+\(durable payments\)/);
     expect(out).toMatch(/message with key pr-101 → payments @pr-101\s+\(durable payments_sandbox_pr-101\)/);
+    // BullMQ: the baseline worker processes the job with no key and moves the keyed one to
+    // pr-101's queue, whose worker processes it; each runs once.
+    expect(out).toMatch(/job with no key\s+→ payments baseline\s+\(queue payments-jobs\)/);
+    expect(out).toMatch(/job with key pr-101 → payments @pr-101\s+\(queue payments-jobs\.sandbox\.pr-101\)/);
+    expect(out).toContain('the baseline worker moved 1 job to payments-jobs.sandbox.pr-101');
+    // MySQL: one routed query, two databases: the baseline's rows and schema, and pr-101's copy
+    // with its new column and row; both databases are gone afterwards, and so are the Redis keys.
+    const fees = out.match(/baseline database (bldemo_fees_\w+)/)?.[1];
+    expect(fees, out).toBeDefined();
+    const copy = `bldemo_sb_pr-101__${fees}`;
+    expect(out).toContain(
+      `query with no key     → ${fees}: 2 rows (standard, wholesale); columns id, rule, percent`,
+    );
+    expect(out).toContain(
+      `query with key pr-101 → ${copy}: 3 rows (standard, wholesale, new rule); columns id, rule, percent, fixed_cents`,
+    );
+    expect(out).toContain(`${copy} and ${fees} dropped`);
+    const my = await mysql.createConnection({ host: '127.0.0.1', port: 3306, user: 'root' });
+    try {
+      const [rows] = await my.query(
+        'SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN (?, ?)',
+        [fees, copy],
+      );
+      expect(rows).toEqual([]);
+    } finally {
+      await my.end();
+    }
+    const runId = fees!.slice('bldemo_fees_'.length);
+    const redis = new Redis({ host: '127.0.0.1', port: 6379, lazyConnect: true });
+    try {
+      await redis.connect();
+      expect(await redis.keys(`bldemo-${runId}:*`)).toEqual([]);
+    } finally {
+      redis.disconnect();
+    }
     expect(out).toContain('DELETE /v1/sandboxes/pr-101');
     expect(out).toContain('DELETE /v1/sandboxes/pr-102');
     expect(out).toContain('nothing left running');
     expectNoProcessLeft(out);
   }, 180_000);
 
-  it('skips the Kafka and RabbitMQ legs, saying how to enable them, when no broker is reachable', async () => {
+  it('skips the broker and MySQL legs, saying how to enable them, when none is reachable', async () => {
     const closed = await freePort();
     const p = startNode(demo, [], {
       ...env,
       BRANCHLINE_KAFKA_BROKER: `127.0.0.1:${closed}`,
       BRANCHLINE_AMQP_URL: `amqp://guest:guest@127.0.0.1:${closed}`,
+      BRANCHLINE_NATS_URL: `127.0.0.1:${closed}`,
+      BRANCHLINE_REDIS_URL: `redis://127.0.0.1:${closed}`,
+      BRANCHLINE_MYSQL_URL: `mysql://root@127.0.0.1:${closed}`,
     });
     const code = await exitOf(p, 120_000);
     const out = p.output();
@@ -123,6 +163,10 @@ describe('npm run demo', () => {
     expect(out).toContain('bash scripts/kafka.sh start');
     expect(out).toContain('RabbitMQ leg skipped (notifications)');
     expect(out).toContain('sandbox pr-102 (shipping with a new carrier) skipped');
+    expect(out).toContain(`NATS leg skipped: no nats-server on 127.0.0.1:${closed}`);
+    expect(out).toContain(`BullMQ leg skipped: no Redis on 127.0.0.1:${closed}`);
+    expect(out).toContain(`MySQL leg skipped: no MariaDB or MySQL on 127.0.0.1:${closed}`);
+    expect(out).not.toMatch(/message with|job with|query with/);
     expect(summaryRow(out, '(none)')).toEqual(['baseline', 'baseline', 'baseline', 'skipped', 'skipped']);
     expect(summaryRow(out, 'pr-101')).toEqual(['baseline', 'baseline', 'pr-101', 'skipped', 'skipped']);
     expect(summaryRow(out, 'pr-103')).toEqual(['baseline', 'pr-103', 'baseline', 'skipped', 'skipped']);

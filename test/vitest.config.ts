@@ -5,8 +5,9 @@ export default defineProject({
     name: 'e2e',
     include: ['**/*.test.ts'],
     globalSetup: ['./setup/global.ts'],
-    // demo, pg-*, registry-postgres/resources: PostgreSQL; amqp-*: RabbitMQ; kafka-*: Kafka.
-    provide: { services: ['postgres', 'rabbitmq', 'kafka'] },
+    // demo, pg-*, registry-postgres/resources: PostgreSQL; amqp-*: RabbitMQ; kafka-*: Kafka;
+    // demo also NATS, Redis and MariaDB (its NATS, BullMQ and MySQL legs).
+    provide: { services: ['postgres', 'rabbitmq', 'kafka', 'nats', 'redis', 'mariadb'] },
     testTimeout: 60_000,
     hookTimeout: 120_000,
   },
