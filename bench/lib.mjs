@@ -173,7 +173,9 @@ export async function callgrindNode(args, ready, { env = process.env, dir } = {}
       const m = text.match(ready);
       if (m) resolve(m);
     });
-    child.once('exit', (code) => reject(new Error(`valgrind ${args.join(' ')} exited (${code}):\n${errText}`)));
+    child.once('exit', (code) =>
+      reject(new Error(`valgrind ${args.join(' ')} exited (${code}):\n${errText}`)),
+    );
   });
   const control = (flag) => {
     const r = spawnSync('callgrind_control', [flag, String(child.pid)], { encoding: 'utf8' });
@@ -190,7 +192,9 @@ export async function callgrindNode(args, ready, { env = process.env, dir } = {}
       control('-d');
       dumps++;
       const file = join(out, `callgrind.out.${child.pid}.${dumps}`);
-      const m = /^totals: (\d+)/m.exec(readFileSync(file, 'utf8')) ?? /^summary: (\d+)/m.exec(readFileSync(file, 'utf8'));
+      const m =
+        /^totals: (\d+)/m.exec(readFileSync(file, 'utf8')) ??
+        /^summary: (\d+)/m.exec(readFileSync(file, 'utf8'));
       return { instructions: Number(m[1]), file };
     },
     stop() {
@@ -205,20 +209,31 @@ export async function callgrindNode(args, ready, { env = process.env, dir } = {}
  * cannot name it; V8's builtins and Node's C++ are named.
  */
 export function callgrindTop(file, n = 15) {
-  const r = spawnSync('callgrind_annotate', ['--threshold=100', file], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync('callgrind_annotate', ['--threshold=100', file], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   if (r.status !== 0) return [];
   const rows = [];
   let total = 0;
   for (const line of r.stdout.split('\n')) {
-    const t = /^\s*([\d,]+)\s+\(100\.0%\)\s+PROGRAM TOTALS/.exec(line) ?? /^\s*([\d,]+)\s+PROGRAM TOTALS/.exec(line);
+    const t =
+      /^\s*([\d,]+)\s+\(100\.0%\)\s+PROGRAM TOTALS/.exec(line) ?? /^\s*([\d,]+)\s+PROGRAM TOTALS/.exec(line);
     if (t) total = Number(t[1].replaceAll(',', ''));
     const m = /^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*?)\s*$/.exec(line);
     if (!m || line.includes('PROGRAM TOTALS') || !m[2].includes(':')) continue;
     // Frames that only enclose others (JIT-compiled code, which valgrind cannot name, is
     // counted against them): not a cost of their own.
-    if (/\(below main\)|libc-start|:main |NodeMainInstance::Run|SpinEventLoop|node::Start|:clone |start_thread|ld-linux/.test(m[2]))
+    if (
+      /\(below main\)|libc-start|:main |NodeMainInstance::Run|SpinEventLoop|node::Start|:clone |start_thread|ld-linux/.test(
+        m[2],
+      )
+    )
       continue;
-    rows.push({ instructions: Number(m[1].replaceAll(',', '')), fn: m[2].replace(/^\?\?\?:/, '').replace(/ \[.*\]$/, '') });
+    rows.push({
+      instructions: Number(m[1].replaceAll(',', '')),
+      fn: m[2].replace(/^\?\?\?:/, '').replace(/ \[.*\]$/, ''),
+    });
     if (rows.length >= n) break;
   }
   return rows.map((x) => ({ ...x, share: total ? x.instructions / total : Number.NaN }));

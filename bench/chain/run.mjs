@@ -16,7 +16,16 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { load } from '../http/load.mjs';
-import { findNginx, fmt, freePort, median, nginxConf, nginxWorkerCpu, printTable, saveResults } from '../lib.mjs';
+import {
+  findNginx,
+  fmt,
+  freePort,
+  median,
+  nginxConf,
+  nginxWorkerCpu,
+  printTable,
+  saveResults,
+} from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const seconds = Number(process.env.BENCH_CHAIN_SECONDS ?? 2);
@@ -102,30 +111,20 @@ async function nginx(bin, upstream) {
   return { url, cpu: nginxWorkerCpu(child.pid) };
 }
 
-/** Starts a chain whose services are `variant`; returns its entry URL and CPU readers. */
-async function chain(variant, { routes, sandboxOf, fronted } = {}) {
+/** The plain chain, each service behind `fronted(url)` when given (an nginx); returns its entry. */
+async function plainChain(fronted) {
   const procs = [];
   let next;
   // D first, so each service knows the address of the next one.
   for (const name of [...NAMES].reverse()) {
-    let target = next;
-    if (sandboxOf === name) {
-      // The sandbox of this service, next to its baseline; the previous service reaches it
-      // through the route table, not through its address.
-      const sb = await service(variant, name, next, routes(), `${name}-sandbox`);
-      procs.push(sb);
-      sandboxOf = { name, url: sb.url };
-    }
-    const s = await service(variant, name, target, routes?.(), undefined);
+    const s = await service('plain', name, next);
     procs.push(s);
-    target = s.url;
+    next = s.url;
     if (fronted) {
       const n = await fronted(s.url);
       procs.push(n);
-      target = n.url;
+      next = n.url;
     }
-    next = target;
-    if (routes) routes.addresses[name] = target;
   }
   return { url: next, procs, expected: 'a(b(c(d)))' };
 }
@@ -135,17 +134,18 @@ const results = { seconds, rounds, loadAverageAtStart: loadavg() };
 console.log(`load average at start: ${results.loadAverageAtStart.map((x) => x.toFixed(1)).join(' ')}`);
 
 const variants = {};
-variants.plain = await chain('plain');
+variants.plain = await plainChain();
 {
   // Route table: key `chain-key` sends calls to service c to c's sandbox. Services are started
   // from D backwards, so each process gets the table as it stands: the addresses of the
   // services after it (the only ones it calls) are already known.
   const state = { addresses: {}, sandboxUrl: undefined };
   const routes = () => ({
-    services: Object.fromEntries(Object.entries(state.addresses).map(([n, u]) => [n, u])),
-    sandboxes: [{ name: 'c-sandbox', key: KEY, overrides: { c: { http: state.sandboxUrl ?? 'http://127.0.0.1:9' } } }],
+    services: { ...state.addresses },
+    sandboxes: [
+      { name: 'c-sandbox', key: KEY, overrides: { c: { http: state.sandboxUrl ?? 'http://127.0.0.1:9' } } },
+    ],
   });
-  routes.addresses = state.addresses;
   // The sandbox of C must be known before B starts: start it first.
   const d = await service('branchline', 'd', undefined, routes());
   state.addresses.d = d.url;
@@ -156,16 +156,22 @@ variants.plain = await chain('plain');
   const b = await service('branchline', 'b', c.url, routes());
   state.addresses.b = b.url;
   const a = await service('branchline', 'a', b.url, routes());
-  variants.branchline = { url: a.url, procs: [d, cSandbox, c, b, a], expected: 'a(b(c(d)))', sandboxOnly: cSandbox };
+  variants.branchline = {
+    url: a.url,
+    procs: [d, cSandbox, c, b, a],
+    expected: 'a(b(c(d)))',
+    sandboxOnly: cSandbox,
+  };
 }
-if (nginxBin) variants.nginx = await chain('plain', { fronted: (u) => nginx(nginxBin, u) });
+if (nginxBin) variants.nginx = await plainChain((u) => nginx(nginxBin, u));
 else console.log('\nnginx is not installed: skipping the sidecar variant (apt-get install -y nginx).');
 
 // Check every variant answers the whole chain, and that Branchline's went through C's sandbox.
 for (const [name, v] of Object.entries(variants)) {
   const res = await fetch(v.url, { headers: HEADERS });
   const body = await res.text();
-  if (res.status !== 200 || body !== v.expected) throw new Error(`${name} chain answered ${res.status} ${body}`);
+  if (res.status !== 200 || body !== v.expected)
+    throw new Error(`${name} chain answered ${res.status} ${body}`);
 }
 {
   const sb = variants.branchline.sandboxOnly;

@@ -307,9 +307,23 @@ if (parts.has('hop')) {
     f.vsFloorP50 = hop[1].p50 / hop[2].p50;
     f.vsFloorP99 = hop[1].p99 / hop[2].p99;
     const ok = (r) => (hop[2].p50 > 0 && r <= 1.15 ? 'yes' : 'NO');
-    printTable('target: Branchline\'s hop vs the node:http2 relay\'s (added latency = path − direct)', [
-      { measure: 'added p50 @1', 'branchline µs': fmt(hop[1].p50), 'relay µs': fmt(hop[2].p50), ratio: fmt(f.vsFloorP50, 2), target: '<= 1.15', ok: ok(f.vsFloorP50) },
-      { measure: 'added p99 @1', 'branchline µs': fmt(hop[1].p99), 'relay µs': fmt(hop[2].p99), ratio: fmt(f.vsFloorP99, 2), target: '<= 1.15', ok: ok(f.vsFloorP99) },
+    printTable("target: Branchline's hop vs the node:http2 relay's (added latency = path − direct)", [
+      {
+        measure: 'added p50 @1',
+        'branchline µs': fmt(hop[1].p50),
+        'relay µs': fmt(hop[2].p50),
+        ratio: fmt(f.vsFloorP50, 2),
+        target: '<= 1.15',
+        ok: ok(f.vsFloorP50),
+      },
+      {
+        measure: 'added p99 @1',
+        'branchline µs': fmt(hop[1].p99),
+        'relay µs': fmt(hop[2].p99),
+        ratio: fmt(f.vsFloorP99, 2),
+        target: '<= 1.15',
+        ok: ok(f.vsFloorP99),
+      },
     ]);
   }
   if (ng) {
@@ -342,7 +356,9 @@ if (parts.has('instructions')) {
     const labels = { relay: 'node:http2 relay (floor)', baseline: 'branchline forward' };
     for (const role of ['relay', 'baseline']) {
       const cg = await callgrindNode([join(here, 'servers.mjs'), role, sandbox], /ready (.*)\n/);
-      const c = new Bench(JSON.parse(cg.match[1])[role], creds, { interceptors: [createClientInterceptor()] });
+      const c = new Bench(JSON.parse(cg.match[1])[role], creds, {
+        interceptors: [createClientInterceptor()],
+      });
       try {
         await ready(c);
         await latencies(c, warm, 'pr-1');
@@ -384,7 +400,15 @@ if (parts.has('instructions')) {
           function: t.fn.slice(0, 110),
         })),
       );
-    results.instructions = { calls: n, warmup: warm, rounds: roundsOf, perCall: per, ratio, target: 1.15, top: tops };
+    results.instructions = {
+      calls: n,
+      warmup: warm,
+      rounds: roundsOf,
+      perCall: per,
+      ratio,
+      target: 1.15,
+      top: tops,
+    };
   }
 }
 

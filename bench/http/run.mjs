@@ -311,7 +311,7 @@ async function hop() {
     }
   }
   printTable(
-    'targets: added latency (path − direct) vs the floor relay\'s, throughput at 32 connections vs nginx',
+    "targets: added latency (path − direct) vs the floor relay's, throughput at 32 connections vs nginx",
     checks,
   );
   results.targets.hop = checks;
@@ -364,7 +364,12 @@ async function instructions() {
   const n = Number(process.env.BENCH_HTTP_CG_REQUESTS ?? 2000);
   const connections = Number(process.env.BENCH_HTTP_CG_CONNECTIONS ?? 1);
   const modes = (process.env.BENCH_HTTP_CG_MODES ?? 'floor,node-bl').split(',');
-  const label = { floor: FLOOR, 'node-bl': 'node:http + branchline', 'fastify-bl': 'fastify + branchline', 'express-bl': 'express + branchline' };
+  const label = {
+    floor: FLOOR,
+    'node-bl': 'node:http + branchline',
+    'fastify-bl': 'fastify + branchline',
+    'express-bl': 'express + branchline',
+  };
   const sandbox = await start('sandbox', await freePort());
   const ROUTED = { baggage: 'branchline=bench-key' };
   const rounds = Number(process.env.BENCH_HTTP_CG_ROUNDS ?? 3);
@@ -390,7 +395,8 @@ async function instructions() {
       for (let i = 0; i < rounds; i++) {
         cg.zero();
         const r = await load(url, { headers: ROUTED, connections, requests: n });
-        if (r.errors || r.requests !== n) throw new Error(`${mode}: ${r.errors} failed, ${r.requests} of ${n} answered`);
+        if (r.errors || r.requests !== n)
+          throw new Error(`${mode}: ${r.errors} failed, ${r.requests} of ${n} answered`);
         const d = cg.instructions();
         counts.push(d.instructions / n);
         if (d.instructions / n === median(counts)) file = d.file;
@@ -418,9 +424,21 @@ async function instructions() {
   for (const mode of modes)
     printTable(
       `${label[mode] ?? mode}: top functions by own instructions (JIT-compiled JavaScript is not named by valgrind and is left out)`,
-      tops[mode].map((t) => ({ 'per request': fmt(t.instructions / n, 0), share: `${fmt(t.share * 100, 1)} %`, function: t.fn.slice(0, 110) })),
+      tops[mode].map((t) => ({
+        'per request': fmt(t.instructions / n, 0),
+        share: `${fmt(t.share * 100, 1)} %`,
+        function: t.fn.slice(0, 110),
+      })),
     );
-  results.instructions = { requests: n, rounds: roundsOf, warmup: warm, connections, perRequest: per, rows, top: tops };
+  results.instructions = {
+    requests: n,
+    rounds: roundsOf,
+    warmup: warm,
+    connections,
+    perRequest: per,
+    rows,
+    top: tops,
+  };
 }
 
 // BENCH_HTTP_PARTS=hop runs only the forwarding hop (frameworks, inprocess, hop by default;
