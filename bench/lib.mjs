@@ -1,7 +1,7 @@
 // Small shared helpers for the benchmarks: timing loops, percentiles, tables, result files, and
 // for the benchmarks that compare a forwarding hop with nginx (http, grpc): ports, nginx, medians.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -197,8 +197,10 @@ export async function callgrindNode(args, ready, { env = process.env, dir } = {}
         /^summary: (\d+)/m.exec(readFileSync(file, 'utf8'));
       return { instructions: Number(m[1]), file };
     },
+    /** Stops valgrind; removes the dumps unless the caller chose the directory. */
     stop() {
       child.kill('SIGKILL');
+      if (dir === undefined) rmSync(out, { recursive: true, force: true });
     },
   };
 }

@@ -3,9 +3,10 @@
 // and the chosen forwarder (the Branchline baseline, or the bare node:http2 relay) with
 // --cpu-prof, makes `calls` sequential keyed calls through it (default 20000), and prints the
 // forwarder's top functions by self time, grouped by where they come from (Branchline, grpc-js,
-// Node's internals, V8/GC). A sampling profile, so a guide to shares, not exact costs.
+// Node's internals, V8/GC). A sampling profile over the process's whole life (start-up included,
+// spread over the calls), so a guide to shares, not exact costs.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,6 +56,7 @@ await new Promise((r) => fwd.child.once('exit', r));
 sandbox.child.kill('SIGKILL');
 
 const profile = JSON.parse(readFileSync(join(dir, readdirSync(dir)[0]), 'utf8'));
+rmSync(dir, { recursive: true, force: true });
 const self = new Map();
 const dt = profile.timeDeltas;
 const byId = new Map(profile.nodes.map((n) => [n.id, n]));
