@@ -360,7 +360,7 @@ async function instructions() {
     console.log('\nvalgrind is not installed: skipping instruction counts (apt-get install -y valgrind).');
     return;
   }
-  const warm = Number(process.env.BENCH_HTTP_CG_WARMUP ?? 8000);
+  const warm = Number(process.env.BENCH_HTTP_CG_WARMUP ?? 16000);
   const n = Number(process.env.BENCH_HTTP_CG_REQUESTS ?? 2000);
   const connections = Number(process.env.BENCH_HTTP_CG_CONNECTIONS ?? 1);
   const modes = (process.env.BENCH_HTTP_CG_MODES ?? 'floor,node-bl').split(',');
@@ -372,7 +372,7 @@ async function instructions() {
   };
   const sandbox = await start('sandbox', await freePort());
   const ROUTED = { baggage: 'branchline=bench-key' };
-  const rounds = Number(process.env.BENCH_HTTP_CG_ROUNDS ?? 5);
+  const rounds = Number(process.env.BENCH_HTTP_CG_ROUNDS ?? 3);
   const per = {};
   const roundsOf = {};
   const tops = {};
