@@ -1,7 +1,7 @@
 // Small shared helpers for the benchmarks: timing loops, percentiles, tables, result files, and
 // for the benchmarks that compare a forwarding hop with nginx (http, grpc): ports, nginx, medians.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,4 +129,114 @@ export function nginxWorkerCpu(masterPid) {
     }
     return Number.NaN;
   };
+}
+
+// ---- instruction counts (callgrind): deterministic where wall-clock figures are not ----
+
+/** Whether valgrind is installed (the instruction-count modes need it). */
+export function haveValgrind() {
+  return spawnSync('valgrind', ['--version'], { encoding: 'utf8' }).status === 0;
+}
+
+/**
+ * Runs `node <args>` under callgrind with collection off until `zero()`: the caller warms the
+ * server up, calls `zero()`, drives a fixed number of requests, then `instructions()` dumps the
+ * counters and returns the instructions executed since `zero()` (all threads: the main thread,
+ * V8's GC and compiler threads). `ready` matches the server's ready line on stdout; the match
+ * is returned. Node's JIT writes code at run time, hence --smc-check=all-non-file.
+ */
+export async function callgrindNode(args, ready, { env = process.env, dir } = {}) {
+  const { spawn } = await import('node:child_process');
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const out = dir ?? mkdtempSync(join(tmpdir(), 'branchline-callgrind-'));
+  const child = spawn(
+    'valgrind',
+    [
+      '--tool=callgrind',
+      '--smc-check=all-non-file',
+      `--callgrind-out-file=${out}/callgrind.out.%p`,
+      process.execPath,
+      ...args,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env },
+  );
+  process.on('exit', () => child.kill('SIGKILL'));
+  let text = '';
+  let errText = '';
+  child.stderr.on('data', (d) => {
+    errText += d;
+  });
+  const match = await new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      text += d;
+      const m = text.match(ready);
+      if (m) resolve(m);
+    });
+    child.once('exit', (code) =>
+      reject(new Error(`valgrind ${args.join(' ')} exited (${code}):\n${errText}`)),
+    );
+  });
+  const control = (flag) => {
+    const r = spawnSync('callgrind_control', [flag, String(child.pid)], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`callgrind_control ${flag} failed: ${r.stderr || r.stdout}`);
+  };
+  let dumps = 0;
+  return {
+    match,
+    pid: child.pid,
+    dir: out,
+    zero: () => control('-z'),
+    /** Dumps the counters; returns { instructions, file }. */
+    instructions() {
+      control('-d');
+      dumps++;
+      const file = join(out, `callgrind.out.${child.pid}.${dumps}`);
+      const m =
+        /^totals: (\d+)/m.exec(readFileSync(file, 'utf8')) ??
+        /^summary: (\d+)/m.exec(readFileSync(file, 'utf8'));
+      return { instructions: Number(m[1]), file };
+    },
+    /** Stops valgrind; removes the dumps unless the caller chose the directory. */
+    stop() {
+      child.kill('SIGKILL');
+      if (dir === undefined) rmSync(out, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The top `n` functions of a callgrind dump by exclusive instructions (callgrind_annotate), as
+ * `{ share, instructions, fn }`. JIT-compiled JavaScript shows as addresses (`0x…`): valgrind
+ * cannot name it; V8's builtins and Node's C++ are named.
+ */
+export function callgrindTop(file, n = 15) {
+  const r = spawnSync('callgrind_annotate', ['--threshold=100', file], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  if (r.status !== 0) return [];
+  const rows = [];
+  let total = 0;
+  for (const line of r.stdout.split('\n')) {
+    const t =
+      /^\s*([\d,]+)\s+\(100\.0%\)\s+PROGRAM TOTALS/.exec(line) ?? /^\s*([\d,]+)\s+PROGRAM TOTALS/.exec(line);
+    if (t) total = Number(t[1].replaceAll(',', ''));
+    const m = /^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*?)\s*$/.exec(line);
+    if (!m || line.includes('PROGRAM TOTALS') || !m[2].includes(':')) continue;
+    // Frames that only enclose others (JIT-compiled code, which valgrind cannot name, is
+    // counted against them): not a cost of their own.
+    if (
+      /\(below main\)|libc-start|:main |NodeMainInstance::Run|SpinEventLoop|node::Start|:clone |start_thread|ld-linux/.test(
+        m[2],
+      )
+    )
+      continue;
+    rows.push({
+      instructions: Number(m[1].replaceAll(',', '')),
+      fn: m[2].replace(/^\?\?\?:/, '').replace(/ \[.*\]$/, ''),
+    });
+    if (rows.length >= n) break;
+  }
+  return rows.map((x) => ({ ...x, share: total ? x.instructions / total : Number.NaN }));
 }

@@ -1,4 +1,5 @@
-// `npm run bench [-- name ...]`: runs each benchmark in its own process, one after another.
+// `npm run bench [-- name ...]`: runs each benchmark in its own process, one after another. A
+// benchmark is a directory here with a run.mjs (amqp, chain, core, grpc, http, kafka, pg, registry).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -7,14 +7,18 @@ import { percentile } from '../lib.mjs';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 
-/** Drives `url` with `connections` connections for `duration` seconds. */
-export function load(url, { connections = 1, duration = 5, headers = {} } = {}) {
+/**
+ * Drives `url` with `connections` connections for `duration` seconds, or, when `requests` is
+ * given, until that many requests have been answered (the instruction-count mode's fixed count).
+ */
+export function load(url, { connections = 1, duration = 5, headers = {}, requests } = {}) {
   const u = new URL(url);
   let head = `GET ${u.pathname}${u.search} HTTP/1.1\r\nhost: ${u.host}\r\n`;
   for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
   const request = Buffer.from(`${head}\r\n`);
   const samples = [];
   let errors = 0;
+  let sent = 0;
   const deadline = performance.now() + duration * 1000;
   const started = performance.now();
   return new Promise((resolve) => {
@@ -39,10 +43,11 @@ export function load(url, { connections = 1, duration = 5, headers = {} } = {}) 
       let t0 = 0;
       let need = -1;
       const send = () => {
+        sent++;
         t0 = performance.now();
         socket.write(request);
       };
-      socket.on('connect', send);
+      socket.on('connect', () => (requests === undefined || sent < requests ? send() : socket.end()));
       socket.on('data', (d) => {
         buf = buf.length ? Buffer.concat([buf, d]) : d;
         if (need < 0) {
@@ -61,7 +66,7 @@ export function load(url, { connections = 1, duration = 5, headers = {} } = {}) 
         samples.push((performance.now() - t0) * 1000);
         buf = buf.subarray(need);
         need = -1;
-        if (performance.now() < deadline) send();
+        if (requests !== undefined ? sent < requests : performance.now() < deadline) send();
         else socket.end();
       });
       socket.on('error', () => errors++);
