@@ -31,7 +31,7 @@ const routes = new StaticRouteSource({
     { name: 'sb', key: 'sb', createdAt: 0, overrides: { [SERVICE]: { http: 'http://127.0.0.1:1' } } },
   ],
 });
-const runtime = createRuntime({ service: SERVICE, routeSource: routes });
+const runtime = createRuntime({ service: SERVICE, routes: routes });
 const data = { order: 42, items: ['a', 'b', 'c'], note: 'x'.repeat(200) };
 let seq = 0;
 

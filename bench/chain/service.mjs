@@ -58,7 +58,7 @@ if (variant === 'plain') {
   const runtime = createRuntime({
     service: name,
     ...(sandbox ? { sandbox } : {}),
-    routeSource: { sandboxes: routes.sandboxes },
+    routes: { sandboxes: routes.sandboxes },
   });
   const router = new IncomingRouter({ runtime, service: name });
   // services: baseline address of each service, so the agent knows which service a host is.

@@ -50,7 +50,7 @@ const routes = new StaticRouteSource({
     { name: 'sb', key: 'sb', overrides: { [SERVICE]: { http: 'http://127.0.0.1:1' } }, createdAt: 0 },
   ],
 });
-const runtime = createRuntime({ service: SERVICE, routeSource: routes });
+const runtime = createRuntime({ service: SERVICE, routes: routes });
 const body = JSON.stringify({ order: 42, items: ['a', 'b', 'c'], note: 'x'.repeat(200) });
 const run = Date.now().toString(36);
 let seq = 0;

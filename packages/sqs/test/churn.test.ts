@@ -41,7 +41,7 @@ const random = seeded(SEED);
 
 const admin = testClient().client;
 const prefix = uniqueQueue('bl-churn');
-const runtime = createRuntime({ service: SERVICE, routeSource: { sandboxes: [] } });
+const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
 afterAll(() => deleteQueues(admin, prefix));
 
 /** A registry stand-in: sandboxes with history and tombstones, and views that lag it. */

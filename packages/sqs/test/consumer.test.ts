@@ -25,7 +25,7 @@ const ep = { http: 'http://127.0.0.1:1' };
 const { client } = testClient();
 withRouting(client);
 const prefix = uniqueQueue('bl-cons');
-const runtime = createRuntime({ service: SERVICE, routeSource: { sandboxes: [] } });
+const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
 const consumers: SqsSelectiveConsumer[] = [];
 afterAll(async () => {
   await Promise.all(consumers.map((c) => c.close()));
