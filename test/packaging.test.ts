@@ -143,8 +143,9 @@ beforeAll(async () => {
     devDependencies: Record<string, string>;
   };
   // Type packages a TypeScript user of these libraries installs: @branchline/pg's declarations
-  // use pg's types, @kubernetes/client-node's use ws's.
-  const typesFor = ['@types/node', '@types/pg', '@types/ws'];
+  // use pg's types, @kubernetes/client-node's use ws's, and ioredis's (under @branchline/bullmq)
+  // import redis-errors, which ships none.
+  const typesFor = ['@types/node', '@types/pg', '@types/ws', '@types/redis-errors'];
   writeFileSync(
     join(app, 'package.json'),
     `${JSON.stringify(
