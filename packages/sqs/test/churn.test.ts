@@ -1,6 +1,7 @@
 import { type Message, SendMessageBatchCommand } from '@aws-sdk/client-sqs';
 import { createRuntime, type RouteTableSpec, type SandboxSpec, withRoutingKey } from '@branchline/core';
 import { RouteTable, StaticRouteSource } from '@branchline/core/transport';
+import { seededRandom } from '@branchline/test-utils';
 import { afterAll, expect, it } from 'vitest';
 import {
   createSqsSelectiveConsumer,
@@ -16,7 +17,7 @@ import { createTestQueue, deleteQueues, eventually, listQueues, testClient, uniq
  * late or stop early, and a forced drop of every consumer connection midway. Every message must be
  * processed by exactly one of {baseline, owning sandbox}; only redeliveries (a message received
  * again, or a copy of one) may repeat one, and those are counted separately.
- * Randomness is seeded: BRANCHLINE_CHURN_SEED=<n> replays a run; the seed is printed.
+ * Randomness is seeded: BRANCHLINE_TEST_SEED=<n> replays a run; the seed is printed.
  */
 
 const SERVICE = 'orders';
@@ -24,20 +25,9 @@ const TOTAL = 20_000;
 const PUBLISH_MS = 50_000;
 const BATCH = 10;
 const ep = { http: 'http://127.0.0.1:1' };
-const SEED = Number(process.env.BRANCHLINE_CHURN_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
-/** mulberry32: small, fast, seeded. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = seeded(SEED);
+const random = seededRandom();
+const SEED = random.seed;
 
 const admin = testClient().client;
 const prefix = uniqueQueue('bl-churn');
@@ -290,7 +280,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     ok = true;
   } finally {
     clearInterval(heartbeat);
-    if (!ok) console.log(`[sqs churn] failed with seed ${SEED}: rerun with BRANCHLINE_CHURN_SEED=${SEED}`);
+    if (!ok) console.log(`[sqs churn] failed with seed ${SEED}: rerun with BRANCHLINE_TEST_SEED=${SEED}`);
     await Promise.all(allSandboxConsumers.map((c) => c.close()));
     await Promise.all(baselines.map((b) => b.close()));
   }
