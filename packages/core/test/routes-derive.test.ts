@@ -7,7 +7,7 @@ import { type RouteGroupSpec, RouteTable, type SandboxSpec } from '../src/routes
 
 const SERVICES = ['payments', 'orders', 'ledger'];
 const NAMES = ['a', 'b', 'c', 'd', 'e', 'f'];
-const LABELS = [{}, { team: 'x' }, { team: 'y' }, { team: 'x', pr: '1' }];
+const LABELS: Record<string, string>[] = [{}, { team: 'x' }, { team: 'y' }, { team: 'x', pr: '1' }];
 const TIMES = [0, 50, 150, 250, 350, 1000, 5000];
 
 function rng(seed: number): () => number {

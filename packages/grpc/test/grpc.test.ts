@@ -77,7 +77,7 @@ function client(addr: string): grpc.Client & Record<string, (...a: unknown[]) =>
 function ask(c: ReturnType<typeof client>, key?: string): Promise<Msg> {
   const run = () =>
     new Promise<Msg>((resolve, reject) =>
-      c.who({}, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r))),
+      c.who!({}, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r))),
     );
   return key === undefined ? run() : withRoutingKey(key, run);
 }
@@ -138,7 +138,7 @@ describe('@branchline/grpc', () => {
     const c = new Client(addr, grpc.credentials.createInsecure(), {
       interceptors: [
         createClientInterceptor(),
-        (options, next) =>
+        (options: grpc.InterceptorOptions, next: grpc.NextCall) =>
           new grpc.InterceptingCall(next(options), {
             start(md, listener, n) {
               seen.push(md.get('baggage').map(String));
@@ -232,7 +232,7 @@ describe('@branchline/grpc', () => {
       new Promise<Msg>((resolve, reject) => {
         const md = new grpc.Metadata();
         for (const [k, v] of Object.entries(headers)) md.set(k, v);
-        raw.who({}, md, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r)));
+        raw.who!({}, md, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r)));
       });
     const before = { ...counters };
     expect(await call({ baggage: 'branchline=Not_A_Key' })).toMatchObject({ who: 'baseline', key: '' });
@@ -280,7 +280,7 @@ describe('@branchline/grpc', () => {
     const c = client(`127.0.0.1:${port}`);
     const withMd = (md: grpc.Metadata) =>
       new Promise<Msg>((resolve, reject) =>
-        c.who({}, md, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r))),
+        c.who!({}, md, (err: grpc.ServiceError | null, r: Msg) => (err ? reject(err) : resolve(r))),
       );
     const own = () => {
       const md = new grpc.Metadata();

@@ -191,13 +191,17 @@ describe('forwarding an incoming request to a sandbox', () => {
 
   it('sends new requests to the new endpoint after a rule changes, and closes the old pool', async () => {
     const b = await baseline(sandboxA.url);
-    expect((await (await fetch(b.url, { headers: KEY })).json()).instance).toBe('sandbox-a');
+    expect(((await (await fetch(b.url, { headers: KEY })).json()) as { instance: string }).instance).toBe(
+      'sandbox-a',
+    );
     expect(b.router.forwarder.endpoints()).toEqual([sandboxA.url]);
     b.source.update({
       sandboxes: [{ name: 'sb', key: 'k1', overrides: { orders: { http: sandboxB.url } } }],
     });
     expect(b.router.forwarder.endpoints()).toEqual([]);
-    expect((await (await fetch(b.url, { headers: KEY })).json()).instance).toBe('sandbox-b');
+    expect(((await (await fetch(b.url, { headers: KEY })).json()) as { instance: string }).instance).toBe(
+      'sandbox-b',
+    );
     expect(b.router.forwarder.endpoints()).toEqual([sandboxB.url]);
   });
 
@@ -394,7 +398,7 @@ describe('the forwarding client', () => {
       body: Readable.toWeb(Readable.from(['part1-', 'part2'])) as ReadableStream,
       duplex: 'half',
     } as RequestInit);
-    expect((await r.json()).body).toBe('part1-part2');
+    expect(((await r.json()) as { body: string }).body).toBe('part1-part2');
     const seen = sandboxA.seen.at(-1)!;
     expect(seen.headers['transfer-encoding']).toBe('chunked');
     expect(seen.headers.host).toBe(new URL(sandboxA.url).host);
