@@ -10,10 +10,11 @@
 // Legs that need a broker run when it is reachable: Kafka on 127.0.0.1:9092
 // (`bash scripts/kafka.sh start`) and RabbitMQ on 127.0.0.1:5672. PostgreSQL on 127.0.0.1:5432
 // holds the orders (database `branchline_demo`, created on first run); the sandbox pr-103 gets a
-// copy of it for a schema change (@branchline/pg), dropped with the sandbox. Three more legs,
+// copy of it for a schema change (@branchline/pg), dropped with the sandbox. Four more legs,
 // each in a module of its own, show pr-101's key choosing its consumer on NATS JetStream
-// (127.0.0.1:4222, examples/nats-leg.mjs) and its worker on BullMQ (Redis on 127.0.0.1:6379,
-// examples/bullmq-leg.mjs), and its database through a routed MySQL pool (MariaDB on
+// (127.0.0.1:4222, examples/nats-leg.mjs), its worker on BullMQ (Redis on 127.0.0.1:6379,
+// examples/bullmq-leg.mjs) and its consumer on Amazon SQS (ElasticMQ on 127.0.0.1:9324,
+// examples/sqs-leg.mjs), and its database through a routed MySQL pool (MariaDB on
 // 127.0.0.1:3306, examples/mysql-leg.mjs). Without a broker or database, the demo says what it
 // skipped and how to enable it. Ctrl-C stops everything it started.
 import { spawn } from 'node:child_process';
@@ -29,6 +30,7 @@ import { createRegistryServer } from '@branchline/registry';
 import { bullmqLeg } from './bullmq-leg.mjs';
 import { mysqlLeg } from './mysql-leg.mjs';
 import { natsLeg } from './nats-leg.mjs';
+import { sqsLeg } from './sqs-leg.mjs';
 
 const verbose = process.argv.includes('--verbose');
 const keep = process.argv.includes('--keep');
@@ -681,7 +683,7 @@ async function main() {
   // Legs of their own (examples/*-leg.mjs), each using sandbox pr-101's routes from the registry.
   let legsOk = true;
   if (created.includes('pr-101'))
-    for (const leg of [natsLeg, bullmqLeg, mysqlLeg]) {
+    for (const leg of [natsLeg, bullmqLeg, sqsLeg, mysqlLeg]) {
       checkAbort();
       const out = { step, ok, skip, fail: (m) => say(`  ${red('✗')} ${m}`) };
       if (!(await leg({ registryUrl, runId, out }))) legsOk = false;

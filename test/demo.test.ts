@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import { ListQueuesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -110,6 +111,28 @@ describe('npm run demo', () => {
     expect(out).toMatch(/job with no key\s+→ payments baseline\s+\(queue payments-jobs\)/);
     expect(out).toMatch(/job with key pr-101 → payments @pr-101\s+\(queue payments-jobs\.sandbox\.pr-101\)/);
     expect(out).toContain('the baseline worker moved 1 job to payments-jobs.sandbox.pr-101');
+    // SQS: the baseline consumer processes the message with no key and moves the keyed one to
+    // pr-101's queue, whose consumer processes it; both queues are deleted afterwards.
+    const sqsQueue = out.match(
+      /message with no key\s+→ payments baseline\s+\(queue (bldemo-\w+-payments)\)/,
+    )?.[1];
+    expect(sqsQueue, out).toBeDefined();
+    expect(out).toContain(`message with key pr-101 → payments @pr-101  (queue ${sqsQueue}-sandbox-pr-101)`);
+    expect(out).toContain(
+      `the baseline consumer moved 1 message to ${sqsQueue}-sandbox-pr-101 without processing it`,
+    );
+    expect(out).toContain(`queues ${sqsQueue} and ${sqsQueue}-sandbox-pr-101 deleted`);
+    const sqs = new SQSClient({
+      endpoint: 'http://127.0.0.1:9324',
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    try {
+      const { QueueUrls } = await sqs.send(new ListQueuesCommand({ QueueNamePrefix: sqsQueue }));
+      expect(QueueUrls ?? []).toEqual([]);
+    } finally {
+      sqs.destroy();
+    }
     // MySQL: one routed query, two databases: the baseline's rows and schema, and pr-101's copy
     // with its new column and row; both databases are gone afterwards, and so are the Redis keys.
     const fees = out.match(/baseline database (bldemo_fees_\w+)/)?.[1];
@@ -146,7 +169,7 @@ describe('npm run demo', () => {
     expectNoProcessLeft(out);
   }, 180_000);
 
-  it('skips the broker and MySQL legs, saying how to enable them, when none is reachable', async () => {
+  it('skips the broker, SQS and MySQL legs, saying how to enable them, when none is reachable', async () => {
     const closed = await freePort();
     const p = startNode(demo, [], {
       ...env,
@@ -155,6 +178,7 @@ describe('npm run demo', () => {
       BRANCHLINE_NATS_URL: `127.0.0.1:${closed}`,
       BRANCHLINE_REDIS_URL: `redis://127.0.0.1:${closed}`,
       BRANCHLINE_MYSQL_URL: `mysql://root@127.0.0.1:${closed}`,
+      BRANCHLINE_SQS_URL: `http://127.0.0.1:${closed}`,
     });
     const code = await exitOf(p, 120_000);
     const out = p.output();
@@ -165,6 +189,8 @@ describe('npm run demo', () => {
     expect(out).toContain('sandbox pr-102 (shipping with a new carrier) skipped');
     expect(out).toContain(`NATS leg skipped: no nats-server on 127.0.0.1:${closed}`);
     expect(out).toContain(`BullMQ leg skipped: no Redis on 127.0.0.1:${closed}`);
+    expect(out).toContain(`SQS leg skipped: no SQS endpoint (ElasticMQ) on 127.0.0.1:${closed}`);
+    expect(out).toContain('bash scripts/elasticmq.sh start');
     expect(out).toContain(`MySQL leg skipped: no MariaDB or MySQL on 127.0.0.1:${closed}`);
     expect(out).not.toMatch(/message with|job with|query with/);
     expect(summaryRow(out, '(none)')).toEqual(['baseline', 'baseline', 'baseline', 'skipped', 'skipped']);

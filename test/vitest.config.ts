@@ -6,8 +6,8 @@ export default defineProject({
     include: ['**/*.test.ts'],
     globalSetup: ['./setup/global.ts'],
     // demo, pg-*, registry-postgres/resources: PostgreSQL; amqp-*: RabbitMQ; kafka-*: Kafka;
-    // demo also NATS, Redis and MariaDB (its NATS, BullMQ and MySQL legs).
-    provide: { services: ['postgres', 'rabbitmq', 'kafka', 'nats', 'redis', 'mariadb'] },
+    // demo also NATS, Redis, ElasticMQ and MariaDB (its NATS, BullMQ, SQS and MySQL legs).
+    provide: { services: ['postgres', 'rabbitmq', 'kafka', 'nats', 'redis', 'elasticmq', 'mariadb'] },
     testTimeout: 60_000,
     hookTimeout: 120_000,
   },
