@@ -4,22 +4,9 @@
 // baseline worker processes the first and moves the second to the queue of pr-101, whose worker
 // processes it. Runs when Redis is reachable on 127.0.0.1:6379 (BRANCHLINE_REDIS_URL), and
 // removes every Redis key it created afterwards (its queues live under a prefix of their own).
-import { connect as tcp } from 'node:net';
+import { reachable } from './reachable.mjs';
 
 const REDIS = process.env.BRANCHLINE_REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-function reachable(host, port, ms = 1500) {
-  return new Promise((resolve) => {
-    const s = tcp({ host, port });
-    const end = (v) => {
-      s.destroy();
-      resolve(v);
-    };
-    s.setTimeout(ms, () => end(false));
-    s.once('connect', () => end(true));
-    s.once('error', () => end(false));
-  });
-}
 
 /** ioredis options from a redis:// URL. */
 function redisOptions(url) {

@@ -20,7 +20,7 @@
 import { spawn } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -30,6 +30,7 @@ import { createRegistryServer } from '@branchline/registry';
 import { bullmqLeg } from './bullmq-leg.mjs';
 import { mysqlLeg } from './mysql-leg.mjs';
 import { natsLeg } from './nats-leg.mjs';
+import { reachable } from './reachable.mjs';
 import { sqsLeg } from './sqs-leg.mjs';
 
 const verbose = process.argv.includes('--verbose');
@@ -241,19 +242,6 @@ async function stopAll() {
 }
 
 // ---- infrastructure ------------------------------------------------------------------------
-
-function reachable(host, port, ms = 1500) {
-  return new Promise((resolve) => {
-    const s = connect({ host, port });
-    const end = (v) => {
-      s.destroy();
-      resolve(v);
-    };
-    s.setTimeout(ms, () => end(false));
-    s.once('connect', () => end(true));
-    s.once('error', () => end(false));
-  });
-}
 
 async function freePort() {
   const srv = createServer().listen(0, '127.0.0.1');

@@ -12,22 +12,9 @@
 //
 // Runs when MariaDB/MySQL is reachable on 127.0.0.1:3306 as root without a password
 // (BRANCHLINE_MYSQL_URL), and drops both databases it created afterwards.
-import { connect as tcp } from 'node:net';
+import { reachable } from './reachable.mjs';
 
 const MYSQL = process.env.BRANCHLINE_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306';
-
-function reachable(host, port, ms = 1500) {
-  return new Promise((resolve) => {
-    const s = tcp({ host, port });
-    const end = (v) => {
-      s.destroy();
-      resolve(v);
-    };
-    s.setTimeout(ms, () => end(false));
-    s.once('connect', () => end(true));
-    s.once('error', () => end(false));
-  });
-}
 
 /** The admin URL pointed at `database`. */
 function urlOf(database) {

@@ -3,23 +3,13 @@
 // routes from the demo's registry. One message is published with no key and one inside the key
 // pr-101; each is processed by exactly one of them. Runs when nats-server (with JetStream) is
 // reachable on 127.0.0.1:4222, and removes its stream afterwards.
-import { connect as tcp } from 'node:net';
+import { reachable } from './reachable.mjs';
 
 const NATS = process.env.BRANCHLINE_NATS_URL ?? '127.0.0.1:4222';
-
-function reachable(hostPort, ms = 1500) {
-  const [host, port] = hostPort.split(':');
-  return new Promise((resolve) => {
-    const s = tcp({ host, port: Number(port ?? 4222) });
-    const end = (v) => {
-      s.destroy();
-      resolve(v);
-    };
-    s.setTimeout(ms, () => end(false));
-    s.once('connect', () => end(true));
-    s.once('error', () => end(false));
-  });
-}
+const natsHostPort = () => {
+  const [host, port] = NATS.split(':');
+  return [host, Number(port ?? 4222)];
+};
 
 /**
  * Runs the leg and prints through `out` ({ step, ok, skip, fail }). Returns true when both
@@ -27,7 +17,7 @@ function reachable(hostPort, ms = 1500) {
  */
 export async function natsLeg({ registryUrl, runId, sandbox = 'pr-101', service = 'payments', out }) {
   out.step(`NATS JetStream: the same key picks the ${service} consumer`);
-  if (!(await reachable(NATS))) {
+  if (!(await reachable(...natsHostPort()))) {
     out.skip(`NATS leg skipped: no nats-server on ${NATS}; start \`nats-server -js\` and run the demo again`);
     return true;
   }

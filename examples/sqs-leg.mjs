@@ -5,22 +5,9 @@
 // to pr-101's own queue, whose consumer processes it. Runs when an SQS endpoint answers on
 // 127.0.0.1:9324 (`bash scripts/elasticmq.sh start`; BRANCHLINE_SQS_URL), and deletes every queue
 // it created afterwards.
-import { connect as tcp } from 'node:net';
+import { reachable } from './reachable.mjs';
 
 const SQS = process.env.BRANCHLINE_SQS_URL ?? 'http://127.0.0.1:9324';
-
-function reachable(host, port, ms = 1500) {
-  return new Promise((resolve) => {
-    const s = tcp({ host, port });
-    const end = (v) => {
-      s.destroy();
-      resolve(v);
-    };
-    s.setTimeout(ms, () => end(false));
-    s.once('connect', () => end(true));
-    s.once('error', () => end(false));
-  });
-}
 
 const withTimeout = (p, ms, what) =>
   Promise.race([
