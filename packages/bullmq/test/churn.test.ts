@@ -1,4 +1,5 @@
 import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
+import { until } from '@branchline/test-utils';
 import { type Job, Queue } from 'bullmq';
 import { afterAll, expect, it } from 'vitest';
 import { createSelectiveWorker, instrumentQueue, JOB_OPTION, type SelectiveWorker } from '../src/index.js';
@@ -193,7 +194,16 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
   );
   await registry.settle();
   await Promise.all(baselines.map((b) => b.cleanupsSettled()));
-  await new Promise((r) => setTimeout(r, 1000));
+  // Every sandbox was deleted: each sandbox worker (late starters included) ends by itself, and
+  // its close (which removes its queue if the baselines removed it while it still ran) finishes.
+  await until(
+    () => sandboxWorkers.length === seq && sandboxWorkers.every((w) => w.endReason !== undefined),
+    () =>
+      `every sandbox worker ending (seed ${seed}): ${sandboxWorkers.filter((w) => w.endReason === undefined).map((w) => w.sandbox)} still running`,
+    { timeoutMs: 20_000 },
+  ).catch(() => undefined);
+  const stillRunning = sandboxWorkers.filter((w) => w.endReason !== 'sandbox-deleted').map((w) => w.sandbox);
+  await Promise.all(sandboxWorkers.filter((w) => w.endReason !== undefined).map((w) => w.close()));
 
   // Tally.
   let lost = 0;
@@ -260,7 +270,8 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
     events,
     clientsDropped: dropped,
     addRetries,
-    sandboxQueueKeysLeft: leftover.length,
+    sandboxQueueKeysLeft: leftover,
+    sandboxWorkersNotEnded: stillRunning,
     drainMs: Date.now() - publishedAt,
     runtimeMs: Date.now() - started,
     examples,
@@ -276,5 +287,6 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
   expect(dropped).toBeGreaterThan(0);
   expect(moved).toBeGreaterThan(1000);
   expect(bySandboxes).toBeGreaterThan(1000);
+  expect(stillRunning, `seed ${seed}: sandbox workers that did not end on their deletion`).toEqual([]);
   expect(leftover, `seed ${seed}: sandbox queues left behind`).toEqual([]);
 });
