@@ -384,7 +384,7 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
    */
   private async removeOwnQueue(o: SandboxOwnership): Promise<void> {
     try {
-      await returnSandboxJobs({
+      const r = await returnSandboxJobs({
         redis: this.redis,
         connection: this.options.connection,
         prefix: this.prefix,
@@ -394,6 +394,7 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
         until: o.until,
         activeTimeoutMs: 10_000,
       });
+      this.stats.returned += r.returned;
     } catch (err) {
       logger().warn(
         'branchline: a sandbox worker that ended could not remove its sandbox queue; the baseline workers remove it',

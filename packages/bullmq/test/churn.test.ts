@@ -247,7 +247,7 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
     }
   }
   const moved = baselines.reduce((s, b) => s + b.stats.moved, 0);
-  const returned = baselines.reduce((s, b) => s + b.stats.returned, 0);
+  const returned = [...baselines, ...sandboxWorkers].reduce((s, w) => s + w.stats.returned, 0);
   const held = baselines.reduce((s, b) => s + b.stats.held, 0);
   const ownerGone = baselines.reduce((s, b) => s + b.stats.ownerGone, 0);
   const bySandboxes = [...processed.values()].flat().filter((p) => !p.by.startsWith('baseline')).length;
