@@ -220,10 +220,13 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
       if (examples.length < 5) examples.push(`job ${n} never processed`);
       continue;
     }
-    for (let i = 1; i < list.length; i++) {
-      // A repeat is a counted retry when BullMQ recorded another attempt or a stall of that job.
-      const prev = list.slice(0, i);
-      const cur = list[i]!;
+    // A repeat is a counted retry when BullMQ recorded another attempt or a stall of that job. The
+    // attempts are compared in attempt order: an attempt whose lock expired while it was held can
+    // reach the processor after the retry BullMQ started for it.
+    const ordered = [...list].sort((a, b) => a.attemptsStarted - b.attemptsStarted || a.stalled - b.stalled);
+    for (let i = 1; i < ordered.length; i++) {
+      const prev = ordered.slice(0, i);
+      const cur = ordered[i]!;
       const same = prev.filter((p) => p.jobId === cur.jobId);
       if (
         same.length &&

@@ -164,8 +164,8 @@ export function createSelectiveConsumer(
   }
 
   // JetStream delivers at least once: an acknowledgement lost with a connection makes it deliver
-  // a processed message again, and nats-server before 2.10.14 can deliver a message it
-  // redelivered once more with delivery count 1 (nats-server#5305), so `redelivered` does not
+  // a processed message again, and some nats-server 2.9/2.10 releases deliver a message they
+  // redelivered once more with delivery count 1 (fixed upstream in nats-server PR 5305), so `redelivered` does not
   // tell. The stream sequences this consumer processed are remembered (the latest
   // REMEMBERED_ACKS), and so are the ones still held or running in the background.
   const processedSeqs = new Set<number>();
