@@ -33,6 +33,8 @@ const metaGetter: CarrierGetter<BranchlineJobMeta | undefined> = {
 };
 
 const noop = () => undefined;
+/** How far a sandbox worker's clock may be behind the registry's when it checks that its sandbox exists. */
+const START_SKEW_MS = 1000;
 
 /** A BullMQ worker that processes only the jobs its process owns; see docs/bullmq.md. */
 // biome-ignore lint/suspicious/noExplicitAny: BullMQ's own defaults, so typed workers assign to the default type
@@ -83,6 +85,8 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
   private readonly id = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   private unsubscribe: () => void = noop;
   private closing: Promise<void> | undefined;
+  /** Set when this sandbox worker ends on its sandbox's removal: the interval whose queue it removes. */
+  private removedOwnership: SandboxOwnership | undefined;
 
   constructor(options: SelectiveWorkerOptions<D, R>) {
     super();
@@ -129,8 +133,12 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
             const meta = metaOf(job.opts);
             return this.process(job, token, signal, meta, this.keyOf(meta));
           };
+    // A sandbox worker starts taking jobs once its view shows the sandbox: one started after the
+    // deletion must not write to a queue the baseline has removed (BullMQ's stalled-job check
+    // writes the queue's meta key, which nothing would remove again).
     this.worker = new Worker<D, R>(this.queue, processor as never, {
       ...options.workerOptions,
+      ...(this.sandbox === undefined ? {} : { autorun: false }),
       connection: options.connection,
       prefix: this.prefix,
     });
@@ -145,6 +153,7 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
         });
     });
     this.unsubscribe = this.selector.onOwnersChanged((c) => this.onOwnersChanged(c));
+    if (this.sandbox !== undefined) void this.startWhenSandboxShows(Date.now());
   }
 
   async ready(): Promise<void> {
@@ -162,6 +171,7 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
       await this.worker.close();
       for (const set of this.moves.values()) await Promise.allSettled([...set]);
       await this.cleanupsSettled();
+      if (this.removedOwnership) await this.removeOwnQueue(this.removedOwnership);
       this.selector.close();
       await Promise.allSettled([...this.sandboxQueues.values()].map((q) => q.close()));
       this.redis.disconnect();
@@ -321,7 +331,9 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
 
   private onOwnersChanged(change: OwnersChange): void {
     if (this.sandbox !== undefined) {
-      if (change.removed.some((o) => o.sandbox === this.sandbox)) {
+      const mine = change.removed.find((o) => o.sandbox === this.sandbox);
+      if (mine) {
+        this.removedOwnership ??= mine;
         this.endReason = 'sandbox-deleted';
         this.emit('sandbox-deleted', this.sandbox);
         void this.close();
@@ -329,6 +341,66 @@ class SelectiveWorkerImpl<D, R> extends EventEmitter implements SelectiveWorker<
       return;
     }
     for (const o of change.removed) this.scheduleCleanup(o);
+  }
+
+  /**
+   * Runs a sandbox worker's BullMQ worker once its view shows the sandbox. A sandbox worker
+   * started after its sandbox was deleted sees no removal (its view never showed the sandbox), so
+   * it would run on forever on a queue nothing moves jobs to any more. The sandbox exists before
+   * its worker starts, so a view complete past the start that does not show the sandbox means it
+   * is gone: the worker ends as on a deletion, without having touched the queue. (A view that
+   * does not show it yet is not complete that far.) `START_SKEW_MS` covers a worker clock behind
+   * the registry's.
+   */
+  private async startWhenSandboxShows(startedAt: number): Promise<void> {
+    for (;;) {
+      if (this.closing) return;
+      const table = this.selector.table;
+      if (table?.sandbox(this.sandbox!)) {
+        this.worker.run().catch((err: unknown) => {
+          this.worker.emit('error', err as Error);
+        });
+        return;
+      }
+      if (table && table.completeUntil > startedAt + START_SKEW_MS) {
+        logger().warn(
+          'branchline: this sandbox worker started after its sandbox was deleted; it stops without taking jobs (the baseline processes what was meant for the sandbox)',
+          { queue: this.queue, sandbox: this.sandbox },
+        );
+        this.endReason = 'sandbox-deleted';
+        this.emit('sandbox-deleted', this.sandbox);
+        void this.close();
+        return;
+      }
+      await this.selector.waitForView(1000);
+    }
+  }
+
+  /**
+   * A sandbox worker that ended on its sandbox's removal removes the sandbox queue as a baseline
+   * replica does (the same idempotent protocol): the baselines may have removed it while this
+   * worker still ran, and BullMQ's worker writes the queue's meta key on its stalled-job checks,
+   * so a queue removed before the worker stopped would otherwise come back as a stray key.
+   */
+  private async removeOwnQueue(o: SandboxOwnership): Promise<void> {
+    try {
+      const r = await returnSandboxJobs({
+        redis: this.redis,
+        connection: this.options.connection,
+        prefix: this.prefix,
+        queue: this.baselineQueue,
+        sandbox: this.sandbox!,
+        since: intervalStart(o.intervals, o.since),
+        until: o.until,
+        activeTimeoutMs: 10_000,
+      });
+      this.stats.returned += r.returned;
+    } catch (err) {
+      logger().warn(
+        'branchline: a sandbox worker that ended could not remove its sandbox queue; the baseline workers remove it',
+        { queue: this.queue, err: String(err) },
+      );
+    }
   }
 
   private scheduleCleanup(o: SandboxOwnership): void {

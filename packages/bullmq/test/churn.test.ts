@@ -1,4 +1,5 @@
 import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
+import { until } from '@branchline/test-utils';
 import { type Job, Queue } from 'bullmq';
 import { afterAll, expect, it } from 'vitest';
 import { createSelectiveWorker, instrumentQueue, JOB_OPTION, type SelectiveWorker } from '../src/index.js';
@@ -193,7 +194,16 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
   );
   await registry.settle();
   await Promise.all(baselines.map((b) => b.cleanupsSettled()));
-  await new Promise((r) => setTimeout(r, 1000));
+  // Every sandbox was deleted: each sandbox worker (late starters included) ends by itself, and
+  // its close (which removes its queue if the baselines removed it while it still ran) finishes.
+  await until(
+    () => sandboxWorkers.length === seq && sandboxWorkers.every((w) => w.endReason !== undefined),
+    () =>
+      `every sandbox worker ending (seed ${seed}): ${sandboxWorkers.filter((w) => w.endReason === undefined).map((w) => w.sandbox)} still running`,
+    { timeoutMs: 20_000 },
+  ).catch(() => undefined);
+  const stillRunning = sandboxWorkers.filter((w) => w.endReason !== 'sandbox-deleted').map((w) => w.sandbox);
+  await Promise.all(sandboxWorkers.filter((w) => w.endReason !== undefined).map((w) => w.close()));
 
   // Tally.
   let lost = 0;
@@ -210,10 +220,13 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
       if (examples.length < 5) examples.push(`job ${n} never processed`);
       continue;
     }
-    for (let i = 1; i < list.length; i++) {
-      // A repeat is a counted retry when BullMQ recorded another attempt or a stall of that job.
-      const prev = list.slice(0, i);
-      const cur = list[i]!;
+    // A repeat is a counted retry when BullMQ recorded another attempt or a stall of that job. The
+    // attempts are compared in attempt order: an attempt whose lock expired while it was held can
+    // reach the processor after the retry BullMQ started for it.
+    const ordered = [...list].sort((a, b) => a.attemptsStarted - b.attemptsStarted || a.stalled - b.stalled);
+    for (let i = 1; i < ordered.length; i++) {
+      const prev = ordered.slice(0, i);
+      const cur = ordered[i]!;
       const same = prev.filter((p) => p.jobId === cur.jobId);
       if (
         same.length &&
@@ -237,7 +250,7 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
     }
   }
   const moved = baselines.reduce((s, b) => s + b.stats.moved, 0);
-  const returned = baselines.reduce((s, b) => s + b.stats.returned, 0);
+  const returned = [...baselines, ...sandboxWorkers].reduce((s, w) => s + w.stats.returned, 0);
   const held = baselines.reduce((s, b) => s + b.stats.held, 0);
   const ownerGone = baselines.reduce((s, b) => s + b.stats.ownerGone, 0);
   const bySandboxes = [...processed.values()].flat().filter((p) => !p.by.startsWith('baseline')).length;
@@ -260,7 +273,8 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
     events,
     clientsDropped: dropped,
     addRetries,
-    sandboxQueueKeysLeft: leftover.length,
+    sandboxQueueKeysLeft: leftover,
+    sandboxWorkersNotEnded: stillRunning,
     drainMs: Date.now() - publishedAt,
     runtimeMs: Date.now() - started,
     examples,
@@ -276,5 +290,6 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
   expect(dropped).toBeGreaterThan(0);
   expect(moved).toBeGreaterThan(1000);
   expect(bySandboxes).toBeGreaterThan(1000);
+  expect(stillRunning, `seed ${seed}: sandbox workers that did not end on their deletion`).toEqual([]);
   expect(leftover, `seed ${seed}: sandbox queues left behind`).toEqual([]);
 });

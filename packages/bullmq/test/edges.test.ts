@@ -1,4 +1,5 @@
 import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
+import { StaticRouteSource } from '@branchline/core/transport';
 import { Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
@@ -159,7 +160,8 @@ it('a sandbox worker that dies holding a job: after the deletion the job comes b
     service: SERVICE,
     sandbox: 'sb',
     runtime,
-    routes: registry.view(),
+    // A dead process sees no more registry changes (and so does not react to the deletion).
+    routes: new StaticRouteSource(registry.snapshot()),
     // BullMQ's stalled check runs at most once per stalledInterval per queue (30 s by default).
     workerOptions: { lockDuration: 1000, stalledInterval: 1000 },
     processor: async (job) => {
@@ -221,4 +223,43 @@ it('an override removed and added again: jobs of the new interval go to the sand
   await withRoutingKey('sb', () => queue.add('j', { n: 3 }));
   await eventually(() => seen.length === 3, 10_000, 'job 3');
   expect(seen).toEqual(['sb:1', 'baseline:2', 'sb:3']);
+});
+
+it('a sandbox worker started after its sandbox was deleted stops by itself without writing to its removed queue', {
+  timeout: 30_000,
+}, async () => {
+  const { prefix, queue } = setup('late');
+  const registry = new FakeRegistry(SERVICE);
+  closers.push(() => registry.stop());
+  registry.heartbeat();
+  registry.create('sb');
+  registry.create('live');
+  registry.delete('sb');
+  const make = (sandbox: string) => {
+    const w = createSelectiveWorker<{ n: number }, void>({
+      queue: queue.name,
+      connection: REDIS,
+      prefix,
+      service: SERVICE,
+      sandbox,
+      runtime,
+      routes: registry.view(),
+      // Its stalled-job check writes a key of the sandbox queue on every run.
+      workerOptions: { stalledInterval: 500 },
+      processor: async () => undefined,
+    });
+    closers.push(() => w.close());
+    return w;
+  };
+  const late = make('sb');
+  const live = make('live');
+  await Promise.all([late.ready(), live.ready()]);
+  await eventually(() => late.endReason !== undefined, 10_000, 'the late sandbox worker stopping');
+  expect(late.endReason).toBe('sandbox-deleted');
+  await late.close();
+  // It never took a job from (or wrote to) the queue the baseline had removed.
+  expect(await keysOf(`${prefix}:${sandboxQueueName(queue.name, 'sb')}:*`)).toEqual([]);
+  // A live sandbox's worker, whose view was complete well past its start, keeps running.
+  expect(live.endReason).toBeUndefined();
+  expect(live.worker.isRunning()).toBe(true);
 });

@@ -30,6 +30,8 @@ import type {
 } from './types.js';
 
 const CONSUMER_NOT_FOUND = 10014;
+/** How many stream sequences a consumer remembers as processed and acknowledged. */
+const REMEMBERED_ACKS = 20_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A message's time: the JetStream server's timestamp, ms. */
@@ -100,7 +102,7 @@ export function createSelectiveConsumer(
   const sandboxName = sandbox === undefined ? undefined : sandboxDurableName(options.durable, sandbox);
   if (sandboxName === undefined) sandboxDurableName(options.durable, 'x');
   const durable = sandboxName ?? options.durable;
-  const counts = { processed: 0, skipped: 0, failed: 0 };
+  const counts = { processed: 0, skipped: 0, failed: 0, duplicates: 0 };
   const stats: SelectiveConsumerStats = {
     get processed() {
       return counts.processed;
@@ -110,6 +112,9 @@ export function createSelectiveConsumer(
     },
     get failed() {
       return counts.failed;
+    },
+    get duplicates() {
+      return counts.duplicates;
     },
     get held() {
       return selector.stats.held;
@@ -156,6 +161,25 @@ export function createSelectiveConsumer(
   function ack(m: JsMsg): void {
     acks.push(m);
     ackTimer ??= setImmediate(flushAcks);
+  }
+
+  // JetStream delivers at least once: an acknowledgement lost with a connection makes it deliver
+  // a processed message again, and some nats-server 2.9/2.10 releases deliver a message they
+  // redelivered once more with delivery count 1 (fixed upstream in nats-server PR 5305), so `redelivered` does not
+  // tell. The stream sequences this consumer processed are remembered (the latest
+  // REMEMBERED_ACKS), and so are the ones still held or running in the background.
+  const processedSeqs = new Set<number>();
+  const inFlight = new Map<number, Promise<void>>();
+  function remember(seq: number): void {
+    processedSeqs.add(seq);
+    if (processedSeqs.size > REMEMBERED_ACKS) {
+      const oldest = processedSeqs.values().next().value;
+      if (oldest !== undefined) processedSeqs.delete(oldest);
+    }
+  }
+  function acked(m: JsMsg): void {
+    remember(m.seq);
+    ack(m);
   }
 
   const where = (m: JsMsg) => `${stream}/${durable}#${m.seq}`;
@@ -216,14 +240,58 @@ export function createSelectiveConsumer(
     }
     if (r instanceof Promise)
       return r.then(
-        () => ack(m),
+        () => acked(m),
         (err) => failed(m, err),
       );
-    ack(m);
+    acked(m);
     return undefined;
   }
 
+  function background(m: JsMsg, p: Promise<void>): void {
+    held.add(p);
+    inFlight.set(m.seq, p);
+    p.catch((err) => {
+      logger().error('branchline: deciding a held message failed; JetStream redelivers it', {
+        where: where(m),
+        err: String(err),
+      });
+    }).finally(() => {
+      held.delete(p);
+      if (inFlight.get(m.seq) === p) inFlight.delete(m.seq);
+    });
+  }
+
   function onMessage(m: JsMsg, handler: MessageHandler): Promise<void> | undefined {
+    const earlier = inFlight.get(m.seq);
+    if (earlier) {
+      // The same message is still held (or running) here: this delivery waits for that one's
+      // outcome, then is acknowledged (processed) or decided anew (it was given back).
+      m.working();
+      background(
+        m,
+        earlier
+          .catch(() => undefined)
+          .then(() => {
+            if (stopping) m.nak();
+            else return handle(m, handler);
+          }),
+      );
+      return undefined;
+    }
+    return handle(m, handler);
+  }
+
+  function handle(m: JsMsg, handler: MessageHandler): Promise<void> | undefined {
+    if (processedSeqs.has(m.seq)) {
+      // Delivered again after this consumer processed it: acknowledged, not processed twice.
+      counts.duplicates++;
+      logger().debug('branchline: JetStream delivered a processed message again; acknowledged it', {
+        where: where(m),
+        deliveryCount: m.info.deliveryCount,
+      });
+      ack(m);
+      return undefined;
+    }
     const key = readKey(m);
     if (key === undefined && baseline) return processOwned(m, key, handler);
     const at = messageTimeMs(m);
@@ -234,13 +302,7 @@ export function createSelectiveConsumer(
         if (settled?.action === 'process') return processOwned(m, key, handler);
         if (settled) skip(m);
       });
-      held.add(p);
-      p.catch((err) => {
-        logger().error('branchline: deciding a held message failed; JetStream redelivers it', {
-          where: where(m),
-          err: String(err),
-        });
-      }).finally(() => held.delete(p));
+      background(m, p);
       return undefined;
     }
     if (d.action === 'process') return processOwned(m, key, handler);

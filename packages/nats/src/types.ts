@@ -77,6 +77,11 @@ export interface SelectiveConsumerStats {
   holdTimeouts: number;
   /** Handler calls that threw (the message was `nak`ed and is redelivered). */
   failed: number;
+  /**
+   * Deliveries of a message this consumer had already processed (JetStream redelivered it):
+   * acknowledged without calling the handler again.
+   */
+  duplicates: number;
 }
 
 /** The handler of owned messages. Resolve to acknowledge; throw to have the message redelivered. */

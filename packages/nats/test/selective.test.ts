@@ -249,6 +249,43 @@ describe('selective JetStream consumption (real server)', () => {
     expect(deliveries[0]).toBeGreaterThan(1);
   });
 
+  it('a processed message JetStream delivers again (its acknowledgement lost) is acknowledged, not processed twice', async () => {
+    const name = await stream();
+    const registry = new RegistrySim();
+    const calls: { id: string; deliveries: number }[] = [];
+    const c = createSelectiveConsumer(js, {
+      stream: name,
+      durable: 'orders',
+      service: 'orders',
+      sandbox: null,
+      routes: view(registry).source,
+      consumerConfig: { ack_wait: 1_000_000_000 },
+    });
+    await c.consume((m: JsMsg) => {
+      calls.push({ id: m.string(), deliveries: m.info.deliveryCount });
+      // The first acknowledgement is lost (as with a connection dropped before it was sent).
+      if (m.string() === 'a' && m.info.deliveryCount === 1) m.ack = () => {};
+    });
+    running.push(c);
+    await publish(name, 'a');
+    await publish(name, 'b');
+    await until(
+      () => c.stats.duplicates === 1,
+      () => `the redelivery of "a" (stats ${JSON.stringify(c.stats)})`,
+      15_000,
+    );
+    await until(
+      async () => (await jsm.consumers.info(name, 'orders')).num_ack_pending === 0,
+      () => 'every delivery acknowledged',
+      10_000,
+    );
+    expect(calls).toEqual([
+      { id: 'a', deliveries: 1 },
+      { id: 'b', deliveries: 1 },
+    ]);
+    expect(c.stats).toMatchObject({ processed: 2, duplicates: 1 });
+  });
+
   it('says so when its durable is deleted outside it, and does not start over', async () => {
     const name = await stream();
     const seen: Seen = new Map();
