@@ -33,7 +33,7 @@ const random = mulberry32(seed);
 const prefix = uniquePrefix('churn');
 // Every connection of this test carries the prefix as its client name, so the drop hits them all.
 const CONN = { ...REDIS, connectionName: prefix };
-const runtime = createRuntime({ service: SERVICE, routeSource: { sandboxes: [] } });
+const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
 
 afterAll(async () => {
   await removePrefix(prefix);

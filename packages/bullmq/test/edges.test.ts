@@ -13,7 +13,7 @@ import {
 import { eventually, FakeRegistry, keysOf, REDIS, removePrefix, uniquePrefix } from './redis.js';
 
 const SERVICE = 'orders';
-const runtime = createRuntime({ service: SERVICE, routeSource: { sandboxes: [] } });
+const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
 const closers: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
