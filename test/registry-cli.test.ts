@@ -5,9 +5,10 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type Socket, type Server as TcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeBinary } from './helpers/node-runtime.js';
-import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
+import type { RunningProcess } from './helpers/processes.js';
 
 const root = resolve(import.meta.dirname, '..');
 const BIN = join(root, 'packages/cli/dist/bin.js');
@@ -42,10 +43,12 @@ async function listening(server: Server | TcpServer): Promise<string> {
 }
 
 beforeAll(async () => {
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  registry = startNode(BIN, ['registry', '--port', String(port), '--store', join(dir, 'cli.db')]);
-  await registry.waitFor('listening on', 30_000);
+  const r = await startRegistryProcess({
+    args: ['--store', join(dir, 'cli.db')],
+    env: { BRANCHLINE_LOG_LEVEL: undefined },
+  });
+  url = r.url;
+  registry = r.proc;
 });
 afterAll(async () => {
   await registry?.stop();

@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
 import { until } from '@branchline/test-utils';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
+import type { RunningProcess } from './helpers/processes.js';
 
 // Registry responses are checked field by field by the assertions below.
 // biome-ignore lint/suspicious/noExplicitAny: JSON documents under test
@@ -24,14 +25,9 @@ afterAll(async () => {
 });
 
 async function startRegistry(args: string[], env: Record<string, string> = {}, port?: number) {
-  const p = port ?? (await freePort());
-  const proc = startNode(BIN, ['registry', '--port', String(p), ...args], {
-    BRANCHLINE_LOG_LEVEL: 'warn',
-    ...env,
-  });
-  procs.push(proc);
-  await proc.waitFor('listening on', 30_000);
-  return { proc, url: `http://127.0.0.1:${p}`, port: p };
+  const r = await startRegistryProcess({ args, env, port });
+  procs.push(r.proc);
+  return r;
 }
 
 function cli(
