@@ -72,6 +72,21 @@ export {
   setBaggageKey,
 } from './context.js';
 export {
+  type DatabaseResourceHook,
+  type DatabaseResourceSpec,
+  type DatabaseSpecRules,
+  databaseResourceHook,
+  parseDatabaseSpec,
+  type SandboxDatabaseManager,
+} from './databases/hook.js';
+export {
+  DEFAULT_SANDBOX_DATABASE_PREFIX,
+  nameDigest,
+  parseSandboxDatabaseName,
+  sandboxDatabaseName,
+} from './databases/names.js';
+export { type FetchSandboxDatabaseOptions, fetchDatabaseOutputs } from './databases/outputs.js';
+export {
   decideIncoming,
   decideMessage,
   HOP_MARKER,

@@ -1,9 +1,13 @@
-import { createHash } from 'node:crypto';
 import { isValidRoutingKey } from '@branchline/core';
+import {
+  parseSandboxDatabaseName as coreParseSandboxDatabaseName,
+  sandboxDatabaseName as coreSandboxDatabaseName,
+  DEFAULT_SANDBOX_DATABASE_PREFIX,
+} from '@branchline/core/transport';
 
 /** MySQL and MariaDB refuse database and table names longer than 64 characters. */
 export const MAX_IDENTIFIER_LENGTH = 64;
-export const DEFAULT_PREFIX = 'bl_sb_';
+export const DEFAULT_PREFIX = DEFAULT_SANDBOX_DATABASE_PREFIX;
 export const DEFAULT_ADMIN_DATABASE = 'branchline';
 export const DEFAULT_CATALOGUE = 'branchline_mysql_databases';
 
@@ -84,36 +88,19 @@ export function checkTableName(name: string, option: string): string {
   return name;
 }
 
-function hash(input: string, length: number): string {
-  return createHash('sha256').update(input).digest('hex').slice(0, length);
-}
-
 /**
- * The database of `sandbox` seeded from `database`: `<prefix><sandbox>__<database>`. Sandbox
- * names cannot contain "_", so the first "__" separates the owner, which the sweeper reads
- * back. When that would exceed 64 characters the source is replaced by a hash, and if even that
- * is too long the sandbox name is shortened too (the catalogue still names the owner). The
- * routed pool computes the same name, so it needs no private outputs.
+ * The database of `sandbox` seeded from the baseline database `database`:
+ * `<prefix><sandbox>__<database>`, at most 64 characters (the rule and its hashing live in
+ * `@branchline/core/transport`, shared by every database adapter). The routed pool computes the
+ * same name, so it needs no private outputs.
  */
 export function sandboxDatabaseName(database: string, sandbox: string, prefix = DEFAULT_PREFIX): string {
-  const full = `${prefix}${sandbox}__${database}`;
-  if (full.length <= MAX_IDENTIFIER_LENGTH) return full;
-  const digest = hash(`${sandbox}\u0000${database}`, 10);
-  const hashed = `${prefix}${sandbox}__h${digest}`;
-  if (hashed.length <= MAX_IDENTIFIER_LENGTH) return hashed;
-  const room = MAX_IDENTIFIER_LENGTH - prefix.length - digest.length - 2;
-  return `${prefix}${sandbox.slice(0, room)}_x${digest}`;
+  return coreSandboxDatabaseName(database, sandbox, prefix, MAX_IDENTIFIER_LENGTH);
 }
 
 /** The sandbox that owns a database named by `sandboxDatabaseName`, when the name still says it. */
-export function parseSandboxDatabaseName(name: string, prefix = DEFAULT_PREFIX): string | undefined {
-  if (!name.startsWith(prefix)) return undefined;
-  const rest = name.slice(prefix.length);
-  const sep = rest.indexOf('__');
-  if (sep <= 0) return undefined;
-  const sandbox = rest.slice(0, sep);
-  return isValidRoutingKey(sandbox) ? sandbox : undefined;
-}
+export const parseSandboxDatabaseName: (name: string, prefix?: string) => string | undefined =
+  coreParseSandboxDatabaseName;
 
 /** Backtick-quotes an identifier for SQL (every name we interpolate goes through this). */
 export function quoteIdent(name: string): string {

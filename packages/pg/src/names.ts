@@ -1,9 +1,14 @@
-import { createHash } from 'node:crypto';
 import { isValidSandboxName, SANDBOX_NAME_RULE } from '@branchline/core';
+import {
+  parseSandboxDatabaseName as coreParseSandboxDatabaseName,
+  sandboxDatabaseName as coreSandboxDatabaseName,
+  DEFAULT_SANDBOX_DATABASE_PREFIX,
+  nameDigest,
+} from '@branchline/core/transport';
 
 /** PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes; we never let it. */
 export const MAX_IDENTIFIER_LENGTH = 63;
-export const DEFAULT_PREFIX = 'bl_sb_';
+export const DEFAULT_PREFIX = DEFAULT_SANDBOX_DATABASE_PREFIX;
 export const DEFAULT_SNAPSHOT_PREFIX = 'branchline_snap_';
 export const DEFAULT_CATALOGUE = 'branchline_pg_databases';
 
@@ -84,43 +89,24 @@ export function checkRoleName(name: string, option: string): string {
   return name;
 }
 
-function hash(input: string, length: number): string {
-  return createHash('sha256').update(input).digest('hex').slice(0, length);
-}
-
 /**
  * The database of `sandbox` seeded from the baseline database `source`:
- * `<prefix><sandbox>__<source>`. Arguments in the order every name helper takes them: the
- * baseline name, then the sandbox. Sandbox names
- * cannot contain "_", so the first "__" separates the owner, which the sweeper reads back. When
- * that would exceed 63 bytes the source is replaced by a hash, and if even that is too long the
- * sandbox name is shortened too (the catalogue and the database comment still name the owner).
- * The routed pool computes the same name, so it needs no private outputs.
+ * `<prefix><sandbox>__<source>`, at most 63 bytes (the rule and its hashing live in
+ * `@branchline/core/transport`, shared by every database adapter). The routed pool computes the
+ * same name, so it needs no private outputs.
  */
 export function sandboxDatabaseName(source: string, sandbox: string, prefix = DEFAULT_PREFIX): string {
-  const full = `${prefix}${sandbox}__${source}`;
-  if (full.length <= MAX_IDENTIFIER_LENGTH) return full;
-  const digest = hash(`${sandbox}\u0000${source}`, 10);
-  const hashed = `${prefix}${sandbox}__h${digest}`;
-  if (hashed.length <= MAX_IDENTIFIER_LENGTH) return hashed;
-  const room = MAX_IDENTIFIER_LENGTH - prefix.length - digest.length - 2;
-  return `${prefix}${sandbox.slice(0, room)}_x${digest}`;
+  return coreSandboxDatabaseName(source, sandbox, prefix, MAX_IDENTIFIER_LENGTH);
 }
 
 /** The sandbox that owns a database named by `sandboxDatabaseName`, when the name still says it. */
-export function parseSandboxDatabaseName(name: string, prefix = DEFAULT_PREFIX): string | undefined {
-  if (!name.startsWith(prefix)) return undefined;
-  const rest = name.slice(prefix.length);
-  const sep = rest.indexOf('__');
-  if (sep <= 0) return undefined;
-  const sandbox = rest.slice(0, sep);
-  return isValidSandboxName(sandbox) ? sandbox : undefined;
-}
+export const parseSandboxDatabaseName: (name: string, prefix?: string) => string | undefined =
+  coreParseSandboxDatabaseName;
 
 function fit(base: string, suffix: string, seed: string): string {
   const name = `${base}${suffix}`;
   if (name.length <= MAX_IDENTIFIER_LENGTH) return name;
-  const digest = hash(seed, 10);
+  const digest = nameDigest(seed, 10);
   return `${base.slice(0, MAX_IDENTIFIER_LENGTH - suffix.length - digest.length - 1)}_${digest}${suffix}`;
 }
 
