@@ -87,6 +87,10 @@ export {
 } from './databases/names.js';
 export { type FetchSandboxDatabaseOptions, fetchDatabaseOutputs } from './databases/outputs.js';
 export {
+  SandboxDatabaseSelection,
+  type SandboxDatabaseSelectionOptions,
+} from './databases/selection.js';
+export {
   decideIncoming,
   decideMessage,
   HOP_MARKER,

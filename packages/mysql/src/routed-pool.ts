@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
-import { logger, type RouteTable, warnRateLimited } from '@branchline/core/transport';
+import { logger, type RouteTable, SandboxDatabaseSelection } from '@branchline/core/transport';
 import mysql, { type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise';
 import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
 
@@ -39,18 +39,6 @@ export interface PoolCounts {
   waiting: number;
 }
 
-interface ResourceLike {
-  type?: unknown;
-  status?: unknown;
-  spec?: { from?: unknown; services?: unknown };
-  from?: unknown;
-  services?: unknown;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 /** Connection counts of a mysql2 pool (read from its internals; 0 where a version hides them). */
 function counts(p: Pool): PoolCounts {
   const inner = p.pool as unknown as Record<string, { length?: number } | undefined>;
@@ -74,16 +62,11 @@ export class RoutedPool extends EventEmitter {
   /** The baseline database name (what resources name in `from`). */
   readonly source: string;
   private readonly poolConfig: PoolOptions;
-  private readonly prefix: string;
-  private readonly service: string | undefined;
   private readonly sandbox: string | undefined;
   private readonly sandboxMax: number;
-  private readonly resolveDatabase: ((s: SandboxSpec) => string | undefined) | undefined;
   private readonly pools = new Map<string, Pool>();
-  private keyToDb = new Map<string, string>();
-  /** Keys whose sandbox declared a database that is not ready yet: routed to baseline, and said so. */
-  private pendingKeys = new Set<string>();
-  private ownDb: string | undefined;
+  /** Which database the active key selects (the rule shared with every database adapter). */
+  private readonly selection: SandboxDatabaseSelection;
   private readonly unsubscribe: () => void;
   private ended = false;
   /** Set while a sandbox workload waits for its first route table. */
@@ -108,7 +91,7 @@ export class RoutedPool extends EventEmitter {
       ...poolConfig
     } = options;
     this.poolConfig = poolConfig;
-    this.prefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
+    const namePrefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
     if (sandboxMax !== undefined && (!Number.isInteger(sandboxMax) || sandboxMax < 1))
       throw new TypeError(`branchline mysql: option sandboxMax=${sandboxMax} must be a positive integer`);
     this.sandboxMax = sandboxMax ?? Math.min(poolConfig.connectionLimit ?? 10, 5);
@@ -116,9 +99,7 @@ export class RoutedPool extends EventEmitter {
       throw new TypeError(
         'branchline mysql: option resolveDatabase must be a function (sandbox) => database name',
       );
-    this.resolveDatabase = resolveDatabase;
     const rt = runtime ?? defaultRuntime();
-    this.service = service ?? rt.config.service;
     this.sandbox = sandbox ?? rt.config.sandbox;
     const db = source ?? poolConfig.database ?? databaseOfUri(poolConfig.uri);
     if (!db)
@@ -126,6 +107,16 @@ export class RoutedPool extends EventEmitter {
         'branchline mysql: the routed pool needs the baseline database name (option database, uri or source)',
       );
     this.source = db;
+    this.selection = new SandboxDatabaseSelection({
+      driver: 'mysql',
+      type: 'mysql',
+      source: db,
+      prefix: namePrefix,
+      service: service ?? rt.config.service,
+      sandbox: this.sandbox,
+      resolveDatabase,
+      databaseName: sandboxDatabaseName,
+    });
     this.baseline = this.open(undefined, poolConfig);
 
     const hold = <A extends unknown[], R>(run: (...args: A) => Promise<R>) =>
@@ -158,33 +149,18 @@ export class RoutedPool extends EventEmitter {
 
   /** The database a query would use now for `key` (default: the active context's key). */
   databaseFor(key: string | undefined = getRoutingKey()): string {
-    if (this.ownDb !== undefined) return this.ownDb;
-    if (key === undefined) return this.source;
-    return this.keyToDb.get(key) ?? this.source;
+    return this.selection.databaseFor(key);
   }
 
   /** The pool a query would use now (same rule as `databaseFor`). */
   poolFor(key: string | undefined = getRoutingKey()): Pool {
     const db = this.databaseFor(key);
-    return db === this.source && this.ownDb === undefined ? this.baseline : this.sandboxPool(db);
+    return db === this.source && this.selection.own === undefined ? this.baseline : this.sandboxPool(db);
   }
 
   private pick(): Pool {
-    if (this.ownDb !== undefined) return this.sandboxPool(this.ownDb);
-    // No sandbox has a database for us: do not even read the key (the common case costs nothing).
-    if (this.keyToDb.size === 0 && this.pendingKeys.size === 0) return this.baseline;
-    const key = getRoutingKey();
-    if (key === undefined) return this.baseline;
-    const db = this.keyToDb.get(key);
-    if (db !== undefined) return this.sandboxPool(db);
-    if (this.pendingKeys.has(key)) {
-      warnRateLimited(
-        `mysql-not-ready:${key}`,
-        'branchline mysql: the sandbox database for this key is not ready; the query goes to the baseline database',
-        { key, source: this.source },
-      );
-    }
-    return this.baseline;
+    const db = this.selection.select();
+    return db === undefined ? this.baseline : this.sandboxPool(db);
   }
 
   /** A connection of the pool the active key selects; the whole transaction runs on it. */
@@ -247,66 +223,10 @@ export class RoutedPool extends EventEmitter {
     return p;
   }
 
-  /** The database `s` has for this pool's source and service, and whether it is ready. */
-  private databaseOf(s: SandboxSpec): { db: string; ready: boolean } | undefined {
-    if (this.resolveDatabase) {
-      const db = this.resolveDatabase(s);
-      return db === undefined ? undefined : { db, ready: true };
-    }
-    const resources = s.resources;
-    if (!isObject(resources)) return undefined;
-    for (const raw of Object.values(resources)) {
-      if (!isObject(raw)) continue;
-      const r = raw as ResourceLike;
-      if (r.type !== 'mysql') continue;
-      const spec = isObject(r.spec) ? r.spec : r;
-      if (spec.from !== this.source) continue;
-      const services = spec.services;
-      if (Array.isArray(services) && (this.service === undefined || !services.includes(this.service)))
-        continue;
-      if (r.status === 'deleting') return undefined;
-      return {
-        db: sandboxDatabaseName(this.source, s.name, this.prefix),
-        ready: r.status == null || r.status === 'ready',
-      };
-    }
-    return undefined;
-  }
-
   private apply(table: RouteTable): void {
     if (this.ended) return;
     try {
-      const byKey = new Map<string, string>();
-      const pending = new Set<string>();
-      const dbOf = new Map<string, { db: string; ready: boolean } | undefined>();
-      const lookup = (s: SandboxSpec) => {
-        if (!dbOf.has(s.name)) dbOf.set(s.name, this.databaseOf(s));
-        return dbOf.get(s.name);
-      };
-      for (const s of table.sandboxes) {
-        const d = lookup(s);
-        if (d?.ready) byKey.set(s.key, d.db);
-        else if (d) pending.add(s.key);
-      }
-      for (const g of table.groups) {
-        // The sandbox that serves this service in the group decides; else the oldest member
-        // that has a database for it (the same winner rule route groups use).
-        const server = this.service ? table.resolve(this.service, g.key)?.sandbox : undefined;
-        const members = table.groupMembers(g.key);
-        const chosen = members.find((s) => s.name === server && lookup(s)) ?? members.find((s) => lookup(s));
-        const d = chosen ? lookup(chosen) : undefined;
-        if (d?.ready) byKey.set(g.key, d.db);
-        else if (d) pending.add(g.key);
-      }
-      // A sandbox workload uses its own database even before it is ready: its schema may not
-      // fit the baseline, and a clear "unknown database" beats writing to shared data.
-      const own = this.sandbox ? table.sandbox(this.sandbox) : undefined;
-      const ownDb = own ? lookup(own)?.db : undefined;
-      this.keyToDb = byKey;
-      this.pendingKeys = pending;
-      this.ownDb = ownDb;
-      const wanted = new Set(byKey.values());
-      if (ownDb) wanted.add(ownDb);
+      const wanted = this.selection.apply(table);
       for (const [db, p] of this.pools) {
         if (wanted.has(db)) continue;
         this.pools.delete(db);

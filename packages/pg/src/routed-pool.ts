@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
-import { logger, type RouteTable, warnRateLimited } from '@branchline/core/transport';
+import { logger, type RouteTable, SandboxDatabaseSelection } from '@branchline/core/transport';
 import pg, {
   type Pool,
   type PoolClient,
@@ -48,18 +48,6 @@ export interface PoolCounts {
 
 type QueryCallback<R extends QueryResultRow> = (err: Error, result: QueryResult<R>) => void;
 
-interface ResourceLike {
-  type?: unknown;
-  status?: unknown;
-  spec?: { from?: unknown; services?: unknown };
-  from?: unknown;
-  services?: unknown;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 function counts(p: Pool): PoolCounts {
   return { total: p.totalCount, idle: p.idleCount, waiting: p.waitingCount };
 }
@@ -77,16 +65,11 @@ export class RoutedPool extends EventEmitter {
   /** The baseline database name (what resources name in `from`). */
   readonly source: string;
   private readonly poolConfig: PoolConfig;
-  private readonly prefix: string;
-  private readonly service: string | undefined;
   private readonly sandbox: string | undefined;
   private readonly sandboxMax: number;
-  private readonly resolveDatabase: ((s: SandboxSpec) => string | undefined) | undefined;
   private readonly pools = new Map<string, Pool>();
-  private keyToDb = new Map<string, string>();
-  /** Keys whose sandbox declared a database that is not ready yet: routed to baseline, and said so. */
-  private pendingKeys = new Set<string>();
-  private ownDb: string | undefined;
+  /** Which database the active key selects (the rule shared with every database adapter). */
+  private readonly selection: SandboxDatabaseSelection;
   private readonly unsubscribe: () => void;
   private ended = false;
   /** Set while a sandbox workload waits for its first route table. */
@@ -106,7 +89,7 @@ export class RoutedPool extends EventEmitter {
       ...poolConfig
     } = options;
     this.poolConfig = poolConfig;
-    this.prefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
+    const namePrefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
     if (sandboxMax !== undefined && (!Number.isInteger(sandboxMax) || sandboxMax < 1))
       throw new TypeError(`branchline pg: option sandboxMax=${sandboxMax} must be a positive integer`);
     this.sandboxMax = sandboxMax ?? Math.min(poolConfig.max ?? 10, 5);
@@ -114,9 +97,7 @@ export class RoutedPool extends EventEmitter {
       throw new TypeError(
         'branchline pg: option resolveDatabase must be a function (sandbox) => database name',
       );
-    this.resolveDatabase = resolveDatabase;
     const rt = runtime ?? defaultRuntime();
-    this.service = service ?? rt.config.service;
     this.sandbox = sandbox ?? rt.config.sandbox;
     const probe = new pg.Client(poolConfig);
     const db = source ?? probe.database;
@@ -125,6 +106,16 @@ export class RoutedPool extends EventEmitter {
         'branchline pg: the routed pool needs the baseline database name (option database, connectionString or source)',
       );
     this.source = db;
+    this.selection = new SandboxDatabaseSelection({
+      driver: 'pg',
+      type: 'postgres',
+      source: db,
+      prefix: namePrefix,
+      service: service ?? rt.config.service,
+      sandbox: this.sandbox,
+      resolveDatabase,
+      databaseName: sandboxDatabaseName,
+    });
     this.baseline = this.open(undefined, poolConfig);
     const routes = rt.routes;
     if (routes.table) this.apply(routes.table);
@@ -146,33 +137,18 @@ export class RoutedPool extends EventEmitter {
 
   /** The database a query would use now for `key` (default: the active context's key). */
   databaseFor(key: string | undefined = getRoutingKey()): string {
-    if (this.ownDb !== undefined) return this.ownDb;
-    if (key === undefined) return this.source;
-    return this.keyToDb.get(key) ?? this.source;
+    return this.selection.databaseFor(key);
   }
 
   /** The pool a query would use now (same rule as `databaseFor`). */
   poolFor(key: string | undefined = getRoutingKey()): Pool {
     const db = this.databaseFor(key);
-    return db === this.source && this.ownDb === undefined ? this.baseline : this.sandboxPool(db);
+    return db === this.source && this.selection.own === undefined ? this.baseline : this.sandboxPool(db);
   }
 
   private pick(): Pool {
-    if (this.ownDb !== undefined) return this.sandboxPool(this.ownDb);
-    // No sandbox has a database for us: do not even read the key (the common case costs nothing).
-    if (this.keyToDb.size === 0 && this.pendingKeys.size === 0) return this.baseline;
-    const key = getRoutingKey();
-    if (key === undefined) return this.baseline;
-    const db = this.keyToDb.get(key);
-    if (db !== undefined) return this.sandboxPool(db);
-    if (this.pendingKeys.has(key)) {
-      warnRateLimited(
-        `pg-not-ready:${key}`,
-        'branchline pg: the sandbox database for this key is not ready; the query goes to the baseline database',
-        { key, source: this.source },
-      );
-    }
-    return this.baseline;
+    const db = this.selection.select();
+    return db === undefined ? this.baseline : this.sandboxPool(db);
   }
 
   query<R extends QueryResultRow = QueryResultRow, I = unknown[]>(
@@ -277,66 +253,10 @@ export class RoutedPool extends EventEmitter {
     return p;
   }
 
-  /** The database `s` has for this pool's source and service, and whether it is ready. */
-  private databaseOf(s: SandboxSpec): { db: string; ready: boolean } | undefined {
-    if (this.resolveDatabase) {
-      const db = this.resolveDatabase(s);
-      return db === undefined ? undefined : { db, ready: true };
-    }
-    const resources = s.resources;
-    if (!isObject(resources)) return undefined;
-    for (const raw of Object.values(resources)) {
-      if (!isObject(raw)) continue;
-      const r = raw as ResourceLike;
-      if (r.type !== 'postgres') continue;
-      const spec = isObject(r.spec) ? r.spec : r;
-      if (spec.from !== this.source) continue;
-      const services = spec.services;
-      if (Array.isArray(services) && (this.service === undefined || !services.includes(this.service)))
-        continue;
-      if (r.status === 'deleting') return undefined;
-      return {
-        db: sandboxDatabaseName(this.source, s.name, this.prefix),
-        ready: r.status == null || r.status === 'ready',
-      };
-    }
-    return undefined;
-  }
-
   private apply(table: RouteTable): void {
     if (this.ended) return;
     try {
-      const byKey = new Map<string, string>();
-      const pending = new Set<string>();
-      const dbOf = new Map<string, { db: string; ready: boolean } | undefined>();
-      const lookup = (s: SandboxSpec) => {
-        if (!dbOf.has(s.name)) dbOf.set(s.name, this.databaseOf(s));
-        return dbOf.get(s.name);
-      };
-      for (const s of table.sandboxes) {
-        const d = lookup(s);
-        if (d?.ready) byKey.set(s.key, d.db);
-        else if (d) pending.add(s.key);
-      }
-      for (const g of table.groups) {
-        // The sandbox that serves this service in the group decides; else the oldest member
-        // that has a database for it (the same winner rule route groups use).
-        const server = this.service ? table.resolve(this.service, g.key)?.sandbox : undefined;
-        const members = table.groupMembers(g.key);
-        const chosen = members.find((s) => s.name === server && lookup(s)) ?? members.find((s) => lookup(s));
-        const d = chosen ? lookup(chosen) : undefined;
-        if (d?.ready) byKey.set(g.key, d.db);
-        else if (d) pending.add(g.key);
-      }
-      // A sandbox workload uses its own database even before it is ready: its schema may not
-      // fit the baseline, and a clear "database does not exist" beats writing to shared data.
-      const own = this.sandbox ? table.sandbox(this.sandbox) : undefined;
-      const ownDb = own ? lookup(own)?.db : undefined;
-      this.keyToDb = byKey;
-      this.pendingKeys = pending;
-      this.ownDb = ownDb;
-      const wanted = new Set(byKey.values());
-      if (ownDb) wanted.add(ownDb);
+      const wanted = this.selection.apply(table);
       for (const [db, p] of this.pools) {
         if (wanted.has(db)) continue;
         this.pools.delete(db);
