@@ -90,6 +90,11 @@ export {
   SandboxDatabaseSelection,
   type SandboxDatabaseSelectionOptions,
 } from './databases/selection.js';
+export type {
+  SandboxDatabaseConnection,
+  SandboxDatabaseDropRequest,
+  SandboxDatabaseProvisionRequest,
+} from './databases/types.js';
 export {
   decideIncoming,
   decideMessage,

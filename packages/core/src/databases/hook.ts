@@ -1,4 +1,5 @@
-import type { ResourceContext, ResourceHook, ResourceProgress } from '../resources.js';
+import type { ResourceContext, ResourceHook } from '../resources.js';
+import type { SandboxDatabaseDropRequest, SandboxDatabaseProvisionRequest } from './types.js';
 
 /** A declared sandbox database: `{ type: '<type>', spec: { from: 'orders' } }`. */
 export interface DatabaseResourceSpec {
@@ -63,15 +64,8 @@ export function parseDatabaseSpec(spec: unknown, rules: DatabaseSpecRules): Data
 /** What a database adapter's manager offers the resource hook. */
 export interface SandboxDatabaseManager<O> {
   checkAllowed(source: string): unknown;
-  provision(req: {
-    sandbox: string;
-    source: string;
-    resource?: string;
-    refresh?: boolean;
-    report?: (progress: ResourceProgress) => void;
-    signal?: AbortSignal;
-  }): Promise<O>;
-  drop(req: { sandbox: string; source: string; database?: string; signal?: AbortSignal }): Promise<void>;
+  provision(req: SandboxDatabaseProvisionRequest & { refresh?: boolean }): Promise<O>;
+  drop(req: SandboxDatabaseDropRequest): Promise<void>;
   sweep(liveSandboxes: Iterable<string>): Promise<unknown>;
 }
 
