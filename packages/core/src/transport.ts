@@ -86,6 +86,7 @@ export {
   sandboxDatabaseName,
 } from './databases/names.js';
 export { type FetchSandboxDatabaseOptions, fetchDatabaseOutputs } from './databases/outputs.js';
+export { SandboxDatabasePools, type SandboxDatabasePoolsOptions } from './databases/pools.js';
 export {
   SandboxDatabaseSelection,
   type SandboxDatabaseSelectionOptions,

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
-import { logger, type RouteTable, SandboxDatabaseSelection } from '@branchline/core/transport';
+import { logger, SandboxDatabasePools } from '@branchline/core/transport';
 import mysql, { type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise';
 import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
 
@@ -62,15 +62,9 @@ export class RoutedPool extends EventEmitter {
   /** The baseline database name (what resources name in `from`). */
   readonly source: string;
   private readonly poolConfig: PoolOptions;
-  private readonly sandbox: string | undefined;
   private readonly sandboxMax: number;
-  private readonly pools = new Map<string, Pool>();
-  /** Which database the active key selects (the rule shared with every database adapter). */
-  private readonly selection: SandboxDatabaseSelection;
-  private readonly unsubscribe: () => void;
-  private ended = false;
-  /** Set while a sandbox workload waits for its first route table. */
-  private holding: Promise<void> | undefined;
+  /** The sandbox pools and which one the active key selects (shared with every database adapter). */
+  private readonly routing: SandboxDatabasePools<Pool>;
 
   /** `pool.query(sql, values)` on the pool the active key selects (same signature as mysql2's). */
   readonly query: Pool['query'];
@@ -100,99 +94,71 @@ export class RoutedPool extends EventEmitter {
         'branchline mysql: option resolveDatabase must be a function (sandbox) => database name',
       );
     const rt = runtime ?? defaultRuntime();
-    this.sandbox = sandbox ?? rt.config.sandbox;
     const db = source ?? poolConfig.database ?? databaseOfUri(poolConfig.uri);
     if (!db)
       throw new TypeError(
         'branchline mysql: the routed pool needs the baseline database name (option database, uri or source)',
       );
     this.source = db;
-    this.selection = new SandboxDatabaseSelection({
+    this.baseline = this.open(undefined, poolConfig);
+    this.routing = new SandboxDatabasePools(this.baseline, {
       driver: 'mysql',
       type: 'mysql',
       source: db,
       prefix: namePrefix,
       service: service ?? rt.config.service,
-      sandbox: this.sandbox,
+      sandbox: sandbox ?? rt.config.sandbox,
       resolveDatabase,
       databaseName: sandboxDatabaseName,
+      routes: rt.routes,
+      routesTimeoutMs,
+      open: (database) => this.open(database, this.configFor(database)),
+      close: (p) => p.end(),
     });
-    this.baseline = this.open(undefined, poolConfig);
 
     const hold = <A extends unknown[], R>(run: (...args: A) => Promise<R>) =>
       ((...args: A): Promise<R> =>
-        this.holding !== undefined ? this.holding.then(() => run(...args)) : run(...args)) as never;
+        this.routing.holding !== undefined
+          ? this.routing.holding.then(() => run(...args))
+          : run(...args)) as never;
     this.query = hold((...args: unknown[]) =>
       (this.pick().query as (...a: unknown[]) => Promise<unknown>)(...args),
     );
     this.execute = hold((...args: unknown[]) =>
       (this.pick().execute as (...a: unknown[]) => Promise<unknown>)(...args),
     );
-
-    const routes = rt.routes;
-    if (routes.table) this.apply(routes.table);
-    this.unsubscribe = routes.subscribe((t) => this.apply(t));
-    if (!routes.table && this.sandbox !== undefined) {
-      // A sandbox workload must not write its schema changes to the baseline just because the
-      // route table has not arrived yet: its queries wait for it (bounded).
-      const wait = routesTimeoutMs ?? 5000;
-      this.holding = routes.ready(wait).then((t) => {
-        this.holding = undefined;
-        if (!t)
-          logger().warn('branchline mysql: no route table yet; sandbox queries go to the baseline database', {
-            sandbox: this.sandbox,
-            waitedMs: wait,
-          });
-      });
-    }
   }
 
   /** The database a query would use now for `key` (default: the active context's key). */
   databaseFor(key: string | undefined = getRoutingKey()): string {
-    return this.selection.databaseFor(key);
+    return this.routing.databaseFor(key);
   }
 
   /** The pool a query would use now (same rule as `databaseFor`). */
   poolFor(key: string | undefined = getRoutingKey()): Pool {
-    const db = this.databaseFor(key);
-    return db === this.source && this.selection.own === undefined ? this.baseline : this.sandboxPool(db);
+    return this.routing.poolFor(key);
   }
 
   private pick(): Pool {
-    const db = this.selection.select();
-    return db === undefined ? this.baseline : this.sandboxPool(db);
+    return this.routing.pick();
   }
 
   /** A connection of the pool the active key selects; the whole transaction runs on it. */
   async getConnection(): Promise<PoolConnection> {
-    if (this.holding !== undefined) await this.holding;
+    if (this.routing.holding !== undefined) await this.routing.holding;
     return this.pick().getConnection();
   }
 
   /** Connection counts of the baseline pool and of every open sandbox pool, by database. */
   stats(): { baseline: PoolCounts; sandboxes: Record<string, PoolCounts> } {
     const sandboxes: Record<string, PoolCounts> = {};
-    for (const [db, p] of this.pools) sandboxes[db] = counts(p);
+    for (const [db, p] of this.routing.sandboxPools()) sandboxes[db] = counts(p);
     return { baseline: counts(this.baseline), sandboxes };
   }
 
   /** Stops following the route table and closes every pool. */
-  async end(): Promise<void> {
-    if (this.ended) return;
-    this.ended = true;
-    this.unsubscribe();
-    const all = [this.baseline, ...this.pools.values()];
-    this.pools.clear();
-    await Promise.all(all.map((p) => p.end().catch(() => {})));
-  }
-
-  private sandboxPool(db: string): Pool {
-    let p = this.pools.get(db);
-    if (p === undefined) {
-      p = this.open(db, this.configFor(db));
-      this.pools.set(db, p);
-    }
-    return p;
+  end(): Promise<void> {
+    return this.routing.end();
   }
 
   private configFor(db: string): PoolOptions {
@@ -221,27 +187,6 @@ export class RoutedPool extends EventEmitter {
       });
     });
     return p;
-  }
-
-  private apply(table: RouteTable): void {
-    if (this.ended) return;
-    try {
-      const wanted = this.selection.apply(table);
-      for (const [db, p] of this.pools) {
-        if (wanted.has(db)) continue;
-        this.pools.delete(db);
-        p.end().catch((err: unknown) =>
-          logger().warn('branchline mysql: closing a sandbox pool failed', {
-            database: db,
-            err: String(err),
-          }),
-        );
-      }
-    } catch (err) {
-      logger().error('branchline mysql: could not apply the route table; keeping the previous routes', {
-        err: String(err),
-      });
-    }
   }
 }
 

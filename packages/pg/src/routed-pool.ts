@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
-import { logger, type RouteTable, SandboxDatabaseSelection } from '@branchline/core/transport';
+import { logger, SandboxDatabasePools } from '@branchline/core/transport';
 import pg, {
   type Pool,
   type PoolClient,
@@ -65,15 +65,9 @@ export class RoutedPool extends EventEmitter {
   /** The baseline database name (what resources name in `from`). */
   readonly source: string;
   private readonly poolConfig: PoolConfig;
-  private readonly sandbox: string | undefined;
   private readonly sandboxMax: number;
-  private readonly pools = new Map<string, Pool>();
-  /** Which database the active key selects (the rule shared with every database adapter). */
-  private readonly selection: SandboxDatabaseSelection;
-  private readonly unsubscribe: () => void;
-  private ended = false;
-  /** Set while a sandbox workload waits for its first route table. */
-  private holding: Promise<void> | undefined;
+  /** The sandbox pools and which one the active key selects (shared with every database adapter). */
+  private readonly routing: SandboxDatabasePools<Pool>;
 
   constructor(options: RoutedPoolOptions = {}) {
     super();
@@ -98,7 +92,6 @@ export class RoutedPool extends EventEmitter {
         'branchline pg: option resolveDatabase must be a function (sandbox) => database name',
       );
     const rt = runtime ?? defaultRuntime();
-    this.sandbox = sandbox ?? rt.config.sandbox;
     const probe = new pg.Client(poolConfig);
     const db = source ?? probe.database;
     if (!db)
@@ -106,49 +99,35 @@ export class RoutedPool extends EventEmitter {
         'branchline pg: the routed pool needs the baseline database name (option database, connectionString or source)',
       );
     this.source = db;
-    this.selection = new SandboxDatabaseSelection({
+    this.baseline = this.open(undefined, poolConfig);
+    this.routing = new SandboxDatabasePools(this.baseline, {
       driver: 'pg',
       type: 'postgres',
       source: db,
       prefix: namePrefix,
       service: service ?? rt.config.service,
-      sandbox: this.sandbox,
+      sandbox: sandbox ?? rt.config.sandbox,
       resolveDatabase,
       databaseName: sandboxDatabaseName,
+      routes: rt.routes,
+      routesTimeoutMs,
+      open: (database) => this.open(database, this.configFor(database)),
+      close: (p) => p.end(),
     });
-    this.baseline = this.open(undefined, poolConfig);
-    const routes = rt.routes;
-    if (routes.table) this.apply(routes.table);
-    this.unsubscribe = routes.subscribe((t) => this.apply(t));
-    if (!routes.table && this.sandbox !== undefined) {
-      // A sandbox workload must not write its schema changes to the baseline just because the
-      // route table has not arrived yet: its queries wait for it (bounded).
-      const wait = routesTimeoutMs ?? 5000;
-      this.holding = routes.ready(wait).then((t) => {
-        this.holding = undefined;
-        if (!t)
-          logger().warn('branchline pg: no route table yet; sandbox queries go to the baseline database', {
-            sandbox: this.sandbox,
-            waitedMs: wait,
-          });
-      });
-    }
   }
 
   /** The database a query would use now for `key` (default: the active context's key). */
   databaseFor(key: string | undefined = getRoutingKey()): string {
-    return this.selection.databaseFor(key);
+    return this.routing.databaseFor(key);
   }
 
   /** The pool a query would use now (same rule as `databaseFor`). */
   poolFor(key: string | undefined = getRoutingKey()): Pool {
-    const db = this.databaseFor(key);
-    return db === this.source && this.selection.own === undefined ? this.baseline : this.sandboxPool(db);
+    return this.routing.poolFor(key);
   }
 
   private pick(): Pool {
-    const db = this.selection.select();
-    return db === undefined ? this.baseline : this.sandboxPool(db);
+    return this.routing.pick();
   }
 
   query<R extends QueryResultRow = QueryResultRow, I = unknown[]>(
@@ -165,8 +144,8 @@ export class RoutedPool extends EventEmitter {
     callback: QueryCallback<R>,
   ): void;
   query(a: unknown, b?: unknown, c?: unknown): unknown {
-    if (this.holding !== undefined)
-      return this.holding.then(() => this.query(a as string, b as never, c as never));
+    if (this.routing.holding !== undefined)
+      return this.routing.holding.then(() => this.query(a as string, b as never, c as never));
     return (this.pick() as unknown as { query(a: unknown, b: unknown, c: unknown): unknown }).query(a, b, c);
   }
 
@@ -186,7 +165,8 @@ export class RoutedPool extends EventEmitter {
       done: (release?: unknown) => void,
     ) => void,
   ): unknown {
-    if (this.holding !== undefined) return this.holding.then(() => this.connect(callback as never));
+    if (this.routing.holding !== undefined)
+      return this.routing.holding.then(() => this.connect(callback as never));
     const pool = this.pick();
     return callback ? pool.connect(callback as Parameters<Pool['connect']>[0] & object) : pool.connect();
   }
@@ -204,27 +184,13 @@ export class RoutedPool extends EventEmitter {
   /** Connection counts of the baseline pool and of every open sandbox pool, by database. */
   stats(): { baseline: PoolCounts; sandboxes: Record<string, PoolCounts> } {
     const sandboxes: Record<string, PoolCounts> = {};
-    for (const [db, p] of this.pools) sandboxes[db] = counts(p);
+    for (const [db, p] of this.routing.sandboxPools()) sandboxes[db] = counts(p);
     return { baseline: counts(this.baseline), sandboxes };
   }
 
   /** Stops following the route table and closes every pool. */
-  async end(): Promise<void> {
-    if (this.ended) return;
-    this.ended = true;
-    this.unsubscribe();
-    const all = [this.baseline, ...this.pools.values()];
-    this.pools.clear();
-    await Promise.all(all.map((p) => p.end().catch(() => {})));
-  }
-
-  private sandboxPool(db: string): Pool {
-    let p = this.pools.get(db);
-    if (p === undefined) {
-      p = this.open(db, this.configFor(db));
-      this.pools.set(db, p);
-    }
-    return p;
+  end(): Promise<void> {
+    return this.routing.end();
   }
 
   private configFor(db: string): PoolConfig {
@@ -251,24 +217,6 @@ export class RoutedPool extends EventEmitter {
         });
     });
     return p;
-  }
-
-  private apply(table: RouteTable): void {
-    if (this.ended) return;
-    try {
-      const wanted = this.selection.apply(table);
-      for (const [db, p] of this.pools) {
-        if (wanted.has(db)) continue;
-        this.pools.delete(db);
-        p.end().catch((err: unknown) =>
-          logger().warn('branchline pg: closing a sandbox pool failed', { database: db, err: String(err) }),
-        );
-      }
-    } catch (err) {
-      logger().error('branchline pg: could not apply the route table; keeping the previous routes', {
-        err: String(err),
-      });
-    }
   }
 }
 
