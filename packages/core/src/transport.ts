@@ -86,7 +86,12 @@ export {
   sandboxDatabaseName,
 } from './databases/names.js';
 export { type FetchSandboxDatabaseOptions, fetchDatabaseOutputs } from './databases/outputs.js';
-export { SandboxDatabasePools, type SandboxDatabasePoolsOptions } from './databases/pools.js';
+export {
+  checkRoutedDatabaseOptions,
+  type RoutedDatabaseOptions,
+  SandboxDatabasePools,
+  type SandboxDatabasePoolsOptions,
+} from './databases/pools.js';
 export {
   SandboxDatabaseSelection,
   type SandboxDatabaseSelectionOptions,

@@ -1,6 +1,11 @@
 import { EventEmitter } from 'node:events';
-import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
-import { logger, SandboxDatabasePools } from '@branchline/core/transport';
+import { defaultRuntime, getRoutingKey } from '@branchline/core';
+import {
+  checkRoutedDatabaseOptions,
+  logger,
+  type RoutedDatabaseOptions,
+  SandboxDatabasePools,
+} from '@branchline/core/transport';
 import pg, {
   type Pool,
   type PoolClient,
@@ -11,34 +16,8 @@ import pg, {
 } from 'pg';
 import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
 
-export interface RoutedPoolOptions extends PoolConfig {
-  /** Where routes come from and who this process is. Default: the process-wide runtime. */
-  runtime?: BranchlineRuntime;
-  /** This service's name, matched against a resource's `services`. Default `BRANCHLINE_SERVICE`. */
-  service?: string;
-  /**
-   * The sandbox this process belongs to. A sandbox workload always uses its own sandbox's
-   * database (its code expects that schema), whatever the key. Default `BRANCHLINE_SANDBOX`.
-   */
-  sandbox?: string;
-  /** The baseline database name that resources name in `from`. Default: this pool's database. */
-  source?: string;
-  /** Name prefix of sandbox databases; must match the resource hook's. Default `bl_sb_`. */
-  prefix?: string;
-  /** Most connections each sandbox database's pool may open. Default min(max, 5). */
-  sandboxMax?: number;
-  /**
-   * Picks the database of a sandbox instead of the built-in rule (a ready postgres resource
-   * whose `from` is `source`). Return undefined for "no database of its own".
-   */
-  resolveDatabase?: (sandbox: SandboxSpec) => string | undefined;
-  /**
-   * In a sandbox workload, how long queries wait for the first route table (which says whether
-   * the sandbox has a database) before going to the baseline. Baseline processes never wait.
-   * Default 5000 ms.
-   */
-  routesTimeoutMs?: number;
-}
+/** The driver's pool options plus the routing options shared by every routed database pool. */
+export interface RoutedPoolOptions extends PoolConfig, RoutedDatabaseOptions {}
 
 export interface PoolCounts {
   total: number;
@@ -84,13 +63,7 @@ export class RoutedPool extends EventEmitter {
     } = options;
     this.poolConfig = poolConfig;
     const namePrefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
-    if (sandboxMax !== undefined && (!Number.isInteger(sandboxMax) || sandboxMax < 1))
-      throw new TypeError(`branchline pg: option sandboxMax=${sandboxMax} must be a positive integer`);
-    this.sandboxMax = sandboxMax ?? Math.min(poolConfig.max ?? 10, 5);
-    if (resolveDatabase !== undefined && typeof resolveDatabase !== 'function')
-      throw new TypeError(
-        'branchline pg: option resolveDatabase must be a function (sandbox) => database name',
-      );
+    this.sandboxMax = checkRoutedDatabaseOptions('pg', { sandboxMax, resolveDatabase }, poolConfig.max ?? 10);
     const rt = runtime ?? defaultRuntime();
     const probe = new pg.Client(poolConfig);
     const db = source ?? probe.database;

@@ -1,8 +1,58 @@
 import { getRoutingKey } from '../context.js';
 import { logger } from '../log.js';
 import type { RouteSource } from '../route-source.js';
-import type { RouteTable } from '../routes.js';
+import type { RouteTable, SandboxSpec } from '../routes.js';
+import type { BranchlineRuntime } from '../runtime.js';
 import { SandboxDatabaseSelection, type SandboxDatabaseSelectionOptions } from './selection.js';
+
+/** The routing options every routed database pool takes next to its driver's pool options. */
+export interface RoutedDatabaseOptions {
+  /** Where routes come from and who this process is. Default: the process-wide runtime. */
+  runtime?: BranchlineRuntime;
+  /** This service's name, matched against a resource's `services`. Default `BRANCHLINE_SERVICE`. */
+  service?: string;
+  /**
+   * The sandbox this process belongs to. A sandbox workload always uses its own sandbox's
+   * database (its code expects that schema), whatever the key. Default `BRANCHLINE_SANDBOX`.
+   */
+  sandbox?: string;
+  /** The baseline database name that resources name in `from`. Default: this pool's database. */
+  source?: string;
+  /** Name prefix of sandbox databases; must match the resource hook's. Default `bl_sb_`. */
+  prefix?: string;
+  /** Most connections each sandbox database's pool may open. Default min(the pool's size, 5). */
+  sandboxMax?: number;
+  /**
+   * Picks the database of a sandbox instead of the built-in rule (a ready resource of the
+   * adapter's type whose `from` is `source`). Return undefined for "no database of its own".
+   */
+  resolveDatabase?: (sandbox: SandboxSpec) => string | undefined;
+  /**
+   * In a sandbox workload, how long queries wait for the first route table (which says whether
+   * the sandbox has a database) before going to the baseline. Baseline processes never wait.
+   * Default 5000 ms.
+   */
+  routesTimeoutMs?: number;
+}
+
+/**
+ * Checks `sandboxMax` and `resolveDatabase` of a routed pool's options; returns the sandbox
+ * pools' size (`sandboxMax`, default min(`poolSize`, 5)).
+ */
+export function checkRoutedDatabaseOptions(
+  driver: string,
+  options: Pick<RoutedDatabaseOptions, 'sandboxMax' | 'resolveDatabase'>,
+  poolSize: number,
+): number {
+  const { sandboxMax, resolveDatabase } = options;
+  if (sandboxMax !== undefined && (!Number.isInteger(sandboxMax) || sandboxMax < 1))
+    throw new TypeError(`branchline ${driver}: option sandboxMax=${sandboxMax} must be a positive integer`);
+  if (resolveDatabase !== undefined && typeof resolveDatabase !== 'function')
+    throw new TypeError(
+      `branchline ${driver}: option resolveDatabase must be a function (sandbox) => database name`,
+    );
+  return sandboxMax ?? Math.min(poolSize, 5);
+}
 
 export interface SandboxDatabasePoolsOptions<P> extends SandboxDatabaseSelectionOptions {
   /** The route table to follow (a runtime's `routes`). */
@@ -109,14 +159,12 @@ export class SandboxDatabasePools<P> {
       for (const [db, p] of this.pools) {
         if (wanted.has(db)) continue;
         this.pools.delete(db);
-        this.options
-          .close(p)
-          .catch((err: unknown) =>
-            logger().warn(`branchline ${driver}: closing a sandbox pool failed`, {
-              database: db,
-              err: String(err),
-            }),
-          );
+        this.options.close(p).catch((err: unknown) =>
+          logger().warn(`branchline ${driver}: closing a sandbox pool failed`, {
+            database: db,
+            err: String(err),
+          }),
+        );
       }
     } catch (err) {
       logger().error(`branchline ${driver}: could not apply the route table; keeping the previous routes`, {
