@@ -80,7 +80,12 @@ export {
   type SandboxDatabaseManager,
 } from './databases/hook.js';
 export {
+  checkBaselineDatabaseName,
+  checkDatabasePrefix,
+  checkDatabaseSandboxName,
+  type DatabaseNameRules,
   DEFAULT_SANDBOX_DATABASE_PREFIX,
+  describeValue,
   nameDigest,
   parseSandboxDatabaseName,
   sandboxDatabaseName,

@@ -1,8 +1,12 @@
-import { isValidRoutingKey } from '@branchline/core';
 import {
+  checkBaselineDatabaseName,
+  checkDatabasePrefix,
+  checkDatabaseSandboxName,
   parseSandboxDatabaseName as coreParseSandboxDatabaseName,
   sandboxDatabaseName as coreSandboxDatabaseName,
+  type DatabaseNameRules,
   DEFAULT_SANDBOX_DATABASE_PREFIX,
+  describeValue,
 } from '@branchline/core/transport';
 
 /** MySQL and MariaDB refuse database and table names longer than 64 characters. */
@@ -12,7 +16,6 @@ export const DEFAULT_ADMIN_DATABASE = 'branchline';
 export const DEFAULT_CATALOGUE = 'branchline_mysql_databases';
 
 const SOURCE_RE = /^[A-Za-z0-9_][A-Za-z0-9_$-]*$/;
-const PREFIX_RE = /^[a-z][a-z0-9_]*_$/;
 const TABLE_RE = /^[a-z_][a-z0-9_]*$/;
 
 /** Databases of the server itself; never a source, never swept. */
@@ -34,55 +37,32 @@ export class SandboxDatabaseError extends Error {
   }
 }
 
-function show(v: unknown): string {
-  try {
-    return JSON.stringify(v) ?? String(v);
-  } catch {
-    return String(v);
-  }
-}
+const NAME_RULES: DatabaseNameRules = {
+  driver: 'mysql',
+  maxLength: MAX_IDENTIFIER_LENGTH,
+  sourcePattern: SOURCE_RE,
+  sourceChars: 'letters, digits, "_", "$" or "-"',
+  fail: (message) => new SandboxDatabaseError('invalid-name', message),
+};
 
 /** Checks a baseline database name (`spec.from`). */
 export function checkSourceName(name: unknown, where = 'spec.from'): string {
-  if (typeof name !== 'string' || name.length === 0) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline mysql: ${where} must name the baseline database to copy, e.g. "orders" (got ${show(name)})`,
-    );
-  }
-  if (name.length > MAX_IDENTIFIER_LENGTH || !SOURCE_RE.test(name)) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline mysql: ${where}=${show(name)} is not a database name Branchline can branch: use at most ${MAX_IDENTIFIER_LENGTH} letters, digits, "_", "$" or "-", not starting with "-"`,
-    );
-  }
-  return name;
+  return checkBaselineDatabaseName(name, where, NAME_RULES);
 }
 
-/** Checks a sandbox name (the registry's DNS-label rule from @branchline/core). */
+/** Checks a sandbox name (core's sandbox-name rule, which the registry applies too). */
 export function checkSandboxName(name: unknown, where = 'sandbox name'): string {
-  if (typeof name !== 'string' || !isValidRoutingKey(name)) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline mysql: ${where} ${show(name)} is not a sandbox name: use lowercase letters, digits and inner hyphens, at most 63 characters`,
-    );
-  }
-  return name;
+  return checkDatabaseSandboxName(name, where, NAME_RULES);
 }
 
 export function checkPrefix(prefix: string, option: string): string {
-  if (typeof prefix !== 'string' || !PREFIX_RE.test(prefix) || prefix.length < 3 || prefix.length > 24) {
-    throw new TypeError(
-      `branchline mysql: option ${option}=${show(prefix)} must be 3-24 lowercase letters, digits or "_", start with a letter and end with "_" (e.g. "bl_sb_"); the sweeper drops databases by this prefix, so it must be specific`,
-    );
-  }
-  return prefix;
+  return checkDatabasePrefix(prefix, option, 'mysql');
 }
 
 export function checkTableName(name: string, option: string): string {
   if (typeof name !== 'string' || !TABLE_RE.test(name) || name.length > MAX_IDENTIFIER_LENGTH) {
     throw new TypeError(
-      `branchline mysql: option ${option}=${show(name)} must be a plain lowercase name such as "branchline_mysql_databases"`,
+      `branchline mysql: option ${option}=${describeValue(name)} must be a plain lowercase name such as "branchline_mysql_databases"`,
     );
   }
   return name;
@@ -105,7 +85,10 @@ export const parseSandboxDatabaseName: (name: string, prefix?: string) => string
 /** Backtick-quotes an identifier for SQL (every name we interpolate goes through this). */
 export function quoteIdent(name: string): string {
   if (name.length === 0 || name.length > MAX_IDENTIFIER_LENGTH || name.includes('\u0000'))
-    throw new SandboxDatabaseError('invalid-name', `branchline mysql: ${show(name)} is not an identifier`);
+    throw new SandboxDatabaseError(
+      'invalid-name',
+      `branchline mysql: ${describeValue(name)} is not an identifier`,
+    );
   return `\`${name.replace(/`/g, '``')}\``;
 }
 

@@ -1,8 +1,12 @@
-import { isValidSandboxName, SANDBOX_NAME_RULE } from '@branchline/core';
 import {
+  checkBaselineDatabaseName,
+  checkDatabasePrefix,
+  checkDatabaseSandboxName,
   parseSandboxDatabaseName as coreParseSandboxDatabaseName,
   sandboxDatabaseName as coreSandboxDatabaseName,
+  type DatabaseNameRules,
   DEFAULT_SANDBOX_DATABASE_PREFIX,
+  describeValue,
   nameDigest,
 } from '@branchline/core/transport';
 
@@ -13,7 +17,6 @@ export const DEFAULT_SNAPSHOT_PREFIX = 'branchline_snap_';
 export const DEFAULT_CATALOGUE = 'branchline_pg_databases';
 
 const SOURCE_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]*$/;
-const PREFIX_RE = /^[a-z][a-z0-9_]*_$/;
 const TABLE_RE = /^[a-z_][a-z0-9_]*$/;
 const ROLE_RE = /^[A-Za-z_][A-Za-z0-9_$-]*$/;
 
@@ -28,55 +31,32 @@ export class SandboxDatabaseError extends Error {
   }
 }
 
-function show(v: unknown): string {
-  try {
-    return JSON.stringify(v) ?? String(v);
-  } catch {
-    return String(v);
-  }
-}
+const NAME_RULES: DatabaseNameRules = {
+  driver: 'pg',
+  maxLength: MAX_IDENTIFIER_LENGTH,
+  sourcePattern: SOURCE_RE,
+  sourceChars: 'letters, digits, "_" or "-"',
+  fail: (message) => new SandboxDatabaseError('invalid-name', message),
+};
 
 /** Checks a baseline database name (`spec.from`). */
 export function checkSourceName(name: unknown, where = 'spec.from'): string {
-  if (typeof name !== 'string' || name.length === 0) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline pg: ${where} must name the baseline database to copy, e.g. "orders" (got ${show(name)})`,
-    );
-  }
-  if (name.length > MAX_IDENTIFIER_LENGTH || !SOURCE_RE.test(name)) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline pg: ${where}=${show(name)} is not a database name Branchline can branch: use at most ${MAX_IDENTIFIER_LENGTH} letters, digits, "_" or "-", not starting with "-"`,
-    );
-  }
-  return name;
+  return checkBaselineDatabaseName(name, where, NAME_RULES);
 }
 
 /** Checks a sandbox name (core's sandbox-name rule, which the registry applies too). */
 export function checkSandboxName(name: unknown, where = 'sandbox name'): string {
-  if (typeof name !== 'string' || !isValidSandboxName(name)) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline pg: ${where} ${show(name)} is not a sandbox name: use ${SANDBOX_NAME_RULE}`,
-    );
-  }
-  return name;
+  return checkDatabaseSandboxName(name, where, NAME_RULES);
 }
 
 export function checkPrefix(prefix: string, option: string): string {
-  if (!PREFIX_RE.test(prefix) || prefix.length < 3 || prefix.length > 24) {
-    throw new TypeError(
-      `branchline pg: option ${option}=${show(prefix)} must be 3-24 lowercase letters, digits or "_", start with a letter and end with "_" (e.g. "bl_sb_"); the sweeper drops databases by this prefix, so it must be specific`,
-    );
-  }
-  return prefix;
+  return checkDatabasePrefix(prefix, option, 'pg');
 }
 
 export function checkTableName(name: string, option: string): string {
   if (!TABLE_RE.test(name) || name.length > MAX_IDENTIFIER_LENGTH) {
     throw new TypeError(
-      `branchline pg: option ${option}=${show(name)} must be a plain lowercase table name such as "branchline_pg_databases"`,
+      `branchline pg: option ${option}=${describeValue(name)} must be a plain lowercase table name such as "branchline_pg_databases"`,
     );
   }
   return name;
@@ -84,7 +64,7 @@ export function checkTableName(name: string, option: string): string {
 
 export function checkRoleName(name: string, option: string): string {
   if (!ROLE_RE.test(name) || name.length > MAX_IDENTIFIER_LENGTH) {
-    throw new TypeError(`branchline pg: option ${option}=${show(name)} is not a role name`);
+    throw new TypeError(`branchline pg: option ${option}=${describeValue(name)} is not a role name`);
   }
   return name;
 }

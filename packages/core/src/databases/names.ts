@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { isValidSandboxName } from '../rules.js';
+import { isValidSandboxName, SANDBOX_NAME_RULE } from '../rules.js';
 
 /** The name prefix of sandbox databases in every database adapter. */
 export const DEFAULT_SANDBOX_DATABASE_PREFIX = 'bl_sb_';
@@ -43,4 +43,68 @@ export function parseSandboxDatabaseName(
   if (sep <= 0) return undefined;
   const sandbox = rest.slice(0, sep);
   return isValidSandboxName(sandbox) ? sandbox : undefined;
+}
+
+/** A value as it appears in a message: its JSON where it has one, else `String(value)`. */
+export function describeValue(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** What a database adapter's name checks differ in. */
+export interface DatabaseNameRules {
+  /** Adapter name in messages (`branchline <driver>: …`). */
+  driver: string;
+  /** The server's identifier limit. */
+  maxLength: number;
+  /** The baseline database names the adapter can branch. */
+  sourcePattern: RegExp;
+  /** Those names' characters, for messages, e.g. `letters, digits, "_" or "-"`. */
+  sourceChars: string;
+  /** The adapter's error for a name a person must fix. */
+  fail(message: string): Error;
+}
+
+/** Checks a baseline database name (`spec.from`, an option); `where` names it in the message. */
+export function checkBaselineDatabaseName(name: unknown, where: string, rules: DatabaseNameRules): string {
+  if (typeof name !== 'string' || name.length === 0) {
+    throw rules.fail(
+      `branchline ${rules.driver}: ${where} must name the baseline database to copy, e.g. "orders" (got ${describeValue(name)})`,
+    );
+  }
+  if (name.length > rules.maxLength || !rules.sourcePattern.test(name)) {
+    throw rules.fail(
+      `branchline ${rules.driver}: ${where}=${describeValue(name)} is not a database name Branchline can branch: use at most ${rules.maxLength} ${rules.sourceChars}, not starting with "-"`,
+    );
+  }
+  return name;
+}
+
+/** Checks a sandbox name (core's sandbox-name rule, which the registry applies too). */
+export function checkDatabaseSandboxName(
+  name: unknown,
+  where: string,
+  rules: Pick<DatabaseNameRules, 'driver' | 'fail'>,
+): string {
+  if (typeof name !== 'string' || !isValidSandboxName(name)) {
+    throw rules.fail(
+      `branchline ${rules.driver}: ${where} ${describeValue(name)} is not a sandbox name: use ${SANDBOX_NAME_RULE}`,
+    );
+  }
+  return name;
+}
+
+const PREFIX_RE = /^[a-z][a-z0-9_]*_$/;
+
+/** Checks a sandbox (or snapshot) database name prefix: the sweeper drops databases by it. */
+export function checkDatabasePrefix(prefix: unknown, option: string, driver: string): string {
+  if (typeof prefix !== 'string' || !PREFIX_RE.test(prefix) || prefix.length < 3 || prefix.length > 24) {
+    throw new TypeError(
+      `branchline ${driver}: option ${option}=${describeValue(prefix)} must be 3-24 lowercase letters, digits or "_", start with a letter and end with "_" (e.g. "bl_sb_"); the sweeper drops databases by this prefix, so it must be specific`,
+    );
+  }
+  return prefix;
 }
