@@ -101,10 +101,11 @@ export {
   SandboxDatabaseSelection,
   type SandboxDatabaseSelectionOptions,
 } from './databases/selection.js';
-export type {
-  SandboxDatabaseConnection,
-  SandboxDatabaseDropRequest,
-  SandboxDatabaseProvisionRequest,
+export {
+  guardProgressReport,
+  type SandboxDatabaseConnection,
+  type SandboxDatabaseDropRequest,
+  type SandboxDatabaseProvisionRequest,
 } from './databases/types.js';
 export {
   decideIncoming,

@@ -1,4 +1,5 @@
 import {
+  guardProgressReport,
   logger,
   type SandboxDatabaseDropRequest,
   type SandboxDatabaseProvisionRequest,
@@ -47,14 +48,7 @@ function errno(err: unknown): number | undefined {
 }
 
 function guardReport(report: Report | undefined): Report {
-  if (!report) return () => {};
-  return (p) => {
-    try {
-      report(p);
-    } catch (err) {
-      logger().error('branchline mysql: the progress callback threw; ignoring it', { err: String(err) });
-    }
-  };
+  return guardProgressReport('mysql', report);
 }
 
 const DEFINER_RE =

@@ -1,5 +1,5 @@
 import {
-  logger,
+  guardProgressReport,
   type SandboxDatabaseDropRequest,
   type SandboxDatabaseProvisionRequest,
 } from '@branchline/core/transport';
@@ -26,12 +26,5 @@ export interface SnapshotRequest {
 
 /** `report`, made safe: a throwing progress callback is logged and ignored. */
 export function guardReport(report: Report | undefined): Report {
-  if (!report) return () => {};
-  return (p) => {
-    try {
-      report(p);
-    } catch (err) {
-      logger().error('branchline pg: the progress callback threw; ignoring it', { err: String(err) });
-    }
-  };
+  return guardProgressReport('pg', report);
 }

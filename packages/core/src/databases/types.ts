@@ -1,3 +1,4 @@
+import { logger } from '../log.js';
 import type { ResourceProgress } from '../resources.js';
 
 /**
@@ -34,4 +35,22 @@ export interface SandboxDatabaseDropRequest {
   /** The database named in the resource outputs, when known (it must carry our prefix). */
   database?: string;
   signal?: AbortSignal;
+}
+
+/**
+ * `report`, made safe: a progress callback that throws is logged (as `branchline <driver>: …`)
+ * and ignored, so a listener's bug never fails a provisioning.
+ */
+export function guardProgressReport(
+  driver: string,
+  report: ((progress: ResourceProgress) => void) | undefined,
+): (progress: ResourceProgress) => void {
+  if (!report) return () => {};
+  return (p) => {
+    try {
+      report(p);
+    } catch (err) {
+      logger().error(`branchline ${driver}: the progress callback threw; ignoring it`, { err: String(err) });
+    }
+  };
 }
