@@ -72,6 +72,42 @@ export {
   setBaggageKey,
 } from './context.js';
 export {
+  type DatabaseResourceHook,
+  type DatabaseResourceSpec,
+  type DatabaseSpecRules,
+  databaseResourceHook,
+  parseDatabaseSpec,
+  type SandboxDatabaseManager,
+} from './databases/hook.js';
+export {
+  checkBaselineDatabaseName,
+  checkDatabasePrefix,
+  checkDatabaseSandboxName,
+  type DatabaseNameRules,
+  DEFAULT_SANDBOX_DATABASE_PREFIX,
+  describeValue,
+  nameDigest,
+  parseSandboxDatabaseName,
+  sandboxDatabaseName,
+} from './databases/names.js';
+export { type FetchSandboxDatabaseOptions, fetchDatabaseOutputs } from './databases/outputs.js';
+export {
+  checkRoutedDatabaseOptions,
+  type RoutedDatabaseOptions,
+  SandboxDatabasePools,
+  type SandboxDatabasePoolsOptions,
+} from './databases/pools.js';
+export {
+  SandboxDatabaseSelection,
+  type SandboxDatabaseSelectionOptions,
+} from './databases/selection.js';
+export {
+  guardProgressReport,
+  type SandboxDatabaseConnection,
+  type SandboxDatabaseDropRequest,
+  type SandboxDatabaseProvisionRequest,
+} from './databases/types.js';
+export {
   decideIncoming,
   decideMessage,
   HOP_MARKER,

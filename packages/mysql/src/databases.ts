@@ -1,4 +1,9 @@
-import { logger } from '@branchline/core/transport';
+import {
+  guardProgressReport,
+  logger,
+  type SandboxDatabaseDropRequest,
+  type SandboxDatabaseProvisionRequest,
+} from '@branchline/core/transport';
 import type { ConnectionOptions } from 'mysql2';
 import mysql, { type Connection, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise';
 import {
@@ -26,22 +31,9 @@ import type {
 
 type Report = (progress: ResourceProgress) => void;
 
-export interface ProvisionRequest {
-  sandbox: string;
-  source: string;
-  /** The resource's name in the sandbox document, kept in the catalogue for people. */
-  resource?: string;
-  report?: Report;
-  signal?: AbortSignal;
-}
+export interface ProvisionRequest extends SandboxDatabaseProvisionRequest {}
 
-export interface DropRequest {
-  sandbox: string;
-  source: string;
-  /** The database named in the resource outputs, when known (it must carry our prefix). */
-  database?: string;
-  signal?: AbortSignal;
-}
+export interface DropRequest extends SandboxDatabaseDropRequest {}
 
 interface CatalogueRow extends RowDataPacket {
   database: string;
@@ -56,14 +48,7 @@ function errno(err: unknown): number | undefined {
 }
 
 function guardReport(report: Report | undefined): Report {
-  if (!report) return () => {};
-  return (p) => {
-    try {
-      report(p);
-    } catch (err) {
-      logger().error('branchline mysql: the progress callback threw; ignoring it', { err: String(err) });
-    }
-  };
+  return guardProgressReport('mysql', report);
 }
 
 const DEFINER_RE =

@@ -1,14 +1,21 @@
-import { createHash } from 'node:crypto';
-import { isValidRoutingKey } from '@branchline/core';
+import {
+  checkBaselineDatabaseName,
+  checkDatabasePrefix,
+  checkDatabaseSandboxName,
+  parseSandboxDatabaseName as coreParseSandboxDatabaseName,
+  sandboxDatabaseName as coreSandboxDatabaseName,
+  type DatabaseNameRules,
+  DEFAULT_SANDBOX_DATABASE_PREFIX,
+  describeValue,
+} from '@branchline/core/transport';
 
 /** MySQL and MariaDB refuse database and table names longer than 64 characters. */
 export const MAX_IDENTIFIER_LENGTH = 64;
-export const DEFAULT_PREFIX = 'bl_sb_';
+export const DEFAULT_PREFIX = DEFAULT_SANDBOX_DATABASE_PREFIX;
 export const DEFAULT_ADMIN_DATABASE = 'branchline';
 export const DEFAULT_CATALOGUE = 'branchline_mysql_databases';
 
 const SOURCE_RE = /^[A-Za-z0-9_][A-Za-z0-9_$-]*$/;
-const PREFIX_RE = /^[a-z][a-z0-9_]*_$/;
 const TABLE_RE = /^[a-z_][a-z0-9_]*$/;
 
 /** Databases of the server itself; never a source, never swept. */
@@ -30,95 +37,58 @@ export class SandboxDatabaseError extends Error {
   }
 }
 
-function show(v: unknown): string {
-  try {
-    return JSON.stringify(v) ?? String(v);
-  } catch {
-    return String(v);
-  }
-}
+const NAME_RULES: DatabaseNameRules = {
+  driver: 'mysql',
+  maxLength: MAX_IDENTIFIER_LENGTH,
+  sourcePattern: SOURCE_RE,
+  sourceChars: 'letters, digits, "_", "$" or "-"',
+  fail: (message) => new SandboxDatabaseError('invalid-name', message),
+};
 
 /** Checks a baseline database name (`spec.from`). */
 export function checkSourceName(name: unknown, where = 'spec.from'): string {
-  if (typeof name !== 'string' || name.length === 0) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline mysql: ${where} must name the baseline database to copy, e.g. "orders" (got ${show(name)})`,
-    );
-  }
-  if (name.length > MAX_IDENTIFIER_LENGTH || !SOURCE_RE.test(name)) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline mysql: ${where}=${show(name)} is not a database name Branchline can branch: use at most ${MAX_IDENTIFIER_LENGTH} letters, digits, "_", "$" or "-", not starting with "-"`,
-    );
-  }
-  return name;
+  return checkBaselineDatabaseName(name, where, NAME_RULES);
 }
 
-/** Checks a sandbox name (the registry's DNS-label rule from @branchline/core). */
+/** Checks a sandbox name (core's sandbox-name rule, which the registry applies too). */
 export function checkSandboxName(name: unknown, where = 'sandbox name'): string {
-  if (typeof name !== 'string' || !isValidRoutingKey(name)) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline mysql: ${where} ${show(name)} is not a sandbox name: use lowercase letters, digits and inner hyphens, at most 63 characters`,
-    );
-  }
-  return name;
+  return checkDatabaseSandboxName(name, where, NAME_RULES);
 }
 
 export function checkPrefix(prefix: string, option: string): string {
-  if (typeof prefix !== 'string' || !PREFIX_RE.test(prefix) || prefix.length < 3 || prefix.length > 24) {
-    throw new TypeError(
-      `branchline mysql: option ${option}=${show(prefix)} must be 3-24 lowercase letters, digits or "_", start with a letter and end with "_" (e.g. "bl_sb_"); the sweeper drops databases by this prefix, so it must be specific`,
-    );
-  }
-  return prefix;
+  return checkDatabasePrefix(prefix, option, 'mysql');
 }
 
 export function checkTableName(name: string, option: string): string {
   if (typeof name !== 'string' || !TABLE_RE.test(name) || name.length > MAX_IDENTIFIER_LENGTH) {
     throw new TypeError(
-      `branchline mysql: option ${option}=${show(name)} must be a plain lowercase name such as "branchline_mysql_databases"`,
+      `branchline mysql: option ${option}=${describeValue(name)} must be a plain lowercase name such as "branchline_mysql_databases"`,
     );
   }
   return name;
 }
 
-function hash(input: string, length: number): string {
-  return createHash('sha256').update(input).digest('hex').slice(0, length);
-}
-
 /**
- * The database of `sandbox` seeded from `database`: `<prefix><sandbox>__<database>`. Sandbox
- * names cannot contain "_", so the first "__" separates the owner, which the sweeper reads
- * back. When that would exceed 64 characters the source is replaced by a hash, and if even that
- * is too long the sandbox name is shortened too (the catalogue still names the owner). The
- * routed pool computes the same name, so it needs no private outputs.
+ * The database of `sandbox` seeded from the baseline database `database`:
+ * `<prefix><sandbox>__<database>`, at most 64 characters (the rule and its hashing live in
+ * `@branchline/core/transport`, shared by every database adapter). The routed pool computes the
+ * same name, so it needs no private outputs.
  */
 export function sandboxDatabaseName(database: string, sandbox: string, prefix = DEFAULT_PREFIX): string {
-  const full = `${prefix}${sandbox}__${database}`;
-  if (full.length <= MAX_IDENTIFIER_LENGTH) return full;
-  const digest = hash(`${sandbox}\u0000${database}`, 10);
-  const hashed = `${prefix}${sandbox}__h${digest}`;
-  if (hashed.length <= MAX_IDENTIFIER_LENGTH) return hashed;
-  const room = MAX_IDENTIFIER_LENGTH - prefix.length - digest.length - 2;
-  return `${prefix}${sandbox.slice(0, room)}_x${digest}`;
+  return coreSandboxDatabaseName(database, sandbox, prefix, MAX_IDENTIFIER_LENGTH);
 }
 
 /** The sandbox that owns a database named by `sandboxDatabaseName`, when the name still says it. */
-export function parseSandboxDatabaseName(name: string, prefix = DEFAULT_PREFIX): string | undefined {
-  if (!name.startsWith(prefix)) return undefined;
-  const rest = name.slice(prefix.length);
-  const sep = rest.indexOf('__');
-  if (sep <= 0) return undefined;
-  const sandbox = rest.slice(0, sep);
-  return isValidRoutingKey(sandbox) ? sandbox : undefined;
-}
+export const parseSandboxDatabaseName: (name: string, prefix?: string) => string | undefined =
+  coreParseSandboxDatabaseName;
 
 /** Backtick-quotes an identifier for SQL (every name we interpolate goes through this). */
 export function quoteIdent(name: string): string {
   if (name.length === 0 || name.length > MAX_IDENTIFIER_LENGTH || name.includes('\u0000'))
-    throw new SandboxDatabaseError('invalid-name', `branchline mysql: ${show(name)} is not an identifier`);
+    throw new SandboxDatabaseError(
+      'invalid-name',
+      `branchline mysql: ${describeValue(name)} is not an identifier`,
+    );
   return `\`${name.replace(/`/g, '``')}\``;
 }
 

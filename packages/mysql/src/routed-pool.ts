@@ -1,54 +1,21 @@
 import { EventEmitter } from 'node:events';
-import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
-import { logger, type RouteTable, warnRateLimited } from '@branchline/core/transport';
+import { defaultRuntime, getRoutingKey } from '@branchline/core';
+import {
+  checkRoutedDatabaseOptions,
+  logger,
+  type RoutedDatabaseOptions,
+  SandboxDatabasePools,
+} from '@branchline/core/transport';
 import mysql, { type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise';
 import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
 
-export interface RoutedPoolOptions extends PoolOptions {
-  /** Where routes come from and who this process is. Default: the process-wide runtime. */
-  runtime?: BranchlineRuntime;
-  /** This service's name, matched against a resource's `services`. Default `BRANCHLINE_SERVICE`. */
-  service?: string;
-  /**
-   * The sandbox this process belongs to. A sandbox workload always uses its own sandbox's
-   * database (its code expects that schema), whatever the key. Default `BRANCHLINE_SANDBOX`.
-   */
-  sandbox?: string;
-  /** The baseline database name that resources name in `from`. Default: this pool's database. */
-  source?: string;
-  /** Name prefix of sandbox databases; must match the resource hook's. Default `bl_sb_`. */
-  prefix?: string;
-  /** Most connections each sandbox database's pool may open. Default min(connectionLimit, 5). */
-  sandboxMax?: number;
-  /**
-   * Picks the database of a sandbox instead of the built-in rule (a ready mysql resource whose
-   * `from` is `source`). Return undefined for "no database of its own".
-   */
-  resolveDatabase?: (sandbox: SandboxSpec) => string | undefined;
-  /**
-   * In a sandbox workload, how long queries wait for the first route table (which says whether
-   * the sandbox has a database) before going to the baseline. Baseline processes never wait.
-   * Default 5000 ms.
-   */
-  routesTimeoutMs?: number;
-}
+/** The driver's pool options plus the routing options shared by every routed database pool. */
+export interface RoutedPoolOptions extends PoolOptions, RoutedDatabaseOptions {}
 
 export interface PoolCounts {
   total: number;
   idle: number;
   waiting: number;
-}
-
-interface ResourceLike {
-  type?: unknown;
-  status?: unknown;
-  spec?: { from?: unknown; services?: unknown };
-  from?: unknown;
-  services?: unknown;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** Connection counts of a mysql2 pool (read from its internals; 0 where a version hides them). */
@@ -74,20 +41,9 @@ export class RoutedPool extends EventEmitter {
   /** The baseline database name (what resources name in `from`). */
   readonly source: string;
   private readonly poolConfig: PoolOptions;
-  private readonly prefix: string;
-  private readonly service: string | undefined;
-  private readonly sandbox: string | undefined;
   private readonly sandboxMax: number;
-  private readonly resolveDatabase: ((s: SandboxSpec) => string | undefined) | undefined;
-  private readonly pools = new Map<string, Pool>();
-  private keyToDb = new Map<string, string>();
-  /** Keys whose sandbox declared a database that is not ready yet: routed to baseline, and said so. */
-  private pendingKeys = new Set<string>();
-  private ownDb: string | undefined;
-  private readonly unsubscribe: () => void;
-  private ended = false;
-  /** Set while a sandbox workload waits for its first route table. */
-  private holding: Promise<void> | undefined;
+  /** The sandbox pools and which one the active key selects (shared with every database adapter). */
+  private readonly routing: SandboxDatabasePools<Pool>;
 
   /** `pool.query(sql, values)` on the pool the active key selects (same signature as mysql2's). */
   readonly query: Pool['query'];
@@ -108,18 +64,13 @@ export class RoutedPool extends EventEmitter {
       ...poolConfig
     } = options;
     this.poolConfig = poolConfig;
-    this.prefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
-    if (sandboxMax !== undefined && (!Number.isInteger(sandboxMax) || sandboxMax < 1))
-      throw new TypeError(`branchline mysql: option sandboxMax=${sandboxMax} must be a positive integer`);
-    this.sandboxMax = sandboxMax ?? Math.min(poolConfig.connectionLimit ?? 10, 5);
-    if (resolveDatabase !== undefined && typeof resolveDatabase !== 'function')
-      throw new TypeError(
-        'branchline mysql: option resolveDatabase must be a function (sandbox) => database name',
-      );
-    this.resolveDatabase = resolveDatabase;
+    const namePrefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
+    this.sandboxMax = checkRoutedDatabaseOptions(
+      'mysql',
+      { sandboxMax, resolveDatabase },
+      poolConfig.connectionLimit ?? 10,
+    );
     const rt = runtime ?? defaultRuntime();
-    this.service = service ?? rt.config.service;
-    this.sandbox = sandbox ?? rt.config.sandbox;
     const db = source ?? poolConfig.database ?? databaseOfUri(poolConfig.uri);
     if (!db)
       throw new TypeError(
@@ -127,96 +78,64 @@ export class RoutedPool extends EventEmitter {
       );
     this.source = db;
     this.baseline = this.open(undefined, poolConfig);
+    this.routing = new SandboxDatabasePools(this.baseline, {
+      driver: 'mysql',
+      type: 'mysql',
+      source: db,
+      prefix: namePrefix,
+      service: service ?? rt.config.service,
+      sandbox: sandbox ?? rt.config.sandbox,
+      resolveDatabase,
+      databaseName: sandboxDatabaseName,
+      routes: rt.routes,
+      routesTimeoutMs,
+      open: (database) => this.open(database, this.configFor(database)),
+      close: (p) => p.end(),
+    });
 
     const hold = <A extends unknown[], R>(run: (...args: A) => Promise<R>) =>
       ((...args: A): Promise<R> =>
-        this.holding !== undefined ? this.holding.then(() => run(...args)) : run(...args)) as never;
+        this.routing.holding !== undefined
+          ? this.routing.holding.then(() => run(...args))
+          : run(...args)) as never;
     this.query = hold((...args: unknown[]) =>
       (this.pick().query as (...a: unknown[]) => Promise<unknown>)(...args),
     );
     this.execute = hold((...args: unknown[]) =>
       (this.pick().execute as (...a: unknown[]) => Promise<unknown>)(...args),
     );
-
-    const routes = rt.routes;
-    if (routes.table) this.apply(routes.table);
-    this.unsubscribe = routes.subscribe((t) => this.apply(t));
-    if (!routes.table && this.sandbox !== undefined) {
-      // A sandbox workload must not write its schema changes to the baseline just because the
-      // route table has not arrived yet: its queries wait for it (bounded).
-      const wait = routesTimeoutMs ?? 5000;
-      this.holding = routes.ready(wait).then((t) => {
-        this.holding = undefined;
-        if (!t)
-          logger().warn('branchline mysql: no route table yet; sandbox queries go to the baseline database', {
-            sandbox: this.sandbox,
-            waitedMs: wait,
-          });
-      });
-    }
   }
 
   /** The database a query would use now for `key` (default: the active context's key). */
   databaseFor(key: string | undefined = getRoutingKey()): string {
-    if (this.ownDb !== undefined) return this.ownDb;
-    if (key === undefined) return this.source;
-    return this.keyToDb.get(key) ?? this.source;
+    return this.routing.databaseFor(key);
   }
 
   /** The pool a query would use now (same rule as `databaseFor`). */
   poolFor(key: string | undefined = getRoutingKey()): Pool {
-    const db = this.databaseFor(key);
-    return db === this.source && this.ownDb === undefined ? this.baseline : this.sandboxPool(db);
+    return this.routing.poolFor(key);
   }
 
   private pick(): Pool {
-    if (this.ownDb !== undefined) return this.sandboxPool(this.ownDb);
-    // No sandbox has a database for us: do not even read the key (the common case costs nothing).
-    if (this.keyToDb.size === 0 && this.pendingKeys.size === 0) return this.baseline;
-    const key = getRoutingKey();
-    if (key === undefined) return this.baseline;
-    const db = this.keyToDb.get(key);
-    if (db !== undefined) return this.sandboxPool(db);
-    if (this.pendingKeys.has(key)) {
-      warnRateLimited(
-        `mysql-not-ready:${key}`,
-        'branchline mysql: the sandbox database for this key is not ready; the query goes to the baseline database',
-        { key, source: this.source },
-      );
-    }
-    return this.baseline;
+    return this.routing.pick();
   }
 
   /** A connection of the pool the active key selects; the whole transaction runs on it. */
   async getConnection(): Promise<PoolConnection> {
-    if (this.holding !== undefined) await this.holding;
+    if (this.routing.holding !== undefined) await this.routing.holding;
     return this.pick().getConnection();
   }
 
   /** Connection counts of the baseline pool and of every open sandbox pool, by database. */
   stats(): { baseline: PoolCounts; sandboxes: Record<string, PoolCounts> } {
     const sandboxes: Record<string, PoolCounts> = {};
-    for (const [db, p] of this.pools) sandboxes[db] = counts(p);
+    for (const [db, p] of this.routing.sandboxPools()) sandboxes[db] = counts(p);
     return { baseline: counts(this.baseline), sandboxes };
   }
 
   /** Stops following the route table and closes every pool. */
-  async end(): Promise<void> {
-    if (this.ended) return;
-    this.ended = true;
-    this.unsubscribe();
-    const all = [this.baseline, ...this.pools.values()];
-    this.pools.clear();
-    await Promise.all(all.map((p) => p.end().catch(() => {})));
-  }
-
-  private sandboxPool(db: string): Pool {
-    let p = this.pools.get(db);
-    if (p === undefined) {
-      p = this.open(db, this.configFor(db));
-      this.pools.set(db, p);
-    }
-    return p;
+  end(): Promise<void> {
+    return this.routing.end();
   }
 
   private configFor(db: string): PoolOptions {
@@ -245,83 +164,6 @@ export class RoutedPool extends EventEmitter {
       });
     });
     return p;
-  }
-
-  /** The database `s` has for this pool's source and service, and whether it is ready. */
-  private databaseOf(s: SandboxSpec): { db: string; ready: boolean } | undefined {
-    if (this.resolveDatabase) {
-      const db = this.resolveDatabase(s);
-      return db === undefined ? undefined : { db, ready: true };
-    }
-    const resources = s.resources;
-    if (!isObject(resources)) return undefined;
-    for (const raw of Object.values(resources)) {
-      if (!isObject(raw)) continue;
-      const r = raw as ResourceLike;
-      if (r.type !== 'mysql') continue;
-      const spec = isObject(r.spec) ? r.spec : r;
-      if (spec.from !== this.source) continue;
-      const services = spec.services;
-      if (Array.isArray(services) && (this.service === undefined || !services.includes(this.service)))
-        continue;
-      if (r.status === 'deleting') return undefined;
-      return {
-        db: sandboxDatabaseName(this.source, s.name, this.prefix),
-        ready: r.status == null || r.status === 'ready',
-      };
-    }
-    return undefined;
-  }
-
-  private apply(table: RouteTable): void {
-    if (this.ended) return;
-    try {
-      const byKey = new Map<string, string>();
-      const pending = new Set<string>();
-      const dbOf = new Map<string, { db: string; ready: boolean } | undefined>();
-      const lookup = (s: SandboxSpec) => {
-        if (!dbOf.has(s.name)) dbOf.set(s.name, this.databaseOf(s));
-        return dbOf.get(s.name);
-      };
-      for (const s of table.sandboxes) {
-        const d = lookup(s);
-        if (d?.ready) byKey.set(s.key, d.db);
-        else if (d) pending.add(s.key);
-      }
-      for (const g of table.groups) {
-        // The sandbox that serves this service in the group decides; else the oldest member
-        // that has a database for it (the same winner rule route groups use).
-        const server = this.service ? table.resolve(this.service, g.key)?.sandbox : undefined;
-        const members = table.groupMembers(g.key);
-        const chosen = members.find((s) => s.name === server && lookup(s)) ?? members.find((s) => lookup(s));
-        const d = chosen ? lookup(chosen) : undefined;
-        if (d?.ready) byKey.set(g.key, d.db);
-        else if (d) pending.add(g.key);
-      }
-      // A sandbox workload uses its own database even before it is ready: its schema may not
-      // fit the baseline, and a clear "unknown database" beats writing to shared data.
-      const own = this.sandbox ? table.sandbox(this.sandbox) : undefined;
-      const ownDb = own ? lookup(own)?.db : undefined;
-      this.keyToDb = byKey;
-      this.pendingKeys = pending;
-      this.ownDb = ownDb;
-      const wanted = new Set(byKey.values());
-      if (ownDb) wanted.add(ownDb);
-      for (const [db, p] of this.pools) {
-        if (wanted.has(db)) continue;
-        this.pools.delete(db);
-        p.end().catch((err: unknown) =>
-          logger().warn('branchline mysql: closing a sandbox pool failed', {
-            database: db,
-            err: String(err),
-          }),
-        );
-      }
-    } catch (err) {
-      logger().error('branchline mysql: could not apply the route table; keeping the previous routes', {
-        err: String(err),
-      });
-    }
   }
 }
 

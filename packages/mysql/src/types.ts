@@ -1,3 +1,4 @@
+import type { SandboxDatabaseConnection } from '@branchline/core/transport';
 import type { ConnectionOptions } from 'mysql2';
 
 // The registry's resource-hook contract, from core (transport packages never import the registry).
@@ -48,17 +49,9 @@ export interface SandboxDatabasesOptions {
 }
 
 /** The private outputs of a provisioned sandbox database: only that sandbox's workloads get them. */
-export interface SandboxDatabaseOutputs {
-  [key: string]: unknown;
-  host: string;
-  port: number;
-  database: string;
-  user: string;
-  password?: string;
+export interface SandboxDatabaseOutputs extends SandboxDatabaseConnection {
   /** `mysql://user[:password]@host:port/database` */
   url: string;
-  /** The baseline database it was seeded from. */
-  source: string;
 }
 
 /** What a clone copied. */

@@ -1,14 +1,22 @@
-import { createHash } from 'node:crypto';
-import { isValidSandboxName, SANDBOX_NAME_RULE } from '@branchline/core';
+import {
+  checkBaselineDatabaseName,
+  checkDatabasePrefix,
+  checkDatabaseSandboxName,
+  parseSandboxDatabaseName as coreParseSandboxDatabaseName,
+  sandboxDatabaseName as coreSandboxDatabaseName,
+  type DatabaseNameRules,
+  DEFAULT_SANDBOX_DATABASE_PREFIX,
+  describeValue,
+  nameDigest,
+} from '@branchline/core/transport';
 
 /** PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes; we never let it. */
 export const MAX_IDENTIFIER_LENGTH = 63;
-export const DEFAULT_PREFIX = 'bl_sb_';
+export const DEFAULT_PREFIX = DEFAULT_SANDBOX_DATABASE_PREFIX;
 export const DEFAULT_SNAPSHOT_PREFIX = 'branchline_snap_';
 export const DEFAULT_CATALOGUE = 'branchline_pg_databases';
 
 const SOURCE_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]*$/;
-const PREFIX_RE = /^[a-z][a-z0-9_]*_$/;
 const TABLE_RE = /^[a-z_][a-z0-9_]*$/;
 const ROLE_RE = /^[A-Za-z_][A-Za-z0-9_$-]*$/;
 
@@ -23,55 +31,32 @@ export class SandboxDatabaseError extends Error {
   }
 }
 
-function show(v: unknown): string {
-  try {
-    return JSON.stringify(v) ?? String(v);
-  } catch {
-    return String(v);
-  }
-}
+const NAME_RULES: DatabaseNameRules = {
+  driver: 'pg',
+  maxLength: MAX_IDENTIFIER_LENGTH,
+  sourcePattern: SOURCE_RE,
+  sourceChars: 'letters, digits, "_" or "-"',
+  fail: (message) => new SandboxDatabaseError('invalid-name', message),
+};
 
 /** Checks a baseline database name (`spec.from`). */
 export function checkSourceName(name: unknown, where = 'spec.from'): string {
-  if (typeof name !== 'string' || name.length === 0) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline pg: ${where} must name the baseline database to copy, e.g. "orders" (got ${show(name)})`,
-    );
-  }
-  if (name.length > MAX_IDENTIFIER_LENGTH || !SOURCE_RE.test(name)) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline pg: ${where}=${show(name)} is not a database name Branchline can branch: use at most ${MAX_IDENTIFIER_LENGTH} letters, digits, "_" or "-", not starting with "-"`,
-    );
-  }
-  return name;
+  return checkBaselineDatabaseName(name, where, NAME_RULES);
 }
 
 /** Checks a sandbox name (core's sandbox-name rule, which the registry applies too). */
 export function checkSandboxName(name: unknown, where = 'sandbox name'): string {
-  if (typeof name !== 'string' || !isValidSandboxName(name)) {
-    throw new SandboxDatabaseError(
-      'invalid-name',
-      `branchline pg: ${where} ${show(name)} is not a sandbox name: use ${SANDBOX_NAME_RULE}`,
-    );
-  }
-  return name;
+  return checkDatabaseSandboxName(name, where, NAME_RULES);
 }
 
 export function checkPrefix(prefix: string, option: string): string {
-  if (!PREFIX_RE.test(prefix) || prefix.length < 3 || prefix.length > 24) {
-    throw new TypeError(
-      `branchline pg: option ${option}=${show(prefix)} must be 3-24 lowercase letters, digits or "_", start with a letter and end with "_" (e.g. "bl_sb_"); the sweeper drops databases by this prefix, so it must be specific`,
-    );
-  }
-  return prefix;
+  return checkDatabasePrefix(prefix, option, 'pg');
 }
 
 export function checkTableName(name: string, option: string): string {
   if (!TABLE_RE.test(name) || name.length > MAX_IDENTIFIER_LENGTH) {
     throw new TypeError(
-      `branchline pg: option ${option}=${show(name)} must be a plain lowercase table name such as "branchline_pg_databases"`,
+      `branchline pg: option ${option}=${describeValue(name)} must be a plain lowercase table name such as "branchline_pg_databases"`,
     );
   }
   return name;
@@ -79,48 +64,29 @@ export function checkTableName(name: string, option: string): string {
 
 export function checkRoleName(name: string, option: string): string {
   if (!ROLE_RE.test(name) || name.length > MAX_IDENTIFIER_LENGTH) {
-    throw new TypeError(`branchline pg: option ${option}=${show(name)} is not a role name`);
+    throw new TypeError(`branchline pg: option ${option}=${describeValue(name)} is not a role name`);
   }
   return name;
 }
 
-function hash(input: string, length: number): string {
-  return createHash('sha256').update(input).digest('hex').slice(0, length);
-}
-
 /**
  * The database of `sandbox` seeded from the baseline database `source`:
- * `<prefix><sandbox>__<source>`. Arguments in the order every name helper takes them: the
- * baseline name, then the sandbox. Sandbox names
- * cannot contain "_", so the first "__" separates the owner, which the sweeper reads back. When
- * that would exceed 63 bytes the source is replaced by a hash, and if even that is too long the
- * sandbox name is shortened too (the catalogue and the database comment still name the owner).
- * The routed pool computes the same name, so it needs no private outputs.
+ * `<prefix><sandbox>__<source>`, at most 63 bytes (the rule and its hashing live in
+ * `@branchline/core/transport`, shared by every database adapter). The routed pool computes the
+ * same name, so it needs no private outputs.
  */
 export function sandboxDatabaseName(source: string, sandbox: string, prefix = DEFAULT_PREFIX): string {
-  const full = `${prefix}${sandbox}__${source}`;
-  if (full.length <= MAX_IDENTIFIER_LENGTH) return full;
-  const digest = hash(`${sandbox}\u0000${source}`, 10);
-  const hashed = `${prefix}${sandbox}__h${digest}`;
-  if (hashed.length <= MAX_IDENTIFIER_LENGTH) return hashed;
-  const room = MAX_IDENTIFIER_LENGTH - prefix.length - digest.length - 2;
-  return `${prefix}${sandbox.slice(0, room)}_x${digest}`;
+  return coreSandboxDatabaseName(source, sandbox, prefix, MAX_IDENTIFIER_LENGTH);
 }
 
 /** The sandbox that owns a database named by `sandboxDatabaseName`, when the name still says it. */
-export function parseSandboxDatabaseName(name: string, prefix = DEFAULT_PREFIX): string | undefined {
-  if (!name.startsWith(prefix)) return undefined;
-  const rest = name.slice(prefix.length);
-  const sep = rest.indexOf('__');
-  if (sep <= 0) return undefined;
-  const sandbox = rest.slice(0, sep);
-  return isValidSandboxName(sandbox) ? sandbox : undefined;
-}
+export const parseSandboxDatabaseName: (name: string, prefix?: string) => string | undefined =
+  coreParseSandboxDatabaseName;
 
 function fit(base: string, suffix: string, seed: string): string {
   const name = `${base}${suffix}`;
   if (name.length <= MAX_IDENTIFIER_LENGTH) return name;
-  const digest = hash(seed, 10);
+  const digest = nameDigest(seed, 10);
   return `${base.slice(0, MAX_IDENTIFIER_LENGTH - suffix.length - digest.length - 1)}_${digest}${suffix}`;
 }
 

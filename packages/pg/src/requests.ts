@@ -1,28 +1,20 @@
-import { logger } from '@branchline/core/transport';
+import {
+  guardProgressReport,
+  type SandboxDatabaseDropRequest,
+  type SandboxDatabaseProvisionRequest,
+} from '@branchline/core/transport';
 import type { ResourceProgress, SnapshotMethod } from './types.js';
 
 // What SandboxDatabases' operations are asked to do.
 
 export type Report = (progress: ResourceProgress) => void;
 
-export interface ProvisionRequest {
-  sandbox: string;
-  source: string;
-  /** The resource's name in the sandbox document, kept in the catalogue for people. */
-  resource?: string;
+export interface ProvisionRequest extends SandboxDatabaseProvisionRequest {
   /** Take a fresh snapshot of the source first. */
   refresh?: boolean;
-  report?: Report;
-  signal?: AbortSignal;
 }
 
-export interface DropRequest {
-  sandbox: string;
-  source: string;
-  /** The database named in the resource outputs, when known (it must carry our prefix). */
-  database?: string;
-  signal?: AbortSignal;
-}
+export interface DropRequest extends SandboxDatabaseDropRequest {}
 
 export interface SnapshotRequest {
   method?: SnapshotMethod;
@@ -34,12 +26,5 @@ export interface SnapshotRequest {
 
 /** `report`, made safe: a throwing progress callback is logged and ignored. */
 export function guardReport(report: Report | undefined): Report {
-  if (!report) return () => {};
-  return (p) => {
-    try {
-      report(p);
-    } catch (err) {
-      logger().error('branchline pg: the progress callback threw; ignoring it', { err: String(err) });
-    }
-  };
+  return guardProgressReport('pg', report);
 }

@@ -1,6 +1,11 @@
 import { EventEmitter } from 'node:events';
-import { type BranchlineRuntime, defaultRuntime, getRoutingKey, type SandboxSpec } from '@branchline/core';
-import { logger, type RouteTable, warnRateLimited } from '@branchline/core/transport';
+import { defaultRuntime, getRoutingKey } from '@branchline/core';
+import {
+  checkRoutedDatabaseOptions,
+  logger,
+  type RoutedDatabaseOptions,
+  SandboxDatabasePools,
+} from '@branchline/core/transport';
 import pg, {
   type Pool,
   type PoolClient,
@@ -11,34 +16,8 @@ import pg, {
 } from 'pg';
 import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
 
-export interface RoutedPoolOptions extends PoolConfig {
-  /** Where routes come from and who this process is. Default: the process-wide runtime. */
-  runtime?: BranchlineRuntime;
-  /** This service's name, matched against a resource's `services`. Default `BRANCHLINE_SERVICE`. */
-  service?: string;
-  /**
-   * The sandbox this process belongs to. A sandbox workload always uses its own sandbox's
-   * database (its code expects that schema), whatever the key. Default `BRANCHLINE_SANDBOX`.
-   */
-  sandbox?: string;
-  /** The baseline database name that resources name in `from`. Default: this pool's database. */
-  source?: string;
-  /** Name prefix of sandbox databases; must match the resource hook's. Default `bl_sb_`. */
-  prefix?: string;
-  /** Most connections each sandbox database's pool may open. Default min(max, 5). */
-  sandboxMax?: number;
-  /**
-   * Picks the database of a sandbox instead of the built-in rule (a ready postgres resource
-   * whose `from` is `source`). Return undefined for "no database of its own".
-   */
-  resolveDatabase?: (sandbox: SandboxSpec) => string | undefined;
-  /**
-   * In a sandbox workload, how long queries wait for the first route table (which says whether
-   * the sandbox has a database) before going to the baseline. Baseline processes never wait.
-   * Default 5000 ms.
-   */
-  routesTimeoutMs?: number;
-}
+/** The driver's pool options plus the routing options shared by every routed database pool. */
+export interface RoutedPoolOptions extends PoolConfig, RoutedDatabaseOptions {}
 
 export interface PoolCounts {
   total: number;
@@ -47,18 +26,6 @@ export interface PoolCounts {
 }
 
 type QueryCallback<R extends QueryResultRow> = (err: Error, result: QueryResult<R>) => void;
-
-interface ResourceLike {
-  type?: unknown;
-  status?: unknown;
-  spec?: { from?: unknown; services?: unknown };
-  from?: unknown;
-  services?: unknown;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function counts(p: Pool): PoolCounts {
   return { total: p.totalCount, idle: p.idleCount, waiting: p.waitingCount };
@@ -77,20 +44,9 @@ export class RoutedPool extends EventEmitter {
   /** The baseline database name (what resources name in `from`). */
   readonly source: string;
   private readonly poolConfig: PoolConfig;
-  private readonly prefix: string;
-  private readonly service: string | undefined;
-  private readonly sandbox: string | undefined;
   private readonly sandboxMax: number;
-  private readonly resolveDatabase: ((s: SandboxSpec) => string | undefined) | undefined;
-  private readonly pools = new Map<string, Pool>();
-  private keyToDb = new Map<string, string>();
-  /** Keys whose sandbox declared a database that is not ready yet: routed to baseline, and said so. */
-  private pendingKeys = new Set<string>();
-  private ownDb: string | undefined;
-  private readonly unsubscribe: () => void;
-  private ended = false;
-  /** Set while a sandbox workload waits for its first route table. */
-  private holding: Promise<void> | undefined;
+  /** The sandbox pools and which one the active key selects (shared with every database adapter). */
+  private readonly routing: SandboxDatabasePools<Pool>;
 
   constructor(options: RoutedPoolOptions = {}) {
     super();
@@ -106,18 +62,9 @@ export class RoutedPool extends EventEmitter {
       ...poolConfig
     } = options;
     this.poolConfig = poolConfig;
-    this.prefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
-    if (sandboxMax !== undefined && (!Number.isInteger(sandboxMax) || sandboxMax < 1))
-      throw new TypeError(`branchline pg: option sandboxMax=${sandboxMax} must be a positive integer`);
-    this.sandboxMax = sandboxMax ?? Math.min(poolConfig.max ?? 10, 5);
-    if (resolveDatabase !== undefined && typeof resolveDatabase !== 'function')
-      throw new TypeError(
-        'branchline pg: option resolveDatabase must be a function (sandbox) => database name',
-      );
-    this.resolveDatabase = resolveDatabase;
+    const namePrefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
+    this.sandboxMax = checkRoutedDatabaseOptions('pg', { sandboxMax, resolveDatabase }, poolConfig.max ?? 10);
     const rt = runtime ?? defaultRuntime();
-    this.service = service ?? rt.config.service;
-    this.sandbox = sandbox ?? rt.config.sandbox;
     const probe = new pg.Client(poolConfig);
     const db = source ?? probe.database;
     if (!db)
@@ -126,53 +73,34 @@ export class RoutedPool extends EventEmitter {
       );
     this.source = db;
     this.baseline = this.open(undefined, poolConfig);
-    const routes = rt.routes;
-    if (routes.table) this.apply(routes.table);
-    this.unsubscribe = routes.subscribe((t) => this.apply(t));
-    if (!routes.table && this.sandbox !== undefined) {
-      // A sandbox workload must not write its schema changes to the baseline just because the
-      // route table has not arrived yet: its queries wait for it (bounded).
-      const wait = routesTimeoutMs ?? 5000;
-      this.holding = routes.ready(wait).then((t) => {
-        this.holding = undefined;
-        if (!t)
-          logger().warn('branchline pg: no route table yet; sandbox queries go to the baseline database', {
-            sandbox: this.sandbox,
-            waitedMs: wait,
-          });
-      });
-    }
+    this.routing = new SandboxDatabasePools(this.baseline, {
+      driver: 'pg',
+      type: 'postgres',
+      source: db,
+      prefix: namePrefix,
+      service: service ?? rt.config.service,
+      sandbox: sandbox ?? rt.config.sandbox,
+      resolveDatabase,
+      databaseName: sandboxDatabaseName,
+      routes: rt.routes,
+      routesTimeoutMs,
+      open: (database) => this.open(database, this.configFor(database)),
+      close: (p) => p.end(),
+    });
   }
 
   /** The database a query would use now for `key` (default: the active context's key). */
   databaseFor(key: string | undefined = getRoutingKey()): string {
-    if (this.ownDb !== undefined) return this.ownDb;
-    if (key === undefined) return this.source;
-    return this.keyToDb.get(key) ?? this.source;
+    return this.routing.databaseFor(key);
   }
 
   /** The pool a query would use now (same rule as `databaseFor`). */
   poolFor(key: string | undefined = getRoutingKey()): Pool {
-    const db = this.databaseFor(key);
-    return db === this.source && this.ownDb === undefined ? this.baseline : this.sandboxPool(db);
+    return this.routing.poolFor(key);
   }
 
   private pick(): Pool {
-    if (this.ownDb !== undefined) return this.sandboxPool(this.ownDb);
-    // No sandbox has a database for us: do not even read the key (the common case costs nothing).
-    if (this.keyToDb.size === 0 && this.pendingKeys.size === 0) return this.baseline;
-    const key = getRoutingKey();
-    if (key === undefined) return this.baseline;
-    const db = this.keyToDb.get(key);
-    if (db !== undefined) return this.sandboxPool(db);
-    if (this.pendingKeys.has(key)) {
-      warnRateLimited(
-        `pg-not-ready:${key}`,
-        'branchline pg: the sandbox database for this key is not ready; the query goes to the baseline database',
-        { key, source: this.source },
-      );
-    }
-    return this.baseline;
+    return this.routing.pick();
   }
 
   query<R extends QueryResultRow = QueryResultRow, I = unknown[]>(
@@ -189,8 +117,8 @@ export class RoutedPool extends EventEmitter {
     callback: QueryCallback<R>,
   ): void;
   query(a: unknown, b?: unknown, c?: unknown): unknown {
-    if (this.holding !== undefined)
-      return this.holding.then(() => this.query(a as string, b as never, c as never));
+    if (this.routing.holding !== undefined)
+      return this.routing.holding.then(() => this.query(a as string, b as never, c as never));
     return (this.pick() as unknown as { query(a: unknown, b: unknown, c: unknown): unknown }).query(a, b, c);
   }
 
@@ -210,7 +138,8 @@ export class RoutedPool extends EventEmitter {
       done: (release?: unknown) => void,
     ) => void,
   ): unknown {
-    if (this.holding !== undefined) return this.holding.then(() => this.connect(callback as never));
+    if (this.routing.holding !== undefined)
+      return this.routing.holding.then(() => this.connect(callback as never));
     const pool = this.pick();
     return callback ? pool.connect(callback as Parameters<Pool['connect']>[0] & object) : pool.connect();
   }
@@ -228,27 +157,13 @@ export class RoutedPool extends EventEmitter {
   /** Connection counts of the baseline pool and of every open sandbox pool, by database. */
   stats(): { baseline: PoolCounts; sandboxes: Record<string, PoolCounts> } {
     const sandboxes: Record<string, PoolCounts> = {};
-    for (const [db, p] of this.pools) sandboxes[db] = counts(p);
+    for (const [db, p] of this.routing.sandboxPools()) sandboxes[db] = counts(p);
     return { baseline: counts(this.baseline), sandboxes };
   }
 
   /** Stops following the route table and closes every pool. */
-  async end(): Promise<void> {
-    if (this.ended) return;
-    this.ended = true;
-    this.unsubscribe();
-    const all = [this.baseline, ...this.pools.values()];
-    this.pools.clear();
-    await Promise.all(all.map((p) => p.end().catch(() => {})));
-  }
-
-  private sandboxPool(db: string): Pool {
-    let p = this.pools.get(db);
-    if (p === undefined) {
-      p = this.open(db, this.configFor(db));
-      this.pools.set(db, p);
-    }
-    return p;
+  end(): Promise<void> {
+    return this.routing.end();
   }
 
   private configFor(db: string): PoolConfig {
@@ -275,80 +190,6 @@ export class RoutedPool extends EventEmitter {
         });
     });
     return p;
-  }
-
-  /** The database `s` has for this pool's source and service, and whether it is ready. */
-  private databaseOf(s: SandboxSpec): { db: string; ready: boolean } | undefined {
-    if (this.resolveDatabase) {
-      const db = this.resolveDatabase(s);
-      return db === undefined ? undefined : { db, ready: true };
-    }
-    const resources = s.resources;
-    if (!isObject(resources)) return undefined;
-    for (const raw of Object.values(resources)) {
-      if (!isObject(raw)) continue;
-      const r = raw as ResourceLike;
-      if (r.type !== 'postgres') continue;
-      const spec = isObject(r.spec) ? r.spec : r;
-      if (spec.from !== this.source) continue;
-      const services = spec.services;
-      if (Array.isArray(services) && (this.service === undefined || !services.includes(this.service)))
-        continue;
-      if (r.status === 'deleting') return undefined;
-      return {
-        db: sandboxDatabaseName(this.source, s.name, this.prefix),
-        ready: r.status == null || r.status === 'ready',
-      };
-    }
-    return undefined;
-  }
-
-  private apply(table: RouteTable): void {
-    if (this.ended) return;
-    try {
-      const byKey = new Map<string, string>();
-      const pending = new Set<string>();
-      const dbOf = new Map<string, { db: string; ready: boolean } | undefined>();
-      const lookup = (s: SandboxSpec) => {
-        if (!dbOf.has(s.name)) dbOf.set(s.name, this.databaseOf(s));
-        return dbOf.get(s.name);
-      };
-      for (const s of table.sandboxes) {
-        const d = lookup(s);
-        if (d?.ready) byKey.set(s.key, d.db);
-        else if (d) pending.add(s.key);
-      }
-      for (const g of table.groups) {
-        // The sandbox that serves this service in the group decides; else the oldest member
-        // that has a database for it (the same winner rule route groups use).
-        const server = this.service ? table.resolve(this.service, g.key)?.sandbox : undefined;
-        const members = table.groupMembers(g.key);
-        const chosen = members.find((s) => s.name === server && lookup(s)) ?? members.find((s) => lookup(s));
-        const d = chosen ? lookup(chosen) : undefined;
-        if (d?.ready) byKey.set(g.key, d.db);
-        else if (d) pending.add(g.key);
-      }
-      // A sandbox workload uses its own database even before it is ready: its schema may not
-      // fit the baseline, and a clear "database does not exist" beats writing to shared data.
-      const own = this.sandbox ? table.sandbox(this.sandbox) : undefined;
-      const ownDb = own ? lookup(own)?.db : undefined;
-      this.keyToDb = byKey;
-      this.pendingKeys = pending;
-      this.ownDb = ownDb;
-      const wanted = new Set(byKey.values());
-      if (ownDb) wanted.add(ownDb);
-      for (const [db, p] of this.pools) {
-        if (wanted.has(db)) continue;
-        this.pools.delete(db);
-        p.end().catch((err: unknown) =>
-          logger().warn('branchline pg: closing a sandbox pool failed', { database: db, err: String(err) }),
-        );
-      }
-    } catch (err) {
-      logger().error('branchline pg: could not apply the route table; keeping the previous routes', {
-        err: String(err),
-      });
-    }
   }
 }
 

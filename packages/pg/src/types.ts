@@ -1,3 +1,4 @@
+import type { SandboxDatabaseConnection } from '@branchline/core/transport';
 import type { ClientConfig } from 'pg';
 
 // The registry's resource-hook contract, from core (transport packages never import the registry).
@@ -71,17 +72,9 @@ export interface SandboxDatabasesOptions {
 }
 
 /** The private outputs of a provisioned sandbox database: only that sandbox's workloads get them. */
-export interface SandboxDatabaseOutputs {
-  [key: string]: unknown;
-  host: string;
-  port: number;
-  database: string;
-  user: string;
-  password?: string;
+export interface SandboxDatabaseOutputs extends SandboxDatabaseConnection {
   /** `postgres://user[:password]@host:port/database` */
   url: string;
-  /** The baseline database it was seeded from. */
-  source: string;
   /** The snapshot database it was cloned from. */
   snapshot: string;
 }
