@@ -104,9 +104,9 @@ export function natsDurablesHook(
     }
     const out: Durable[] = [];
     for (const stream of streams) {
-      let infos: ConsumerInfo[];
+      const infos: ConsumerInfo[] = [];
       try {
-        infos = await jsm.consumers.list(stream).next();
+        for await (const info of jsm.consumers.list(stream)) infos.push(info);
       } catch (err) {
         if (/stream not found/i.test(String(err))) {
           logger().warn('branchline: nats-durables: a configured stream does not exist', { stream });

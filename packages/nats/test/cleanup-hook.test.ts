@@ -135,6 +135,19 @@ describe('natsDurablesHook', () => {
     }
   });
 
+  it('lists every stream by default, and skips a configured stream that does not exist', async () => {
+    // A durable name of its own: the server is shared, and this looks at every stream.
+    const base = unique('ORD');
+    const name = sandboxDurableName(base, 'pr-8');
+    await addDurable(name);
+    await natsDurablesHook({ connection: nc }, { streams: [unique('MISSING')] }).deprovision(ctx('pr-8'));
+    expect(await exists(jsm, stream, name)).toBe(true);
+    await natsDurablesHook({ connection: nc }, { durables: [base], abandonAfterMs: 0 }).deprovision(
+      ctx('pr-8'),
+    );
+    expect(await exists(jsm, stream, name)).toBe(false);
+  });
+
   it('rejects a bad spec and bad options with clear errors', () => {
     const hook = natsDurablesHook({ servers });
     expect(() => hook.validate({ durables: 'orders' })).toThrow(/spec.durables must be a list/);
