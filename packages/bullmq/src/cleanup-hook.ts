@@ -154,7 +154,7 @@ export function bullmqQueuesHook(options: BullmqQueuesHookOptions): BullmqQueues
       if (!(await queueExists(redis, sq))) break;
       if (pass >= 5)
         throw new Error(
-          `bullmq-queues: jobs keep arriving in ${sq} after sandbox ${sandbox} was deleted (a baseline worker still moves jobs there?); retry later`,
+          `bullmq-queues: jobs keep arriving in ${sq} after sandbox ${sandbox} was deleted (a baseline worker still moves jobs there, or a sandbox worker still runs and writes to it?); retry later`,
         );
       for (const since of await openIntervals(redis, sq)) {
         const r: SandboxQueueCleanupResult = await returnSandboxJobs({
