@@ -1,4 +1,5 @@
 export { type ReturnSandboxJobsOptions, returnSandboxJobs } from './cleanup.js';
+export { type BullmqQueuesHook, type BullmqQueuesHookOptions, bullmqQueuesHook } from './cleanup-hook.js';
 export { RedisClock, type TimeClient } from './clock.js';
 export {
   type BranchlineJobMeta,

@@ -1,3 +1,9 @@
+export {
+  type NatsDurablesHook,
+  type NatsDurablesHookOptions,
+  type NatsHookTarget,
+  natsDurablesHook,
+} from './cleanup-hook.js';
 export { createSelectiveConsumer, messageTimeMs } from './consumer.js';
 export { natsHeadersGetter, natsHeadersSetter } from './headers.js';
 export { sandboxDurableName, sandboxOfDurableName } from './names.js';

@@ -7,6 +7,7 @@ export {
   type RoutingAttributeOptions,
   routingAttributes,
 } from './attributes.js';
+export { type SqsQueuesHook, type SqsQueuesHookOptions, sqsQueuesHook } from './cleanup-hook.js';
 export {
   createSqsSelectiveConsumer,
   type SqsMessageHandler,
