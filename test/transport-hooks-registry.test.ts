@@ -138,7 +138,7 @@ describe('transport resource hooks with the registry (real brokers, real registr
     await until(
       async () => (await consumers()).length === 1,
       () => 'the registry to retry removing the nats durable until the hook deletes it',
-      20_000,
+      { timeoutMs: 20_000 },
     );
     expect(await consumers()).toEqual(['orders']);
     await nc.close();
@@ -151,7 +151,7 @@ describe('transport resource hooks with the registry (real brokers, real registr
     await until(
       async () => (await r.keys(`${prefix}:${bullmqQueueName('orders', 'pr-h')}:*`)).length === 0,
       () => 'the sandbox queue to be obliterated',
-      20_000,
+      { timeoutMs: 20_000 },
     );
     r.disconnect();
     await baseline.close();
@@ -162,7 +162,7 @@ describe('transport resource hooks with the registry (real brokers, real registr
         ((await sqs.send(new ListQueuesCommand({ QueueNamePrefix: `${sqsQueue}-sandbox-` }))).QueueUrls ?? [])
           .length === 0,
       () => 'the SQS sandbox queue to be deleted',
-      20_000,
+      { timeoutMs: 20_000 },
     );
     const got = await sqs.send(new ReceiveMessageCommand({ QueueUrl: baselineUrl, MaxNumberOfMessages: 10 }));
     expect((got.Messages ?? []).map((m) => m.Body).sort()).toEqual(['x', 'y']);
