@@ -1,5 +1,7 @@
 import { withRoutingKey } from '@branchline/core';
 import { RouteTable, StaticRouteSource } from '@branchline/core/transport';
+import { until } from '@branchline/test-utils';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
 import {
   type JetStreamClient,
   type JetStreamManager,
@@ -15,8 +17,7 @@ import {
   messageTimeMs,
   type SelectiveConsumer,
 } from '../src/index.js';
-import { createStream, natsConnect, sleep, unique, until } from './helpers.js';
-import { endpoint, LaggingView, RegistrySim } from './registry-sim.js';
+import { createStream, natsConnect, sleep, unique } from './helpers.js';
 
 /** mulberry32: a small seeded generator, so a failing run can be replayed with its seed. */
 function rng(seed: number): () => number {
@@ -220,12 +221,12 @@ describe('selective JetStream consumption under churn (real server)', () => {
     await until(
       () => drainsDone,
       () => `every deleted sandbox's consumer to drain: ${ctx()}`,
-      60_000,
+      { timeoutMs: 60_000 },
     );
     await until(
       () => summary().lost === 0,
       () => `every message processed: ${ctx()}`,
-      30_000,
+      { timeoutMs: 30_000 },
     );
     await sleep(500);
 

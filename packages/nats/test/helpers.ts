@@ -25,14 +25,4 @@ export async function createStream(jsm: JetStreamManager, name: string, subjects
   });
 }
 
-/** Polls `check` until it returns true; fails with `what` and the last state after `timeoutMs`. */
-export async function until(check: () => boolean | Promise<boolean>, what: () => string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`);
-}
-
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,9 +1,10 @@
 import { withRoutingKey } from '@branchline/core';
+import { until } from '@branchline/test-utils';
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrumentConnection, instrumentJetStream, natsHeadersGetter } from '../src/index.js';
-import { createStream, natsConnect, unique, until } from './helpers.js';
+import { createStream, natsConnect, unique } from './helpers.js';
 
 let nc: NatsConnection;
 let js: JetStreamClient;
@@ -31,7 +32,7 @@ async function got(id: string): Promise<MsgHdrs | undefined> {
   await until(
     () => received.has(id),
     () => `message ${id} (have ${[...received.keys()].join(', ')})`,
-    5000,
+    { timeoutMs: 5000 },
   );
   return received.get(id)!.headers;
 }

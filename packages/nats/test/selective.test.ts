@@ -1,5 +1,7 @@
 import { getRoutingKey, setLogger, withRoutingKey } from '@branchline/core';
 import { logger, StaticRouteSource } from '@branchline/core/transport';
+import { until } from '@branchline/test-utils';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
 import {
   type JetStreamClient,
   type JetStreamManager,
@@ -20,8 +22,7 @@ import {
   sandboxOfDurableName,
   selectiveSubscribe,
 } from '../src/index.js';
-import { createStream, natsConnect, sleep, unique, until } from './helpers.js';
-import { endpoint, LaggingView, RegistrySim } from './registry-sim.js';
+import { createStream, natsConnect, sleep, unique } from './helpers.js';
 
 let nc: NatsConnection;
 let js: JetStreamClient;
@@ -272,12 +273,12 @@ describe('selective JetStream consumption (real server)', () => {
     await until(
       () => c.stats.duplicates === 1,
       () => `the redelivery of "a" (stats ${JSON.stringify(c.stats)})`,
-      15_000,
+      { timeoutMs: 15_000 },
     );
     await until(
       async () => (await jsm.consumers.info(name, 'orders')).num_ack_pending === 0,
       () => 'every delivery acknowledged',
-      10_000,
+      { timeoutMs: 10_000 },
     );
     expect(calls).toEqual([
       { id: 'a', deliveries: 1 },
@@ -363,7 +364,7 @@ describe('selective core NATS subscriptions', () => {
     await until(
       () => base.size + one.size === 3,
       () => `3 messages (baseline ${[...base.keys()]}, pr-1 ${[...one.keys()]})`,
-      5000,
+      { timeoutMs: 5000 },
     );
     expect([...base.keys()].sort()).toEqual(['other', 'plain']);
     expect([...one.entries()]).toEqual([['mine', 'pr-1']]);
