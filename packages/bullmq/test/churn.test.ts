@@ -3,7 +3,7 @@ import { until } from '@branchline/test-utils';
 import { type Job, Queue } from 'bullmq';
 import { afterAll, expect, it } from 'vitest';
 import { createSelectiveWorker, instrumentQueue, JOB_OPTION, type SelectiveWorker } from '../src/index.js';
-import { eventually, FakeRegistry, keysOf, killClients, REDIS, removePrefix, uniquePrefix } from './redis.js';
+import { FakeRegistry, keysOf, killClients, REDIS, removePrefix, uniquePrefix } from './redis.js';
 
 /**
  * The guarantee under churn: ≥20,000 jobs (addBulk), ≥50 sandbox create/delete events, two
@@ -189,9 +189,9 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
   await Promise.all([produce(), churn()]);
   const publishedAt = Date.now();
 
-  await eventually(() => processed.size >= TOTAL, 90_000, `all ${TOTAL} jobs processed (seed ${seed})`).catch(
-    () => undefined,
-  );
+  await until(() => processed.size >= TOTAL, `all ${TOTAL} jobs processed (seed ${seed})`, {
+    timeoutMs: 90_000,
+  }).catch(() => undefined);
   await registry.settle();
   await Promise.all(baselines.map((b) => b.cleanupsSettled()));
   // Every sandbox was deleted: each sandbox worker (late starters included) ends by itself, and

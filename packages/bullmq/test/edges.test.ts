@@ -1,8 +1,9 @@
 import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
+import { until } from '@branchline/test-utils';
 import { Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import {
   createSelectiveWorker,
   instrumentQueue,
@@ -10,22 +11,11 @@ import {
   returnSandboxJobs,
   sandboxQueueName,
 } from '../src/index.js';
-import { eventually, FakeRegistry, keysOf, REDIS, removePrefix, uniquePrefix } from './redis.js';
+import { FakeRegistry, keysOf, queueFixtures, REDIS } from './redis.js';
 
 const SERVICE = 'orders';
 const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
-const closers: (() => Promise<unknown> | unknown)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-function setup(name: string) {
-  const prefix = uniquePrefix(name);
-  const queue = instrumentQueue(new Queue(`q-${name}`, { connection: REDIS, prefix }));
-  closers.push(() => removePrefix(prefix));
-  closers.push(() => queue.close());
-  return { prefix, queue };
-}
+const { closers, setup } = queueFixtures();
 
 it('merges the key into a baggage the application put in the job options, keeping its members', async () => {
   const { queue } = setup('merge');
@@ -78,7 +68,7 @@ it('a worker closed while holding a job puts it back to delayed; the next worker
   const first = make(registry.view(0, false)); // never synced: holds
   await first.ready();
   await withRoutingKey('k1', () => queue.add('j', { n: 1 }));
-  await eventually(() => first.stats.held === 1, 10_000, 'the hold');
+  await until(() => first.stats.held === 1, 'the hold', { timeoutMs: 10_000 });
   await first.close();
   expect(first.stats.delayed).toBe(1);
   expect(seen).toEqual([]);
@@ -86,7 +76,7 @@ it('a worker closed while holding a job puts it back to delayed; the next worker
   registry.heartbeat();
   const second = make(registry.view());
   await second.ready();
-  await eventually(() => seen.length === 1, 10_000, 'processed by the second worker');
+  await until(() => seen.length === 1, 'processed by the second worker', { timeoutMs: 10_000 });
   await new Promise((r) => setTimeout(r, 300));
   expect(seen).toEqual(['k1']);
   expect(await queue.getFailedCount()).toBe(0);
@@ -119,7 +109,7 @@ it('a lagging replica cannot move into a sandbox queue that is being removed: th
   closers.push(() => w.close());
   await w.ready();
   await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
-  await eventually(() => seen.length === 1, 10_000, 'processed');
+  await until(() => seen.length === 1, 'processed', { timeoutMs: 10_000 });
   expect(seen).toEqual(['1:sb']);
   expect(w.stats.moved).toBe(0);
   expect(w.stats.ownerGone).toBe(1);
@@ -171,11 +161,11 @@ it('a sandbox worker that dies holding a job: after the deletion the job comes b
   });
   await Promise.all([base.ready(), sb.ready()]);
   await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
-  await eventually(() => seen.length === 1, 10_000, 'the sandbox worker took the job');
+  await until(() => seen.length === 1, 'the sandbox worker took the job', { timeoutMs: 10_000 });
   // Dies: no graceful close, its lock is no longer renewed.
   await sb.worker.close(true);
   registry.delete('sb');
-  await eventually(() => seen.length === 2, 20_000, 'the job processed by the baseline');
+  await until(() => seen.length === 2, 'the job processed by the baseline', { timeoutMs: 20_000 });
   await base.cleanupsSettled();
   expect(seen).toEqual(['sb:1', 'baseline:1']);
   expect(base.stats.returned).toBe(1);
@@ -210,18 +200,18 @@ it('an override removed and added again: jobs of the new interval go to the sand
   const first = make('sb');
   await Promise.all([base.ready(), first.ready()]);
   await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
-  await eventually(() => seen.length === 1, 10_000, 'job 1');
+  await until(() => seen.length === 1, 'job 1', { timeoutMs: 10_000 });
   registry.stopOverride('sb');
-  await eventually(() => first.endReason !== undefined, 10_000, 'the sandbox worker stopping');
+  await until(() => first.endReason !== undefined, 'the sandbox worker stopping', { timeoutMs: 10_000 });
   await base.cleanupsSettled();
   await withRoutingKey('sb', () => queue.add('j', { n: 2 }));
-  await eventually(() => seen.length === 2, 10_000, 'job 2');
+  await until(() => seen.length === 2, 'job 2', { timeoutMs: 10_000 });
   registry.resumeOverride('sb');
   const second = make('sb');
   await second.ready();
   await registry.settle();
   await withRoutingKey('sb', () => queue.add('j', { n: 3 }));
-  await eventually(() => seen.length === 3, 10_000, 'job 3');
+  await until(() => seen.length === 3, 'job 3', { timeoutMs: 10_000 });
   expect(seen).toEqual(['sb:1', 'baseline:2', 'sb:3']);
 });
 
@@ -254,7 +244,7 @@ it('a sandbox worker started after its sandbox was deleted stops by itself witho
   const late = make('sb');
   const live = make('live');
   await Promise.all([late.ready(), live.ready()]);
-  await eventually(() => late.endReason !== undefined, 10_000, 'the late sandbox worker stopping');
+  await until(() => late.endReason !== undefined, 'the late sandbox worker stopping', { timeoutMs: 10_000 });
   expect(late.endReason).toBe('sandbox-deleted');
   await late.close();
   // It never took a job from (or wrote to) the queue the baseline had removed.

@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { RouteTableSpec, SandboxSpec } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { afterEach } from 'vitest';
+import { instrumentQueue } from '../src/index.js';
 
 export const REDIS = { host: '127.0.0.1', port: 6379, maxRetriesPerRequest: null } as const;
 
@@ -59,14 +62,6 @@ export async function killClients(prefix: string): Promise<number> {
     r.disconnect();
   }
 }
-
-export const eventually = async (cond: () => boolean | Promise<boolean>, ms = 15_000, what = 'condition') => {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-};
 
 const ep = { http: 'http://127.0.0.1:1' };
 
@@ -171,4 +166,23 @@ export class FakeRegistry {
     clearInterval(this.beat);
     for (const t of this.timers) clearTimeout(t);
   }
+}
+
+/**
+ * Per-file queue fixtures: `setup(name)` gives an instrumented queue under a fresh key prefix;
+ * whatever is pushed on `closers` (and the queue and its keys) goes after each test, in reverse.
+ */
+export function queueFixtures() {
+  const closers: (() => Promise<unknown> | unknown)[] = [];
+  afterEach(async () => {
+    for (const c of closers.splice(0).reverse()) await c();
+  });
+  function setup(name: string) {
+    const prefix = uniquePrefix(name);
+    const queue = instrumentQueue(new Queue(`q-${name}`, { connection: REDIS, prefix }));
+    closers.push(() => removePrefix(prefix));
+    closers.push(() => queue.close());
+    return { prefix, queue };
+  }
+  return { closers, setup };
 }

@@ -1,30 +1,14 @@
 import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
+import { until } from '@branchline/test-utils';
 import { Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterEach, expect, it } from 'vitest';
-import {
-  createSelectiveWorker,
-  instrumentQueue,
-  JOB_OPTION,
-  type SelectiveWorker,
-  sandboxQueueName,
-} from '../src/index.js';
-import { eventually, FakeRegistry, keysOf, REDIS, removePrefix, uniquePrefix } from './redis.js';
+import { expect, it } from 'vitest';
+import { createSelectiveWorker, JOB_OPTION, type SelectiveWorker, sandboxQueueName } from '../src/index.js';
+import { FakeRegistry, keysOf, queueFixtures, REDIS } from './redis.js';
 
 const SERVICE = 'orders';
 const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
-const closers: (() => Promise<unknown> | unknown)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-function setup(name: string) {
-  const prefix = uniquePrefix(name);
-  const queue = instrumentQueue(new Queue(`q-${name}`, { connection: REDIS, prefix }));
-  closers.push(() => removePrefix(prefix));
-  closers.push(() => queue.close());
-  return { prefix, queue };
-}
+const { closers, setup } = queueFixtures();
 
 interface Seen {
   by: string;
@@ -102,7 +86,7 @@ it('a sandbox worker processes the jobs its key owns, the baseline the others, e
   await withRoutingKey('sb1', () => queue.addBulk([1, 2, 3].map((n) => ({ name: 'j', data: { n } }))));
   await withRoutingKey('other', () => queue.add('j', { n: 4 }));
   await queue.add('j', { n: 5 });
-  await eventually(() => seen.length >= 5, 15_000, '5 jobs processed');
+  await until(() => seen.length >= 5, '5 jobs processed', { timeoutMs: 15_000 });
   await new Promise((r) => setTimeout(r, 300));
   const byN = new Map(seen.map((s) => [s.n, s]));
   expect(seen).toHaveLength(5);
@@ -124,12 +108,12 @@ it('returns what waits in a deleted sandbox queue to the baseline, and removes t
   await base.ready();
   // No sandbox worker runs: the moved jobs wait in its queue.
   await withRoutingKey('gone', () => queue.addBulk([1, 2, 3, 4].map((n) => ({ name: 'j', data: { n } }))));
-  await eventually(() => base.stats.moved === 4, 15_000, '4 moves');
+  await until(() => base.stats.moved === 4, '4 moves', { timeoutMs: 15_000 });
   const sq = sandboxQueueName(queue.name, 'gone');
   expect(await new Queue(sq, { connection: REDIS, prefix }).count()).toBe(4);
   expect(seen).toHaveLength(0);
   registry.delete('gone');
-  await eventually(() => seen.length === 4, 20_000, 'returned jobs processed');
+  await until(() => seen.length === 4, 'returned jobs processed', { timeoutMs: 20_000 });
   await base.cleanupsSettled();
   expect(seen.map((s) => s.n).sort()).toEqual([1, 2, 3, 4]);
   expect(seen.every((s) => s.by === 'baseline' && s.key === 'gone')).toBe(true);
@@ -160,11 +144,11 @@ it('holds a job until the route view covers its time, then decides; a timed-out 
   closers.push(() => base.close());
   await base.ready();
   await withRoutingKey('k1', () => queue.add('j', { n: 1 }));
-  await eventually(() => base.stats.holdTimeouts >= 1, 10_000, 'a hold timeout');
+  await until(() => base.stats.holdTimeouts >= 1, 'a hold timeout', { timeoutMs: 10_000 });
   expect(seen).toHaveLength(0);
   expect(base.stats.delayed).toBeGreaterThanOrEqual(1);
   registry.publish(); // the first table arrives
-  await eventually(() => seen.length === 1, 10_000, 'the held job processed');
+  await until(() => seen.length === 1, 'the held job processed', { timeoutMs: 10_000 });
   await new Promise((r) => setTimeout(r, 300));
   expect(seen).toEqual([{ by: 'baseline', key: 'k1', n: 1 }]);
   expect(await queue.getFailedCount()).toBe(0);
