@@ -240,3 +240,26 @@ export function callgrindTop(file, n = 15) {
   }
   return rows.map((x) => ({ ...x, share: total ? x.instructions / total : Number.NaN }));
 }
+
+/**
+ * Runs each measurement in `runs` ({ name: async () => number }) once per round, rotating the
+ * order every round so no variant always runs first, and takes each variant's ratio to
+ * `reference` within the round (which cancels drift between rounds). Returns the samples and the
+ * ratios per name, each sorted ascending.
+ */
+export async function interleavedRounds(runs, rounds, reference) {
+  const names = Object.keys(runs);
+  const samples = Object.fromEntries(names.map((n) => [n, []]));
+  const ratios = Object.fromEntries(names.filter((n) => n !== reference).map((n) => [n, []]));
+  for (let r = 0; r < rounds; r++) {
+    const round = {};
+    for (let i = 0; i < names.length; i++) {
+      const name = names[(i + r) % names.length];
+      round[name] = await runs[name]();
+      samples[name].push(round[name]);
+    }
+    for (const n of Object.keys(ratios)) ratios[n].push(round[n] / round[reference]);
+  }
+  for (const xs of [...Object.values(samples), ...Object.values(ratios)]) xs.sort((a, b) => a - b);
+  return { samples, ratios };
+}

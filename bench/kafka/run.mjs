@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { withRoutingKey } from '@branchline/core';
 import { createSelectiveConsumer, instrumentProducer } from '@branchline/kafkajs';
 import { Kafka, logLevel } from 'kafkajs';
-import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
+import { fmt, interleavedRounds, percentile, printTable, saveResults } from '../lib.mjs';
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -157,31 +157,19 @@ const plainProducer = kafka.producer();
 const instrumented = instrumentProducer(kafka.producer());
 await plainProducer.connect();
 await instrumented.connect();
-const prod = { plain: [], noKey: [], withKey: [] };
 await produceRate(plainProducer); // warm-up
 await produceRate(instrumented, 'pr-1');
-const prodRatios = { noKey: [], withKey: [] };
-for (let r = 0; r < ROUNDS; r++) {
-  // Rotate the order each round; ratios are taken within a round.
-  const runs = [
-    ['plain', () => produceRate(plainProducer)],
-    ['noKey', () => produceRate(instrumented)],
-    ['withKey', () => produceRate(instrumented, 'pr-1')],
-  ];
-  const round = {};
-  for (let i = 0; i < runs.length; i++) {
-    const [name, fn] = runs[(i + r) % runs.length];
-    round[name] = await fn();
-    prod[name].push(round[name]);
-  }
-  prodRatios.noKey.push(round.noKey / round.plain);
-  prodRatios.withKey.push(round.withKey / round.plain);
-}
-prodRatios.noKey.sort((a, b) => a - b);
-prodRatios.withKey.sort((a, b) => a - b);
+const { samples: prod, ratios: prodRatios } = await interleavedRounds(
+  {
+    plain: () => produceRate(plainProducer),
+    noKey: () => produceRate(instrumented),
+    withKey: () => produceRate(instrumented, 'pr-1'),
+  },
+  ROUNDS,
+  'plain',
+);
 await plainProducer.disconnect();
 await instrumented.disconnect();
-for (const k of Object.keys(prod)) prod[k].sort((a, b) => a - b);
 const pp = percentile(prod.plain, 50);
 const pn = percentile(prod.noKey, 50);
 const pk = percentile(prod.withKey, 50);

@@ -11,7 +11,7 @@ import { withRoutingKey } from '@branchline/core';
 import { instrumentJetStream } from '@branchline/nats';
 import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
-import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
+import { fmt, interleavedRounds, percentile, printTable, saveResults } from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const N = Number(process.env.BENCH_NATS_MESSAGES ?? 50_000);
@@ -143,25 +143,15 @@ const plainJs = jetstream(nc);
 const instrumented = instrumentJetStream(jetstream(nc));
 await publishRate(plainJs);
 await publishRate(instrumented, 'pr-1');
-const pub = { plain: [], noKey: [], withKey: [] };
-const pubRatios = { noKey: [], withKey: [] };
-for (let r = 0; r < ROUNDS; r++) {
-  const runs = [
-    ['plain', () => publishRate(plainJs)],
-    ['noKey', () => publishRate(instrumented)],
-    ['withKey', () => publishRate(instrumented, 'pr-1')],
-  ];
-  const round = {};
-  for (let i = 0; i < runs.length; i++) {
-    const [name, fn] = runs[(i + r) % runs.length];
-    round[name] = await fn();
-    pub[name].push(round[name]);
-  }
-  pubRatios.noKey.push(round.noKey / round.plain);
-  pubRatios.withKey.push(round.withKey / round.plain);
-}
-for (const k of Object.keys(pub)) pub[k].sort((a, b) => a - b);
-for (const k of Object.keys(pubRatios)) pubRatios[k].sort((a, b) => a - b);
+const { samples: pub, ratios: pubRatios } = await interleavedRounds(
+  {
+    plain: () => publishRate(plainJs),
+    noKey: () => publishRate(instrumented),
+    withKey: () => publishRate(instrumented, 'pr-1'),
+  },
+  ROUNDS,
+  'plain',
+);
 const publishRows = [
   { publisher: 'plain js.publish', 'msg/s': fmt(percentile(pub.plain, 50), 0), 'vs plain': '1.000' },
   {
