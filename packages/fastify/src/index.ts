@@ -30,7 +30,7 @@ interface WithContext {
   [kContext]?: Context | null | undefined;
 }
 
-const STRING_OPTIONS = ['service', 'sandbox', 'registry', 'token', 'routes', 'baggageKey'] as const;
+const STRING_OPTIONS = ['service', 'sandbox', 'registry', 'token', 'baggageKey'] as const;
 
 /** Checks the options at registration; a TypeError names the bad option. */
 function validate(opts: unknown): BranchlineFastifyOptions {
@@ -44,6 +44,11 @@ function validate(opts: unknown): BranchlineFastifyOptions {
         `@branchline/fastify: option ${name} must be a string, got ${JSON.stringify(o[name])}`,
       );
   }
+  // `routes` is a routes document (a string) or the routes themselves (a source, table or spec).
+  if (o.routes !== undefined && (o.routes === null || !['string', 'object'].includes(typeof o.routes)))
+    throw new TypeError(
+      `@branchline/fastify: option routes must be a JSON file path, inline JSON, a route source, a route table or a table spec, got ${JSON.stringify(o.routes)}`,
+    );
   try {
     resolveForwardOptions(o);
   } catch (err) {

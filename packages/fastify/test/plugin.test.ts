@@ -98,6 +98,23 @@ describe('the Fastify plugin', () => {
     );
   });
 
+  it('takes routes as an object in its own options, as createRuntime does (docs/options.md)', async () => {
+    const a = Fastify();
+    await a.register(branchline, {
+      service: 'orders',
+      routes: { sandboxes: [{ name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } }] },
+    });
+    a.get('/x', async () => ({ instance: 'baseline' }));
+    await a.listen({ port: 0, host: '127.0.0.1' });
+    const base = `http://127.0.0.1:${(a.server.address() as { port: number }).port}/x`;
+    const routed = await fetch(base, { headers: { baggage: 'branchline=ord-key' } }).then((r) => r.json());
+    const plain = await fetch(base).then((r) => r.json());
+    expect([routed.instance, plain.instance]).toEqual(['sandbox', 'baseline']);
+    await a.close();
+    const bad = Fastify();
+    await expect(bad.register(branchline, { routes: 42 as never }).ready()).rejects.toThrow(/option routes/);
+  });
+
   it('with fallbackToBaseline serves a request whose sandbox is down here, body parsed as usual', async () => {
     const a = Fastify();
     await a.register(branchline, {
