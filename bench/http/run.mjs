@@ -216,6 +216,7 @@ async function hop() {
   const forwarders = {
     'fastify + branchline': await start('fastify-bl', await freePort(), [sandbox]),
     'express + branchline': await start('express-bl', await freePort(), [sandbox]),
+    'express + branchline (attached)': await start('express-at', await freePort(), [sandbox]),
     'node:http + branchline': await start('node-bl', await freePort(), [sandbox]),
   };
   // The least a relay inside a Node HTTP server can do (no Branchline, not a usable proxy): what
@@ -369,6 +370,7 @@ async function instructions() {
     'node-bl': 'node:http + branchline',
     'fastify-bl': 'fastify + branchline',
     'express-bl': 'express + branchline',
+    'express-at': 'express + branchline (attached)',
   };
   const sandbox = await start('sandbox', await freePort());
   const ROUTED = { baggage: 'branchline=bench-key' };

@@ -1,7 +1,10 @@
 // The servers the HTTP benchmark drives, one per process: `node servers.mjs <mode> <port> [sandboxUrl]`.
 //   sandbox          a plain node:http server (the upstream every hop ends at)
 //   express          plain Express 5           | express-bl   Express 5 + branchline()
-//   fastify          plain Fastify 5           | fastify-bl   Fastify 5 + the plugin
+//                                               | express-at   the same, attached to the server
+//                                                               (routes before Express runs)
+//   fastify          plain Fastify 5           | fastify-bl   Fastify 5 + the plugin (routes on the
+//                                                               server before Fastify, its default)
 //   node-bl          a bare node:http server that only routes (IncomingRouter + forwarder)
 //   floor            a node:http server that relays every request to the sandbox with the least
 //                    work a relay can do (no Branchline): a fixed request head, the response's
@@ -30,16 +33,20 @@ async function main() {
     });
     server.keepAliveTimeout = 60_000;
     await new Promise((r) => server.listen(port, '127.0.0.1', r));
-  } else if (mode === 'express' || mode === 'express-bl') {
+  } else if (mode === 'express' || mode === 'express-bl' || mode === 'express-at') {
     const { default: express } = await import('express');
     const app = express();
-    if (mode === 'express-bl') {
+    let mw;
+    if (mode !== 'express') {
       const { branchline } = await import('@branchline/express');
-      app.use(branchline(options));
+      mw = branchline(options);
+      app.use(mw);
     }
     app.get('/', (_req, res) => res.json({ hello: 'world', instance: mode }));
-    const server = app.listen(port, '127.0.0.1');
+    const server = http.createServer(app);
+    if (mode === 'express-at') mw.attach(server);
     server.keepAliveTimeout = 60_000;
+    await new Promise((r) => server.listen(port, '127.0.0.1', r));
   } else if (mode === 'fastify' || mode === 'fastify-bl') {
     const { default: Fastify } = await import('fastify');
     const app = Fastify({ keepAliveTimeout: 60_000 });

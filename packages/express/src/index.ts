@@ -18,6 +18,12 @@ export interface BranchlineMiddleware {
   readonly router: IncomingRouter;
   /** Forwards WebSocket upgrades on `server` too; returns an undo function. */
   forwardUpgrades(server: Server): () => void;
+  /**
+   * Routes on `server` before Express runs: a request for a sandbox is forwarded without Express
+   * handling it (the cheapest forwarding), and WebSocket upgrades are forwarded too. The
+   * middleware stays mounted and serves every other request as usual. Returns an undo function.
+   */
+  attach(server: Server): () => void;
   /** Closes the keep-alive pools to sandboxes. */
   close(): Promise<void>;
 }
@@ -37,6 +43,14 @@ export function branchline(options: BranchlineExpressOptions = {}): BranchlineMi
     res: ServerResponse,
     next: (err?: unknown) => void,
   ): void {
+    const earlier = router.routedEarlier(req);
+    if (earlier !== undefined) {
+      // Routed by `attach(server)` before Express ran, and not forwarded.
+      (req as BranchlineRequest).branchline = earlier.info;
+      if (!earlier.enter) next();
+      else router.continueInContext(earlier, req, next);
+      return;
+    }
     const route = router.route(req);
     (req as BranchlineRequest).branchline = route.info;
     if (route.target !== undefined) {
@@ -62,6 +76,7 @@ export function branchline(options: BranchlineExpressOptions = {}): BranchlineMi
   } as BranchlineMiddleware;
   Object.defineProperty(middleware, 'router', { value: router });
   middleware.forwardUpgrades = (server: Server) => router.forwardUpgrades(server);
+  middleware.attach = (server: Server) => router.attach(server);
   middleware.close = () => router.close();
   return middleware;
 }

@@ -39,14 +39,25 @@ const routes = (): RouteTableSpec => ({
   ],
 });
 
-for (const [name, express] of Object.entries(versions)) {
-  describe(`branchline() on ${name}`, () => {
+// Each version twice: the middleware alone, and with `attach(server)` routing before Express.
+const setups = Object.entries(versions).flatMap(([name, express]) => [
+  { name, express, attached: false },
+  { name, express, attached: true },
+]);
+for (const { name, express, attached } of setups) {
+  describe(`branchline() on ${name}${attached ? ', attached to the server' : ''}`, () => {
     let url: string;
     let server: Server;
     let mw: ReturnType<typeof branchline>;
+    /** Requests that reached Express (a middleware mounted before Branchline's counts them). */
+    let reachedExpress = 0;
     beforeAll(async () => {
       const app = express();
       mw = branchline({ runtime: createRuntime({ service: 'orders', routes: routes() }) });
+      app.use((_req: unknown, _res: unknown, next: () => void) => {
+        reachedExpress++;
+        next();
+      });
       app.use(mw);
       app.use(express.json());
       app.post('/echo', (req: { branchline: unknown; body: unknown }, res: { json(v: unknown): void }) => {
@@ -56,6 +67,7 @@ for (const [name, express] of Object.entries(versions)) {
         );
       });
       server = createServer(app);
+      if (attached) mw.attach(server);
       server.listen(0, '127.0.0.1');
       await once(server, 'listening');
       url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
@@ -92,11 +104,15 @@ for (const [name, express] of Object.entries(versions)) {
     });
 
     it('forwards a request whose key routes this service to the sandbox, body included', async () => {
+      const before = reachedExpress;
       expect(await post({ baggage: 'branchline=ord-key' })).toEqual({
         instance: 'sandbox',
         url: '/echo?q=1',
         bytes: 7,
       });
+      // Attached, Express never sees a forwarded request; mounted alone, Express ran until the
+      // middleware forwarded it.
+      expect(reachedExpress - before).toBe(attached ? 0 : 1);
     });
 
     it('relays the sandbox response without the headers Express had set at baseline (X-Powered-By)', async () => {
@@ -121,6 +137,56 @@ for (const [name, express] of Object.entries(versions)) {
     });
   });
 }
+
+describe('branchline() attached to the server, with fallbackToBaseline', () => {
+  it('serves a request whose sandbox is down through Express once, key active, body parsed', async () => {
+    const express = versions['Express 5'];
+    const app = express();
+    const mw = branchline({
+      fallbackToBaseline: true,
+      runtime: createRuntime({
+        service: 'orders',
+        routes: {
+          sandboxes: [
+            { name: 'down', key: 'down-key', overrides: { orders: { http: 'http://127.0.0.1:9' } } },
+          ],
+        },
+      }),
+    });
+    let handled = 0;
+    app.use(mw);
+    app.use(express.json());
+    app.post('/x', (req: { branchline: unknown; body: unknown }, res: { json(v: unknown): void }) => {
+      handled++;
+      setImmediate(() =>
+        res.json({ instance: 'baseline', info: req.branchline, ctxKey: getRoutingKey(), body: req.body }),
+      );
+    });
+    const server = createServer(app);
+    const undo = mw.attach(server);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const r = await fetch(`http://127.0.0.1:${(server.address() as { port: number }).port}/x`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', baggage: 'branchline=down-key' },
+        body: JSON.stringify({ b: 2 }),
+      });
+      expect(await r.json()).toEqual({
+        instance: 'baseline',
+        info: { key: 'down-key', sandbox: 'down', forwarded: false },
+        ctxKey: 'down-key',
+        body: { b: 2 },
+      });
+      expect(handled).toBe(1);
+    } finally {
+      undo();
+      await mw.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
 
 describe('branchline() configuration', () => {
   it('throws at creation on a bad option, naming it', () => {

@@ -1,3 +1,5 @@
+import { Server as HttpServer } from 'node:http';
+import { Server as HttpsServer } from 'node:https';
 import { activeContext, runInContext } from '@branchline/core/transport';
 import {
   type BranchlineRequestInfo,
@@ -12,7 +14,15 @@ import fp from 'fastify-plugin';
 export type { BranchlineRequestInfo } from '@branchline/http';
 
 /** Options of the Fastify plugin: the runtime options plus how forwarding behaves. */
-export type BranchlineFastifyOptions = IncomingRoutingOptions;
+export interface BranchlineFastifyOptions extends IncomingRoutingOptions {
+  /**
+   * Route on the HTTP server before Fastify runs (default `true`): a request for a sandbox is
+   * forwarded without Fastify's routing, hooks or request objects. `false` routes in an
+   * `onRequest` hook instead, so hooks registered before the plugin also run for forwarded
+   * requests.
+   */
+  routeFirst?: boolean;
+}
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -44,6 +54,10 @@ function validate(opts: unknown): BranchlineFastifyOptions {
         `@branchline/fastify: option ${name} must be a string, got ${JSON.stringify(o[name])}`,
       );
   }
+  if (o.routeFirst !== undefined && typeof o.routeFirst !== 'boolean')
+    throw new TypeError(
+      `@branchline/fastify: option routeFirst must be a boolean, got ${JSON.stringify(o.routeFirst)}`,
+    );
   // `routes` is a routes document (a string) or the routes themselves (a source, table or spec).
   if (o.routes !== undefined && (o.routes === null || !['string', 'object'].includes(typeof o.routes)))
     throw new TypeError(
@@ -62,6 +76,7 @@ const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fasti
     prefix: _p,
     logLevel: _l,
     logSerializers: _s,
+    routeFirst,
     ...options
   } = opts as BranchlineFastifyOptions & Record<string, unknown>;
   let router: IncomingRouter;
@@ -80,7 +95,8 @@ const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fasti
   fastify.addHook(
     'onRequest',
     function branchlineOnRequest(request: FastifyRequest, reply: FastifyReply, next) {
-      const route = router.route(request.raw);
+      // Routed on the server before Fastify ran (see below) and not forwarded: not forwarded here.
+      const route = router.routedEarlier(request.raw) ?? router.route(request.raw);
       request.branchline = route.info;
       if (route.target !== undefined) {
         router.forwarder.forward(
@@ -121,9 +137,16 @@ const branchlinePlugin: FastifyPluginCallback<BranchlineFastifyOptions> = (fasti
     };
   });
 
-  const undoUpgrades = router.forwardUpgrades(fastify.server);
+  // Route on the server itself, before Fastify: a request for a sandbox is forwarded without
+  // Fastify building its request and reply or running any hook. `inject()` does not pass through
+  // the server, so the onRequest hook above still routes those. HTTP/2 servers keep the hook alone.
+  const onServer =
+    ((fastify.server as object) instanceof HttpServer || (fastify.server as object) instanceof HttpsServer) &&
+    routeFirst !== false
+      ? router.attach(fastify.server)
+      : router.forwardUpgrades(fastify.server as HttpServer);
   fastify.addHook('onClose', (_instance, closed) => {
-    undoUpgrades();
+    onServer();
     router.close().then(() => closed(), closed);
   });
   done();

@@ -102,7 +102,9 @@ describe('the Fastify plugin', () => {
     const a = Fastify();
     await a.register(branchline, {
       service: 'orders',
-      routes: { sandboxes: [{ name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } }] },
+      routes: {
+        sandboxes: [{ name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } }],
+      },
     });
     a.get('/x', async () => ({ instance: 'baseline' }));
     await a.listen({ port: 0, host: '127.0.0.1' });
@@ -113,6 +115,35 @@ describe('the Fastify plugin', () => {
     await a.close();
     const bad = Fastify();
     await expect(bad.register(branchline, { routes: 42 as never }).ready()).rejects.toThrow(/option routes/);
+  });
+
+  it('forwards on the server before Fastify runs; with routeFirst: false, from its onRequest hook', async () => {
+    const seen: Record<string, number> = {};
+    for (const routeFirst of [undefined, false]) {
+      const a = Fastify();
+      let hooks = 0;
+      // A hook registered before the plugin: it runs for a forwarded request only when the
+      // plugin routes from its own hook.
+      a.addHook('onRequest', async () => {
+        hooks++;
+      });
+      await a.register(branchline, {
+        service: 'orders',
+        routes: {
+          sandboxes: [{ name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } }],
+        },
+        ...(routeFirst === undefined ? {} : { routeFirst }),
+      });
+      a.get('/x', async () => ({ instance: 'baseline' }));
+      await a.listen({ port: 0, host: '127.0.0.1' });
+      const r = await fetch(`http://127.0.0.1:${(a.server.address() as { port: number }).port}/x`, {
+        headers: { baggage: 'branchline=ord-key' },
+      }).then((x) => x.json());
+      expect(r.instance).toBe('sandbox');
+      seen[String(routeFirst)] = hooks;
+      await a.close();
+    }
+    expect(seen).toEqual({ undefined: 0, false: 1 });
   });
 
   it('with fallbackToBaseline serves a request whose sandbox is down here, body parsed as usual', async () => {

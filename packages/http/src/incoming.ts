@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
   type BranchlineRuntime,
@@ -44,6 +44,11 @@ const NO_KEY: IncomingRoute = Object.freeze({
   context: undefined,
   enter: false,
 });
+
+const kRouted = Symbol.for('branchline.incoming-route');
+interface RoutedRequest extends IncomingMessage {
+  [kRouted]?: IncomingRoute;
+}
 
 const FORWARD_KEYS = new Set([
   'runtime',
@@ -169,8 +174,83 @@ export class IncomingRouter {
     runInContext(ctx, next);
   }
 
+  /**
+   * The route of a request `attach` routed before the framework ran and did not forward (or whose
+   * sandbox failed with `fallbackToBaseline`), for the framework's current context: never a
+   * target. `undefined` when `attach` did not see the request, or the current context holds a
+   * key the headers did not: then call `route`.
+   */
+  routedEarlier(req: IncomingMessage): IncomingRoute | undefined {
+    const earlier = (req as RoutedRequest)[kRouted];
+    if (earlier === undefined) return undefined;
+    // The key was read from the headers before any context existed; OpenTelemetry's HTTP
+    // instrumentation may have extracted one into the current context since (with a propagator
+    // of its own, even where the headers gave none: then route it as usual).
+    const ctx = activeContext();
+    const key = earlier.info.key;
+    if (key === undefined) return getRoutingKey(ctx) === undefined ? NO_KEY : undefined;
+    if (getRoutingKey(ctx) !== undefined)
+      return { info: earlier.info, target: undefined, context: ctx, enter: false };
+    return { info: earlier.info, target: undefined, context: contextWithRoutingKey(ctx, key), enter: true };
+  }
+
   /** Patches `server.emit` so upgrade requests (WebSocket) whose key selects a sandbox are forwarded. */
   forwardUpgrades(server: Server): () => void {
+    return this.patchUpgrades(server);
+  }
+
+  /**
+   * Routes on `server` before the framework does: the server's request listener (the Express app,
+   * Fastify's handler) is wrapped, so a request whose key selects a sandbox is forwarded without
+   * the framework seeing it and costs what forwarding costs in a bare `node:http` server, and
+   * WebSocket upgrades are forwarded too. The wrapper runs where the listener ran, inside the
+   * context OpenTelemetry's HTTP instrumentation sets up, so the baseline's server span and the
+   * trace carried to the sandbox are unchanged. Every other request reaches the listener marked
+   * with its route, so the middleware or plugin neither routes nor forwards it again
+   * (`routedEarlier`). Call it once the server has its request listener. Returns an undo function.
+   */
+  attach(server: Server, options: { requests?: boolean; upgrades?: boolean } = {}): () => void {
+    const undoUpgrades = options.upgrades === false ? () => {} : this.patchUpgrades(server);
+    if (options.requests === false) return undoUpgrades;
+    const listeners = server.listeners('request') as RequestListener[];
+    if (listeners.length === 0) {
+      undoUpgrades();
+      throw new TypeError(
+        'branchline: attach(server) found no request listener on the server; create the server with your app first (http.createServer(app)), then attach',
+      );
+    }
+    const router = this;
+    const fallback = this.forwarder.options.fallbackToBaseline;
+    const serve =
+      listeners.length === 1
+        ? listeners[0]!
+        : function serveAll(this: Server, req: IncomingMessage, res: ServerResponse) {
+            for (const l of listeners) l.call(this, req, res);
+          };
+    const routeFirst = function branchlineRouteFirst(
+      this: Server,
+      req: IncomingMessage,
+      res: ServerResponse,
+    ) {
+      const r = router.route(req);
+      (req as RoutedRequest)[kRouted] = r;
+      if (r.target === undefined) {
+        serve.call(this, req, res);
+        return;
+      }
+      router.forwarder.forward(req, res, r.target, fallback ? () => serve.call(this, req, res) : undefined);
+    };
+    for (const l of listeners) server.removeListener('request', l);
+    server.on('request', routeFirst);
+    return () => {
+      undoUpgrades();
+      server.removeListener('request', routeFirst);
+      for (const l of listeners) server.on('request', l);
+    };
+  }
+
+  /** Patches `server.emit` so upgrade requests whose key selects a sandbox are forwarded. */
+  private patchUpgrades(server: Server): () => void {
     const original = server.emit;
     const callOriginal = original as unknown as (
       this: Server,
@@ -180,18 +260,22 @@ export class IncomingRouter {
     const router = this;
     // Every server event passes through here, so the common case is one comparison and an
     // `apply` of `arguments`, which V8 forwards without building an array.
-    server.emit = function emit(this: Server, event: string | symbol): boolean {
+    server.emit = function emit(
+      this: Server,
+      event: string | symbol,
+      a1?: unknown,
+      a2?: unknown,
+      a3?: unknown,
+    ): boolean {
       if (event === 'upgrade') {
-        const req = arguments[1] as IncomingMessage;
+        const req = a1 as IncomingMessage;
         const r = router.route(req);
         if (r.target !== undefined) {
-          router.forwarder.forwardUpgrade(req, arguments[2] as Duplex, arguments[3] as Buffer, r.target);
+          router.forwarder.forwardUpgrade(req, a2 as Duplex, a3 as Buffer, r.target);
           return true;
         }
-        if (r.enter && r.context !== undefined) {
-          const args = Array.from(arguments);
-          return runInContext(r.context, () => callOriginal.apply(this, args as [string]));
-        }
+        if (r.enter && r.context !== undefined)
+          return runInContext(r.context, () => callOriginal.call(this, event, a1, a2, a3));
       }
       // biome-ignore lint/complexity/noArguments: forwarding every argument without copying them
       return callOriginal.apply(this, arguments as unknown as [string]);
