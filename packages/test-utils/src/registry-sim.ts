@@ -75,8 +75,15 @@ export class RegistrySim {
     };
   }
 
-  live(): string[] {
-    return [...this.sandboxes.keys()];
+  /** The live sandboxes' names (= keys); given `service`, only those that override it. */
+  live(service?: string): string[] {
+    const all = [...this.sandboxes.values()];
+    return (service === undefined ? all : all.filter((s) => s.overrides?.[service])).map((s) => s.name);
+  }
+
+  /** The deleted sandboxes' names (= keys), in the order they were deleted. */
+  deleted(): string[] {
+    return this.tombstones.map((s) => s.name);
   }
 
   /**
