@@ -28,6 +28,14 @@ export function percentile(sorted, p) {
   return sorted[i];
 }
 
+/** `percentile` of numbers in any order (a sorted copy; `xs` is left as it is). */
+export function percentileOf(xs, p) {
+  return percentile(
+    [...xs].sort((a, b) => a - b),
+    p,
+  );
+}
+
 export function fmt(n, digits = 1) {
   return Number.isFinite(n) ? n.toFixed(digits) : String(n);
 }
@@ -242,24 +250,270 @@ export function callgrindTop(file, n = 15) {
 }
 
 /**
- * Runs each measurement in `runs` ({ name: async () => number }) once per round, rotating the
- * order every round so no variant always runs first, and takes each variant's ratio to
- * `reference` within the round (which cancels drift between rounds). Returns the samples and the
- * ratios per name, each sorted ascending.
+ * Runs each measurement in `runs` ({ name: async (input) => sample }) once per round, rotating
+ * the order every round so no variant always runs first, and takes each variant's ratio to
+ * `reference` within the round (which cancels drift between rounds). A sample is a number, or
+ * anything `value` turns into one. `prepare(round)`, when given, runs before each round and its
+ * result is every run's `input` (e.g. the backlogs the round drains). Returns the samples and
+ * the ratios per name, each sorted ascending by value, and the samples round by round.
  */
-export async function interleavedRounds(runs, rounds, reference) {
+export async function interleavedRounds(runs, rounds, reference, { prepare, value = (x) => x } = {}) {
   const names = Object.keys(runs);
   const samples = Object.fromEntries(names.map((n) => [n, []]));
   const ratios = Object.fromEntries(names.filter((n) => n !== reference).map((n) => [n, []]));
+  const byRound = [];
   for (let r = 0; r < rounds; r++) {
+    const input = prepare ? await prepare(r) : undefined;
     const round = {};
     for (let i = 0; i < names.length; i++) {
       const name = names[(i + r) % names.length];
-      round[name] = await runs[name]();
+      round[name] = await runs[name](input);
       samples[name].push(round[name]);
     }
-    for (const n of Object.keys(ratios)) ratios[n].push(round[n] / round[reference]);
+    for (const n of Object.keys(ratios)) ratios[n].push(value(round[n]) / value(round[reference]));
+    byRound.push(round);
   }
-  for (const xs of [...Object.values(samples), ...Object.values(ratios)]) xs.sort((a, b) => a - b);
-  return { samples, ratios };
+  for (const xs of Object.values(samples)) xs.sort((a, b) => value(a) - value(b));
+  for (const xs of Object.values(ratios)) xs.sort((a, b) => a - b);
+  return { samples, ratios, rounds: byRound };
+}
+
+// ---- consumer throughput: draining a backlog, plain client against Branchline's (amqp, bullmq, sqs) ----
+
+/** A number from the environment variable `name`, else `fallback`. */
+export function envNumber(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
+  return n;
+}
+
+/**
+ * Counts `total` processed items; measures from the first to the last, so connection and set-up
+ * time is left out for every scenario alike, and the client's CPU time over that span.
+ * `finished` resolves to { rate (items/s), cpuUsPerItem }.
+ */
+export function throughputCounter(total) {
+  let n = 0;
+  let t0;
+  let cpu0;
+  let done;
+  const finished = new Promise((r) => {
+    done = r;
+  });
+  return {
+    tick() {
+      if (n === 0) {
+        t0 = process.hrtime.bigint();
+        cpu0 = process.cpuUsage();
+      }
+      if (++n === total) {
+        const cpu = process.cpuUsage(cpu0);
+        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+        done({ rate: (total - 1) / seconds, cpuUsPerItem: (cpu.user + cpu.system) / total });
+      }
+    },
+    finished,
+  };
+}
+
+/**
+ * Backlog rounds over `scenarios` ({ name: { fill(queue), drain(queue, filled) } }): each round
+ * first fills every scenario's queue (a fresh one, named by `queueName(scenario, n)`; `fill`
+ * returns what `drain` needs besides the name), then drains them back to back in a rotating
+ * order, so the samples of one round are taken close together and load drift shows up in every
+ * scenario alike. A drain returns at least `{ rate }`; ratios are taken per round against
+ * `reference`'s sample of that round.
+ */
+export function drainRounds(scenarios, { rounds, reference, queueName }) {
+  const names = Object.keys(scenarios);
+  let seq = 0;
+  const prepare = async () => {
+    const queues = {};
+    for (const n of names) {
+      const queue = queueName(n, ++seq);
+      queues[n] = { queue, filled: await scenarios[n].fill(queue) };
+    }
+    return queues;
+  };
+  const runs = Object.fromEntries(
+    names.map((n) => [n, (queues) => scenarios[n].drain(queues[n].queue, queues[n].filled)]),
+  );
+  return interleavedRounds(runs, rounds, reference, { prepare, value: (x) => x.rate });
+}
+
+/**
+ * The figures of `drainRounds`'s result per scenario — median rate, median of the per-round
+ * ratios to the reference, median client CPU per item, the samples in round order — and the
+ * table rows that show them (`unit`: "msg", "job").
+ */
+export function throughputSummary({ ratios, rounds }, reference, unit) {
+  const names = Object.keys(rounds[0]);
+  const figures = {};
+  const rows = [];
+  for (const name of names) {
+    const samples = rounds.map((r) => r[name]);
+    const f = {
+      rate: median(samples.map((x) => x.rate)),
+      ratio: name === reference ? 1 : median(ratios[name]),
+      cpuUsPerItem: median(samples.map((x) => x.cpuUsPerItem)),
+      samples,
+    };
+    figures[name] = f;
+    rows.push({
+      scenario: name,
+      [`${unit}s/s (median)`]: fmt(f.rate, 0),
+      samples: samples.map((x) => fmt(x.rate, 0)).join(' '),
+      [`vs ${reference} (median of per-round ratios)`]: `${fmt(f.ratio * 100, 1)}%`,
+      [`client CPU µs/${unit}`]: fmt(f.cpuUsPerItem, 1),
+    });
+  }
+  return { figures, rows };
+}
+
+// ---- routed database pools against plain driver pools (pg, mysql) ----
+
+/**
+ * Per-query latency of a routed pool against the driver's plain pool, in one run. `driver`:
+ *   label      the plain pool in the table, e.g. "pg.Pool"
+ *   type       the resource type of its sandbox databases ("postgres", "mysql")
+ *   source     the baseline database; `sandboxDatabases` provisions the sandbox one from it
+ *   plainPool(database), routedPool(options)  pools of 4 connections
+ *   currentDatabase(pool)  the database a query on `pool` reaches
+ *   query(pool, i, w)      the timed query (i: iteration, w: in-flight lane)
+ *   end(pool)
+ * Queries of all cases interleave one by one (rotating order), so load from other processes
+ * hits every case alike; each query is timed on its own. Prints the tables and ratios; returns
+ * the figures by case, and the routing decision's own cost (`decisionNs`).
+ */
+export async function routedPoolOverhead(driver, { perCase, sandboxDatabases }) {
+  const { contextWithRoutingKey, createRuntime, withRoutingKey } = await import('@branchline/core');
+  const { activeContext, runInContext, StaticRouteSource } = await import('@branchline/core/transport');
+  const { source } = driver;
+  // A sandbox database for the keyed case, so the table is realistic (routing is active).
+  const sbx = await sandboxDatabases.provision({ sandbox: 'bench-route', source });
+  const res = { db: { type: driver.type, spec: { from: source }, status: 'ready' } };
+  const routes = new StaticRouteSource({
+    sandboxes: [
+      { name: 'bench-route', key: 'bench-route', resources: res },
+      ...Array.from({ length: 50 }, (_, i) => ({ name: `other-${i}`, key: `other-${i}`, resources: res })),
+    ],
+  });
+  const empty = new StaticRouteSource({ sandboxes: [] });
+  const plain = driver.plainPool(source);
+  const plainSandbox = driver.plainPool(sbx.database);
+  const routedIdle = driver.routedPool({ runtime: createRuntime({ routes: empty, service: 'orders' }) });
+  const routed = driver.routedPool({
+    sandboxMax: 4,
+    runtime: createRuntime({ routes, service: 'orders' }),
+  });
+
+  // Both sides of the keyed comparison run inside the same pre-built context, so only the
+  // pool differs; the context's creation belongs to the app's middleware, not to the pool.
+  const keyed = contextWithRoutingKey(activeContext(), 'bench-route');
+  const plainName = `plain ${driver.label} (baseline)`;
+  const plainSandboxName = `plain ${driver.label} (sandbox DB)`;
+  const keyedName = 'routed, key → sandbox DB';
+  const cases = [
+    [plainName, plain, undefined, source],
+    ['routed, no sandbox databases', routedIdle, undefined, source],
+    ['routed, 51 sandbox DBs, no key', routed, undefined, source],
+    [plainSandboxName, plainSandbox, keyed, sbx.database],
+    [keyedName, routed, keyed, sbx.database],
+  ];
+  const refOf = (name) => (name.endsWith('→ sandbox DB') ? plainSandboxName : plainName);
+  for (const [name, pool, ctx, expected] of cases) {
+    const db = await (ctx
+      ? runInContext(ctx, () => driver.currentDatabase(pool))
+      : driver.currentDatabase(pool));
+    if (db !== expected) throw new Error(`${name} queried ${db}`);
+  }
+  const measure = async (width) => {
+    const lat = cases.map(() => []);
+    const iterations = [];
+    await Promise.all(
+      Array.from({ length: width }, async (_, w) => {
+        for (let i = 0; i < perCase / width; i++) {
+          const row = new Array(cases.length);
+          iterations.push(row);
+          for (let k = 0; k < cases.length; k++) {
+            const j = (k + i + w) % cases.length;
+            const [, pool, ctx] = cases[j];
+            const t0 = process.hrtime.bigint();
+            if (ctx) await runInContext(ctx, () => driver.query(pool, i, w));
+            else await driver.query(pool, i, w);
+            row[j] = Number(process.hrtime.bigint() - t0) / 1000;
+            lat[j].push(row[j]);
+          }
+        }
+      }),
+    );
+    return { sorted: lat.map((xs) => xs.sort((a, b) => a - b)), iterations };
+  };
+  await measure(4); // warm-up: connections open, code hot
+  const results = { seq: await measure(1), par: await measure(4) };
+  const rows = [];
+  const figures = {};
+  cases.forEach(([name], j) => {
+    const r = cases.findIndex(([n]) => n === refOf(name));
+    const f = { reference: refOf(name) };
+    for (const kind of ['seq', 'par']) {
+      const mine = results[kind].sorted[j];
+      const ref = results[kind].sorted[r];
+      f[kind] = {
+        medianUs: percentile(mine, 50),
+        p90Us: percentile(mine, 90),
+        ratioMedian: percentile(mine, 50) / percentile(ref, 50),
+        ratioP90: percentile(mine, 90) / percentile(ref, 90),
+        // Each query against the reference query of the same iteration (run back to back),
+        // which cancels the drift other processes cause; the median of those ratios.
+        pairedRatio: percentileOf(
+          results[kind].iterations.map((row) => row[j] / row[r]),
+          50,
+        ),
+      };
+    }
+    figures[name] = f;
+    rows.push({
+      pool: name,
+      'median µs (1)': fmt(f.seq.medianUs, 1),
+      'ratio of medians (1)': fmt(f.seq.ratioMedian, 3),
+      'paired ratio (1)': fmt(f.seq.pairedRatio, 3),
+      'median µs (4)': fmt(f.par.medianUs, 1),
+      'ratio of medians (4)': fmt(f.par.ratioMedian, 3),
+      'paired ratio (4)': fmt(f.par.pairedRatio, 3),
+    });
+  });
+  printTable(
+    `per-query latency, ${perCase} queries per case, 1 and 4 in flight, interleaved; ratio vs a plain ${driver.label} on the same database`,
+    rows,
+  );
+
+  // The routing decision alone, without I/O: what the routed pool adds to each call.
+  const decideNoKey = nsPerOp(() => routed.poolFor());
+  const decideActive = await withRoutingKey('bench-route', async () => nsPerOp(() => routed.poolFor()));
+  const perQueryNs = figures[plainName].seq.medianUs * 1000;
+  const share = (ns) => `${fmt((ns / perQueryNs) * 100, 3)}%`;
+  printTable('routing decision alone (no I/O)', [
+    { case: 'no key', ns: fmt(decideNoKey), 'share of a query': share(decideNoKey) },
+    { case: 'key in the active context', ns: fmt(decideActive), 'share of a query': share(decideActive) },
+  ]);
+  figures.decisionNs = { noKey: decideNoKey, keyActive: decideActive };
+  console.log(
+    `
+routed ÷ plain ${driver.label} (paired, 1 in flight): ${fmt(figures['routed, no sandbox databases'].seq.pairedRatio, 3)} without sandbox databases, ${fmt(figures[keyedName].seq.pairedRatio, 3)} with a key → sandbox DB`,
+  );
+
+  await Promise.all([plain, plainSandbox, routedIdle, routed].map((p) => driver.end(p)));
+  await sandboxDatabases.drop({ sandbox: 'bench-route', source });
+  return figures;
+}
+
+/** The 1, 5 and 15 minute load averages, printed: figures taken under load say so. */
+export function reportLoad() {
+  const load = readFileSync('/proc/loadavg', 'utf8').trim();
+  console.log(`
+load average at the end: ${load} (other work was running; figures are under load)`);
+  return load;
 }

@@ -4,10 +4,11 @@ import {
   type SelectiveConsumer,
   TIME_HEADER,
 } from '@branchline/amqplib';
-import { createRuntime, type RouteTableSpec, type SandboxSpec, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
 import { RouteTable, StaticRouteSource } from '@branchline/core/transport';
-import { barrier, type SeededRandom, seededRandom, sleep, until } from '@branchline/test-utils';
+import { barrier, seededRandom, sleep, until } from '@branchline/test-utils';
 import { createTestVhost, type TestVhost } from '@branchline/test-utils/amqp';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
@@ -23,7 +24,6 @@ const SERVICE = 'orders';
 const TOTAL = 20_000;
 const PUBLISH_MS = 30_000;
 const BATCH = 100;
-const ep = { http: 'http://127.0.0.1:1' };
 
 let vhost: TestVhost;
 const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
@@ -34,84 +34,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await vhost?.destroy();
 });
-
-/** A registry stand-in: sandboxes with history and tombstones, and views that lag it. */
-class FakeRegistry {
-  readonly sandboxes: SandboxSpec[] = [
-    { name: 'prod', key: 'prod', overrides: { billing: ep }, createdAt: 0 }, // producer-only
-  ];
-  readonly groups: RouteTableSpec['groups'];
-  private readonly views: { source: StaticRouteSource; maxLagMs: number; lastAt: number }[] = [];
-  private readonly timers = new Set<NodeJS.Timeout>();
-
-  constructor(
-    start: number,
-    private readonly random: SeededRandom,
-  ) {
-    this.groups = [{ name: 'grp', key: 'grp', match: { labels: { team: 'blue' } }, createdAt: start }];
-  }
-
-  view(maxLagMs: number): StaticRouteSource {
-    const source = new StaticRouteSource(this.snapshot());
-    this.views.push({ source, maxLagMs, lastAt: 0 });
-    return source;
-  }
-
-  snapshot(): RouteTableSpec {
-    // Every change up to now is in it, so the view is complete until now.
-    return {
-      completeUntil: Date.now(),
-      sandboxes: this.sandboxes.map((s) => ({ ...s, history: structuredClone(s.history) })),
-      groups: this.groups,
-    };
-  }
-
-  /** Sends the current state to every view, each after its own random lag, in order. */
-  publish(): void {
-    const spec = this.snapshot();
-    const now = Date.now();
-    for (const v of this.views) {
-      const at = Math.max(v.lastAt, now + this.random() * v.maxLagMs);
-      v.lastAt = at;
-      const t = setTimeout(() => {
-        this.timers.delete(t);
-        v.source.update(spec);
-      }, at - now);
-      this.timers.add(t);
-    }
-  }
-
-  live(): SandboxSpec[] {
-    return this.sandboxes.filter((s) => s.deletedAt == null && s.overrides?.[SERVICE]);
-  }
-
-  create(name: string, blue: boolean): void {
-    const now = Date.now();
-    this.sandboxes.push({
-      name,
-      key: name,
-      overrides: { [SERVICE]: ep },
-      labels: blue ? { team: 'blue' } : {},
-      createdAt: now,
-      history: { [SERVICE]: [{ from: now }] },
-    });
-    this.publish();
-  }
-
-  delete(name: string): void {
-    const s = this.sandboxes.find((x) => x.name === name && x.deletedAt == null)!;
-    const now = Date.now();
-    s.deletedAt = now;
-    for (const iv of s.history![SERVICE]!) iv.to ??= now;
-    this.publish();
-  }
-
-  async settle(): Promise<void> {
-    const last = Math.max(...this.views.map((v) => v.lastAt));
-    // Pacing, not proof: the last update already scheduled reaches its view at `last`.
-    await sleep(Math.max(0, last - Date.now()) + 50);
-  }
-}
 
 interface Processing {
   by: string;
@@ -128,7 +50,22 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   // failure prints the seed, and BRANCHLINE_TEST_SEED=<seed> repeats the same choices.
   const random = seededRandom();
   const started = Date.now();
-  const registry = new FakeRegistry(started, random);
+  const registry = new RegistrySim();
+  registry.create('prod', { billing: endpoint }); // producer-only
+  registry.group('grp', { team: 'blue' });
+  // Each view follows the registry's changes and its 100 ms heartbeat, each delivery after its
+  // own random lag of up to `maxLagMs`, in order.
+  const views: LaggingView<StaticRouteSource>[] = [];
+  const view = (maxLagMs: number) => {
+    const v = new LaggingView(new StaticRouteSource(), registry, {
+      events: true,
+      everyMs: 100,
+      maxLagMs,
+      random,
+    });
+    views.push(v);
+    return v.source;
+  };
   const processed = new Map<string, Processing[]>();
   let dropped = false;
   let busy = false;
@@ -171,7 +108,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       queue,
       service: SERVICE,
       sandbox: null,
-      routes: registry.view(lag),
+      routes: view(lag),
       runtime,
       prefetch: 50,
       reconnect: { initialMs: 50, maxMs: 1000 },
@@ -184,7 +121,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     }),
   );
   await Promise.all(baselines.map((b) => b.ready()));
-  const sandboxView = registry.view(250);
+  const sandboxView = view(250);
 
   // Sandbox workloads: created with their sandbox (sometimes late), stopped by their own view
   // seeing the deletion, or (sometimes) torn down a little before the registry deletes them.
@@ -196,7 +133,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     const pending: Promise<void>[] = [];
     while (Date.now() < stopAt) {
       const name = `c${++seq}`;
-      registry.create(name, seq % 3 === 0);
+      registry.create(name, { [SERVICE]: endpoint }, seq % 3 === 0 ? { team: 'blue' } : {});
       events++;
       const w: { consumer?: SelectiveConsumer; starting?: Promise<void> } = {};
       workloads.set(name, w);
@@ -231,7 +168,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
         })(),
       );
       await sleep(random.between(450, 650));
-      if (registry.live().length > 5) await Promise.race(pending);
+      if (registry.live(SERVICE).length > 5) await Promise.race(pending);
     }
     await Promise.all(pending);
   };
@@ -244,12 +181,12 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     const r = random();
     if (r < 0.3) return undefined;
     if (r < 0.75) {
-      const live = registry.live();
-      return live.length ? live[i % live.length]!.key : undefined;
+      const live = registry.live(SERVICE);
+      return live.length ? live[i % live.length] : undefined;
     }
     if (r < 0.85) {
-      const dead = registry.sandboxes.filter((s) => s.deletedAt != null);
-      return dead.length ? dead[dead.length - 1 - (i % Math.min(3, dead.length))]!.key : 'nobody';
+      const dead = registry.deleted();
+      return dead.length ? dead[dead.length - 1 - (i % Math.min(3, dead.length))] : 'nobody';
     }
     if (r < 0.93) return 'grp';
     if (r < 0.97) return 'prod';
@@ -257,7 +194,6 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   };
 
   const churnDone = churn(started + PUBLISH_MS + 1000);
-  const heartbeat = setInterval(() => registry.publish(), 100);
   let dropAt = 0;
   try {
     const t0 = Date.now();
@@ -299,11 +235,11 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       if (due > 0) await sleep(due);
     }
     await churnDone;
-    for (const s of registry.live()) {
-      registry.delete(s.name);
+    for (const name of registry.live(SERVICE)) {
+      registry.delete(name);
       events++;
     }
-    await registry.settle();
+    await Promise.all(views.map((v) => v.settled()));
 
     try {
       await until(() => processed.size === TOTAL, `all ${TOTAL} messages processed`, { timeoutMs: 60_000 });
@@ -331,14 +267,14 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       what: 'the baseline queue',
     });
   } finally {
-    clearInterval(heartbeat);
+    for (const v of views) v.stop();
     await Promise.all(allSandboxConsumers.map((c) => c.close()));
     await Promise.all(baselines.map((b) => b.close()));
     await pubConn.close().catch(() => undefined);
   }
 
   // ---- the verdict ----
-  const final = RouteTable.from({ sandboxes: registry.sandboxes, groups: registry.groups });
+  const final = RouteTable.from(registry.snapshot());
   const ownerAt = (id: string, at: number | undefined) =>
     at === undefined ? undefined : final.owner(SERVICE, keys.get(id), at);
   let byBaseline = 0;

@@ -15,15 +15,25 @@
 //                    baseline consumer cleared the baseline queue (processed or moved, acked),
 //                    which is what the baseline service's capacity depends on.
 // Needs RabbitMQ on 127.0.0.1:5672 (guest/guest) and rabbitmqctl (for a private vhost).
+// Env: BENCH_AMQP_MESSAGES (default 10000) messages per sample; BENCH_AMQP_ROUNDS (7) rounds.
 import { execFileSync, fork } from 'node:child_process';
 import { createSelectiveConsumer, instrumentChannel } from '@branchline/amqplib';
 import { createRuntime, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
 import amqp from 'amqplib';
-import { fmt, printTable, saveResults } from '../lib.mjs';
+import {
+  drainRounds,
+  envNumber,
+  fmt,
+  median,
+  printTable,
+  saveResults,
+  throughputCounter,
+  throughputSummary,
+} from '../lib.mjs';
 
-const N = 10_000;
-const ROUNDS = 7;
+const N = envNumber('BENCH_AMQP_MESSAGES', 10_000);
+const ROUNDS = envNumber('BENCH_AMQP_ROUNDS', 7);
 const PREFETCH = 100;
 const SERVICE = 'orders';
 
@@ -41,7 +51,6 @@ const payload = Buffer.from(JSON.stringify({ order: 42, items: ['a', 'b', 'c'], 
 
 const conn = await amqp.connect(url);
 const pub = instrumentChannel(await conn.createConfirmChannel());
-let seq = 0;
 
 /** Fills `queue` with N messages; `keyOf(i)` is the routing key of message i (or undefined). */
 async function fill(queue, keyOf) {
@@ -56,34 +65,6 @@ async function fill(queue, keyOf) {
   await pub.waitForConfirms();
 }
 
-/**
- * Counts processed messages; measures from the first delivery to the last, so connection and
- * set-up time is left out for every scenario alike, and the client's CPU time over that span.
- */
-function counter() {
-  let n = 0;
-  let t0;
-  let cpu0;
-  let done;
-  const finished = new Promise((r) => {
-    done = r;
-  });
-  return {
-    tick() {
-      if (n === 0) {
-        t0 = process.hrtime.bigint();
-        cpu0 = process.cpuUsage();
-      }
-      if (++n === N) {
-        const cpu = process.cpuUsage(cpu0);
-        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        done({ rate: (N - 1) / seconds, cpuUsPerMsg: (cpu.user + cpu.system) / N });
-      }
-    },
-    finished,
-  };
-}
-
 // Each scenario: `fill` puts its backlog in place, `drain` measures consuming it.
 const scenarios = {
   plain: {
@@ -93,7 +74,7 @@ const scenarios = {
       const c = await amqp.connect(url);
       const ch = await c.createChannel();
       await ch.prefetch(PREFETCH);
-      const count = counter();
+      const count = throughputCounter(N);
       await ch.consume(queue, (m) => {
         if (!m) return; // cancelled when the queue is deleted below
         ch.ack(m);
@@ -117,7 +98,7 @@ function selective(every, split = false) {
   return {
     fill: (q) => fill(q, (i) => (moving ? (i % every === 0 ? 'sb' : undefined) : 'nobody')),
     async drain(queue) {
-      const count = counter();
+      const count = throughputCounter(N);
       const onMessage = (m, ch) => {
         ch.ack(m);
         count.tick();
@@ -201,25 +182,17 @@ async function drainSplit(queue, every, common) {
   return {
     rate: (N - 1) / seconds,
     baselineRate: (N - 1) / ((baselineDoneAt - first) / 1000),
-    cpuUsPerMsg: (cpu.user + cpu.system) / N,
+    cpuUsPerItem: (cpu.user + cpu.system) / N,
   };
 }
 
-// Rounds: fill every scenario's queue, then drain them back to back in a rotating order, so the
-// samples of one round are taken close together and load drift shows up in every scenario alike.
-// Ratios are computed per round, against that round's plain sample, then the median is taken.
-const names = Object.keys(scenarios);
-const samples = Object.fromEntries(names.map((n) => [n, []]));
+let result;
 try {
-  for (let r = 0; r < ROUNDS; r++) {
-    const queues = {};
-    for (const n of names) {
-      queues[n] = `${n}-${++seq}`;
-      await scenarios[n].fill(queues[n]);
-    }
-    const order = names.map((_, i) => names[(i + r) % names.length]);
-    for (const n of order) samples[n].push(await scenarios[n].drain(queues[n]));
-  }
+  result = await drainRounds(scenarios, {
+    rounds: ROUNDS,
+    reference: 'plain',
+    queueName: (n, seq) => `${n}-${seq}`,
+  });
 } finally {
   await conn.close().catch(() => undefined);
   try {
@@ -229,44 +202,25 @@ try {
   }
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const rate = (k) => median(samples[k].map((x) => x.rate));
-const ratio = (k) => median(samples[k].map((x, i) => x.rate / samples.plain[i].rate));
-const cpu = (k) => median(samples[k].map((x) => x.cpuUsPerMsg));
-const clearedRatio = (k) =>
-  samples[k][0].baselineRate === undefined
-    ? undefined
-    : median(samples[k].map((x, i) => x.baselineRate / samples.plain[i].rate));
-const rows = Object.keys(samples).map((scenario) => ({
-  scenario,
-  'msgs/s (median)': fmt(rate(scenario), 0),
-  samples: samples[scenario].map((x) => fmt(x.rate, 0)).join(' '),
-  'vs plain (median of per-round ratios)': `${fmt(ratio(scenario) * 100, 1)}%`,
-  'client CPU µs/msg': fmt(cpu(scenario), 1),
-  'baseline queue cleared vs plain':
-    clearedRatio(scenario) === undefined ? '-' : `${fmt(clearedRatio(scenario) * 100, 1)}%`,
-}));
+const { figures, rows } = throughputSummary(result, 'plain', 'msg');
+// How fast the baseline consumer cleared its own queue, against that round's plain rate.
+for (const [i, row] of rows.entries()) {
+  const name = row.scenario;
+  const cleared = result.rounds.map((r) => r[name].baselineRate / r.plain.rate);
+  figures[name].baselineClearedRatio = Number.isNaN(cleared[0]) ? undefined : median(cleared);
+  rows[i] = {
+    ...row,
+    'baseline queue cleared vs plain':
+      figures[name].baselineClearedRatio === undefined
+        ? '-'
+        : `${fmt(figures[name].baselineClearedRatio * 100, 1)}%`,
+  };
+}
 printTable(
   `amqp consumer throughput, ${N} messages per sample, prefetch ${PREFETCH}, ${ROUNDS} rounds`,
   rows,
 );
 console.log(
-  '\ntarget: selective >= 90% of plain. Wall-clock rates depend on machine load (shared CPUs); the client CPU per message does not.',
+  `\nselective-all / plain = ${fmt(figures['selective-all'].ratio, 3)} (target >= 0.90). Wall-clock rates depend on machine load (shared CPUs); the client CPU per message does not.`,
 );
-saveResults('amqp', {
-  messages: N,
-  prefetch: PREFETCH,
-  rounds: ROUNDS,
-  results: Object.fromEntries(
-    Object.keys(samples).map((k) => [
-      k,
-      {
-        medianRate: rate(k),
-        ratio: ratio(k),
-        baselineClearedRatio: clearedRatio(k),
-        cpuUsPerMsg: cpu(k),
-        samples: samples[k],
-      },
-    ]),
-  ),
-});
+saveResults('amqp', { messages: N, prefetch: PREFETCH, rounds: ROUNDS, results: figures });

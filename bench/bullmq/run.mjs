@@ -10,15 +10,26 @@
 //                    then completes the original) and the sandbox worker processes it. Rate = N /
 //                    time until all N were processed by one of the two
 // Needs Redis on 127.0.0.1:6379. Everything lives under a key prefix of its own, removed at the end.
+// Env: BENCH_BULLMQ_JOBS (default 5000, a multiple of 500) jobs per sample; BENCH_BULLMQ_ROUNDS (5).
 import { createSelectiveWorker, instrumentQueue } from '@branchline/bullmq';
 import { createRuntime, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { fmt, printTable, saveResults } from '../lib.mjs';
+import {
+  drainRounds,
+  envNumber,
+  fmt,
+  printTable,
+  saveResults,
+  throughputCounter,
+  throughputSummary,
+} from '../lib.mjs';
 
-const N = 5_000;
-const ROUNDS = 5;
+const N = envNumber('BENCH_BULLMQ_JOBS', 5_000);
+const ROUNDS = envNumber('BENCH_BULLMQ_ROUNDS', 5);
+if (N % 500 !== 0)
+  throw new Error(`BENCH_BULLMQ_JOBS must be a multiple of 500 (jobs are added 500 at a time), got ${N}`);
 const CONCURRENCY = 50;
 const SERVICE = 'orders';
 const connection = { host: '127.0.0.1', port: 6379, maxRetriesPerRequest: null };
@@ -33,7 +44,6 @@ const routes = new StaticRouteSource({
 });
 const runtime = createRuntime({ service: SERVICE, routes: routes });
 const data = { order: 42, items: ['a', 'b', 'c'], note: 'x'.repeat(200) };
-let seq = 0;
 
 /** Fills `queue` with N jobs; `keyOf(i)` is the routing key of job i (or undefined). */
 async function fill(name, keyOf) {
@@ -46,37 +56,11 @@ async function fill(name, keyOf) {
   await q.close();
 }
 
-function counter() {
-  let n = 0;
-  let t0;
-  let cpu0;
-  let done;
-  const finished = new Promise((r) => {
-    done = r;
-  });
-  return {
-    tick() {
-      if (n === 0) {
-        t0 = process.hrtime.bigint();
-        cpu0 = process.cpuUsage();
-      }
-      if (++n === N) {
-        const cpu = process.cpuUsage(cpu0);
-        done({
-          rate: (N - 1) / (Number(process.hrtime.bigint() - t0) / 1e9),
-          cpuUsPerJob: (cpu.user + cpu.system) / N,
-        });
-      }
-    },
-    finished,
-  };
-}
-
 const scenarios = {
   plain: {
     fill: (q) => fill(q, () => 'nobody'),
     async drain(queue) {
-      const count = counter();
+      const count = throughputCounter(N);
       const w = new Worker(
         queue,
         async () => {
@@ -98,7 +82,7 @@ function selective(every) {
     // Keys are per batch of 500: with every=10, batches 0, 10, 20… (1 in 10 jobs) are the sandbox's.
     fill: (q) => fill(q, (i) => (every > 0 ? ((i / 500) % every === 0 ? 'sb' : undefined) : 'nobody')),
     async drain(queue) {
-      const count = counter();
+      const count = throughputCounter(N);
       const common = {
         queue,
         connection,
@@ -122,19 +106,13 @@ function selective(every) {
   };
 }
 
-const names = Object.keys(scenarios);
-const samples = Object.fromEntries(names.map((n) => [n, []]));
+let result;
 try {
-  for (let r = 0; r < ROUNDS; r++) {
-    const queues = {};
-    for (const n of names) {
-      queues[n] = `${n}-${++seq}`;
-      await scenarios[n].fill(queues[n]);
-    }
-    // Rotating order, so load drift shows up in every scenario alike.
-    const order = names.map((_, i) => names[(i + r) % names.length]);
-    for (const n of order) samples[n].push(await scenarios[n].drain(queues[n]));
-  }
+  result = await drainRounds(scenarios, {
+    rounds: ROUNDS,
+    reference: 'plain',
+    queueName: (n, seq) => `${n}-${seq}`,
+  });
 } finally {
   const r = new Redis(connection);
   let cursor = '0';
@@ -146,35 +124,25 @@ try {
   r.disconnect();
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const rate = (k) => median(samples[k].map((x) => x.rate));
-const ratio = (k) => median(samples[k].map((x, i) => x.rate / samples.plain[i].rate));
-const cpu = (k) => median(samples[k].map((x) => x.cpuUsPerJob));
-const rows = names.map((scenario) => ({
-  scenario,
-  'jobs/s (median)': fmt(rate(scenario), 0),
-  samples: samples[scenario].map((x) => fmt(x.rate, 0)).join(' '),
-  'vs plain (median of per-round ratios)': `${fmt(ratio(scenario) * 100, 1)}%`,
-  'client CPU µs/job': fmt(cpu(scenario), 1),
-}));
+const { figures, rows } = throughputSummary(result, 'plain', 'job');
 printTable(
   `bullmq worker throughput, ${N} jobs per sample, concurrency ${CONCURRENCY}, ${ROUNDS} rounds`,
   rows,
 );
 console.log(
-  `\nratio selective-all / plain: ${fmt(ratio('selective-all'), 3)} (target >= 0.95). Wall-clock rates depend on machine load (shared CPUs).`,
+  `\nratio selective-all / plain: ${fmt(figures['selective-all'].ratio, 3)} (target >= 0.95). Wall-clock rates depend on machine load (shared CPUs).`,
 );
 saveResults('bullmq', {
   jobs: N,
   concurrency: CONCURRENCY,
   rounds: ROUNDS,
   results: Object.fromEntries(
-    names.map((k) => [
+    Object.entries(figures).map(([k, f]) => [
       k,
       {
-        rate: Math.round(rate(k)),
-        ratio: Number(ratio(k).toFixed(3)),
-        cpuUsPerJob: Number(cpu(k).toFixed(1)),
+        rate: Math.round(f.rate),
+        ratio: Number(f.ratio.toFixed(3)),
+        cpuUsPerJob: Number(f.cpuUsPerItem.toFixed(1)),
       },
     ]),
   ),

@@ -5,13 +5,11 @@
 // Env: BENCH_PG_MB (default 100) baseline size; BENCH_PG_QUERIES (8000) queries per
 // case for the per-query comparison; BENCH_PG_SKIP_PROVISION=1 measures queries only.
 
-import { execSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { contextWithRoutingKey, createRuntime, withRoutingKey } from '@branchline/core';
-import { activeContext, runInContext, StaticRouteSource } from '@branchline/core/transport';
 import { createRoutedPool, createSandboxDatabases } from '@branchline/pg';
 import pg from 'pg';
-import { fmt, nsPerOp, percentile, printTable, saveResults } from '../lib.mjs';
+import { fmt, percentileOf, printTable, reportLoad, routedPoolOverhead, saveResults } from '../lib.mjs';
 
 const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' };
 const MB = Number(process.env.BENCH_PG_MB ?? 100);
@@ -34,11 +32,7 @@ async function admin(fn, database = 'postgres') {
   }
 }
 
-const median = (xs) =>
-  percentile(
-    [...xs].sort((a, b) => a - b),
-    50,
-  );
+const median = (xs) => percentileOf(xs, 50);
 const mb = (bytes) => bytes / 1024 / 1024;
 
 async function cleanup() {
@@ -169,139 +163,30 @@ async function provisioning(size) {
 }
 
 async function queryOverhead() {
-  // A sandbox database for the keyed case, so the table is realistic (routing is active).
-  const dbs = createSandboxDatabases({ connection: PG, prefix, snapshotPrefix, catalogue, sweepGraceMs: 0 });
-  const sbx = await dbs.provision({ sandbox: 'bench-route', source: baseline });
-  const res = (status) => ({ db: { type: 'postgres', spec: { from: baseline }, status } });
-  const routes = new StaticRouteSource({
-    sandboxes: [
-      { name: 'bench-route', key: 'bench-route', resources: res('ready') },
-      ...Array.from({ length: 50 }, (_, i) => ({
-        name: `other-${i}`,
-        key: `other-${i}`,
-        resources: res('ready'),
-      })),
-    ],
-  });
-  const empty = new StaticRouteSource({ sandboxes: [] });
   const cfg = { ...PG, max: 4 };
-  const plain = new pg.Pool({ ...cfg, database: baseline });
-  const plainSandbox = new pg.Pool({ ...cfg, database: sbx.database });
-  const routedIdle = createRoutedPool({
-    ...cfg,
-    database: baseline,
-    prefix,
-    runtime: createRuntime({ routes: empty, service: 'orders' }),
-  });
-  const routed = createRoutedPool({
-    ...cfg,
-    database: baseline,
-    prefix,
-    sandboxMax: 4,
-    runtime: createRuntime({ routes: routes, service: 'orders' }),
-  });
-
   const sql = 'SELECT id, item FROM orders WHERE id = $1';
-  // Both sides of the keyed comparison run inside the same pre-built context, so only the
-  // pool differs; the context's creation belongs to the app's middleware, not to the pool.
-  const keyed = contextWithRoutingKey(activeContext(), 'bench-route');
-  const cases = [
-    ['plain pg.Pool (baseline)', plain, undefined],
-    ['routed, no sandbox databases', routedIdle, undefined],
-    ['routed, 51 sandbox DBs, no key', routed, undefined],
-    ['plain pg.Pool (sandbox DB)', plainSandbox, keyed],
-    ['routed, key → sandbox DB', routed, keyed],
-  ];
-  const refOf = (name) =>
-    name.endsWith('→ sandbox DB') ? 'plain pg.Pool (sandbox DB)' : 'plain pg.Pool (baseline)';
-  const expectDb = { 'plain pg.Pool (sandbox DB)': sbx.database, 'routed, key → sandbox DB': sbx.database };
-  for (const [name, pool, ctx] of cases) {
-    const run = () => pool.query('SELECT current_database() AS db');
-    const db = (await (ctx ? runInContext(ctx, run) : run())).rows[0].db;
-    if (db !== (expectDb[name] ?? baseline)) throw new Error(`${name} queried ${db}`);
-  }
-  // Queries of all cases interleave one by one (rotating order), so load from other processes
-  // hits every case alike; each query is timed on its own and medians are compared.
-  const measure = async (width) => {
-    const lat = cases.map(() => []);
-    const iterations = [];
-    await Promise.all(
-      Array.from({ length: width }, async (_, w) => {
-        for (let i = 0; i < PER_CASE / width; i++) {
-          const row = new Array(cases.length);
-          iterations.push(row);
-          for (let k = 0; k < cases.length; k++) {
-            const j = (k + i + w) % cases.length;
-            const [, pool, ctx] = cases[j];
-            const args = [1 + ((i * 7 + w) % 1000)];
-            const t0 = process.hrtime.bigint();
-            if (ctx) await runInContext(ctx, () => pool.query(sql, args));
-            else await pool.query(sql, args);
-            row[j] = Number(process.hrtime.bigint() - t0) / 1000;
-            lat[j].push(row[j]);
-          }
-        }
+  return routedPoolOverhead(
+    {
+      label: 'pg.Pool',
+      type: 'postgres',
+      source: baseline,
+      plainPool: (database) => new pg.Pool({ ...cfg, database }),
+      routedPool: (options) => createRoutedPool({ ...cfg, database: baseline, prefix, ...options }),
+      currentDatabase: async (pool) => (await pool.query('SELECT current_database() AS db')).rows[0].db,
+      query: (pool, i, w) => pool.query(sql, [1 + ((i * 7 + w) % 1000)]),
+      end: (pool) => pool.end(),
+    },
+    {
+      perCase: PER_CASE,
+      sandboxDatabases: createSandboxDatabases({
+        connection: PG,
+        prefix,
+        snapshotPrefix,
+        catalogue,
+        sweepGraceMs: 0,
       }),
-    );
-    return { sorted: lat.map((xs) => xs.sort((a, b) => a - b)), iterations };
-  };
-  await measure(4); // warm-up: connections open, code hot
-  const results = { seq: await measure(1), par: await measure(4) };
-  const rows = [];
-  const figures = {};
-  cases.forEach(([name], j) => {
-    const r = cases.findIndex(([n]) => n === refOf(name));
-    const f = { reference: refOf(name) };
-    for (const kind of ['seq', 'par']) {
-      const mine = results[kind].sorted[j];
-      const ref = results[kind].sorted[r];
-      f[kind] = {
-        medianUs: percentile(mine, 50),
-        p90Us: percentile(mine, 90),
-        ratioMedian: percentile(mine, 50) / percentile(ref, 50),
-        ratioP90: percentile(mine, 90) / percentile(ref, 90),
-        // Each query against the reference query of the same iteration (run back to back),
-        // which cancels the drift other processes cause; the median of those ratios.
-        pairedRatio: median(results[kind].iterations.map((row) => row[j] / row[r])),
-      };
-    }
-    figures[name] = f;
-    rows.push({
-      pool: name,
-      'median µs (1)': fmt(f.seq.medianUs, 1),
-      'ratio of medians (1)': fmt(f.seq.ratioMedian, 3),
-      'paired ratio (1)': fmt(f.seq.pairedRatio, 3),
-      'median µs (4)': fmt(f.par.medianUs, 1),
-      'ratio of medians (4)': fmt(f.par.ratioMedian, 3),
-      'paired ratio (4)': fmt(f.par.pairedRatio, 3),
-    });
-  });
-  printTable(
-    `per-query latency, ${PER_CASE} queries per case, 1 and 4 in flight, interleaved; ratio vs a plain pg.Pool on the same database`,
-    rows,
+    },
   );
-
-  // The routing decision alone, without I/O: what the routed pool adds to each call.
-  const decideNoKey = nsPerOp(() => routed.poolFor());
-  const decideActive = await withRoutingKey('bench-route', async () => nsPerOp(() => routed.poolFor()));
-  const perQueryNs = figures['plain pg.Pool (baseline)'].seq.medianUs * 1000;
-  printTable('routing decision alone (no I/O)', [
-    {
-      case: 'no key',
-      ns: fmt(decideNoKey),
-      'share of a query': `${fmt((decideNoKey / perQueryNs) * 100, 3)}%`,
-    },
-    {
-      case: 'key in the active context',
-      ns: fmt(decideActive),
-      'share of a query': `${fmt((decideActive / perQueryNs) * 100, 3)}%`,
-    },
-  ]);
-  figures.decisionNs = { noKey: decideNoKey, keyActive: decideActive };
-
-  await Promise.all([plain.end(), plainSandbox.end(), routedIdle.end(), routed.end()]);
-  await dbs.drop({ sandbox: 'bench-route', source: baseline });
-  return figures;
 }
 
 let code = 0;
@@ -310,8 +195,7 @@ try {
   const size = await buildBaseline();
   const provision = process.env.BENCH_PG_SKIP_PROVISION ? undefined : await provisioning(size);
   const queries = await queryOverhead();
-  const load = execSync('cat /proc/loadavg').toString().trim();
-  console.log(`\nload average at the end: ${load} (other work was running; figures are under load)`);
+  const load = reportLoad();
   saveResults('pg', {
     baselineBytes: size,
     provision,

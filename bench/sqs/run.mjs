@@ -10,6 +10,7 @@
 //                    sandbox queue, then DeleteMessageBatch) and the sandbox consumer processes
 //                    them. Rate = N / time until all N were processed by one of the two.
 // Needs ElasticMQ on 127.0.0.1:9324 (bash scripts/elasticmq.sh start).
+// Env: BENCH_SQS_MESSAGES (default 5000) messages per sample; BENCH_SQS_ROUNDS (5) rounds.
 import { Agent } from 'node:http';
 import {
   CreateQueueCommand,
@@ -23,10 +24,18 @@ import {
 import { createRuntime, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
 import { createSqsSelectiveConsumer, sandboxQueueName, withRouting } from '@branchline/sqs';
-import { fmt, printTable, saveResults } from '../lib.mjs';
+import {
+  drainRounds,
+  envNumber,
+  fmt,
+  printTable,
+  saveResults,
+  throughputCounter,
+  throughputSummary,
+} from '../lib.mjs';
 
-const N = 5000;
-const ROUNDS = 5;
+const N = envNumber('BENCH_SQS_MESSAGES', 5000);
+const ROUNDS = envNumber('BENCH_SQS_ROUNDS', 5);
 const POLLERS = 4;
 const SERVICE = 'orders';
 const endpoint = 'http://127.0.0.1:9324';
@@ -53,7 +62,6 @@ const routes = new StaticRouteSource({
 const runtime = createRuntime({ service: SERVICE, routes: routes });
 const body = JSON.stringify({ order: 42, items: ['a', 'b', 'c'], note: 'x'.repeat(200) });
 const run = Date.now().toString(36);
-let seq = 0;
 
 /** Fills `queue` with N messages; `keyOf(i)` is the routing key of message i (or undefined). */
 async function fill(queue, keyOf) {
@@ -76,39 +84,11 @@ async function fill(queue, keyOf) {
   return url;
 }
 
-/** Counts processed messages from the first to the last, and the client's CPU time over that span. */
-function counter() {
-  let n = 0;
-  let t0;
-  let cpu0;
-  let done;
-  const finished = new Promise((r) => {
-    done = r;
-  });
-  return {
-    tick() {
-      if (n === 0) {
-        t0 = process.hrtime.bigint();
-        cpu0 = process.cpuUsage();
-      }
-      if (++n === N) {
-        const cpu = process.cpuUsage(cpu0);
-        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        done({ rate: (N - 1) / seconds, cpuUsPerMsg: (cpu.user + cpu.system) / N });
-      }
-    },
-    get n() {
-      return n;
-    },
-    finished,
-  };
-}
-
 const scenarios = {
   raw: {
     fill: (q) => fill(q, () => 'nobody'),
     async drain(_queue, url) {
-      const count = counter();
+      const count = throughputCounter(N);
       let stop = false;
       const loop = async () => {
         while (!stop) {
@@ -150,7 +130,7 @@ function selective(every) {
   return {
     fill: (q) => fill(q, (i) => (moving ? (i % every === 0 ? 'sb' : undefined) : 'nobody')),
     async drain(queue, url) {
-      const count = counter();
+      const count = throughputCounter(N);
       const common = {
         client,
         queue,
@@ -178,45 +158,18 @@ function selective(every) {
   };
 }
 
-// Rounds: fill every scenario's queue, then drain them back to back in a rotating order, so the
-// samples of one round are taken close together and load drift shows up in every scenario alike.
-// Ratios are computed per round against that round's raw sample; the median is reported.
-const names = Object.keys(scenarios);
-const samples = Object.fromEntries(names.map((n) => [n, []]));
-for (let r = 0; r < ROUNDS; r++) {
-  const queues = {};
-  for (const n of names) {
-    const q = `bench-sqs-${run}-${n}-${++seq}`;
-    queues[n] = { q, url: await scenarios[n].fill(q) };
-  }
-  const order = names.map((_, i) => names[(i + r) % names.length]);
-  for (const n of order) samples[n].push(await scenarios[n].drain(queues[n].q, queues[n].url));
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const rate = (k) => median(samples[k].map((x) => x.rate));
-const ratio = (k) => median(samples[k].map((x, i) => x.rate / samples.raw[i].rate));
-const cpu = (k) => median(samples[k].map((x) => x.cpuUsPerMsg));
-const rows = names.map((scenario) => ({
-  scenario,
-  'msgs/s (median)': fmt(rate(scenario), 0),
-  samples: samples[scenario].map((x) => fmt(x.rate, 0)).join(' '),
-  'vs raw (median of per-round ratios)': `${fmt(ratio(scenario) * 100, 1)}%`,
-  'client CPU µs/msg': fmt(cpu(scenario), 1),
-}));
+const result = await drainRounds(scenarios, {
+  rounds: ROUNDS,
+  reference: 'raw',
+  queueName: (n, seq) => `bench-sqs-${run}-${n}-${seq}`,
+});
+const { figures, rows } = throughputSummary(result, 'raw', 'msg');
 printTable(
   `sqs consumer throughput (ElasticMQ), ${N} messages per sample, ${POLLERS} pollers, ${ROUNDS} rounds`,
   rows,
 );
 console.log(
-  `\nselective-all / raw = ${fmt(ratio('selective-all'), 3)} (target >= 0.95). Wall-clock rates depend on machine load (shared CPUs); the client CPU per message does not.`,
+  `\nselective-all / raw = ${fmt(figures['selective-all'].ratio, 3)} (target >= 0.95). Wall-clock rates depend on machine load (shared CPUs); the client CPU per message does not.`,
 );
-saveResults('sqs', {
-  messages: N,
-  pollers: POLLERS,
-  rounds: ROUNDS,
-  results: Object.fromEntries(
-    names.map((k) => [k, { rate: rate(k), ratio: ratio(k), cpuUsPerMsg: cpu(k), samples: samples[k] }]),
-  ),
-});
+saveResults('sqs', { messages: N, pollers: POLLERS, rounds: ROUNDS, results: figures });
 process.exit(0);

@@ -1,9 +1,11 @@
 import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
-import { until } from '@branchline/test-utils';
+import { StaticRouteSource } from '@branchline/core/transport';
+import { seededRandom, until } from '@branchline/test-utils';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
 import { type Job, Queue } from 'bullmq';
 import { afterAll, expect, it } from 'vitest';
 import { createSelectiveWorker, instrumentQueue, JOB_OPTION, type SelectiveWorker } from '../src/index.js';
-import { FakeRegistry, keysOf, killClients, REDIS, removePrefix, uniquePrefix } from './redis.js';
+import { keysOf, killClients, REDIS, removePrefix, uniquePrefix } from './redis.js';
 
 /**
  * The guarantee under churn: ≥20,000 jobs (addBulk), ≥50 sandbox create/delete events, two
@@ -19,17 +21,9 @@ const BATCH = 20;
 const PUBLISH_MS = 25_000;
 const MIN_EVENTS = 50;
 
-const seed = Number(process.env.BULLMQ_CHURN_SEED ?? Math.floor(Math.random() * 2 ** 31));
-function mulberry32(a: number): () => number {
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = mulberry32(seed);
+// Every random choice comes from one seeded generator: BRANCHLINE_TEST_SEED=<seed> repeats a run.
+const random = seededRandom();
+const seed = random.seed;
 const prefix = uniquePrefix('churn');
 // Every connection of this test carries the prefix as its client name, so the drop hits them all.
 const CONN = { ...REDIS, connectionName: prefix };
@@ -49,13 +43,25 @@ interface Processing {
   jobId: string;
 }
 
-it(`churn: every job is processed once by baseline or its owning sandbox (seed ${seed}; rerun with BULLMQ_CHURN_SEED=${seed})`, {
+it(`churn: every job is processed once by baseline or its owning sandbox (seed ${seed}; rerun with BRANCHLINE_TEST_SEED=${seed})`, {
   timeout: 170_000,
 }, async () => {
   const started = Date.now();
   const queueName = 'orders';
-  const registry = new FakeRegistry(SERVICE, random);
-  registry.heartbeat(100);
+  const registry = new RegistrySim();
+  // Each worker's view follows the registry's changes and its 100 ms heartbeat, each delivery
+  // after a random lag of up to `maxLagMs`.
+  const views: LaggingView<StaticRouteSource>[] = [];
+  const view = (maxLagMs: number) => {
+    const v = new LaggingView(new StaticRouteSource(), registry, {
+      events: true,
+      everyMs: 100,
+      maxLagMs,
+      random,
+    });
+    views.push(v);
+    return v.source;
+  };
   const processed = new Map<number, Processing[]>();
   const record = (by: string) => async (job: Job<{ n: number; key?: string }>) => {
     const meta = (job.opts as Record<string, { time?: number }>)[JOB_OPTION];
@@ -85,7 +91,7 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
       service: SERVICE,
       sandbox: null,
       runtime,
-      routes: registry.view(lag),
+      routes: view(lag),
       backoff: { initialMs: 50, maxMs: 500 },
       workerOptions: {
         concurrency: 50,
@@ -99,7 +105,7 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
     return w;
   });
   await Promise.all(baselines.map((b) => b.ready()));
-  const sandboxView = registry.view(250);
+  const sandboxView = view(250);
 
   const live: string[] = [];
   const recentlyDeleted: string[] = [];
@@ -108,7 +114,7 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
   let seq = 0;
   const create = () => {
     const name = `c${++seq}`;
-    registry.create(name);
+    registry.create(name, { [SERVICE]: endpoint });
     events++;
     live.push(name);
     const start = () => {
@@ -192,7 +198,7 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
   await until(() => processed.size >= TOTAL, `all ${TOTAL} jobs processed (seed ${seed})`, {
     timeoutMs: 90_000,
   }).catch(() => undefined);
-  await registry.settle();
+  await Promise.all(views.map((v) => v.settled()));
   await Promise.all(baselines.map((b) => b.cleanupsSettled()));
   // Every sandbox was deleted: each sandbox worker (late starters included) ends by itself, and
   // its close (which removes its queue if the baselines removed it while it still ran) finishes.
@@ -239,7 +245,7 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
       }
     }
     for (const p of list) {
-      const owner = registry.ownerAt(p.key, p.time);
+      const owner = registry.ownerAt(SERVICE, p.key, p.time);
       if (p.by.startsWith('baseline')) {
         if (owner !== undefined) sandboxOwnedByBaseline++;
       } else if (owner !== p.by) {
@@ -282,7 +288,7 @@ it(`churn: every job is processed once by baseline or its owning sandbox (seed $
   console.log('bullmq churn', JSON.stringify(summary));
 
   for (const w of [...sandboxWorkers, ...workers]) await w.close();
-  registry.stop();
+  for (const v of views) v.stop();
   await queue.close();
 
   expect(summary, `seed ${seed}`).toMatchObject({ lost: 0, repeats: 0, wrongOwner: 0, wrongContext: 0 });

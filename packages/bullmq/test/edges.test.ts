@@ -1,6 +1,7 @@
 import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
 import { until } from '@branchline/test-utils';
+import { endpoint, RegistrySim } from '@branchline/test-utils/registry-sim';
 import { Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { expect, it } from 'vitest';
@@ -11,11 +12,12 @@ import {
   returnSandboxJobs,
   sandboxQueueName,
 } from '../src/index.js';
-import { FakeRegistry, keysOf, queueFixtures, REDIS } from './redis.js';
+import { keysOf, queueFixtures, REDIS } from './redis.js';
 
 const SERVICE = 'orders';
 const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
-const { closers, setup } = queueFixtures();
+const { closers, setup, view } = queueFixtures();
+const overrides = { [SERVICE]: endpoint };
 
 it('merges the key into a baggage the application put in the job options, keeping its members', async () => {
   const { queue } = setup('merge');
@@ -45,10 +47,9 @@ it('merges the key into a baggage the application put in the job options, keepin
 
 it('a worker closed while holding a job puts it back to delayed; the next worker processes it once', async () => {
   const { prefix, queue } = setup('closehold');
-  const registry = new FakeRegistry(SERVICE);
-  closers.push(() => registry.stop());
+  const registry = new RegistrySim();
   const seen: (string | undefined)[] = [];
-  const make = (routes: ReturnType<FakeRegistry['view']>) => {
+  const make = (routes: StaticRouteSource) => {
     const w = createSelectiveWorker<{ n: number }, void>({
       queue: queue.name,
       connection: REDIS,
@@ -65,7 +66,7 @@ it('a worker closed while holding a job puts it back to delayed; the next worker
     closers.push(() => w.close());
     return w;
   };
-  const first = make(registry.view(0, false)); // never synced: holds
+  const first = make(view(registry, { synced: false, events: false, everyMs: 0 }).source); // never synced: holds
   await first.ready();
   await withRoutingKey('k1', () => queue.add('j', { n: 1 }));
   await until(() => first.stats.held === 1, 'the hold', { timeoutMs: 10_000 });
@@ -73,8 +74,7 @@ it('a worker closed while holding a job puts it back to delayed; the next worker
   expect(first.stats.delayed).toBe(1);
   expect(seen).toEqual([]);
   expect(await queue.getDelayedCount()).toBe(1);
-  registry.heartbeat();
-  const second = make(registry.view());
+  const second = make(view(registry).source);
   await second.ready();
   await until(() => seen.length === 1, 'processed by the second worker', { timeoutMs: 10_000 });
   await new Promise((r) => setTimeout(r, 300));
@@ -84,11 +84,8 @@ it('a worker closed while holding a job puts it back to delayed; the next worker
 
 it('a lagging replica cannot move into a sandbox queue that is being removed: the baseline processes the job', async () => {
   const { prefix, queue } = setup('refused');
-  const registry = new FakeRegistry(SERVICE);
-  closers.push(() => registry.stop());
-  registry.heartbeat();
-  registry.create('sb');
-  const since = registry.sandboxes[0]!.history![SERVICE]![0]!.from;
+  const registry = new RegistrySim();
+  const since = registry.create('sb', overrides);
   const seen: string[] = [];
   // Another replica already removed the queue (the sandbox was deleted); this replica's view lags.
   const redis = new Redis(REDIS);
@@ -101,7 +98,7 @@ it('a lagging replica cannot move into a sandbox queue that is being removed: th
     service: SERVICE,
     sandbox: null,
     runtime,
-    routes: registry.view(),
+    routes: view(registry).source,
     processor: async (job) => {
       seen.push(`${job.data.n}:${getRoutingKey()}`);
     },
@@ -120,10 +117,8 @@ it('a sandbox worker that dies holding a job: after the deletion the job comes b
   timeout: 60_000,
 }, async () => {
   const { prefix, queue } = setup('dead');
-  const registry = new FakeRegistry(SERVICE);
-  closers.push(() => registry.stop());
-  registry.heartbeat();
-  registry.create('sb');
+  const registry = new RegistrySim();
+  registry.create('sb', overrides);
   const seen: string[] = [];
   let release!: () => void;
   const hung = new Promise<void>((r) => {
@@ -137,7 +132,7 @@ it('a sandbox worker that dies holding a job: after the deletion the job comes b
     service: SERVICE,
     sandbox: null,
     runtime,
-    routes: registry.view(),
+    routes: view(registry).source,
     processor: async (job) => {
       seen.push(`baseline:${job.data.n}`);
     },
@@ -175,12 +170,13 @@ it('a sandbox worker that dies holding a job: after the deletion the job comes b
 
 it('an override removed and added again: jobs of the new interval go to the sandbox again', async () => {
   const { prefix, queue } = setup('readd');
-  const registry = new FakeRegistry(SERVICE);
-  closers.push(() => registry.stop());
-  registry.heartbeat();
-  registry.create('sb');
+  const registry = new RegistrySim();
+  registry.create('sb', overrides);
   const seen: string[] = [];
+  const views: ReturnType<typeof view>[] = [];
   const make = (sandbox: string | null) => {
+    const v = view(registry);
+    views.push(v);
     const w = createSelectiveWorker<{ n: number }, void>({
       queue: queue.name,
       connection: REDIS,
@@ -188,7 +184,7 @@ it('an override removed and added again: jobs of the new interval go to the sand
       service: SERVICE,
       sandbox,
       runtime,
-      routes: registry.view(),
+      routes: v.source,
       processor: async (job) => {
         seen.push(`${sandbox ?? 'baseline'}:${job.data.n}`);
       },
@@ -201,15 +197,15 @@ it('an override removed and added again: jobs of the new interval go to the sand
   await Promise.all([base.ready(), first.ready()]);
   await withRoutingKey('sb', () => queue.add('j', { n: 1 }));
   await until(() => seen.length === 1, 'job 1', { timeoutMs: 10_000 });
-  registry.stopOverride('sb');
+  registry.stopOverride('sb', SERVICE);
   await until(() => first.endReason !== undefined, 'the sandbox worker stopping', { timeoutMs: 10_000 });
   await base.cleanupsSettled();
   await withRoutingKey('sb', () => queue.add('j', { n: 2 }));
   await until(() => seen.length === 2, 'job 2', { timeoutMs: 10_000 });
-  registry.resumeOverride('sb');
+  registry.resumeOverride('sb', SERVICE);
   const second = make('sb');
   await second.ready();
-  await registry.settle();
+  await Promise.all(views.map((v) => v.settled()));
   await withRoutingKey('sb', () => queue.add('j', { n: 3 }));
   await until(() => seen.length === 3, 'job 3', { timeoutMs: 10_000 });
   expect(seen).toEqual(['sb:1', 'baseline:2', 'sb:3']);
@@ -219,11 +215,9 @@ it('a sandbox worker started after its sandbox was deleted stops by itself witho
   timeout: 30_000,
 }, async () => {
   const { prefix, queue } = setup('late');
-  const registry = new FakeRegistry(SERVICE);
-  closers.push(() => registry.stop());
-  registry.heartbeat();
-  registry.create('sb');
-  registry.create('live');
+  const registry = new RegistrySim();
+  registry.create('sb', overrides);
+  registry.create('live', overrides);
   registry.delete('sb');
   const make = (sandbox: string) => {
     const w = createSelectiveWorker<{ n: number }, void>({
@@ -233,7 +227,7 @@ it('a sandbox worker started after its sandbox was deleted stops by itself witho
       service: SERVICE,
       sandbox,
       runtime,
-      routes: registry.view(),
+      routes: view(registry).source,
       // Its stalled-job check writes a key of the sandbox queue on every run.
       workerOptions: { stalledInterval: 500 },
       processor: async () => undefined,

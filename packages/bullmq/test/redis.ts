@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { RouteTableSpec, SandboxSpec } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
+import { LaggingView, type LaggingViewOptions, type RegistrySim } from '@branchline/test-utils/registry-sim';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach } from 'vitest';
@@ -63,114 +63,11 @@ export async function killClients(prefix: string): Promise<number> {
   }
 }
 
-const ep = { http: 'http://127.0.0.1:1' };
-
-/** A registry stand-in: sandboxes with history and tombstones, views that lag it, heartbeats. */
-export class FakeRegistry {
-  readonly sandboxes: SandboxSpec[] = [];
-  private readonly views: { source: StaticRouteSource; maxLagMs: number; lastAt: number }[] = [];
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private beat: NodeJS.Timeout | undefined;
-
-  constructor(
-    readonly service: string,
-    private readonly random: () => number = Math.random,
-  ) {}
-
-  view(maxLagMs = 0, synced = true): StaticRouteSource {
-    const source = synced ? new StaticRouteSource(this.snapshot()) : new StaticRouteSource();
-    this.views.push({ source, maxLagMs, lastAt: 0 });
-    return source;
-  }
-
-  /** Sends the state every `ms` (the registry's watch stream advances `completeUntil` so). */
-  heartbeat(ms = 200): void {
-    this.beat = setInterval(() => this.publish(), ms);
-  }
-
-  snapshot(): RouteTableSpec {
-    return {
-      completeUntil: Date.now(),
-      sandboxes: this.sandboxes.map((s) => ({ ...s, history: structuredClone(s.history) })),
-    };
-  }
-
-  publish(): void {
-    const spec = this.snapshot();
-    const now = Date.now();
-    for (const v of this.views) {
-      const at = Math.max(v.lastAt, now + this.random() * v.maxLagMs);
-      v.lastAt = at;
-      const t = setTimeout(() => {
-        this.timers.delete(t);
-        v.source.update(spec);
-      }, at - now);
-      this.timers.add(t);
-    }
-  }
-
-  create(name: string): void {
-    const now = Date.now();
-    this.sandboxes.push({
-      name,
-      key: name,
-      overrides: { [this.service]: ep },
-      createdAt: now,
-      history: { [this.service]: [{ from: now }] },
-    });
-    this.publish();
-  }
-
-  delete(name: string): void {
-    const s = this.sandboxes.find((x) => x.name === name && x.deletedAt == null);
-    if (!s) throw new Error(`no live sandbox ${name}`);
-    const now = Date.now();
-    s.deletedAt = now;
-    for (const iv of s.history![this.service]!) iv.to ??= now;
-    this.publish();
-  }
-
-  /** The sandbox stops overriding the service but lives on. */
-  stopOverride(name: string): void {
-    const s = this.sandboxes.find((x) => x.name === name && x.deletedAt == null)!;
-    delete s.overrides![this.service];
-    for (const iv of s.history![this.service]!) iv.to ??= Date.now();
-    this.publish();
-  }
-
-  /** The sandbox overrides the service again: a new ownership interval. */
-  resumeOverride(name: string): void {
-    const s = this.sandboxes.find((x) => x.name === name && x.deletedAt == null)!;
-    s.overrides![this.service] = ep;
-    s.history![this.service]!.push({ from: Date.now() });
-    this.publish();
-  }
-
-  /** Who owned `key` at `at`: the sandbox whose interval covers it, else undefined (baseline). */
-  ownerAt(key: string | undefined, at: number): string | undefined {
-    if (key === undefined) return undefined;
-    for (const s of this.sandboxes) {
-      if (s.key !== key) continue;
-      for (const iv of s.history?.[this.service] ?? [])
-        if (at >= iv.from && (iv.to == null || at < iv.to)) return s.name;
-    }
-    return undefined;
-  }
-
-  async settle(): Promise<void> {
-    const last = Math.max(0, ...this.views.map((v) => v.lastAt));
-    await new Promise((r) => setTimeout(r, Math.max(0, last - Date.now()) + 50));
-  }
-
-  stop(): void {
-    clearInterval(this.beat);
-    for (const t of this.timers) clearTimeout(t);
-  }
-}
-
 /**
  * Per-file queue fixtures: `setup(name)` gives an instrumented queue under a fresh key prefix;
- * whatever is pushed on `closers` (and the queue and its keys) goes after each test, in reverse.
+ * `view(registry)` a worker's route view of the simulated registry, following its changes and a
+ * 200 ms heartbeat unless told otherwise. Whatever is pushed on `closers` (and the queue, its keys
+ * and the views) goes after each test, in reverse.
  */
 export function queueFixtures() {
   const closers: (() => Promise<unknown> | unknown)[] = [];
@@ -184,5 +81,10 @@ export function queueFixtures() {
     closers.push(() => queue.close());
     return { prefix, queue };
   }
-  return { closers, setup };
+  function view(registry: RegistrySim, options: LaggingViewOptions = {}) {
+    const v = new LaggingView(new StaticRouteSource(), registry, { events: true, everyMs: 200, ...options });
+    closers.push(() => v.stop());
+    return v;
+  }
+  return { closers, setup, view };
 }

@@ -1,14 +1,16 @@
 import { createRuntime, getRoutingKey, withRoutingKey } from '@branchline/core';
 import { until } from '@branchline/test-utils';
+import { endpoint, RegistrySim } from '@branchline/test-utils/registry-sim';
 import { Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { expect, it } from 'vitest';
 import { createSelectiveWorker, JOB_OPTION, type SelectiveWorker, sandboxQueueName } from '../src/index.js';
-import { FakeRegistry, keysOf, queueFixtures, REDIS } from './redis.js';
+import { keysOf, queueFixtures, REDIS } from './redis.js';
 
 const SERVICE = 'orders';
 const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
-const { closers, setup } = queueFixtures();
+const { closers, setup, view } = queueFixtures();
+const overrides = { [SERVICE]: endpoint };
 
 interface Seen {
   by: string;
@@ -19,7 +21,7 @@ interface Seen {
 function worker(
   prefix: string,
   queue: string,
-  registry: FakeRegistry,
+  registry: RegistrySim,
   sandbox: string | null,
   seen: Seen[],
   extra: Partial<Parameters<typeof createSelectiveWorker>[0]> = {},
@@ -31,7 +33,7 @@ function worker(
     service: SERVICE,
     sandbox,
     runtime,
-    routes: registry.view(),
+    routes: view(registry).source,
     processor: async (job: Job<{ n: number }>) => {
       seen.push({ by: sandbox ?? 'baseline', key: getRoutingKey(), n: job.data.n });
     },
@@ -75,10 +77,8 @@ it('carries the routing key in W3C baggage and the Redis server time in the job 
 
 it('a sandbox worker processes the jobs its key owns, the baseline the others, each once and in the key context', async () => {
   const { prefix, queue } = setup('select');
-  const registry = new FakeRegistry(SERVICE);
-  closers.push(() => registry.stop());
-  registry.heartbeat();
-  registry.create('sb1');
+  const registry = new RegistrySim();
+  registry.create('sb1', overrides);
   const seen: Seen[] = [];
   const base = worker(prefix, queue.name, registry, null, seen);
   const sb = worker(prefix, queue.name, registry, 'sb1', seen);
@@ -99,10 +99,8 @@ it('a sandbox worker processes the jobs its key owns, the baseline the others, e
 
 it('returns what waits in a deleted sandbox queue to the baseline, and removes the sandbox queue', async () => {
   const { prefix, queue } = setup('drain');
-  const registry = new FakeRegistry(SERVICE);
-  closers.push(() => registry.stop());
-  registry.heartbeat();
-  registry.create('gone');
+  const registry = new RegistrySim();
+  registry.create('gone', overrides);
   const seen: Seen[] = [];
   const base = worker(prefix, queue.name, registry, null, seen);
   await base.ready();
@@ -123,10 +121,9 @@ it('returns what waits in a deleted sandbox queue to the baseline, and removes t
 
 it('holds a job until the route view covers its time, then decides; a timed-out hold goes back to delayed', async () => {
   const { prefix, queue } = setup('hold');
-  const registry = new FakeRegistry(SERVICE);
-  closers.push(() => registry.stop());
+  const registry = new RegistrySim();
   const seen: Seen[] = [];
-  const routes = registry.view(0, false); // never synced yet
+  const routes = view(registry, { synced: false, events: false, everyMs: 0 }); // never synced yet
   const base = createSelectiveWorker<{ n: number }, void>({
     queue: queue.name,
     connection: REDIS,
@@ -134,7 +131,7 @@ it('holds a job until the route view covers its time, then decides; a timed-out 
     service: SERVICE,
     sandbox: null,
     runtime,
-    routes,
+    routes: routes.source,
     holdTimeoutMs: 300,
     backoff: { initialMs: 100, maxMs: 200 },
     processor: async (job) => {
@@ -147,7 +144,7 @@ it('holds a job until the route view covers its time, then decides; a timed-out 
   await until(() => base.stats.holdTimeouts >= 1, 'a hold timeout', { timeoutMs: 10_000 });
   expect(seen).toHaveLength(0);
   expect(base.stats.delayed).toBeGreaterThanOrEqual(1);
-  registry.publish(); // the first table arrives
+  routes.sync(); // the first table arrives
   await until(() => seen.length === 1, 'the held job processed', { timeoutMs: 10_000 });
   await new Promise((r) => setTimeout(r, 300));
   expect(seen).toEqual([{ by: 'baseline', key: 'k1', n: 1 }]);

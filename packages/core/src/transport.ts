@@ -93,10 +93,20 @@ export {
 export { type FetchSandboxDatabaseOptions, fetchDatabaseOutputs } from './databases/outputs.js';
 export {
   checkRoutedDatabaseOptions,
+  type PoolCounts,
   type RoutedDatabaseOptions,
+  type RoutedPoolStats,
   SandboxDatabasePools,
   type SandboxDatabasePoolsOptions,
 } from './databases/pools.js';
+export {
+  databaseOfUrl,
+  openRoutedDatabasePools,
+  type RoutedDatabasePools,
+  type RoutedPoolDriver,
+  reportPooledConnectionError,
+  urlWithDatabase,
+} from './databases/routed-pool.js';
 export {
   SandboxDatabaseSelection,
   type SandboxDatabaseSelectionOptions,

@@ -1,10 +1,14 @@
 import { EventEmitter } from 'node:events';
-import { defaultRuntime, getRoutingKey } from '@branchline/core';
+import { getRoutingKey } from '@branchline/core';
 import {
-  checkRoutedDatabaseOptions,
-  logger,
+  databaseOfUrl,
+  openRoutedDatabasePools,
+  type PoolCounts,
   type RoutedDatabaseOptions,
-  SandboxDatabasePools,
+  type RoutedPoolStats,
+  reportPooledConnectionError,
+  type SandboxDatabasePools,
+  urlWithDatabase,
 } from '@branchline/core/transport';
 import mysql, { type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise';
 import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
@@ -12,11 +16,7 @@ import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
 /** The driver's pool options plus the routing options shared by every routed database pool. */
 export interface RoutedPoolOptions extends PoolOptions, RoutedDatabaseOptions {}
 
-export interface PoolCounts {
-  total: number;
-  idle: number;
-  waiting: number;
-}
+export type { PoolCounts };
 
 /** Connection counts of a mysql2 pool (read from its internals; 0 where a version hides them). */
 function counts(p: Pool): PoolCounts {
@@ -40,8 +40,6 @@ export class RoutedPool extends EventEmitter {
   readonly baseline: Pool;
   /** The baseline database name (what resources name in `from`). */
   readonly source: string;
-  private readonly poolConfig: PoolOptions;
-  private readonly sandboxMax: number;
   /** The sandbox pools and which one the active key selects (shared with every database adapter). */
   private readonly routing: SandboxDatabasePools<Pool>;
 
@@ -52,58 +50,37 @@ export class RoutedPool extends EventEmitter {
 
   constructor(options: RoutedPoolOptions = {}) {
     super();
-    const {
-      runtime,
-      service,
-      sandbox,
-      source,
-      prefix,
-      sandboxMax,
-      resolveDatabase,
-      routesTimeoutMs,
-      ...poolConfig
-    } = options;
-    this.poolConfig = poolConfig;
-    const namePrefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
-    this.sandboxMax = checkRoutedDatabaseOptions(
-      'mysql',
-      { sandboxMax, resolveDatabase },
-      poolConfig.connectionLimit ?? 10,
-    );
-    const rt = runtime ?? defaultRuntime();
-    const db = source ?? poolConfig.database ?? databaseOfUri(poolConfig.uri);
-    if (!db)
-      throw new TypeError(
-        'branchline mysql: the routed pool needs the baseline database name (option database, uri or source)',
-      );
-    this.source = db;
-    this.baseline = this.open(undefined, poolConfig);
-    this.routing = new SandboxDatabasePools(this.baseline, {
+    const { source, pools } = openRoutedDatabasePools<Pool, PoolOptions>(options, {
       driver: 'mysql',
       type: 'mysql',
-      source: db,
-      prefix: namePrefix,
-      service: service ?? rt.config.service,
-      sandbox: sandbox ?? rt.config.sandbox,
-      resolveDatabase,
+      checkPrefix,
+      defaultPrefix: DEFAULT_PREFIX,
       databaseName: sandboxDatabaseName,
-      routes: rt.routes,
-      routesTimeoutMs,
-      open: (database) => this.open(database, this.configFor(database)),
+      poolSize: (config) => config.connectionLimit,
+      database: (config) =>
+        config.database ?? databaseOfUrl(config.uri, 'uri', 'mysql', 'mysql://user@host:3306/orders'),
+      databaseOptions: 'database, uri or source',
+      sandboxConfig: (config, database, max) => ({
+        ...config,
+        database,
+        connectionLimit: max,
+        // A URI's database wins over `database`; point it at the sandbox database.
+        ...(config.uri && { uri: urlWithDatabase(config.uri, database) }),
+      }),
+      open: (config, database) => this.open(config, database),
       close: (p) => p.end(),
     });
-
-    const hold = <A extends unknown[], R>(run: (...args: A) => Promise<R>) =>
-      ((...args: A): Promise<R> =>
-        this.routing.holding !== undefined
-          ? this.routing.holding.then(() => run(...args))
-          : run(...args)) as never;
-    this.query = hold((...args: unknown[]) =>
-      (this.pick().query as (...a: unknown[]) => Promise<unknown>)(...args),
-    );
-    this.execute = hold((...args: unknown[]) =>
-      (this.pick().execute as (...a: unknown[]) => Promise<unknown>)(...args),
-    );
+    this.source = source;
+    this.routing = pools;
+    this.baseline = pools.baseline;
+    this.query = ((...args: unknown[]) =>
+      pools.afterHolding(() =>
+        (this.pick().query as (...a: unknown[]) => Promise<unknown>)(...args),
+      )) as never;
+    this.execute = ((...args: unknown[]) =>
+      pools.afterHolding(() =>
+        (this.pick().execute as (...a: unknown[]) => Promise<unknown>)(...args),
+      )) as never;
   }
 
   /** The database a query would use now for `key` (default: the active context's key). */
@@ -122,15 +99,12 @@ export class RoutedPool extends EventEmitter {
 
   /** A connection of the pool the active key selects; the whole transaction runs on it. */
   async getConnection(): Promise<PoolConnection> {
-    if (this.routing.holding !== undefined) await this.routing.holding;
-    return this.pick().getConnection();
+    return this.routing.afterHolding(() => this.pick().getConnection());
   }
 
   /** Connection counts of the baseline pool and of every open sandbox pool, by database. */
-  stats(): { baseline: PoolCounts; sandboxes: Record<string, PoolCounts> } {
-    const sandboxes: Record<string, PoolCounts> = {};
-    for (const [db, p] of this.routing.sandboxPools()) sandboxes[db] = counts(p);
-    return { baseline: counts(this.baseline), sandboxes };
+  stats(): RoutedPoolStats {
+    return this.routing.stats(counts);
   }
 
   /** Stops following the route table and closes every pool. */
@@ -138,42 +112,13 @@ export class RoutedPool extends EventEmitter {
     return this.routing.end();
   }
 
-  private configFor(db: string): PoolOptions {
-    const cfg: PoolOptions = { ...this.poolConfig, database: db, connectionLimit: this.sandboxMax };
-    if (cfg.uri) {
-      // A URI's database wins over `database`; point it at the sandbox database.
-      const url = new URL(cfg.uri);
-      url.pathname = `/${encodeURIComponent(db)}`;
-      cfg.uri = url.toString();
-    }
-    return cfg;
-  }
-
-  private open(db: string | undefined, config: PoolOptions): Pool {
+  private open(config: PoolOptions, database: string): Pool {
     const p = mysql.createPool(config);
-    // A pooled connection dies when its sandbox database is dropped (its sessions are ended):
-    // that is expected and must never crash the process.
+    // A pooled connection dies when its sandbox database is dropped (its sessions are ended).
     p.pool.on('connection', (conn) => {
-      conn.on('error', (err: unknown) => {
-        if (this.listenerCount('error') > 0) this.emit('error', err);
-        else
-          logger().warn('branchline mysql: a pooled connection failed', {
-            database: db ?? this.source,
-            err: String(err),
-          });
-      });
+      conn.on('error', (err: unknown) => reportPooledConnectionError(this, 'mysql', database, err));
     });
     return p;
-  }
-}
-
-function databaseOfUri(uri: string | undefined): string | undefined {
-  if (!uri) return undefined;
-  try {
-    const path = decodeURIComponent(new URL(uri).pathname.replace(/^\//, ''));
-    return path || undefined;
-  } catch {
-    throw new TypeError(`branchline mysql: option uri is not a URL such as mysql://user@host:3306/orders`);
   }
 }
 

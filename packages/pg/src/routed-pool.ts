@@ -1,10 +1,13 @@
 import { EventEmitter } from 'node:events';
-import { defaultRuntime, getRoutingKey } from '@branchline/core';
+import { getRoutingKey } from '@branchline/core';
 import {
-  checkRoutedDatabaseOptions,
-  logger,
+  openRoutedDatabasePools,
+  type PoolCounts,
   type RoutedDatabaseOptions,
-  SandboxDatabasePools,
+  type RoutedPoolStats,
+  reportPooledConnectionError,
+  type SandboxDatabasePools,
+  urlWithDatabase,
 } from '@branchline/core/transport';
 import pg, {
   type Pool,
@@ -19,11 +22,7 @@ import { checkPrefix, DEFAULT_PREFIX, sandboxDatabaseName } from './names.js';
 /** The driver's pool options plus the routing options shared by every routed database pool. */
 export interface RoutedPoolOptions extends PoolConfig, RoutedDatabaseOptions {}
 
-export interface PoolCounts {
-  total: number;
-  idle: number;
-  waiting: number;
-}
+export type { PoolCounts };
 
 type QueryCallback<R extends QueryResultRow> = (err: Error, result: QueryResult<R>) => void;
 
@@ -43,50 +42,36 @@ export class RoutedPool extends EventEmitter {
   readonly baseline: Pool;
   /** The baseline database name (what resources name in `from`). */
   readonly source: string;
-  private readonly poolConfig: PoolConfig;
-  private readonly sandboxMax: number;
   /** The sandbox pools and which one the active key selects (shared with every database adapter). */
   private readonly routing: SandboxDatabasePools<Pool>;
 
   constructor(options: RoutedPoolOptions = {}) {
     super();
-    const {
-      runtime,
-      service,
-      sandbox,
-      source,
-      prefix,
-      sandboxMax,
-      resolveDatabase,
-      routesTimeoutMs,
-      ...poolConfig
-    } = options;
-    this.poolConfig = poolConfig;
-    const namePrefix = checkPrefix(prefix ?? DEFAULT_PREFIX, 'prefix');
-    this.sandboxMax = checkRoutedDatabaseOptions('pg', { sandboxMax, resolveDatabase }, poolConfig.max ?? 10);
-    const rt = runtime ?? defaultRuntime();
-    const probe = new pg.Client(poolConfig);
-    const db = source ?? probe.database;
-    if (!db)
-      throw new TypeError(
-        'branchline pg: the routed pool needs the baseline database name (option database, connectionString or source)',
-      );
-    this.source = db;
-    this.baseline = this.open(undefined, poolConfig);
-    this.routing = new SandboxDatabasePools(this.baseline, {
+    const { source, pools } = openRoutedDatabasePools<Pool, PoolConfig>(options, {
       driver: 'pg',
       type: 'postgres',
-      source: db,
-      prefix: namePrefix,
-      service: service ?? rt.config.service,
-      sandbox: sandbox ?? rt.config.sandbox,
-      resolveDatabase,
+      checkPrefix,
+      defaultPrefix: DEFAULT_PREFIX,
       databaseName: sandboxDatabaseName,
-      routes: rt.routes,
-      routesTimeoutMs,
-      open: (database) => this.open(database, this.configFor(database)),
+      poolSize: (config) => config.max,
+      // pg's own reading of the options (connectionString, PGDATABASE, the user name).
+      database: (config) => new pg.Client(config).database,
+      databaseOptions: 'database, connectionString or source',
+      sandboxConfig: (config, database, max) => ({
+        ...config,
+        database,
+        max,
+        // A connection string's database wins over `database`; point it at the sandbox database.
+        ...(config.connectionString && {
+          connectionString: urlWithDatabase(config.connectionString, database),
+        }),
+      }),
+      open: (config, database) => this.open(config, database),
       close: (p) => p.end(),
     });
+    this.source = source;
+    this.routing = pools;
+    this.baseline = pools.baseline;
   }
 
   /** The database a query would use now for `key` (default: the active context's key). */
@@ -117,9 +102,9 @@ export class RoutedPool extends EventEmitter {
     callback: QueryCallback<R>,
   ): void;
   query(a: unknown, b?: unknown, c?: unknown): unknown {
-    if (this.routing.holding !== undefined)
-      return this.routing.holding.then(() => this.query(a as string, b as never, c as never));
-    return (this.pick() as unknown as { query(a: unknown, b: unknown, c: unknown): unknown }).query(a, b, c);
+    return this.routing.afterHolding(() =>
+      (this.pick() as unknown as { query(a: unknown, b: unknown, c: unknown): unknown }).query(a, b, c),
+    );
   }
 
   /** A client of the pool the active key selects; the whole transaction runs on it. */
@@ -138,10 +123,10 @@ export class RoutedPool extends EventEmitter {
       done: (release?: unknown) => void,
     ) => void,
   ): unknown {
-    if (this.routing.holding !== undefined)
-      return this.routing.holding.then(() => this.connect(callback as never));
-    const pool = this.pick();
-    return callback ? pool.connect(callback as Parameters<Pool['connect']>[0] & object) : pool.connect();
+    return this.routing.afterHolding(() => {
+      const pool = this.pick();
+      return callback ? pool.connect(callback as Parameters<Pool['connect']>[0] & object) : pool.connect();
+    });
   }
 
   get totalCount(): number {
@@ -155,10 +140,8 @@ export class RoutedPool extends EventEmitter {
   }
 
   /** Connection counts of the baseline pool and of every open sandbox pool, by database. */
-  stats(): { baseline: PoolCounts; sandboxes: Record<string, PoolCounts> } {
-    const sandboxes: Record<string, PoolCounts> = {};
-    for (const [db, p] of this.routing.sandboxPools()) sandboxes[db] = counts(p);
-    return { baseline: counts(this.baseline), sandboxes };
+  stats(): RoutedPoolStats {
+    return this.routing.stats(counts);
   }
 
   /** Stops following the route table and closes every pool. */
@@ -166,29 +149,10 @@ export class RoutedPool extends EventEmitter {
     return this.routing.end();
   }
 
-  private configFor(db: string): PoolConfig {
-    const cfg: PoolConfig = { ...this.poolConfig, database: db, max: this.sandboxMax };
-    if (cfg.connectionString) {
-      // A connection string's database wins over `database`; point it at the sandbox database.
-      const url = new URL(cfg.connectionString);
-      url.pathname = `/${encodeURIComponent(db)}`;
-      cfg.connectionString = url.toString();
-    }
-    return cfg;
-  }
-
-  private open(db: string | undefined, config: PoolConfig): Pool {
+  private open(config: PoolConfig, database: string): Pool {
     const p = new pg.Pool(config);
-    // An idle client dies when its sandbox database is dropped (DROP … WITH FORCE): that is
-    // expected and must never crash the process.
-    p.on('error', (err, client) => {
-      if (this.listenerCount('error') > 0) this.emit('error', err, client);
-      else
-        logger().warn('branchline pg: an idle pooled connection failed', {
-          database: db ?? this.source,
-          err: String(err),
-        });
-    });
+    // An idle client dies when its sandbox database is dropped (DROP … WITH FORCE).
+    p.on('error', (err, client) => reportPooledConnectionError(this, 'pg', database, err, client));
     return p;
   }
 }

@@ -1,7 +1,8 @@
 import { type Message, SendMessageBatchCommand } from '@aws-sdk/client-sqs';
-import { createRuntime, type RouteTableSpec, type SandboxSpec, withRoutingKey } from '@branchline/core';
+import { createRuntime, withRoutingKey } from '@branchline/core';
 import { RouteTable, StaticRouteSource } from '@branchline/core/transport';
 import { seededRandom } from '@branchline/test-utils';
+import { endpoint, LaggingView, RegistrySim } from '@branchline/test-utils/registry-sim';
 import { afterAll, expect, it } from 'vitest';
 import {
   createSqsSelectiveConsumer,
@@ -24,7 +25,6 @@ const SERVICE = 'orders';
 const TOTAL = 20_000;
 const PUBLISH_MS = 50_000;
 const BATCH = 10;
-const ep = { http: 'http://127.0.0.1:1' };
 
 const random = seededRandom();
 const SEED = random.seed;
@@ -33,74 +33,6 @@ const admin = testClient().client;
 const prefix = uniqueQueue('bl-churn');
 const runtime = createRuntime({ service: SERVICE, routes: { sandboxes: [] } });
 afterAll(() => deleteQueues(admin, prefix));
-
-/** A registry stand-in: sandboxes with history and tombstones, and views that lag it. */
-class FakeRegistry {
-  readonly sandboxes: SandboxSpec[] = [
-    { name: 'prod', key: 'prod', overrides: { billing: ep }, createdAt: 0 }, // producer-only
-  ];
-  readonly groups: RouteTableSpec['groups'];
-  private readonly views: { source: StaticRouteSource; maxLagMs: number; lastAt: number }[] = [];
-
-  constructor(start: number) {
-    this.groups = [{ name: 'grp', key: 'grp', match: { labels: { team: 'blue' } }, createdAt: start }];
-  }
-
-  view(maxLagMs: number): StaticRouteSource {
-    const source = new StaticRouteSource(this.snapshot());
-    this.views.push({ source, maxLagMs, lastAt: 0 });
-    return source;
-  }
-
-  snapshot(): RouteTableSpec {
-    return {
-      completeUntil: Date.now(),
-      sandboxes: this.sandboxes.map((s) => ({ ...s, history: structuredClone(s.history) })),
-      groups: this.groups,
-    };
-  }
-
-  /** Sends the current state to every view, each after its own random lag, in order. */
-  publish(): void {
-    const spec = this.snapshot();
-    const now = Date.now();
-    for (const v of this.views) {
-      const at = Math.max(v.lastAt, now + random() * v.maxLagMs);
-      v.lastAt = at;
-      setTimeout(() => v.source.update(spec), at - now);
-    }
-  }
-
-  live(): SandboxSpec[] {
-    return this.sandboxes.filter((s) => s.deletedAt == null && s.overrides?.[SERVICE]);
-  }
-
-  create(name: string, blue: boolean): void {
-    const now = Date.now();
-    this.sandboxes.push({
-      name,
-      key: name,
-      overrides: { [SERVICE]: ep },
-      labels: blue ? { team: 'blue' } : {},
-      createdAt: now,
-      history: { [SERVICE]: [{ from: now }] },
-    });
-    this.publish();
-  }
-
-  delete(name: string): void {
-    const s = this.sandboxes.find((x) => x.name === name && x.deletedAt == null)!;
-    const now = Date.now();
-    s.deletedAt = now;
-    for (const iv of s.history![SERVICE]!) iv.to ??= now;
-    this.publish();
-  }
-
-  async settle(): Promise<void> {
-    const last = Math.max(...this.views.map((v) => v.lastAt));
-    await new Promise((r) => setTimeout(r, Math.max(0, last - Date.now()) + 50));
-  }
-}
 
 interface Processing {
   by: string;
@@ -116,7 +48,22 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   const queue = `${prefix}-q`;
   const url = await createTestQueue(admin, queue);
   const started = Date.now();
-  const registry = new FakeRegistry(started);
+  const registry = new RegistrySim();
+  registry.create('prod', { billing: endpoint }); // producer-only
+  registry.group('grp', { team: 'blue' });
+  // Each view follows the registry's changes and its 100 ms heartbeat, each delivery after its
+  // own random lag of up to `maxLagMs`, in order.
+  const views: LaggingView<StaticRouteSource>[] = [];
+  const view = (maxLagMs: number) => {
+    const v = new LaggingView(new StaticRouteSource(), registry, {
+      events: true,
+      everyMs: 100,
+      maxLagMs,
+      random,
+    });
+    views.push(v);
+    return v.source;
+  };
   const processed = new Map<string, Processing[]>();
   const keys = new Map<string, string | undefined>();
   let dropped = false;
@@ -151,13 +98,13 @@ it('churn: every message is processed by exactly one of baseline or its owning s
       ...common,
       client: clients[i]!.client,
       sandbox: null,
-      routes: registry.view(lag),
+      routes: view(lag),
       pollers: 4,
       onMessage: record(`baseline-${i}`),
     }),
   );
   await Promise.all(baselines.map((b) => b.ready()));
-  const sandboxView = registry.view(250);
+  const sandboxView = view(250);
 
   // Sandbox workloads: created with their sandbox (sometimes late), stopped by their own view
   // seeing the deletion, or (sometimes) torn down a little before the registry deletes them.
@@ -169,7 +116,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     while (Date.now() < stopAt) {
       const name = `c${++seq}`;
       const mine = seq;
-      registry.create(name, seq % 3 === 0);
+      registry.create(name, { [SERVICE]: endpoint }, seq % 3 === 0 ? { team: 'blue' } : {});
       events++;
       let consumer: SqsSelectiveConsumer | undefined;
       const starting = (async () => {
@@ -199,7 +146,7 @@ it('churn: every message is processed by exactly one of baseline or its owning s
         })(),
       );
       await new Promise((r) => setTimeout(r, 750 + random() * 200));
-      if (registry.live().length > 5) await Promise.race(pending);
+      if (registry.live(SERVICE).length > 5) await Promise.race(pending);
     }
     await Promise.all(pending);
   };
@@ -211,12 +158,12 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     const r = random();
     if (r < 0.3) return undefined;
     if (r < 0.75) {
-      const live = registry.live();
-      return live.length ? live[i % live.length]!.key : undefined;
+      const live = registry.live(SERVICE);
+      return live.length ? live[i % live.length] : undefined;
     }
     if (r < 0.85) {
-      const dead = registry.sandboxes.filter((s) => s.deletedAt != null);
-      return dead.length ? dead[dead.length - 1 - (i % Math.min(3, dead.length))]!.key : 'nobody';
+      const dead = registry.deleted();
+      return dead.length ? dead[dead.length - 1 - (i % Math.min(3, dead.length))] : 'nobody';
     }
     if (r < 0.93) return 'grp';
     if (r < 0.97) return 'prod';
@@ -224,7 +171,6 @@ it('churn: every message is processed by exactly one of baseline or its owning s
   };
 
   const churnDone = churn(started + PUBLISH_MS + 1000);
-  const heartbeat = setInterval(() => registry.publish(), 100);
   let dropAt = 0;
   let socketsDropped = 0;
   let ok = false;
@@ -257,11 +203,11 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     }
     await Promise.all(inflight);
     await churnDone;
-    for (const s of registry.live()) {
-      registry.delete(s.name);
+    for (const name of registry.live(SERVICE)) {
+      registry.delete(name);
       events++;
     }
-    await registry.settle();
+    await Promise.all(views.map((v) => v.settled()));
 
     try {
       await eventually(() => processed.size === TOTAL, `all ${TOTAL} messages processed`, 60_000);
@@ -279,14 +225,14 @@ it('churn: every message is processed by exactly one of baseline or its owning s
     await new Promise((r) => setTimeout(r, 500)); // late duplicates would land now
     ok = true;
   } finally {
-    clearInterval(heartbeat);
+    for (const v of views) v.stop();
     if (!ok) console.log(`[sqs churn] failed with seed ${SEED}: rerun with BRANCHLINE_TEST_SEED=${SEED}`);
     await Promise.all(allSandboxConsumers.map((c) => c.close()));
     await Promise.all(baselines.map((b) => b.close()));
   }
 
   // ---- the verdict ----
-  const final = RouteTable.from({ sandboxes: registry.sandboxes, groups: registry.groups });
+  const final = RouteTable.from(registry.snapshot());
   const ownerAt = (id: string, at: number | undefined) =>
     at === undefined ? undefined : final.owner(SERVICE, keys.get(id), at);
   let byBaseline = 0;

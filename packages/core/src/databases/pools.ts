@@ -35,6 +35,19 @@ export interface RoutedDatabaseOptions {
   routesTimeoutMs?: number;
 }
 
+/** Connection counts of one pool. */
+export interface PoolCounts {
+  total: number;
+  idle: number;
+  waiting: number;
+}
+
+/** Connection counts of a routed pool: its baseline pool and every open sandbox pool, by database. */
+export interface RoutedPoolStats {
+  baseline: PoolCounts;
+  sandboxes: Record<string, PoolCounts>;
+}
+
 /**
  * Checks `sandboxMax` and `resolveDatabase` of a routed pool's options; returns the sandbox
  * pools' size (`sandboxMax`, default min(`poolSize`, 5)).
@@ -130,6 +143,21 @@ export class SandboxDatabasePools<P> {
   /** The open sandbox pools, by database. */
   sandboxPools(): ReadonlyMap<string, P> {
     return this.pools;
+  }
+
+  /**
+   * Runs `run` now, or once the first route table has arrived while a sandbox workload waits
+   * for it (`holding`), so what it picks follows the table.
+   */
+  afterHolding<R>(run: () => R): R | Promise<R> {
+    return this.holding === undefined ? run() : this.holding.then(run);
+  }
+
+  /** Connection counts of the baseline pool and of every open sandbox pool, by database. */
+  stats(counts: (pool: P) => PoolCounts): RoutedPoolStats {
+    const sandboxes: Record<string, PoolCounts> = {};
+    for (const [db, p] of this.pools) sandboxes[db] = counts(p);
+    return { baseline: counts(this.baseline), sandboxes };
   }
 
   /** Stops following the route table and closes every pool. */
