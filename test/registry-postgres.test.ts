@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
 import { createRegistryServer, PostgresStore, type RegistryServer } from '@branchline/registry';
 import { until } from '@branchline/test-utils';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
@@ -14,7 +15,6 @@ import { freePort, type RunningProcess, startNode } from './helpers/processes.js
 type Json = any;
 
 const root = resolve(import.meta.dirname, '..');
-const BIN = join(root, 'packages/cli/dist/bin.js');
 const database = `branchline_registry_${randomBytes(4).toString('hex')}`;
 const storeUrl = `postgres://postgres@127.0.0.1:5432/${database}`;
 const admin = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
@@ -34,21 +34,11 @@ afterAll(async () => {
 });
 
 async function replica() {
-  const port = await freePort();
-  const proc = startNode(BIN, [
-    'registry',
-    '--port',
-    String(port),
-    '--store',
-    storeUrl,
-    '--heartbeat-interval',
-    '200ms',
-    '--github-webhook-secret',
-    HOOK_SECRET,
-  ]);
+  const { proc, url } = await startRegistryProcess({
+    args: ['--store', storeUrl, '--heartbeat-interval', '200ms', '--github-webhook-secret', HOOK_SECRET],
+  });
   procs.push(proc);
-  await proc.waitFor('listening on', 30_000);
-  return `http://127.0.0.1:${port}`;
+  return url;
 }
 
 async function put(url: string, name: string, port: number) {
