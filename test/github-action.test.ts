@@ -6,9 +6,10 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
+import type { RunningProcess } from './helpers/processes.js';
 
 const root = resolve(import.meta.dirname, '..');
 const BIN = join(root, 'packages/cli/dist/bin.js');
@@ -87,12 +88,10 @@ function actionStep(job: string): { with: Record<string, string>; env?: Record<s
 }
 
 beforeAll(async () => {
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  registry = startNode(BIN, ['registry', '--port', String(port), '--store', join(dir, 'action.db')], {
-    BRANCHLINE_REGISTRY_TOKENS: `${TOKEN} read,write ci`,
-  });
-  await registry.waitFor('listening on', 30_000);
+  ({ proc: registry, url } = await startRegistryProcess({
+    args: ['--store', join(dir, 'action.db')],
+    env: { BRANCHLINE_REGISTRY_TOKENS: `${TOKEN} read,write ci` },
+  }));
 });
 afterAll(async () => {
   await registry?.stop();

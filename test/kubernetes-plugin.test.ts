@@ -3,12 +3,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Deployment } from '@branchline/kubernetes';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { type FakeApiServer, serveFakeKubernetes } from '../packages/kubernetes/test/fake-apiserver.js';
 import { FakeKubernetes, shopBaseline } from '../packages/kubernetes/test/fake-kubernetes.js';
 import { codeBlocks, shellCommands } from './helpers/docs.js';
-import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
+import type { RunningProcess } from './helpers/processes.js';
 
 // docs/kubernetes.md step 6, command for command: `branchline registry --plugin
 // @branchline/kubernetes/plugin` configured like deploy/kubernetes' ConfigMap, and the page's
@@ -69,14 +70,8 @@ describe('the kubernetes-fork plugin in `branchline registry` (docs/kubernetes.m
     const ci = `ci-token-${'x'.repeat(20)}`;
     writeFileSync(join(dir, 'tokens'), `${ci} read,write ci\n`);
     const configMap = parse(readFileSync(join(root, 'deploy/kubernetes/configmap.yaml'), 'utf8')).data;
-    const port = await freePort();
-    const registryUrl = `http://127.0.0.1:${port}`;
-    const registry = startNode(
-      BIN,
-      [
-        'registry',
-        '--port',
-        String(port),
+    const { proc: registry, url: registryUrl } = await startRegistryProcess({
+      args: [
         '--store',
         join(dir, 'registry.db'),
         '--token-file',
@@ -84,14 +79,12 @@ describe('the kubernetes-fork plugin in `branchline registry` (docs/kubernetes.m
         '--plugin',
         '@branchline/kubernetes/plugin',
       ],
-      {
+      env: {
         ...configMap,
-        BRANCHLINE_LOG_LEVEL: 'warn',
         KUBECONFIG: apiServer.kubeconfig(join(dir, 'kubeconfig'), 'registry-service-account-token'),
       },
-    );
+    });
     procs.push(registry);
-    await registry.waitFor('listening on', 30_000);
     const env = { BRANCHLINE_REGISTRY: registryUrl, BRANCHLINE_TOKEN: ci };
 
     const [create, del, declared] = pageCommands();

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
 
@@ -56,10 +57,9 @@ describe('HTTP end to end through the registry', () => {
     const registryUrl = `http://127.0.0.1:${regPort}`;
     const db = join(dir, 'registry.db');
     const startRegistry = async () => {
-      const p = startNode(BIN, ['registry', '--port', String(regPort), '--store', db]);
-      procs.push(p);
-      await p.waitFor('listening on', 30_000);
-      return p;
+      const { proc } = await startRegistryProcess({ port: regPort, args: ['--store', db] });
+      procs.push(proc);
+      return proc;
     };
     let registry = await startRegistry();
     const baseline = startNode(baselineJs, [], {

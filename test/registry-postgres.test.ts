@@ -3,8 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRegistrySource, type RegistryRouteSource } from '@branchline/core/transport';
-import { createRegistryServer, type RegistryServer } from '@branchline/registry';
+import { createRegistryServer, PostgresStore, type RegistryServer } from '@branchline/registry';
 import { until } from '@branchline/test-utils';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
@@ -14,7 +15,6 @@ import { freePort, type RunningProcess, startNode } from './helpers/processes.js
 type Json = any;
 
 const root = resolve(import.meta.dirname, '..');
-const BIN = join(root, 'packages/cli/dist/bin.js');
 const database = `branchline_registry_${randomBytes(4).toString('hex')}`;
 const storeUrl = `postgres://postgres@127.0.0.1:5432/${database}`;
 const admin = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
@@ -34,21 +34,11 @@ afterAll(async () => {
 });
 
 async function replica() {
-  const port = await freePort();
-  const proc = startNode(BIN, [
-    'registry',
-    '--port',
-    String(port),
-    '--store',
-    storeUrl,
-    '--heartbeat-interval',
-    '200ms',
-    '--github-webhook-secret',
-    HOOK_SECRET,
-  ]);
+  const { proc, url } = await startRegistryProcess({
+    args: ['--store', storeUrl, '--heartbeat-interval', '200ms', '--github-webhook-secret', HOOK_SECRET],
+  });
   procs.push(proc);
-  await proc.waitFor('listening on', 30_000);
-  return `http://127.0.0.1:${port}`;
+  return url;
 }
 
 async function put(url: string, name: string, port: number) {
@@ -278,7 +268,18 @@ console.log('listening on', await server.listen(Number(process.argv[2])));
     expect(calls[0]!.at - killedAt).toBeGreaterThan(700);
     const resource = (await (await fetch(`${b}/v1/sandboxes/resumed/resources/db`)).json()) as Json;
     expect(resource.outputs).toEqual({ dsn: 'postgres://resumed' });
-    await new Promise((r) => setTimeout(r, 600));
+    // A replica runs the hook only while it holds the sandbox's provisioning claim in the store,
+    // and gives the claim up once the hook has returned. Taking the claim ourselves, through the
+    // store's own claim, waits out any run still under way and shuts out any later one: after
+    // that no further call can arrive.
+    const store = new PostgresStore(url2);
+    try {
+      const loaded = await store.open(0);
+      const id = loaded.sandboxes.find((x) => x.name === 'resumed')!.id;
+      await until(() => store.claim(`provision:${id}`, 'the test', 3_600_000), 'the provisioning claim');
+    } finally {
+      await store.close();
+    }
     expect(calls).toHaveLength(1);
   });
 });

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createRegistrySource } from '@branchline/core/transport';
 import { createRegistryServer, type ResourceHook } from '@branchline/registry';
 import { until } from '@branchline/test-utils';
+import { CLI_BIN, startRegistryProcess } from '@branchline/test-utils/registry';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, startNode } from './helpers/processes.js';
 
 // Registry responses are checked field by field by the assertions below.
 // biome-ignore lint/suspicious/noExplicitAny: JSON documents under test
@@ -124,24 +124,14 @@ export const resourceHooks = [{
 export function setup(server) { server.onSandboxDeleted((s, reason) => note('deleted ' + s.name + ' ' + reason)); }
 `,
     );
-    const port = await freePort();
-    const bin = resolve(import.meta.dirname, '../packages/cli/dist/bin.js');
-    const proc = startNode(bin, [
-      'registry',
-      '--port',
-      String(port),
-      '--store',
-      join(dir, 'plugin.db'),
-      '--plugin',
-      plugin,
-    ]);
+    const { proc, url } = await startRegistryProcess({
+      args: ['--store', join(dir, 'plugin.db'), '--plugin', plugin],
+    });
     try {
-      await proc.waitFor('listening on', 30_000);
-      const url = `http://127.0.0.1:${port}`;
       const created = await new Promise<{ code: number; stdout: string; stderr: string }>((done) =>
         execFile(
           process.execPath,
-          [bin, 'sandbox', 'create', 'plug', '--resource', 'inbox=queue', '--wait', '--registry', url],
+          [CLI_BIN, 'sandbox', 'create', 'plug', '--resource', 'inbox=queue', '--wait', '--registry', url],
           (err, stdout, stderr) =>
             done({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
         ),

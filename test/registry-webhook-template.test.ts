@@ -7,8 +7,9 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
+import type { RunningProcess } from './helpers/processes.js';
 
 const root = resolve(import.meta.dirname, '..');
 const BIN = join(root, 'packages/cli/dist/bin.js');
@@ -66,22 +67,10 @@ beforeAll(async () => {
       '',
     ].join('\n'),
   );
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  registry = startNode(
-    BIN,
-    [
-      'registry',
-      '--port',
-      String(port),
-      '--store',
-      join(dir, 'registry.db'),
-      '--github-sandbox-template',
-      template,
-    ],
-    { BRANCHLINE_GITHUB_WEBHOOK_SECRET: SECRET },
-  );
-  await registry.waitFor('listening on', 30_000);
+  ({ proc: registry, url } = await startRegistryProcess({
+    args: ['--store', join(dir, 'registry.db'), '--github-sandbox-template', template],
+    env: { BRANCHLINE_GITHUB_WEBHOOK_SECRET: SECRET },
+  }));
 });
 afterAll(async () => {
   await registry?.stop();

@@ -7,11 +7,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkForkSpec, forkSpecJsonSchema, kubernetesForkHook } from '@branchline/kubernetes';
 import { createRegistryServer } from '@branchline/registry';
+import { startRegistryProcess } from '@branchline/test-utils/registry';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeKubernetes, shopBaseline } from '../packages/kubernetes/test/fake-kubernetes.js';
 import { admin, cleanup, createBaseline, uniqueNames, withClient } from '../packages/pg/test/helpers.js';
-import { freePort, type RunningProcess, startNode } from './helpers/processes.js';
+import type { RunningProcess } from './helpers/processes.js';
 
 const root = resolve(import.meta.dirname, '..');
 const BIN = join(root, 'packages/cli/dist/bin.js');
@@ -48,26 +49,19 @@ const get = async (name: string) => {
 
 beforeAll(async () => {
   await createBaseline(names.baseline, 20);
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  registry = startNode(
-    BIN,
-    [
-      'registry',
-      '--port',
-      String(port),
+  ({ proc: registry, url } = await startRegistryProcess({
+    args: [
       '--store',
       join(dir, 'apply.db'),
       '--plugin',
       join(root, 'test/fixtures/apply/registry-hooks.mjs'),
     ],
-    {
+    env: {
       APPLY_TEST_PG_PREFIX: names.prefix,
       APPLY_TEST_PG_SNAPSHOT_PREFIX: names.snapshotPrefix,
       APPLY_TEST_PG_CATALOGUE: names.catalogue,
     },
-  );
-  await registry.waitFor('listening on', 30_000);
+  }));
 }, 60_000);
 
 afterAll(async () => {

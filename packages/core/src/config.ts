@@ -51,6 +51,27 @@ function pick(code: string | undefined, env: NodeJS.ProcessEnv, name: string): s
 }
 
 /**
+ * The baggage member name to use, the one rule every package follows: `name` when given in code,
+ * else `BRANCHLINE_BAGGAGE_KEY` from `env`, else `DEFAULT_BAGGAGE_KEY`. A name given in code is
+ * used as given, so a blank one is refused like any other invalid name rather than quietly
+ * replaced; the variable is trimmed, and set but blank counts as unset (as `VAR=` does in a
+ * shell). Throws a ConfigError naming the option or the variable when the name is not an HTTP
+ * token.
+ */
+export function resolveBaggageKey(name?: string, env: NodeJS.ProcessEnv = process.env): string {
+  const fromCode = name !== undefined;
+  const value = fromCode ? name : pick(undefined, env, ENV.baggageKey);
+  if (value === undefined) return DEFAULT_BAGGAGE_KEY;
+  if (!isHttpToken(value)) {
+    throw new ConfigError(
+      ENV.baggageKey,
+      `branchline: ${fromCode ? 'option baggageKey' : ENV.baggageKey}=${JSON.stringify(value)} is not a valid baggage member name: use ${HTTP_TOKEN_RULE}`,
+    );
+  }
+  return value;
+}
+
+/**
  * Reads the configuration from `env` with `options` taking precedence, and validates it.
  * Throws a ConfigError that names the variable (or option) and the bad value.
  */
@@ -65,7 +86,7 @@ export function loadConfig(
     registry: pick(options.registry, env, ENV.registry),
     token: pick(options.token, env, ENV.token),
     routes: pick(options.routes, env, ENV.routes),
-    baggageKey: pick(options.baggageKey, env, ENV.baggageKey) ?? DEFAULT_BAGGAGE_KEY,
+    baggageKey: resolveBaggageKey(options.baggageKey, env),
   };
   if (cfg.service !== undefined && !isValidServiceName(cfg.service)) {
     throw new ConfigError(
@@ -92,12 +113,6 @@ export function loadConfig(
         `branchline: ${where('registry')}=${JSON.stringify(cfg.registry)} must be an http(s) URL such as http://branchline-registry:7070`,
       );
     }
-  }
-  if (!isHttpToken(cfg.baggageKey)) {
-    throw new ConfigError(
-      ENV.baggageKey,
-      `branchline: ${where('baggageKey')}=${JSON.stringify(cfg.baggageKey)} is not a valid baggage member name: use ${HTTP_TOKEN_RULE}`,
-    );
   }
   return cfg;
 }

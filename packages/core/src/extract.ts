@@ -14,23 +14,13 @@ import { HTTP_TOKEN_PATTERN, isValidRoutingKey } from './rules.js';
 
 /**
  * The baggage member that carries the routing key unless `BRANCHLINE_BAGGAGE_KEY` (or the
- * `baggageKey` option) names another. The one place the name is spelled.
+ * `baggageKey` option) names another. The one place the name is spelled; `resolveBaggageKey`
+ * (config.ts) is the one place the choice between them is made.
  */
 export const DEFAULT_BAGGAGE_KEY = 'branchline';
 
 /** The environment variable that renames the baggage member. */
 export const BAGGAGE_KEY_ENV = 'BRANCHLINE_BAGGAGE_KEY';
-
-/**
- * The baggage member name to use: `name` when given, else `BRANCHLINE_BAGGAGE_KEY` from `env`,
- * else `DEFAULT_BAGGAGE_KEY`. Blank values count as unset.
- */
-export function resolveBaggageKey(name?: string, env: NodeJS.ProcessEnv = process.env): string {
-  const code = name?.trim();
-  if (code) return code;
-  const fromEnv = env[BAGGAGE_KEY_ENV]?.trim();
-  return fromEnv ? fromEnv : DEFAULT_BAGGAGE_KEY;
-}
 
 /**
  * The baggage member that carries `key`, e.g. `branchline=pr-42`: what a person adds to a

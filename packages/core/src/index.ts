@@ -11,7 +11,7 @@ export {
   flushActivity,
 } from './activity.js';
 export type { BackoffOptions } from './backoff.js';
-export { type BranchlineConfig, ConfigError, loadConfig } from './config.js';
+export { type BranchlineConfig, ConfigError, loadConfig, resolveBaggageKey } from './config.js';
 export {
   BranchlineBaggagePropagator,
   contextWithRoutingKey,
@@ -24,7 +24,6 @@ export {
   BAGGAGE_KEY_ENV,
   DEFAULT_BAGGAGE_KEY,
   type KeyAliases,
-  resolveBaggageKey,
   routingBaggage,
 } from './extract.js';
 export { type BranchlineLogger, setLogger } from './log.js';

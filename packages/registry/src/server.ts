@@ -67,8 +67,8 @@ export interface RegistryServerOptions {
    * What the GitHub webhook creates when a pull request is opened or reopened, and refreshes on a
    * push to it (`synchronize`): a JSON or YAML file's path, or the object. A sandbox create body
    * (`key`, `labels`, `overrides`, `resources`, `ttl`) plus `name`, whose string values may use
-   * `${PR}`, `${REPO}`, `${OWNER}`, `${BRANCH}` and `${SHA}`. Without it those actions are
-   * ignored. See docs/registry.md#github-webhook.
+   * `${PR}`, `${REPO}`, `${OWNER}`, `${BRANCH}`, `${BRANCH_SLUG}` and `${SHA}`. Without it those
+   * actions are ignored. See docs/registry.md#github-webhook.
    */
   githubSandboxTemplate?: string | GithubSandboxTemplate;
   resourceHooks?: ResourceHook[];

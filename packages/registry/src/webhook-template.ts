@@ -1,8 +1,8 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: templates spell ${PR} and friends
 
 // The sandbox template of the GitHub webhook (`githubSandboxTemplate`, `--github-sandbox-template`):
-// a sandbox create body plus its `name`, with `${PR}`, `${REPO}`, `${SHA}`, `${BRANCH}` and
-// `${OWNER}` filled in from a pull request event. Read and checked once at start-up; each event's
+// a sandbox create body plus its `name`, with `${PR}`, `${REPO}`, `${SHA}`, `${BRANCH}`,
+// `${BRANCH_SLUG}` and `${OWNER}` filled in from a pull request event. Read and checked once at start-up; each event's
 // values are checked against core's naming rules where they land in a name, key or label.
 
 import { readFileSync } from 'node:fs';
@@ -12,6 +12,7 @@ import {
   isValidRoutingKey,
   isValidSandboxName,
   LABEL_NAME_RULE,
+  MAX_KEY_LENGTH,
   MAX_LABEL_VALUE_LENGTH,
   ROUTING_KEY_RULE,
   SANDBOX_NAME_RULE,
@@ -20,9 +21,25 @@ import { parse as parseYaml } from 'yaml';
 import { sandboxBody } from './schemas.js';
 
 /** The values a template may use, from the pull request event. */
-export const TEMPLATE_VARIABLES = ['PR', 'REPO', 'SHA', 'BRANCH', 'OWNER'] as const;
+export const TEMPLATE_VARIABLES = ['PR', 'REPO', 'SHA', 'BRANCH', 'BRANCH_SLUG', 'OWNER'] as const;
 export type TemplateVariable = (typeof TEMPLATE_VARIABLES)[number];
 export type TemplateValues = Record<TemplateVariable, string>;
+
+/**
+ * `${BRANCH_SLUG}`: the branch made fit for a sandbox name or key. Lowercased, every run of
+ * characters other than a-z and 0-9 turned into one `-`, trimmed of `-`, and cut to the
+ * 63 characters a name may have; a branch with nothing left (`___`, `日本`) gives `pr-<number>`.
+ * `feature/Foo_bar` gives `feature-foo-bar`.
+ */
+export function branchSlug(branch: string, pr: string): string {
+  const slug = branch
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+/, '')
+    .slice(0, MAX_KEY_LENGTH)
+    .replace(/-+$/, '');
+  return slug === '' ? `pr-${pr}` : slug;
+}
 
 /** The fields of a template: a sandbox create body (docs/registry.md) and the sandbox's name. */
 const FIELDS = ['name', 'key', 'labels', 'overrides', 'resources', 'ttl'];
@@ -57,6 +74,7 @@ const SAMPLE: TemplateValues = {
   REPO: 'repo',
   SHA: '0123456789abcdef0123456789abcdef01234567',
   BRANCH: 'main',
+  BRANCH_SLUG: 'main',
   OWNER: 'owner',
 };
 

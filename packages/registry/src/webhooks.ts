@@ -9,7 +9,12 @@ import { type LogFn, readBody, send } from './http-io.js';
 import { labelValue, RegistryError, type RegistryState } from './state.js';
 import type { Store } from './store.js';
 import type { SandboxDoc } from './types.js';
-import { type SandboxTemplate, TemplateRenderError, type TemplateValues } from './webhook-template.js';
+import {
+  branchSlug,
+  type SandboxTemplate,
+  TemplateRenderError,
+  type TemplateValues,
+} from './webhook-template.js';
 
 /** How many processed GitHub delivery ids the store remembers, to refuse replays. */
 const DELIVERY_MEMORY = 10_000;
@@ -190,6 +195,7 @@ function templateValues(p: PullRequestPayload): TemplateValues & { fullName: str
     PR: String(number),
     SHA: sha as string,
     BRANCH: ref as string,
+    BRANCH_SLUG: branchSlug(ref as string, String(number)),
     REPO: name as string,
     OWNER: owner as string,
     fullName: fullName as string,

@@ -147,6 +147,37 @@ describe('GitHub webhook with a sandbox template', () => {
     expect((await live(url)).map((s) => s.name)).toEqual(['pr-login']);
   });
 
+  it('${BRANCH_SLUG} turns any branch into a valid sandbox name and key; ${BRANCH} stays as it was', async () => {
+    const { url } = await startRegistry({
+      githubWebhookSecret: SECRET,
+      githubSandboxTemplate: {
+        name: '${BRANCH_SLUG}',
+        key: '${BRANCH_SLUG}',
+        labels: { branch: '${BRANCH}' },
+      },
+    });
+    const long = `${'a'.repeat(62)}/b`; // 64 characters once slugged: the cut leaves a '-' to trim
+    const cases: [branch: string, pr: number, name: string][] = [
+      ['feature/Foo_bar', 21, 'feature-foo-bar'],
+      ['--Release//2024__Q1--', 22, 'release-2024-q1'],
+      ['fix.Ünïcode-name', 23, 'fix-n-code-name'],
+      [long, 24, 'a'.repeat(62)],
+      ['___', 25, 'pr-25'],
+      ['日本', 26, 'pr-26'],
+    ];
+    for (const [branch, pr, name] of cases) {
+      const r = await deliver(url, event('opened', pr, { branch }));
+      expect(r.status, `${branch}: ${JSON.stringify(r.json)}`).toBe(201);
+      expect(r.json).toMatchObject({ created: true, sandbox: name, key: name });
+    }
+    const byName = new Map((await live(url)).map((s) => [s.name, s]));
+    for (const [branch, , name] of cases) {
+      expect(byName.get(name)?.key).toBe(name);
+      expect(byName.get(name)?.labels.branch).toBe(branch);
+    }
+    expect(byName.size).toBe(cases.length);
+  });
+
   it('a template value the create body refuses (an endpoint URL) is 422, and the delivery can be redelivered', async () => {
     const { url } = await startRegistry({
       githubWebhookSecret: SECRET,

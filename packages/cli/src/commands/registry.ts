@@ -42,7 +42,7 @@ export function registerRegistryCommand(program: Command, { out }: CommandContex
       new Option(
         '--github-sandbox-template <file>',
         // biome-ignore lint/suspicious/noTemplateCurlyInString: the template's variables, spelled as in the file
-        'JSON or YAML sandbox (create body and name, with ${PR} ${REPO} ${OWNER} ${BRANCH} ${SHA}) the GitHub webhook creates when a pull request opens',
+        'JSON or YAML sandbox (create body and name, with ${PR} ${REPO} ${OWNER} ${BRANCH} ${BRANCH_SLUG} ${SHA}) the GitHub webhook creates when a pull request opens',
       ).env('BRANCHLINE_GITHUB_SANDBOX_TEMPLATE'),
     )
     .option(
