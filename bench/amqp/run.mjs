@@ -15,15 +15,16 @@
 //                    baseline consumer cleared the baseline queue (processed or moved, acked),
 //                    which is what the baseline service's capacity depends on.
 // Needs RabbitMQ on 127.0.0.1:5672 (guest/guest) and rabbitmqctl (for a private vhost).
+// Env: BENCH_AMQP_MESSAGES (default 10000) messages per sample; BENCH_AMQP_ROUNDS (7) rounds.
 import { execFileSync, fork } from 'node:child_process';
 import { createSelectiveConsumer, instrumentChannel } from '@branchline/amqplib';
 import { createRuntime, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
 import amqp from 'amqplib';
-import { fmt, printTable, saveResults } from '../lib.mjs';
+import { fmt, knob, printTable, saveResults } from '../lib.mjs';
 
-const N = 10_000;
-const ROUNDS = 7;
+const N = knob('BENCH_AMQP_MESSAGES', 10_000, 200);
+const ROUNDS = knob('BENCH_AMQP_ROUNDS', 7, 1);
 const PREFETCH = 100;
 const SERVICE = 'orders';
 

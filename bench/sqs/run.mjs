@@ -10,6 +10,7 @@
 //                    sandbox queue, then DeleteMessageBatch) and the sandbox consumer processes
 //                    them. Rate = N / time until all N were processed by one of the two.
 // Needs ElasticMQ on 127.0.0.1:9324 (bash scripts/elasticmq.sh start).
+// Env: BENCH_SQS_MESSAGES (default 5000) messages per sample; BENCH_SQS_ROUNDS (5) rounds.
 import { Agent } from 'node:http';
 import {
   CreateQueueCommand,
@@ -23,10 +24,10 @@ import {
 import { createRuntime, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
 import { createSqsSelectiveConsumer, sandboxQueueName, withRouting } from '@branchline/sqs';
-import { fmt, printTable, saveResults } from '../lib.mjs';
+import { fmt, knob, printTable, saveResults } from '../lib.mjs';
 
-const N = 5000;
-const ROUNDS = 5;
+const N = knob('BENCH_SQS_MESSAGES', 5000, 200);
+const ROUNDS = knob('BENCH_SQS_ROUNDS', 5, 1);
 const POLLERS = 4;
 const SERVICE = 'orders';
 const endpoint = 'http://127.0.0.1:9324';
