@@ -25,17 +25,21 @@ import {
   fmt,
   freePort,
   haveValgrind,
+  knob,
   median,
   nginxConf,
   nginxWorkerCpu,
   nsPerOp,
   printTable,
   saveResults,
+  smoke,
 } from '../lib.mjs';
 import { load } from './load.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const seconds = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
+const seconds = knob('BENCH_HTTP_SECONDS', 5, 0.2);
+// Each measurement's warm-up, seconds.
+const WARMUP = smoke ? 0.1 : 1;
 const children = [];
 let nginxMaster;
 process.on('exit', () => {
@@ -83,7 +87,9 @@ function cpuTime(url) {
 async function cannon(url, { connections = 10, headers = {}, duration = seconds } = {}) {
   const cpu0 = await cpuTime(url);
   const r = await new Promise((resolve, reject) => {
-    autocannon({ url, connections, duration, headers, pipelining: 1 }, (err, r) => {
+    // autocannon stops at its next 1 s sample: a smoke run's short measurements take one sample.
+    const sampling = smoke ? { sampleInt: duration * 1000 } : {};
+    autocannon({ url, connections, duration, headers, pipelining: 1, ...sampling }, (err, r) => {
       if (err) return reject(err);
       if (r.non2xx || r.errors) return reject(new Error(`${url}: ${r.non2xx} non-2xx, ${r.errors} errors`));
       resolve(r);
@@ -92,7 +98,7 @@ async function cannon(url, { connections = 10, headers = {}, duration = seconds 
   const cpu = (await cpuTime(url)) - cpu0;
   return {
     cpuPerRequest: cpu / r.requests.total,
-    rps: r.requests.average,
+    rps: smoke ? r.requests.total / r.duration : r.requests.average,
     p50: r.latency.p50,
     p90: r.latency.p90,
     p99: r.latency.p99,
@@ -107,7 +113,7 @@ const results = { seconds, loadAverageAtStart: loadavg(), frameworks: [], hop: [
 // at 16 MB semi-spaces. In an app this small, V8 sizes its young generation by heuristics that
 // a few MB more heap (what loading any library adds) moves either way, by several µs per
 // request; pinned, the comparison shows the per-request work alone (see docs/http.md).
-const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
+const ROUNDS = knob('BENCH_HTTP_ROUNDS', 5, 1);
 const YOUNG_GEN = {
   'V8 default': [],
   'pinned 16 MB': ['--min-semi-space-size=16', '--max-semi-space-size=16'],
@@ -122,8 +128,8 @@ async function overhead(name, plainMode, blMode, youngGen) {
     ['no key', {}, 0.97],
     ['unrouted key', KEY, 0.95],
   ]) {
-    await cannon(plain, { headers, duration: 1 });
-    await cannon(bl, { headers, duration: 1 });
+    await cannon(plain, { headers, duration: WARMUP });
+    await cannon(bl, { headers, duration: WARMUP });
     const p = [];
     const b = [];
     const pc = [];
@@ -229,9 +235,10 @@ async function hop() {
   const byConn = {};
   for (const connections of [1, 32]) {
     const acc = {};
-    for (const [url, headers] of Object.values(paths)) await load(url, { headers, connections, duration: 1 });
+    for (const [url, headers] of Object.values(paths))
+      await load(url, { headers, connections, duration: WARMUP });
     // Rounds interleaved across paths so that the machine's noise hits every path alike.
-    const rounds = Number(process.env.BENCH_HTTP_HOP_ROUNDS ?? 5);
+    const rounds = knob('BENCH_HTTP_HOP_ROUNDS', 5, 1);
     for (let i = 0; i < rounds; i++) {
       for (const [name, [url, headers]] of Object.entries(paths)) {
         const cpu0 = await cpuTime(url);
@@ -360,9 +367,9 @@ async function instructions() {
     console.log('\nvalgrind is not installed: skipping instruction counts (apt-get install -y valgrind).');
     return;
   }
-  const warm = Number(process.env.BENCH_HTTP_CG_WARMUP ?? 16000);
-  const n = Number(process.env.BENCH_HTTP_CG_REQUESTS ?? 2000);
-  const connections = Number(process.env.BENCH_HTTP_CG_CONNECTIONS ?? 1);
+  const warm = knob('BENCH_HTTP_CG_WARMUP', 16000, 200);
+  const n = knob('BENCH_HTTP_CG_REQUESTS', 2000, 100);
+  const connections = knob('BENCH_HTTP_CG_CONNECTIONS', 1);
   const modes = (process.env.BENCH_HTTP_CG_MODES ?? 'floor,node-bl').split(',');
   const label = {
     floor: FLOOR,
@@ -372,7 +379,7 @@ async function instructions() {
   };
   const sandbox = await start('sandbox', await freePort());
   const ROUTED = { baggage: 'branchline=bench-key' };
-  const rounds = Number(process.env.BENCH_HTTP_CG_ROUNDS ?? 3);
+  const rounds = knob('BENCH_HTTP_CG_ROUNDS', 3, 1);
   const per = {};
   const roundsOf = {};
   const tops = {};
