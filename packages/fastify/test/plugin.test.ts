@@ -102,7 +102,9 @@ describe('the Fastify plugin', () => {
     const a = Fastify();
     await a.register(branchline, {
       service: 'orders',
-      routes: { sandboxes: [{ name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } }] },
+      routes: {
+        sandboxes: [{ name: 'ord-sb', key: 'ord-key', overrides: { orders: { http: sandboxUrl } } }],
+      },
     });
     a.get('/x', async () => ({ instance: 'baseline' }));
     await a.listen({ port: 0, host: '127.0.0.1' });
