@@ -69,7 +69,8 @@ const smokes: Record<string, Smoke> = {
   mysql: { run: 'mysql', expect: [/routed ÷ plain mysql2 pool \(paired, 1 in flight\): \d+\.\d{3}/] },
   registry: {
     run: 'registry',
-    expect: [/^20\s+20 \(sent [\d.]+\)\s+[\d.]+/m, /^200 sandboxes: \+[\d.-]+ MiB RSS/m],
+    // missing 0: every client saw every change.
+    expect: [/^20\s+20 \(sent [\d.]+\)(\s+[\d.]+){4}\s+0\s/m, /^200 sandboxes: \+[\d.-]+ MiB RSS/m],
   },
   'registry/fanout.mjs': { run: ['registry/fanout.mjs'], expect: [/registry CPU [\d.]+ ms per change/] },
   http: {

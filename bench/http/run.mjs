@@ -106,6 +106,27 @@ async function cannon(url, { connections = 10, headers = {}, duration = seconds 
 }
 
 const KEY = { baggage: 'userid=alice,branchline=other-key' };
+
+/**
+ * Which server answered a request to `url`: the `instance` in its body (servers.mjs), so `sandbox`
+ * when the request was forwarded. A forwarder that answered itself would otherwise be measured as
+ * a fast hop, and a plugin that routed nothing as a cheap one.
+ */
+async function answeredBy(url, headers) {
+  for (let i = 0; ; i++) {
+    try {
+      return (await (await fetch(url, { headers })).json()).instance;
+    } catch (err) {
+      // Express prints `ready` before it listens.
+      if (i >= 50) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+async function expectAnswer(name, url, headers, instance) {
+  const by = await answeredBy(url, headers);
+  if (by !== instance) throw new Error(`${name}: answered by ${by}, expected ${instance}`);
+}
 const results = { seconds, loadAverageAtStart: loadavg(), frameworks: [], hop: [], targets: {} };
 
 // 1. Framework overhead: alternate plain and Branchline runs to spread the machine's noise.
@@ -124,6 +145,9 @@ async function overhead(name, plainMode, blMode, youngGen) {
     start(plainMode, await freePort(), [], nodeArgs),
     start(blMode, await freePort(), [], nodeArgs),
   ]);
+  // The unrouted key stays here: both answer themselves.
+  await expectAnswer(plainMode, plain, KEY, plainMode);
+  await expectAnswer(blMode, bl, KEY, blMode);
   for (const [label, headers, target] of [
     ['no key', {}, 0.97],
     ['unrouted key', KEY, 0.95],
@@ -232,6 +256,8 @@ async function hop() {
   const paths = { direct: [sandbox, {}], ...(nginx ? { nginx: [nginx, {}] } : {}) };
   paths[FLOOR] = [floor, ROUTED];
   for (const [n, u] of Object.entries(forwarders)) paths[n] = [u, ROUTED];
+  for (const [name, [url, headers]] of Object.entries(paths))
+    await expectAnswer(name, url, headers, 'sandbox');
   const byConn = {};
   for (const connections of [1, 32]) {
     const acc = {};
@@ -393,6 +419,7 @@ async function instructions() {
       // Express prints `ready` before it listens: wait until the port answers.
       for (let i = 0; i < 100 && (await load(url, { headers: ROUTED, requests: 1 })).errors; i++)
         await new Promise((r) => setTimeout(r, 100));
+      await expectAnswer(mode, url, ROUTED, 'sandbox');
       const w = await load(url, { headers: ROUTED, connections, requests: warm });
       if (w.errors) throw new Error(`${mode}: ${w.errors} failed requests`);
       // Rounds of `n` requests, each counted alone; the median round is the figure (a round

@@ -1,6 +1,6 @@
 // The registry's fan-out cost apart from SDK client work: 1,000 watchers that only read (one
-// child process, raw sockets), PUTs at a fixed rate for 6 s (env below), registry CPU per change from its
-// /metrics. Run: node bench/registry/fanout.mjs [flushMs=20] [changesPerSecond=100]
+// child process, raw sockets), PUTs at a fixed rate for 6 s (env below), registry CPU per change
+// from its /metrics. Run: node bench/registry/fanout.mjs [flushMs=20] [changesPerSecond=100]
 // (BENCH_BUILD=<dir> as in run.mjs runs another build; older builds ignore flushMs).
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
