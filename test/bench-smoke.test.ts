@@ -31,6 +31,8 @@ interface Smoke {
   expect: RegExp[];
   /** Only a guard against a hung run: a benchmark is not a timed test. */
   timeoutMs?: number;
+  /** It mostly waits on a broker or database: it runs side by side with the others that do. */
+  waits?: boolean;
 }
 
 const smokes: Record<string, Smoke> = {
@@ -39,12 +41,18 @@ const smokes: Record<string, Smoke> = {
     expect: [/^baggage: 10 members\s+[\d.]+\s+[\d.]+\s+[\d.]+/m, /^table < 20 MB heap\s+/m],
   },
   amqp: {
+    waits: true,
     run: 'amqp',
     expect: [/^selective-half-split\s+\d+\s+\d+\s+[\d.]+%/m, /target: selective >= 90% of plain/],
   },
-  bullmq: { run: 'bullmq', expect: [/^selective-tenth\s+\d+/m, /ratio selective-all \/ plain: \d+\.\d{3}/] },
-  sqs: { run: 'sqs', expect: [/^selective-half\s+\d+/m, /selective-all \/ raw = \d+\.\d{3}/] },
+  bullmq: {
+    waits: true,
+    run: 'bullmq',
+    expect: [/^selective-tenth\s+\d+/m, /ratio selective-all \/ plain: \d+\.\d{3}/],
+  },
+  sqs: { waits: true, run: 'sqs', expect: [/^selective-half\s+\d+/m, /selective-all \/ raw = \d+\.\d{3}/] },
   kafka: {
+    waits: true,
     run: 'kafka',
     expect: [
       /^eachBatch\s+half skipped\s+\d+\s+\d+\s+\d+\.\d{3}\s+150\/300/m,
@@ -53,6 +61,7 @@ const smokes: Record<string, Smoke> = {
     ],
   },
   nats: {
+    waits: true,
     run: 'nats',
     expect: [
       /^half skipped\s+\d+\s+\d+\s+\d+\.\d{3}\s+150\/300/m,
@@ -60,19 +69,29 @@ const smokes: Record<string, Smoke> = {
     ],
   },
   pg: {
+    waits: true,
     run: 'pg',
     expect: [
       /pg_dump\|psql \/ provision \(auto = \w+\): [\d.]+x/,
       /^routed, key → sandbox DB\s+[\d.]+\s+[\d.]+/m,
     ],
   },
-  mysql: { run: 'mysql', expect: [/routed ÷ plain mysql2 pool \(paired, 1 in flight\): \d+\.\d{3}/] },
+  mysql: {
+    waits: true,
+    run: 'mysql',
+    expect: [/routed ÷ plain mysql2 pool \(paired, 1 in flight\): \d+\.\d{3}/],
+  },
   registry: {
+    waits: true,
     run: 'registry',
     // missing 0: every client saw every change.
     expect: [/^20\s+20 \(sent [\d.]+\)(\s+[\d.]+){4}\s+0\s/m, /^200 sandboxes: \+[\d.-]+ MiB RSS/m],
   },
-  'registry/fanout.mjs': { run: ['registry/fanout.mjs'], expect: [/registry CPU [\d.]+ ms per change/] },
+  'registry/fanout.mjs': {
+    waits: true,
+    run: ['registry/fanout.mjs'],
+    expect: [/registry CPU [\d.]+ ms per change/],
+  },
   http: {
     run: 'http',
     env: { BENCH_HTTP_PARTS: `frameworks,inprocess,hop${callgrind ? ',instructions' : ''}` },
@@ -131,17 +150,16 @@ async function runSmoke(smoke: Smoke, expect: ExpectStatic): Promise<void> {
 
 // The broker and database benchmarks mostly wait on their servers: they run side by side. The
 // ones that load the CPU with servers and load generators of their own run one at a time after.
-const waiting = ['amqp', 'bullmq', 'sqs', 'kafka', 'nats', 'pg', 'mysql', 'registry', 'registry/fanout.mjs'];
+const entries = Object.entries(smokes);
 describe.concurrent('benchmarks on brokers and databases (BENCH_SMOKE=1)', () => {
-  for (const name of waiting)
-    it(`${name} runs to the end`, { timeout: smokes[name].timeoutMs ?? 90_000 }, ({ expect }) =>
-      runSmoke(smokes[name], expect),
+  for (const [name, smoke] of entries.filter(([, s]) => s.waits))
+    it(`${name} runs to the end`, { timeout: smoke.timeoutMs ?? 90_000 }, ({ expect }) =>
+      runSmoke(smoke, expect),
     );
 });
 describe('benchmarks with their own servers (BENCH_SMOKE=1)', () => {
-  for (const [name, smoke] of Object.entries(smokes))
-    if (!waiting.includes(name))
-      it(`${name} runs to the end`, { timeout: smoke.timeoutMs ?? 90_000 }, ({ expect }) =>
-        runSmoke(smoke, expect),
-      );
+  for (const [name, smoke] of entries.filter(([, s]) => !s.waits))
+    it(`${name} runs to the end`, { timeout: smoke.timeoutMs ?? 90_000 }, ({ expect }) =>
+      runSmoke(smoke, expect),
+    );
 });
