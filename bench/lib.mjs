@@ -9,8 +9,27 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 export let sink = 0;
 
+/**
+ * BENCH_SMOKE=1: run every part once at the smallest sizes, to prove the benchmark still works
+ * (test/bench-smoke.test.ts). The figures mean nothing then, and no results file is written.
+ */
+export const smoke = process.env.BENCH_SMOKE === '1';
+
+/** A numeric size knob: env `name` when set, else `smokeValue` under BENCH_SMOKE=1, else `value`. */
+export function knob(name, value, smokeValue = value) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return smoke ? smokeValue : value;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}=${raw}: expected a number >= 0`);
+  return n;
+}
+
 /** Nanoseconds per call of `fn`: median of `rounds` timed rounds after a warm-up. */
 export function nsPerOp(fn, { iterations = 200_000, rounds = 7 } = {}) {
+  if (smoke) {
+    iterations = Math.min(iterations, 1000);
+    rounds = 1;
+  }
   for (let i = 0; i < iterations; i++) if (fn(i)) sink++;
   const samples = [];
   for (let r = 0; r < rounds; r++) {
@@ -54,6 +73,10 @@ export function printTable(title, rows) {
 
 /** Writes bench/results/<name>.json with the machine's facts alongside the figures. */
 export function saveResults(name, data) {
+  if (smoke) {
+    console.log(`\nsmoke run (BENCH_SMOKE=1): ${name} results not saved`);
+    return;
+  }
   const file = join(here, 'results', `${name}.json`);
   mkdirSync(dirname(file), { recursive: true });
   const doc = {
@@ -279,15 +302,6 @@ export async function interleavedRounds(runs, rounds, reference, { prepare, valu
 }
 
 // ---- consumer throughput: draining a backlog, plain client against Branchline's (amqp, bullmq, sqs) ----
-
-/** A number from the environment variable `name`, else `fallback`. */
-export function envNumber(name, fallback) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
-  return n;
-}
 
 /**
  * Counts `total` processed items; measures from the first to the last, so connection and set-up

@@ -1,5 +1,13 @@
 // `npm run bench [-- name ...]`: runs each benchmark in its own process, one after another. A
-// benchmark is a directory here with a run.mjs (amqp, chain, core, grpc, http, kafka, pg, registry).
+// benchmark is a directory here with a run.mjs (amqp, bullmq, chain, core, grpc, http, kafka,
+// mysql, nats, pg, registry, sqs); each reads its sizes from BENCH_* variables (its header).
+//
+// Smoke run: `BENCH_SMOKE=1 node bench/run.mjs [name ...]` runs every part once at the least
+// sizes (lib.mjs's knob(); a BENCH_* variable still wins), to show the benchmark works; its
+// figures mean nothing and nothing is written to bench/results/. `npm test` does this for every
+// benchmark and side script (test/bench-smoke.test.ts, e2e project, ~1 min): a benchmark that
+// fails or stops printing its table fails the tests. nginx parts are skipped when nginx is
+// missing; the callgrind parts run only with BENCH_SMOKE_CALLGRIND=1 (valgrind takes minutes).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';

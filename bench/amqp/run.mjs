@@ -23,8 +23,8 @@ import { StaticRouteSource } from '@branchline/core/transport';
 import amqp from 'amqplib';
 import {
   drainRounds,
-  envNumber,
   fmt,
+  knob,
   median,
   printTable,
   saveResults,
@@ -32,8 +32,8 @@ import {
   throughputSummary,
 } from '../lib.mjs';
 
-const N = envNumber('BENCH_AMQP_MESSAGES', 10_000);
-const ROUNDS = envNumber('BENCH_AMQP_ROUNDS', 7);
+const N = knob('BENCH_AMQP_MESSAGES', 10_000, 200);
+const ROUNDS = knob('BENCH_AMQP_ROUNDS', 7, 1);
 const PREFETCH = 100;
 const SERVICE = 'orders';
 

@@ -10,7 +10,7 @@
 //                    then completes the original) and the sandbox worker processes it. Rate = N /
 //                    time until all N were processed by one of the two
 // Needs Redis on 127.0.0.1:6379. Everything lives under a key prefix of its own, removed at the end.
-// Env: BENCH_BULLMQ_JOBS (default 5000, a multiple of 500) jobs per sample; BENCH_BULLMQ_ROUNDS (5).
+// Env: BENCH_BULLMQ_JOBS (default 5000) jobs per sample; BENCH_BULLMQ_ROUNDS (5) rounds.
 import { createSelectiveWorker, instrumentQueue } from '@branchline/bullmq';
 import { createRuntime, withRoutingKey } from '@branchline/core';
 import { StaticRouteSource } from '@branchline/core/transport';
@@ -18,18 +18,19 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
   drainRounds,
-  envNumber,
   fmt,
+  knob,
   printTable,
   saveResults,
   throughputCounter,
   throughputSummary,
 } from '../lib.mjs';
 
-const N = envNumber('BENCH_BULLMQ_JOBS', 5_000);
-const ROUNDS = envNumber('BENCH_BULLMQ_ROUNDS', 5);
-if (N % 500 !== 0)
-  throw new Error(`BENCH_BULLMQ_JOBS must be a multiple of 500 (jobs are added 500 at a time), got ${N}`);
+const N = knob('BENCH_BULLMQ_JOBS', 5_000, 500);
+const ROUNDS = knob('BENCH_BULLMQ_ROUNDS', 5, 1);
+// Jobs are added in batches of BATCH, each batch under one key: ten batches at least, so one
+// batch in ten can be the sandbox's.
+const BATCH = Math.max(1, Math.min(500, Math.floor(N / 10)));
 const CONCURRENCY = 50;
 const SERVICE = 'orders';
 const connection = { host: '127.0.0.1', port: 6379, maxRetriesPerRequest: null };
@@ -48,9 +49,12 @@ const data = { order: 42, items: ['a', 'b', 'c'], note: 'x'.repeat(200) };
 /** Fills `queue` with N jobs; `keyOf(i)` is the routing key of job i (or undefined). */
 async function fill(name, keyOf) {
   const q = instrumentQueue(new Queue(name, { connection, prefix }));
-  for (let i = 0; i < N; i += 500) {
+  for (let i = 0; i < N; i += BATCH) {
     const key = keyOf(i);
-    const jobs = Array.from({ length: 500 }, (_, j) => ({ name: 'order', data: { ...data, i: i + j } }));
+    const jobs = Array.from({ length: Math.min(BATCH, N - i) }, (_, j) => ({
+      name: 'order',
+      data: { ...data, i: i + j },
+    }));
     await withRoutingKey(key, () => q.addBulk(jobs));
   }
   await q.close();
@@ -79,8 +83,8 @@ const scenarios = {
 
 function selective(every) {
   return {
-    // Keys are per batch of 500: with every=10, batches 0, 10, 20… (1 in 10 jobs) are the sandbox's.
-    fill: (q) => fill(q, (i) => (every > 0 ? ((i / 500) % every === 0 ? 'sb' : undefined) : 'nobody')),
+    // Keys are per batch: with every=10, batches 0, 10, 20… (1 in 10 jobs) are the sandbox's.
+    fill: (q) => fill(q, (i) => (every > 0 ? ((i / BATCH) % every === 0 ? 'sb' : undefined) : 'nobody')),
     async drain(queue) {
       const count = throughputCounter(N);
       const common = {

@@ -20,16 +20,18 @@ import {
   findNginx,
   fmt,
   freePort,
+  knob,
   median,
   nginxConf,
   nginxWorkerCpu,
   printTable,
   saveResults,
+  smoke,
 } from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const seconds = Number(process.env.BENCH_CHAIN_SECONDS ?? 2);
-const rounds = Number(process.env.BENCH_CHAIN_ROUNDS ?? 5);
+const seconds = knob('BENCH_CHAIN_SECONDS', 2, 0.2);
+const rounds = knob('BENCH_CHAIN_ROUNDS', 5, 1);
 const KEY = 'chain-key';
 const HEADERS = { baggage: `userid=alice,branchline=${KEY}` };
 const NAMES = ['a', 'b', 'c', 'd'];
@@ -193,7 +195,8 @@ const LABEL = {
 };
 const byConn = {};
 for (const connections of [1, 32]) {
-  for (const v of Object.values(variants)) await load(v.url, { headers: HEADERS, connections, duration: 1 });
+  for (const v of Object.values(variants))
+    await load(v.url, { headers: HEADERS, connections, duration: smoke ? 0.1 : 1 });
   const acc = {};
   for (let r = 0; r < rounds; r++) {
     const order = Object.keys(variants);

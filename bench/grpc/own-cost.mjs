@@ -11,8 +11,10 @@ import { createClientInterceptor } from '../../packages/grpc/dist/client-interce
 import { rawDeserializer } from '../../packages/grpc/dist/raw.js';
 import { routingInterceptor, ServerRouting } from '../../packages/grpc/dist/server-interceptor.js';
 import { StreamRelay } from '../../packages/grpc/dist/stream-relay.js';
+import { knob, smoke } from '../lib.mjs';
 
-const N = 300_000;
+const N = knob('BENCH_GRPC_OWN_CALLS', 300_000, 2000);
+const ROUNDS = smoke ? 1 : 7;
 const KEY = 'pr-2';
 
 // Client: what grpc-js does with an interceptor's call for a unary request.
@@ -99,9 +101,11 @@ const rows = {
   'server, no key': () => nsPerCall(server(undefined)),
 };
 const samples = Object.fromEntries(Object.keys(rows).map((k) => [k, []]));
-for (let r = 0; r < 7; r++) for (const [k, fn] of Object.entries(rows)) samples[k].push(fn());
+for (let r = 0; r < ROUNDS; r++) for (const [k, fn] of Object.entries(rows)) samples[k].push(fn());
 if (keyed === 0) throw new Error('the handler never saw the key: the measurement is not of a keyed call');
 const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
-console.log(`Branchline's own CPU per call (median of 7 rounds of ${N} calls), Node ${process.version}`);
+console.log(
+  `Branchline's own CPU per call (median of ${ROUNDS} rounds of ${N} calls), Node ${process.version}`,
+);
 for (const [k, a] of Object.entries(samples))
   console.log(`  ${k.padEnd(22)} ${median(a).toFixed(0).padStart(5)} ns`);

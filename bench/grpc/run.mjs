@@ -26,12 +26,14 @@ import {
   fmt,
   freePort,
   haveValgrind,
+  knob,
   median,
   nginxConf,
   nginxWorkerCpu,
   percentile,
   printTable,
   saveResults,
+  smoke,
 } from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -39,6 +41,8 @@ const def = protoLoader.loadSync(join(here, 'bench.proto'), { longs: Number, def
 const Bench = grpc.loadPackageDefinition(def).branchline.bench.Bench;
 const creds = grpc.credentials.createInsecure();
 const quick = process.env.BENCH_QUICK === '1';
+// Sizes: BENCH_SMOKE=1 (lib.mjs) the least, BENCH_QUICK=1 short, else the full run.
+const size = (full, short, least) => (smoke ? least : quick ? short : full);
 // BENCH_GRPC_FLOOR=1 adds the lower-bound paths of frame-relay.mjs to the latency table.
 const floor = process.env.BENCH_GRPC_FLOOR === '1';
 const children = [];
@@ -176,7 +180,7 @@ if (parts.has('throughput')) {
   const plain = new Bench(addrs.plain, creds);
   const bl = new Bench(addrs.branchline, creds, { interceptors: [createClientInterceptor()] });
   await Promise.all([ready(plain), ready(bl)]);
-  const ms = quick ? 500 : 2000;
+  const ms = size(2000, 500, 100);
   const concurrency = 32;
   const configs = [
     ['plain grpc-js', () => callsPerSecond(plain, ms, concurrency, undefined, addrs.cpu)],
@@ -185,9 +189,9 @@ if (parts.has('throughput')) {
   ];
   // Warm-up: grpc-js needs a few thousand calls before its hot paths are optimized.
   for (const [, fn] of configs) await fn();
-  for (const [, fn] of configs) await fn();
+  if (!smoke) for (const [, fn] of configs) await fn();
   const samples = configs.map(() => []);
-  const rounds = quick ? 2 : 7;
+  const rounds = size(7, 2, 1);
   for (let r = 0; r < rounds; r++) {
     // Rotate the order each round so a slow moment does not always hit the same config.
     for (let i = 0; i < configs.length; i++) {
@@ -258,9 +262,9 @@ if (parts.has('hop')) {
   await Promise.all(targets.map(([, c]) => ready(c)));
   const check = await withRoutingKey('pr-1', () => call(targets[1][1], 0));
   if (check.text !== 'sandbox') throw new Error(`the baseline did not forward (answered by ${check.text})`);
-  const perRound = quick ? 200 : 1000;
-  const rounds = quick ? 2 : 6;
-  for (const [, c] of targets) await latencies(c, quick ? 300 : 2000, 'pr-1'); // warm-up
+  const perRound = size(1000, 200, 20);
+  const rounds = size(6, 2, 1);
+  for (const [, c] of targets) await latencies(c, size(2000, 300, 20), 'pr-1'); // warm-up
   const lat = targets.map(() => []);
   const cpu = targets.map(() => 0);
   for (let r = 0; r < rounds; r++)
@@ -346,9 +350,9 @@ if (parts.has('hop')) {
 if (parts.has('instructions')) {
   if (!haveValgrind()) console.log('\nvalgrind is not installed: skipping instruction counts.');
   else {
-    const warm = Number(process.env.BENCH_GRPC_CG_WARMUP ?? 6000);
-    const n = Number(process.env.BENCH_GRPC_CG_CALLS ?? 2000);
-    const rounds = Number(process.env.BENCH_GRPC_CG_ROUNDS ?? 5);
+    const warm = knob('BENCH_GRPC_CG_WARMUP', 6000, 100);
+    const n = knob('BENCH_GRPC_CG_CALLS', 2000, 50);
+    const rounds = knob('BENCH_GRPC_CG_ROUNDS', 5, 1);
     const { sandbox } = await startServers('sandbox');
     const per = {};
     const roundsOf = {};

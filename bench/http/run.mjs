@@ -25,17 +25,21 @@ import {
   fmt,
   freePort,
   haveValgrind,
+  knob,
   median,
   nginxConf,
   nginxWorkerCpu,
   nsPerOp,
   printTable,
   saveResults,
+  smoke,
 } from '../lib.mjs';
 import { load } from './load.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const seconds = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
+const seconds = knob('BENCH_HTTP_SECONDS', 5, 0.2);
+// Each measurement's warm-up, seconds.
+const WARMUP = smoke ? 0.1 : 1;
 const children = [];
 let nginxMaster;
 process.on('exit', () => {
@@ -83,7 +87,9 @@ function cpuTime(url) {
 async function cannon(url, { connections = 10, headers = {}, duration = seconds } = {}) {
   const cpu0 = await cpuTime(url);
   const r = await new Promise((resolve, reject) => {
-    autocannon({ url, connections, duration, headers, pipelining: 1 }, (err, r) => {
+    // autocannon stops at its next 1 s sample: a smoke run's short measurements take one sample.
+    const sampling = smoke ? { sampleInt: duration * 1000 } : {};
+    autocannon({ url, connections, duration, headers, pipelining: 1, ...sampling }, (err, r) => {
       if (err) return reject(err);
       if (r.non2xx || r.errors) return reject(new Error(`${url}: ${r.non2xx} non-2xx, ${r.errors} errors`));
       resolve(r);
@@ -92,7 +98,7 @@ async function cannon(url, { connections = 10, headers = {}, duration = seconds 
   const cpu = (await cpuTime(url)) - cpu0;
   return {
     cpuPerRequest: cpu / r.requests.total,
-    rps: r.requests.average,
+    rps: smoke ? r.requests.total / r.duration : r.requests.average,
     p50: r.latency.p50,
     p90: r.latency.p90,
     p99: r.latency.p99,
@@ -100,6 +106,27 @@ async function cannon(url, { connections = 10, headers = {}, duration = seconds 
 }
 
 const KEY = { baggage: 'userid=alice,branchline=other-key' };
+
+/**
+ * Which server answered a request to `url`: the `instance` in its body (servers.mjs), so `sandbox`
+ * when the request was forwarded. A forwarder that answered itself would otherwise be measured as
+ * a fast hop, and a plugin that routed nothing as a cheap one.
+ */
+async function answeredBy(url, headers) {
+  for (let i = 0; ; i++) {
+    try {
+      return (await (await fetch(url, { headers })).json()).instance;
+    } catch (err) {
+      // Express prints `ready` before it listens.
+      if (i >= 50) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+async function expectAnswer(name, url, headers, instance) {
+  const by = await answeredBy(url, headers);
+  if (by !== instance) throw new Error(`${name}: answered by ${by}, expected ${instance}`);
+}
 const results = { seconds, loadAverageAtStart: loadavg(), frameworks: [], hop: [], targets: {} };
 
 // 1. Framework overhead: alternate plain and Branchline runs to spread the machine's noise.
@@ -107,7 +134,7 @@ const results = { seconds, loadAverageAtStart: loadavg(), frameworks: [], hop: [
 // at 16 MB semi-spaces. In an app this small, V8 sizes its young generation by heuristics that
 // a few MB more heap (what loading any library adds) moves either way, by several µs per
 // request; pinned, the comparison shows the per-request work alone (see docs/http.md).
-const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
+const ROUNDS = knob('BENCH_HTTP_ROUNDS', 5, 1);
 const YOUNG_GEN = {
   'V8 default': [],
   'pinned 16 MB': ['--min-semi-space-size=16', '--max-semi-space-size=16'],
@@ -118,12 +145,15 @@ async function overhead(name, plainMode, blMode, youngGen) {
     start(plainMode, await freePort(), [], nodeArgs),
     start(blMode, await freePort(), [], nodeArgs),
   ]);
+  // The unrouted key stays here: both answer themselves.
+  await expectAnswer(plainMode, plain, KEY, plainMode);
+  await expectAnswer(blMode, bl, KEY, blMode);
   for (const [label, headers, target] of [
     ['no key', {}, 0.97],
     ['unrouted key', KEY, 0.95],
   ]) {
-    await cannon(plain, { headers, duration: 1 });
-    await cannon(bl, { headers, duration: 1 });
+    await cannon(plain, { headers, duration: WARMUP });
+    await cannon(bl, { headers, duration: WARMUP });
     const p = [];
     const b = [];
     const pc = [];
@@ -227,12 +257,15 @@ async function hop() {
   const paths = { direct: [sandbox, {}], ...(nginx ? { nginx: [nginx, {}] } : {}) };
   paths[FLOOR] = [floor, ROUTED];
   for (const [n, u] of Object.entries(forwarders)) paths[n] = [u, ROUTED];
+  for (const [name, [url, headers]] of Object.entries(paths))
+    await expectAnswer(name, url, headers, 'sandbox');
   const byConn = {};
   for (const connections of [1, 32]) {
     const acc = {};
-    for (const [url, headers] of Object.values(paths)) await load(url, { headers, connections, duration: 1 });
+    for (const [url, headers] of Object.values(paths))
+      await load(url, { headers, connections, duration: WARMUP });
     // Rounds interleaved across paths so that the machine's noise hits every path alike.
-    const rounds = Number(process.env.BENCH_HTTP_HOP_ROUNDS ?? 5);
+    const rounds = knob('BENCH_HTTP_HOP_ROUNDS', 5, 1);
     for (let i = 0; i < rounds; i++) {
       for (const [name, [url, headers]] of Object.entries(paths)) {
         const cpu0 = await cpuTime(url);
@@ -361,9 +394,9 @@ async function instructions() {
     console.log('\nvalgrind is not installed: skipping instruction counts (apt-get install -y valgrind).');
     return;
   }
-  const warm = Number(process.env.BENCH_HTTP_CG_WARMUP ?? 16000);
-  const n = Number(process.env.BENCH_HTTP_CG_REQUESTS ?? 2000);
-  const connections = Number(process.env.BENCH_HTTP_CG_CONNECTIONS ?? 1);
+  const warm = knob('BENCH_HTTP_CG_WARMUP', 16000, 200);
+  const n = knob('BENCH_HTTP_CG_REQUESTS', 2000, 100);
+  const connections = knob('BENCH_HTTP_CG_CONNECTIONS', 1);
   const modes = (process.env.BENCH_HTTP_CG_MODES ?? 'floor,node-bl').split(',');
   const label = {
     floor: FLOOR,
@@ -374,7 +407,7 @@ async function instructions() {
   };
   const sandbox = await start('sandbox', await freePort());
   const ROUTED = { baggage: 'branchline=bench-key' };
-  const rounds = Number(process.env.BENCH_HTTP_CG_ROUNDS ?? 3);
+  const rounds = knob('BENCH_HTTP_CG_ROUNDS', 3, 1);
   const per = {};
   const roundsOf = {};
   const tops = {};
@@ -388,6 +421,7 @@ async function instructions() {
       // Express prints `ready` before it listens: wait until the port answers.
       for (let i = 0; i < 100 && (await load(url, { headers: ROUTED, requests: 1 })).errors; i++)
         await new Promise((r) => setTimeout(r, 100));
+      await expectAnswer(mode, url, ROUTED, 'sandbox');
       const w = await load(url, { headers: ROUTED, connections, requests: warm });
       if (w.errors) throw new Error(`${mode}: ${w.errors} failed requests`);
       // Rounds of `n` requests, each counted alone; the median round is the figure (a round

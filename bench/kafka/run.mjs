@@ -2,6 +2,8 @@
 // topics in the same run (every message for the baseline; half of them skipped), and producer
 // overhead of instrumentProducer. Target (issue #5): the selective consumer at >= 95% of plain.
 // Needs the broker: `bash scripts/kafka.sh start` (this script starts it when it is down).
+// Env: BENCH_KAFKA_MESSAGES (default 50000) messages per topic; BENCH_KAFKA_ROUNDS (5) rounds;
+// BENCH_KAFKA_PRODUCER_MESSAGES (20000) messages per producer sample.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { connect } from 'node:net';
@@ -10,15 +12,18 @@ import { fileURLToPath } from 'node:url';
 import { withRoutingKey } from '@branchline/core';
 import { createSelectiveConsumer, instrumentProducer } from '@branchline/kafkajs';
 import { Kafka, logLevel } from 'kafkajs';
-import { fmt, interleavedRounds, percentile, printTable, saveResults } from '../lib.mjs';
+import { fmt, interleavedRounds, knob, percentile, printTable, saveResults, smoke } from '../lib.mjs';
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-const N = Number(process.env.BENCH_KAFKA_MESSAGES ?? 50_000);
-const ROUNDS = Number(process.env.BENCH_KAFKA_ROUNDS ?? 5);
+const N = knob('BENCH_KAFKA_MESSAGES', 50_000, 300);
+const ROUNDS = knob('BENCH_KAFKA_ROUNDS', 5, 1);
 const SEND_BATCH = 100;
-const PRODUCER_MESSAGES = 20_000;
+const PRODUCER_MESSAGES = knob('BENCH_KAFKA_PRODUCER_MESSAGES', 20_000, 200);
+// The wrapper-alone part: messages per round and rounds.
+const WRAPPER_MESSAGES = smoke ? 1000 : 100_000;
+const WRAPPER_ROUNDS = smoke ? 1 : 7;
 
 const up = await new Promise((resolve) => {
   const s = connect({ host: '127.0.0.1', port: 9092 });
@@ -220,7 +225,7 @@ async function wrapperOverhead(mode, keyed) {
           },
         },
   );
-  const M = 100_000;
+  const M = WRAPPER_MESSAGES;
   const ts = String(Date.now() - 1000);
   const msgs = Array.from({ length: M }, (_, i) => ({
     offset: String(i),
@@ -256,7 +261,7 @@ async function wrapperOverhead(mode, keyed) {
         };
   const sel = [];
   const raw = [];
-  for (let r = 0; r < 7; r++) {
+  for (let r = 0; r < WRAPPER_ROUNDS; r++) {
     sel.push(await drive(captured[mode]));
     raw.push(await drive(plainFn));
   }
@@ -296,7 +301,7 @@ printTable(
   producerRows,
 );
 printTable(
-  'what the selective wrapper adds per message (no broker; median of 7 rounds of 100,000)',
+  `what the selective wrapper adds per message (no broker; median of ${WRAPPER_ROUNDS} rounds of ${WRAPPER_MESSAGES})`,
   overheadRows,
 );
 const worst = Math.min(...Object.values(consumerResults).map((r) => r.ratio));

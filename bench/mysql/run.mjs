@@ -10,15 +10,15 @@
 import { randomBytes } from 'node:crypto';
 import { createRoutedPool, createSandboxDatabases } from '@branchline/mysql';
 import mysql from 'mysql2/promise';
-import { fmt, percentileOf, printTable, reportLoad, routedPoolOverhead, saveResults } from '../lib.mjs';
+import { fmt, knob, percentileOf, printTable, reportLoad, routedPoolOverhead, saveResults } from '../lib.mjs';
 
 const MY = {
   host: process.env.MYSQL_HOST ?? '127.0.0.1',
   port: Number(process.env.MYSQL_PORT ?? 3306),
   user: process.env.MYSQL_USER ?? 'root',
 };
-const ROWS = Number(process.env.BENCH_MYSQL_ROWS ?? 200_000);
-const PER_CASE = Number(process.env.BENCH_MYSQL_QUERIES ?? 4000);
+const ROWS = knob('BENCH_MYSQL_ROWS', 200_000, 1000);
+const PER_CASE = knob('BENCH_MYSQL_QUERIES', 4000, 40);
 const id = randomBytes(3).toString('hex');
 const baseline = `blbench_orders_${id}`;
 const prefix = `blbench${id}_`;

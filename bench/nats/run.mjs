@@ -2,6 +2,8 @@
 // stream in the same run (every message for the baseline; half of them skipped), and publish
 // overhead of instrumentJetStream. Target: the selective consumer at >= 95% of raw.
 // Needs nats-server with JetStream on 127.0.0.1:4222.
+// Env: BENCH_NATS_MESSAGES (default 50000) messages per stream; BENCH_NATS_ROUNDS (5) rounds;
+// BENCH_NATS_PUBLISH_MESSAGES (10000) messages per publish sample.
 
 import { spawn } from 'node:child_process';
 import { connect as tcp } from 'node:net';
@@ -11,12 +13,12 @@ import { withRoutingKey } from '@branchline/core';
 import { instrumentJetStream } from '@branchline/nats';
 import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
-import { fmt, interleavedRounds, percentile, printTable, saveResults } from '../lib.mjs';
+import { fmt, interleavedRounds, knob, percentile, printTable, saveResults } from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const N = Number(process.env.BENCH_NATS_MESSAGES ?? 50_000);
-const ROUNDS = Number(process.env.BENCH_NATS_ROUNDS ?? 5);
-const PUBLISH_MESSAGES = 10_000;
+const N = knob('BENCH_NATS_MESSAGES', 50_000, 300);
+const ROUNDS = knob('BENCH_NATS_ROUNDS', 5, 1);
+const PUBLISH_MESSAGES = knob('BENCH_NATS_PUBLISH_MESSAGES', 10_000, 200);
 const PUBLISH_WINDOW = 100;
 
 const up = await new Promise((resolve) => {

@@ -9,11 +9,11 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createRoutedPool, createSandboxDatabases } from '@branchline/pg';
 import pg from 'pg';
-import { fmt, percentileOf, printTable, reportLoad, routedPoolOverhead, saveResults } from '../lib.mjs';
+import { fmt, knob, percentileOf, printTable, reportLoad, routedPoolOverhead, saveResults } from '../lib.mjs';
 
 const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' };
-const MB = Number(process.env.BENCH_PG_MB ?? 100);
-const PER_CASE = Number(process.env.BENCH_PG_QUERIES ?? 8000);
+const MB = knob('BENCH_PG_MB', 100, 10);
+const PER_CASE = knob('BENCH_PG_QUERIES', 8000, 40);
 const id = randomBytes(3).toString('hex');
 const baseline = `blbench_orders_${id}`;
 const prefix = `blbench${id}_`;

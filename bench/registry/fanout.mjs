@@ -1,6 +1,6 @@
 // The registry's fan-out cost apart from SDK client work: 1,000 watchers that only read (one
-// child process, raw sockets), PUTs at a fixed rate for 6 s, registry CPU per change from its
-// /metrics. Run: node bench/registry/fanout.mjs [flushMs=20] [changesPerSecond=100]
+// child process, raw sockets), PUTs at a fixed rate for 6 s (env below), registry CPU per change
+// from its /metrics. Run: node bench/registry/fanout.mjs [flushMs=20] [changesPerSecond=100]
 // (BENCH_BUILD=<dir> as in run.mjs runs another build; older builds ignore flushMs).
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
@@ -9,9 +9,12 @@ import { connect } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { knob } from '../lib.mjs';
 import { startRegistry } from './registry-process.mjs';
 
-const WATCHERS = 1000;
+// BENCH_FANOUT_WATCHERS (default 1000) watchers, BENCH_FANOUT_SECONDS (6) of changes.
+const WATCHERS = knob('BENCH_FANOUT_WATCHERS', 1000, 20);
+const SECONDS = knob('BENCH_FANOUT_SECONDS', 6, 1);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 if (process.argv[2] === 'drain') {
@@ -39,7 +42,7 @@ if (process.argv[2] === 'drain') {
     await new Promise((r) => setTimeout(r, 100));
   const cpu0 = await metric('process_cpu_seconds_total');
   const load0 = loadavg()[0];
-  const total = rate * 6;
+  const total = Math.round(rate * SECONDS);
   const start = performance.now();
   const answered = [];
   const inflight = [];

@@ -2,13 +2,15 @@
 // (core RegistryRouteSource instances, in 4 processes) holding the new rule, at 100 changes/s;
 // and the registry's memory with 10,000 sandboxes. Compared with the closest peer's approach
 // (polling every 5 s). Run: npm run bench -- registry
+// Env: BENCH_SCENARIOS (default 1000x100,1000x10,100x100: clients x changes/s), BENCH_SECONDS (6)
+// per scenario, BENCH_WARMUP_SECONDS (2), BENCH_REGISTRY_SANDBOXES (10000) for the memory part.
 import { fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, setPriority, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmt, percentile, printTable, saveResults } from '../lib.mjs';
+import { fmt, knob, percentile, printTable, saveResults, smoke } from '../lib.mjs';
 import { startRegistry as startRegistryProcess } from './registry-process.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -168,7 +170,7 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
   // Warm-up (BENCH_WARMUP_SECONDS, default 2): the first changes run through code the JIT has
   // not optimized yet, in 1,000 clients at once on two cores; they are reported apart so the
   // figures below are the steady state a long-running service sees.
-  const warmupSeconds = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
+  const warmupSeconds = knob('BENCH_WARMUP_SECONDS', 2, 0.5);
   const warmAt = new Map();
   const warmStart = now();
   await send(Math.round(RATE * warmupSeconds), 0, warmAt, []);
@@ -273,9 +275,10 @@ async function propagation(dir, { clients: CLIENTS, rate: RATE, seconds: SECONDS
 
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'branchline-bench-registry-'));
-  const scenarios = (process.env.BENCH_SCENARIOS ?? '1000x100,1000x10,100x100').split(',').map((x) => {
+  const defaultScenarios = smoke ? '20x20' : '1000x100,1000x10,100x100';
+  const scenarios = (process.env.BENCH_SCENARIOS || defaultScenarios).split(',').map((x) => {
     const [clients, rate] = x.split('x').map(Number);
-    return { clients, rate, seconds: Number(process.env.BENCH_SECONDS ?? 6) };
+    return { clients, rate, seconds: knob('BENCH_SECONDS', 6, 1) };
   });
   const runs = [];
   for (const sc of scenarios) runs.push(await propagation(dir, sc));
@@ -329,7 +332,7 @@ async function main() {
   await new Promise((r) => setTimeout(r, 500));
   const rssEmpty = await mem.metric('process_resident_memory_bytes');
   const heapEmpty = await mem.metric('nodejs_heap_used_bytes');
-  const N = 10_000;
+  const N = knob('BENCH_REGISTRY_SANDBOXES', 10_000, 200);
   const t0 = now();
   let next = 0;
   await Promise.all(
@@ -382,7 +385,7 @@ async function main() {
     { sandboxes: N, rssMiB: fmt(rssFull / 2 ** 20), heapMiB: fmt(heapFull / 2 ** 20) },
   ]);
   console.log(
-    `\n10,000 sandboxes: +${fmt((rssFull - rssEmpty) / 2 ** 20)} MiB RSS (${fmt(rssFull / rssEmpty, 2)}× empty), ` +
+    `\n${N} sandboxes: +${fmt((rssFull - rssEmpty) / 2 ** 20)} MiB RSS (${fmt(rssFull / rssEmpty, 2)}× empty), ` +
       `${fmt((heapFull - heapEmpty) / N / 1024, 2)} KiB heap per sandbox; created at ${fmt(N / fillSeconds, 0)} PUT/s; ` +
       `full snapshot ${fmt(snapshotBytes / 2 ** 20)} MiB in ${fmt(snapshotMs)} ms`,
   );

@@ -26,16 +26,16 @@ import { StaticRouteSource } from '@branchline/core/transport';
 import { createSqsSelectiveConsumer, sandboxQueueName, withRouting } from '@branchline/sqs';
 import {
   drainRounds,
-  envNumber,
   fmt,
+  knob,
   printTable,
   saveResults,
   throughputCounter,
   throughputSummary,
 } from '../lib.mjs';
 
-const N = envNumber('BENCH_SQS_MESSAGES', 5000);
-const ROUNDS = envNumber('BENCH_SQS_ROUNDS', 5);
+const N = knob('BENCH_SQS_MESSAGES', 5000, 200);
+const ROUNDS = knob('BENCH_SQS_ROUNDS', 5, 1);
 const POLLERS = 4;
 const SERVICE = 'orders';
 const endpoint = 'http://127.0.0.1:9324';
