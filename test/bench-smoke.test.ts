@@ -43,7 +43,10 @@ const smokes: Record<string, Smoke> = {
   amqp: {
     waits: true,
     run: 'amqp',
-    expect: [/^selective-half-split\s+\d+\s+\d+\s+[\d.]+%/m, /target: selective >= 90% of plain/],
+    expect: [
+      /^selective-half-split\s+\d+\s+\d+\s+[\d.]+%/m,
+      /selective-all \/ plain = \d+\.\d{3} \(target >= 0\.90\)/,
+    ],
   },
   bullmq: {
     waits: true,
