@@ -259,6 +259,12 @@ async function hop() {
   for (const [n, u] of Object.entries(forwarders)) paths[n] = [u, ROUTED];
   for (const [name, [url, headers]] of Object.entries(paths))
     await expectAnswer(name, url, headers, 'sandbox');
+  // A Node process keeps getting cheaper per request for several seconds under load (V8 tiers
+  // functions up as they get hot): a forwarder measured after 1 s spent 1.8× the CPU per request
+  // it spent after 6 s. Every path is warmed this long at 32 connections before any round.
+  const hopWarmup = knob('BENCH_HTTP_HOP_WARMUP', 6, 0.1);
+  for (const [url, headers] of Object.values(paths))
+    await load(url, { headers, connections: 32, duration: hopWarmup });
   const byConn = {};
   for (const connections of [1, 32]) {
     const acc = {};
